@@ -1,0 +1,37 @@
+/* error.h - one error style for all of loxstream.
+ *
+ * Every fallible function returns an lx_status.  On failure it first records a
+ * human-readable message with lx_fail(), which names the file, the tensor and
+ * the offending value; the command line prints that message once, prefixed
+ * with "loxstream: ", and exits with the status as exit code.  No library code
+ * calls exit() or prints errors itself.
+ */
+#ifndef LOXSTREAM_ERROR_H
+#define LOXSTREAM_ERROR_H
+
+/* The values are the documented exit codes of the loxstream command. */
+typedef enum lx_status {
+    LX_OK = 0,
+    LX_EFAIL = 1,   /* runtime failure: I/O error, out of memory, numerical failure */
+    LX_EUSAGE = 2,  /* bad command line: unknown option, invalid value */
+    LX_EINPUT = 3,  /* an input checkpoint was rejected (format, consistency) */
+    LX_EVERIFY = 4, /* verify: output incomplete or corrupt */
+    LX_EOUTPUT = 5  /* output directory refused: foreign, other run, inside an input */
+} lx_status;
+
+/* Record a message (printf-style) for the calling thread and return status.
+ * A later call overwrites the message: record only at the point of failure. */
+lx_status lx_fail(lx_status status, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+/* Like lx_fail, appending ": strerror(errnum)". */
+lx_status lx_fail_errno(lx_status status, int errnum, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* The last recorded message of the calling thread ("" if none). */
+const char *lx_errmsg(void);
+
+/* Print a warning on stderr ("loxstream: warning: ...").  Warnings never stop a run. */
+void lx_warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+#endif

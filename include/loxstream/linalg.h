@@ -1,0 +1,50 @@
+/* linalg.h - the dense kernels loxstream uses, behind one small interface.
+ *
+ * GEMM comes from BLIS (src/numeric/blas_blis.c, the only file including
+ * blis.h); QR and small SVDs come from libFLAME (src/numeric/lapack_flame.c,
+ * the only file including FLAME.h): the two headers conflict in one
+ * translation unit.  All matrices are float32 with explicit row and column
+ * strides (rs, cs), as in BLIS: a row-major m x n matrix with leading
+ * dimension ld has rs = ld, cs = 1; its transpose is the same memory with
+ * the strides swapped, so no transposed copies are ever made.
+ */
+#ifndef LOXSTREAM_LINALG_H
+#define LOXSTREAM_LINALG_H
+
+#include <stddef.h>
+
+#include "loxstream/error.h"
+
+/* Initialise BLIS and libFLAME once, before any other thread starts.
+ * threads <= 0: BLIS's default (BLIS_NUM_THREADS / OMP_NUM_THREADS, else 1).
+ * Unless the user set BLIS_ARCH_TYPE, a CPU that BLIS 0.9 does not recognise
+ * (it would fall back to its slow "generic" kernels) is given the best
+ * sub-configuration its instruction set supports (zen3 for AMD, haswell or
+ * skx for Intel, when AVX2/FMA resp. AVX-512 are present). */
+lx_status lx_linalg_init(int threads);
+/* Set the number of BLIS threads for subsequent GEMMs. */
+void lx_linalg_set_threads(int threads);
+int lx_linalg_threads(void);
+/* BLIS version, sub-configuration in use, and how it was chosen, e.g.
+ * "BLIS 0.9.0, kernels zen3 (chosen by loxstream: BLIS does not know this CPU)". */
+const char *lx_linalg_describe(void);
+/* libFLAME version string. */
+const char *lx_flame_version(void);
+
+/* C = alpha * A * B + beta * C, A m x k, B k x n, C m x n, general strides. */
+void lx_sgemm(size_t m, size_t n, size_t k, float alpha,
+              const float *A, ptrdiff_t rsa, ptrdiff_t csa,
+              const float *B, ptrdiff_t rsb, ptrdiff_t csb, float beta,
+              float *C, ptrdiff_t rsc, ptrdiff_t csc);
+
+/* Orthonormalise the columns of the column-major m x n matrix A (lda >= m,
+ * m >= n) in place: A <- Q of its thin QR (libFLAME sgeqrf/sorgqr). */
+lx_status lx_qr_orthonormalize(float *A, size_t m, size_t n, size_t lda);
+
+/* Thin SVD of the column-major m x n matrix A (destroyed): A = U diag(S) VT,
+ * p = min(m, n); U m x p (ldu >= m), S p descending, VT p x n (ldvt >= p).
+ * U or VT may be NULL when not wanted.  Through libFLAME's sgesvd. */
+lx_status lx_svd_thin(float *A, size_t m, size_t n, size_t lda, float *U, size_t ldu,
+                      float *S, float *VT, size_t ldvt);
+
+#endif

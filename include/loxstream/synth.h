@@ -1,0 +1,42 @@
+/* synth.h - a generator of Llama-shaped model triplets (base, aligned,
+ * fine-tuned) in the Hugging Face layout, for the demo, the tests and the
+ * benchmarks.  It streams: rows are generated from per-(tensor, row) seeds
+ * and written as they are made, so memory stays at a few MB per row block
+ * whatever the model's size; the same options give the same bytes.
+ *
+ * The model (documented in the man page):
+ *   base      W_b   = N(0, init_std^2) entries (norm weights: 1 + small noise)
+ *   aligned   W_a   = W_b + D_a,  D_a = U diag(s) V^T + bulk
+ *             s_i   = scale * i^(-decay), i = 1..planted_rank (power law),
+ *             bulk  = dense N(0, noise_std^2) entries
+ *   finetuned W_f   = W_a + D_f,  D_f = -undo * (top `undone` alignment
+ *             directions of D_a) + its own planted low-rank part + bulk
+ * 1-D tensors (norms) get small deltas too, so copying them is observable.
+ */
+#ifndef LOXSTREAM_SYNTH_H
+#define LOXSTREAM_SYNTH_H
+
+#include <stdint.h>
+
+#include "loxstream/dtype.h"
+#include "loxstream/error.h"
+
+typedef struct lx_synth_opts {
+    uint64_t hidden, intermediate, layers, vocab;
+    lx_dtype dtype;                /* BF16, F16 or F32 */
+    uint64_t shard_size;           /* max bytes of tensor data per shard */
+    uint64_t seed;
+    int with_finetuned;            /* write OUTDIR/finetuned too */
+    int quiet;                     /* no progress on stderr */
+} lx_synth_opts;
+
+/* Fill *o from a preset: "tiny" (seconds, for tests), "small" (the README
+ * demo), "llama-7b" (Llama-2-7B's shapes: 4096, 11008, 32 layers, 32000). */
+lx_status lx_synth_preset(const char *name, lx_synth_opts *o);
+
+/* Write OUTDIR/base, OUTDIR/aligned and (optionally) OUTDIR/finetuned.
+ * OUTDIR is created if missing; existing model directories in it are
+ * refused (LX_EOUTPUT) rather than overwritten. */
+lx_status lx_synth_write(const char *outdir, const lx_synth_opts *o);
+
+#endif

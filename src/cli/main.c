@@ -1,0 +1,77 @@
+/* main.c - the loxstream command: global options and the subcommand table. */
+#include <stdio.h>
+#include <string.h>
+
+#include "config.h"
+#include "cli.h"
+#include "loxstream/error.h"
+#include "loxstream/linalg.h"
+
+#include <jansson.h>
+#include <xxhash.h>
+
+static const struct subcommand {
+    const char *name;
+    int (*run)(int argc, char **argv);
+    const char *summary;
+} subcommands[] = {
+    {"apply", cmd_apply, "write the LoX-extrapolated model (base + aligned -> output)"},
+    {"inspect", cmd_inspect, "list the tensors of a checkpoint, one per line"},
+    {"synth", cmd_synth, "generate a synthetic base/aligned/finetuned model triplet"},
+};
+
+static void usage(FILE *f)
+{
+    fprintf(f, "Usage: loxstream COMMAND [OPTION]... \n"
+               "Make an aligned LLM robust to fine-tuning with LoX (low-rank extrapolation),\n"
+               "streaming safetensors checkpoints of any size in bounded memory.\n\n"
+               "Commands:\n");
+    for (size_t i = 0; i < sizeof subcommands / sizeof subcommands[0]; i++)
+        fprintf(f, "  %-9s %s\n", subcommands[i].name, subcommands[i].summary);
+    fprintf(f, "\nGlobal options:\n"
+               "  -h, --help     show this help (COMMAND --help: that command's options)\n"
+               "  -V, --version  show version, BLIS kernels and library versions\n\n"
+               "Exit status: 0 success, 1 runtime error, 2 usage error, 3 invalid input,\n"
+               "4 verification failed, 5 output directory refused.  See loxstream(1).\n");
+}
+
+static int version(void)
+{
+    printf("loxstream %s\n", PACKAGE_VERSION);
+    lx_status st = lx_linalg_init(0);
+    if (st != LX_OK)
+        return cli_report(st);
+    printf("%s\n", lx_linalg_describe());
+    printf("libFLAME %s, jansson %s, xxHash %u.%u.%u\n", lx_flame_version(), JANSSON_VERSION,
+           XXH_VERSION_MAJOR, XXH_VERSION_MINOR, XXH_VERSION_RELEASE);
+    return 0;
+}
+
+int cli_report(int status)
+{
+    if (status != LX_OK) {
+        const char *msg = lx_errmsg();
+        fprintf(stderr, "loxstream: %s\n", *msg ? msg : "failed");
+    }
+    return status;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        usage(stderr);
+        return LX_EUSAGE;
+    }
+    const char *cmd = argv[1];
+    if (!strcmp(cmd, "-h") || !strcmp(cmd, "--help") || !strcmp(cmd, "help")) {
+        usage(stdout);
+        return 0;
+    }
+    if (!strcmp(cmd, "-V") || !strcmp(cmd, "--version"))
+        return version();
+    for (size_t i = 0; i < sizeof subcommands / sizeof subcommands[0]; i++)
+        if (!strcmp(cmd, subcommands[i].name))
+            return subcommands[i].run(argc - 1, argv + 1);
+    fprintf(stderr, "loxstream: unknown command '%s' (try 'loxstream --help')\n", cmd);
+    return LX_EUSAGE;
+}

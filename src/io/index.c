@@ -1,0 +1,2 @@
+/* index.c: to be written */
+typedef int lx_placeholder_index;

@@ -1,0 +1,2 @@
+/* apply.c: to be written */
+typedef int lx_placeholder_apply;

@@ -1,0 +1,2 @@
+/* progress.c: to be written */
+typedef int lx_placeholder_progress;

@@ -1,0 +1,2 @@
+/* synth.c: to be written */
+typedef int lx_placeholder_synth;

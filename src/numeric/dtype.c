@@ -1,0 +1,2 @@
+/* dtype.c: to be written */
+typedef int lx_placeholder_dtype;

@@ -1,0 +1,2 @@
+/* rsvd.c: to be written */
+typedef int lx_placeholder_rsvd;

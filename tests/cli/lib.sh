@@ -1,0 +1,65 @@
+# lib.sh - shared helpers of the shell tests (sourced, POSIX sh).
+# Environment from make check: LOXSTREAM (the built binary), LXCHECK,
+# TESTS_SRCDIR (the tests/ folder of the source tree).
+set -eu
+: "${LOXSTREAM:?run through make check}"
+: "${TESTS_SRCDIR:?run through make check}"
+REAL="$TESTS_SRCDIR/data/real"
+TMP=$(mktemp -d "${TMPDIR:-/tmp}/lxtest.XXXXXX")
+trap 'rm -rf "$TMP"' EXIT INT TERM
+NCHECKS=0
+
+fail() {
+    echo "FAIL: $*" >&2
+    exit 1
+}
+
+# expect_exit CODE CMD [ARG]...: run CMD, stdout to $TMP/out, stderr to
+# $TMP/err; fail unless it exits with CODE.
+expect_exit() {
+    want=$1
+    shift
+    set +e
+    "$@" >"$TMP/out" 2>"$TMP/err"
+    got=$?
+    set -e
+    NCHECKS=$((NCHECKS + 1))
+    if [ "$got" != "$want" ]; then
+        echo "command: $*" >&2
+        echo "--- stderr:" >&2
+        cat "$TMP/err" >&2
+        fail "exit status $got, expected $want"
+    fi
+}
+
+# expect_err PATTERN: the last stderr matches the extended regex PATTERN.
+expect_err() {
+    NCHECKS=$((NCHECKS + 1))
+    grep -Eq -- "$1" "$TMP/err" || {
+        echo "--- stderr:" >&2
+        cat "$TMP/err" >&2
+        fail "stderr does not match /$1/"
+    }
+}
+
+# expect_out PATTERN: the last stdout matches the extended regex PATTERN.
+expect_out() {
+    NCHECKS=$((NCHECKS + 1))
+    grep -Eq -- "$1" "$TMP/out" || {
+        echo "--- stdout:" >&2
+        head -50 "$TMP/out" >&2
+        fail "stdout does not match /$1/"
+    }
+}
+
+# expect_eq WHAT GOT WANT
+expect_eq() {
+    NCHECKS=$((NCHECKS + 1))
+    [ "$2" = "$3" ] || fail "$1: got '$2', expected '$3'"
+}
+
+# pass: end of a test script.
+pass() {
+    echo "ok: $NCHECKS checks"
+    exit 0
+}
