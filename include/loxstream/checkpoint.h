@@ -72,6 +72,12 @@ typedef struct lx_index {
 lx_status lx_index_parse(const char *json, size_t len, const char *fname, lx_index *out);
 void lx_index_free(lx_index *ix);
 
+/* Write model.safetensors.index.json at path atomically (lx_write_file_atomic):
+ * {"metadata": {"total_size": T}, "weight_map": {tensor: shard, ...}} with
+ * weight_map keys sorted, two-space indented as transformers writes it. */
+lx_status lx_index_write(const char *path, uint64_t total_size, size_t n,
+                         const char *const *tensor_names, const char *const *shard_names);
+
 /* True if name is a safe plain file name: non-empty, no '/', no NUL, not "."
  * or "..", no ".." component. */
 int lx_is_plain_filename(const char *name);
