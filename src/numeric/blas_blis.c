@@ -1,2 +1,142 @@
-/* blas_blis.c: to be written */
-typedef int lx_placeholder_blas_blis;
+/* blas_blis.c - GEMM through BLIS, and the choice of BLIS kernels.
+ *
+ * The only file that includes blis.h (it conflicts with FLAME.h).
+ *
+ * BLIS 0.9.0 picks its kernels from CPUID when it initialises.  On a CPU it
+ * does not know (e.g. AMD family 0x1A, Zen 5) it falls back to "generic",
+ * about 3-4 times slower than its AVX2/AVX-512 kernels, although those
+ * would run fine.  BLIS_ARCH_TYPE overrides the choice but must be set
+ * before BLIS initialises, and asking BLIS which arch it would pick
+ * (bli_arch_query_id) initialises it.  So loxstream asks in a forked child,
+ * and in the parent sets BLIS_ARCH_TYPE to the best sub-configuration the
+ * CPU's instruction set supports before its own bli_init().  A value the
+ * user set is always respected.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <blis.h>
+
+#include "loxstream/linalg.h"
+
+lx_status lx_flame_init(void); /* lapack_flame.c */
+
+static int initialised;
+static char description[256];
+
+/* BLIS's own pick, from a child process so the parent stays uninitialised. */
+static int probe_blis_arch(void)
+{
+    int fds[2];
+    if (pipe(fds) != 0)
+        return -1;
+    pid_t pid = fork();
+    if (pid < 0) {
+        close(fds[0]);
+        close(fds[1]);
+        return -1;
+    }
+    if (pid == 0) {
+        close(fds[0]);
+        bli_init();
+        int id = (int)bli_arch_query_id();
+        ssize_t w = write(fds[1], &id, sizeof id);
+        _exit(w == (ssize_t)sizeof id ? 0 : 1);
+    }
+    close(fds[1]);
+    int id = -1;
+    ssize_t r;
+    do
+        r = read(fds[0], &id, sizeof id);
+    while (r < 0 && errno == EINTR);
+    close(fds[0]);
+    int status;
+    while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+        ;
+    if (r != (ssize_t)sizeof id || !WIFEXITED(status) || WEXITSTATUS(status) != 0)
+        return -1;
+    return id;
+}
+
+/* The sub-configuration to use instead of "generic", or -1 for none. */
+static int fallback_arch(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_cpu_init();
+    int avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    int avx512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq") &&
+                 __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl");
+    if (__builtin_cpu_is("amd"))
+        return avx2 ? BLIS_ARCH_ZEN3 : -1;
+    if (avx512)
+        return BLIS_ARCH_SKX;
+    if (avx2)
+        return BLIS_ARCH_HASWELL;
+#endif
+    return -1;
+}
+
+lx_status lx_linalg_init(int threads)
+{
+    if (initialised) {
+        if (threads > 0)
+            lx_linalg_set_threads(threads);
+        return LX_OK;
+    }
+    const char *how = "detected by BLIS";
+    char how_buf[160];
+    const char *user = getenv("BLIS_ARCH_TYPE");
+    if (user && *user) {
+        snprintf(how_buf, sizeof how_buf, "set by BLIS_ARCH_TYPE=%s", user);
+        how = how_buf;
+    } else {
+        int id = probe_blis_arch();
+        int better = id == BLIS_ARCH_GENERIC ? fallback_arch() : -1;
+        if (better >= 0) {
+            char num[16];
+            snprintf(num, sizeof num, "%d", better);
+            setenv("BLIS_ARCH_TYPE", num, 1);
+            how = "chosen by loxstream: BLIS does not recognise this CPU and would use 'generic'";
+        }
+    }
+    bli_init();
+    lx_status st = lx_flame_init();
+    if (st != LX_OK)
+        return st;
+    if (threads > 0)
+        lx_linalg_set_threads(threads);
+    snprintf(description, sizeof description, "BLIS %s, kernels %s (%s)", bli_info_get_version_str(),
+             bli_arch_string(bli_arch_query_id()), how);
+    initialised = 1;
+    return LX_OK;
+}
+
+void lx_linalg_set_threads(int threads)
+{
+    bli_thread_set_num_threads(threads > 0 ? threads : 1);
+}
+
+int lx_linalg_threads(void)
+{
+    return (int)bli_thread_get_num_threads();
+}
+
+const char *lx_linalg_describe(void)
+{
+    return initialised ? description : "BLIS (not initialised)";
+}
+
+void lx_sgemm(size_t m, size_t n, size_t k, float alpha, const float *A, ptrdiff_t rsa,
+              ptrdiff_t csa, const float *B, ptrdiff_t rsb, ptrdiff_t csb, float beta, float *C,
+              ptrdiff_t rsc, ptrdiff_t csc)
+{
+    if (m == 0 || n == 0)
+        return;
+    bli_sgemm(BLIS_NO_TRANSPOSE, BLIS_NO_TRANSPOSE, (dim_t)m, (dim_t)n, (dim_t)k, &alpha,
+              (float *)A, (inc_t)rsa, (inc_t)csa, (float *)B, (inc_t)rsb, (inc_t)csb, &beta, C,
+              (inc_t)rsc, (inc_t)csc);
+}

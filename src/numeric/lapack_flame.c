@@ -1,2 +1,96 @@
-/* lapack_flame.c: to be written */
-typedef int lx_placeholder_lapack_flame;
+/* lapack_flame.c - QR and small SVDs through libFLAME's LAPACK interface.
+ *
+ * The only file that includes FLAME.h (it conflicts with blis.h).  The
+ * LAPACK-compatible entry points (sgeqrf_, sorgqr_, sgesvd_) are declared by
+ * FLAME.h; libFLAME 5.2 takes its own BLAS from BLIS (-lflame -lblis).
+ * These run on small matrices only (n x l, m x l with l ~ 16), never on a
+ * whole weight matrix except in exact (validation) mode.
+ */
+#include <limits.h>
+#include <stdlib.h>
+
+#include <FLAME.h>
+
+#include "loxstream/linalg.h"
+
+lx_status lx_flame_init(void);
+
+lx_status lx_flame_init(void)
+{
+    if (!FLA_Initialized())
+        FLA_Init();
+    return LX_OK;
+}
+
+const char *lx_flame_version(void)
+{
+    return "5.2 (LAPACK interface: sgeqrf, sorgqr, sgesvd)";
+}
+
+static int fits_int(size_t v)
+{
+    return v <= (size_t)INT_MAX;
+}
+
+lx_status lx_qr_orthonormalize(float *A, size_t m, size_t n, size_t lda)
+{
+    if (n == 0)
+        return LX_OK;
+    if (m < n || lda < m || !fits_int(m) || !fits_int(lda))
+        return lx_fail(LX_EFAIL, "QR: invalid shape %zu x %zu (lda %zu)", m, n, lda);
+    int im = (int)m, in = (int)n, ilda = (int)lda, info = 0, query = -1;
+    float wq = 0;
+    sgeqrf_(&im, &in, A, &ilda, NULL, &wq, &query, &info);
+    int lwork = (int)wq;
+    float wq2 = 0;
+    sorgqr_(&im, &in, &in, A, &ilda, NULL, &wq2, &query, &info);
+    if ((int)wq2 > lwork)
+        lwork = (int)wq2;
+    if (lwork < in)
+        lwork = in;
+    float *tau = malloc(n * sizeof *tau);
+    float *work = malloc((size_t)lwork * sizeof *work);
+    if (!tau || !work) {
+        free(tau);
+        free(work);
+        return lx_fail(LX_EFAIL, "QR: out of memory");
+    }
+    sgeqrf_(&im, &in, A, &ilda, tau, work, &lwork, &info);
+    if (info == 0)
+        sorgqr_(&im, &in, &in, A, &ilda, tau, work, &lwork, &info);
+    free(tau);
+    free(work);
+    if (info != 0)
+        return lx_fail(LX_EFAIL, "QR of a %zu x %zu block failed (LAPACK info %d)", m, n, info);
+    return LX_OK;
+}
+
+lx_status lx_svd_thin(float *A, size_t m, size_t n, size_t lda, float *U, size_t ldu, float *S,
+                      float *VT, size_t ldvt)
+{
+    size_t p = m < n ? m : n;
+    if (p == 0)
+        return LX_OK;
+    if (!fits_int(m) || !fits_int(n) || !fits_int(lda) || lda < m)
+        return lx_fail(LX_EFAIL, "SVD: invalid shape %zu x %zu (lda %zu)", m, n, lda);
+    int im = (int)m, in = (int)n, ilda = (int)lda, info = 0, query = -1;
+    int ildu = U ? (int)ldu : 1, ildvt = VT ? (int)ldvt : 1;
+    float dummy = 0;
+    char ju = U ? 'S' : 'N', jv = VT ? 'S' : 'N';
+    float wq = 0;
+    sgesvd_(&ju, &jv, &im, &in, A, &ilda, S, U ? U : &dummy, &ildu, VT ? VT : &dummy, &ildvt, &wq,
+            &query, &info);
+    int lwork = (int)wq;
+    if (lwork < 1)
+        lwork = 1;
+    float *work = malloc((size_t)lwork * sizeof *work);
+    if (!work)
+        return lx_fail(LX_EFAIL, "SVD: out of memory for a %zu x %zu matrix", m, n);
+    sgesvd_(&ju, &jv, &im, &in, A, &ilda, S, U ? U : &dummy, &ildu, VT ? VT : &dummy, &ildvt, work,
+            &lwork, &info);
+    free(work);
+    if (info != 0)
+        return lx_fail(LX_EFAIL, "SVD of a %zu x %zu matrix did not converge (LAPACK info %d)", m,
+                       n, info);
+    return LX_OK;
+}
