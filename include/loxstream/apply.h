@@ -1,0 +1,78 @@
+/* apply.h - the LoX job: plan which tensors to transform, then stream them
+ * through the randomized SVD and write the output checkpoint.
+ *
+ * The plan is separate from the execution so that other jobs (analyses,
+ * adapter export, --part I/N) can reuse it: it pairs every tensor of the
+ * aligned checkpoint with its base tensor and decides what happens to it.
+ */
+#ifndef LOXSTREAM_APPLY_H
+#define LOXSTREAM_APPLY_H
+
+#include <regex.h>
+#include <stdint.h>
+
+#include "loxstream/checkpoint.h"
+#include "loxstream/rsvd.h"
+
+typedef enum lx_action {
+    LX_ACT_COPY,      /* copied bit for bit (1-D, non-float, filtered out, unmatched) */
+    LX_ACT_LOWRANK,   /* W + alpha * U_k S_k V_k^T, per matrix of the last two dims */
+    LX_ACT_FULL       /* W + alpha * (W_aligned - W_base)  (rank 0) */
+} lx_action;
+
+typedef struct lx_plan_item {
+    const lx_tensor *aligned;
+    const lx_tensor *base;         /* NULL for COPY of an unmatched tensor */
+    lx_action action;
+    uint64_t batch;                /* matrices in the tensor (product of leading dims) */
+    uint64_t m, n;                 /* each matrix: rows x cols (last two dims) */
+    const char *why;               /* for COPY: "1-D", "dtype I64", "excluded", ... */
+} lx_plan_item;
+
+typedef struct lx_plan {
+    size_t n;
+    lx_plan_item *items;           /* in the aligned checkpoint's order */
+    uint64_t transform_bytes, copy_bytes;
+    size_t ntransform;
+} lx_plan;
+
+typedef struct lx_filter {
+    int has_include, has_exclude;
+    regex_t include, exclude;      /* POSIX extended, on tensor names */
+} lx_filter;
+
+/* Compile --include / --exclude (either may be NULL). LX_EUSAGE on a bad regex. */
+lx_status lx_filter_init(lx_filter *f, const char *include, const char *exclude);
+void lx_filter_free(lx_filter *f);
+
+/* Pair the tensors and decide their actions.  Every tensor to transform
+ * must exist in base with the same dtype and shape, else LX_EINPUT naming
+ * it, unless copy_unmatched (then it is copied, with a warning).  Asking to
+ * transform a non-float tensor explicitly (--include matching it) is an
+ * error. */
+lx_status lx_plan_build(const lx_checkpoint *base, const lx_checkpoint *aligned,
+                        const lx_filter *filter, int rank, int copy_unmatched, lx_plan *out);
+void lx_plan_free(lx_plan *p);
+
+typedef struct lx_apply_opts {
+    const char *base_path, *aligned_path, *output_path;
+    int rank;                      /* k; 0 = full-rank extrapolation */
+    double alpha;
+    lx_rsvd_opts svd;              /* rank inside is overwritten per matrix */
+    const char *include, *exclude;
+    int copy_unmatched;
+    uint64_t max_memory;           /* bound on anonymous memory (bytes) */
+    int threads;
+    const char *report_path;       /* per-matrix TSV, NULL for none ("-": stdout) */
+    int quiet;
+    int stats;                     /* print resource use and rates at the end */
+} lx_apply_opts;
+
+void lx_apply_opts_default(lx_apply_opts *o);
+
+/* The whole job.  Output: OUTDIR/<shard>.partial files renamed into place
+ * once every shard is durable, then model.safetensors.index.json (if the
+ * aligned model has one) and the aligned model's other files. */
+lx_status lx_apply_run(const lx_apply_opts *o);
+
+#endif

@@ -1,0 +1,22 @@
+/* progress.h - progress on stderr: a bar on a terminal, plain lines
+ * otherwise (one every few seconds), nothing when quiet. */
+#ifndef LOXSTREAM_PROGRESS_H
+#define LOXSTREAM_PROGRESS_H
+
+#include <stdint.h>
+
+typedef struct lx_progress {
+    const char *what;              /* "apply", "synth", ... */
+    uint64_t total_items, total_bytes;
+    uint64_t done_items, done_bytes;
+    double start, last_print;
+    int tty, quiet, printed;
+} lx_progress;
+
+void lx_progress_begin(lx_progress *p, const char *what, uint64_t items, uint64_t bytes, int quiet);
+/* Record progress; prints when due.  `current` names the item being done. */
+void lx_progress_update(lx_progress *p, uint64_t items, uint64_t bytes, const char *current);
+/* Final line: totals, elapsed time and throughput. */
+void lx_progress_end(lx_progress *p);
+
+#endif

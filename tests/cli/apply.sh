@@ -1,3 +1,131 @@
 #!/bin/sh
-# placeholder
-exit 77
+# loxstream apply end to end: generated models and real PEFT checkpoints,
+# each output checked by lxcheck against an exact SVD computed from the
+# stored values (tests/tools/lxcheck.c).
+. "$TESTS_SRCDIR/cli/lib.sh"
+: "${LXCHECK:?}"
+
+q() { "$LOXSTREAM" "$@" -q; }
+
+# ---- f32 model: the randomized SVD at the default tolerance ------------
+q synth --preset tiny --dtype f32 --seed 7 "$TMP/f32" >/dev/null 2>&1 || fail "synth f32"
+expect_exit 0 "$LOXSTREAM" apply -q -b "$TMP/f32/base" -a "$TMP/f32/aligned" -o "$TMP/f32/lox" \
+    --rank 6 --alpha 1.25 --report "$TMP/f32.tsv"
+expect_exit 0 "$LXCHECK" "$TMP/f32/base" "$TMP/f32/aligned" "$TMP/f32/lox" 6 1.25 1e-3
+expect_out 'q_proj.weight'
+expect_out 'input_layernorm.weight.*copied'
+# the output directory is a complete model: index, config, tokenizer
+for f in model.safetensors.index.json config.json; do
+    [ -f "$TMP/f32/lox/$f" ] || fail "output lacks $f"
+    cmp -s "$TMP/f32/aligned/$f" "$TMP/f32/lox/$f" || [ "$f" = model.safetensors.index.json ] ||
+        fail "$f differs from the aligned model's"
+done
+ls "$TMP/f32/lox" | grep -q '\.partial$' && fail "a .partial shard was left behind"
+"$LOXSTREAM" inspect -q "$TMP/f32/aligned" >"$TMP/a.tsv"
+"$LOXSTREAM" inspect -q "$TMP/f32/lox" >"$TMP/o.tsv"
+cmp -s "$TMP/a.tsv" "$TMP/o.tsv" || fail "output tensor table differs from the aligned model's"
+# report: header + one line per matrix, lowrank lines with 6 singular values
+head -1 "$TMP/f32.tsv" | grep -q '^tensor	matrix	rows' || fail "report header"
+n_low=$(awk -F '\t' '$6 == "lowrank"' "$TMP/f32.tsv" | wc -l)
+n_2d=$(awk -F '\t' '$3 ~ /x/' "$TMP/a.tsv" | wc -l)
+expect_eq "lowrank report lines" "$n_low" "$n_2d"
+awk -F '\t' '$6 == "lowrank" && split($13, s, ",") != 6 { exit 1 }' "$TMP/f32.tsv" ||
+    fail "report lines without 6 singular values"
+
+# ---- exact mode matches to f32 accuracy ---------------------------------
+expect_exit 0 "$LOXSTREAM" apply -q -b "$TMP/f32/base" -a "$TMP/f32/aligned" -o "$TMP/f32/exact" \
+    --rank 3 --alpha 2 --exact
+expect_exit 0 "$LXCHECK" "$TMP/f32/base" "$TMP/f32/aligned" "$TMP/f32/exact" 3 2 1e-5
+
+# ---- full rank (k = 0): W + alpha * dW exactly --------------------------
+expect_exit 0 "$LOXSTREAM" apply -q -b "$TMP/f32/base" -a "$TMP/f32/aligned" -o "$TMP/f32/full" \
+    --rank 0 --alpha 0.5
+expect_exit 0 "$LXCHECK" "$TMP/f32/base" "$TMP/f32/aligned" "$TMP/f32/full" 0 0.5 1e-6
+
+# ---- bf16: rounding of both sides cancels in lxcheck's metric ----------
+q synth --preset tiny --seed 3 "$TMP/bf" >/dev/null 2>&1 || fail "synth bf16"
+expect_exit 0 "$LOXSTREAM" apply -q -b "$TMP/bf/base" -a "$TMP/bf/aligned" -o "$TMP/bf/lox1" -j 1
+expect_exit 0 "$LXCHECK" "$TMP/bf/base" "$TMP/bf/aligned" "$TMP/bf/lox1" 6 1.25 2e-2
+# determinism: a second run, and 2 threads, give the same bytes
+expect_exit 0 "$LOXSTREAM" apply -q -b "$TMP/bf/base" -a "$TMP/bf/aligned" -o "$TMP/bf/lox2" -j 2
+expect_exit 0 "$LOXSTREAM" apply -q -b "$TMP/bf/base" -a "$TMP/bf/aligned" -o "$TMP/bf/lox3" -j 2 \
+    --max-memory 200M
+for f in "$TMP"/bf/lox1/*; do
+    b=$(basename "$f")
+    cmp "$f" "$TMP/bf/lox2/$b" || fail "$b: 1 and 2 threads differ"
+    cmp "$f" "$TMP/bf/lox3/$b" || fail "$b: runs with another memory limit differ"
+done
+# another seed gives other bytes (the seed is used), within tolerance
+expect_exit 0 "$LOXSTREAM" apply -q -b "$TMP/bf/base" -a "$TMP/bf/aligned" -o "$TMP/bf/lox4" --seed 99
+cmp -s "$TMP/bf/lox1/model-00001-of-00002.safetensors" "$TMP/bf/lox4/model-00001-of-00002.safetensors" &&
+    [ "$(ls "$TMP"/bf/lox1/*.safetensors | wc -l)" -gt 0 ] && fail "seed has no effect"
+
+# ---- dW = 0: base == aligned gives the aligned model's bytes back -------
+expect_exit 0 "$LOXSTREAM" apply -q -b "$TMP/bf/aligned" -a "$TMP/bf/aligned" -o "$TMP/bf/zero"
+for f in "$TMP"/bf/zero/*.safetensors; do
+    "$LOXSTREAM" inspect -q --json "$f" >/dev/null || fail "output unreadable"
+done
+expect_exit 0 "$LXCHECK" "$TMP/bf/aligned" "$TMP/bf/aligned" "$TMP/bf/zero" 6 1.25 0
+
+# ---- filters: excluded tensors are copied bit for bit -------------------
+expect_exit 0 "$LOXSTREAM" apply -q -b "$TMP/bf/base" -a "$TMP/bf/aligned" -o "$TMP/bf/filt" \
+    --exclude 'embed_tokens|lm_head' --report "$TMP/filt.tsv"
+grep -q '^model.embed_tokens.weight	0	.*filtered out' "$TMP/filt.tsv" || fail "embed not filtered"
+grep -q '^lm_head.weight	0	.*filtered out' "$TMP/filt.tsv" || fail "lm_head not filtered"
+grep -q '^model.layers.0.mlp.up_proj.weight	0	.*lowrank' "$TMP/filt.tsv" || fail "up_proj not transformed"
+
+# ---- odd shapes: m < n, m > n, rank near and above min(m, n) ------------
+q synth --preset tiny --hidden 40 --intermediate 72 --vocab 33 --layers 1 --dtype f32 "$TMP/odd" >/dev/null 2>&1 ||
+    fail "synth odd"
+expect_exit 0 "$LOXSTREAM" apply -q -b "$TMP/odd/base" -a "$TMP/odd/aligned" -o "$TMP/odd/k39" --rank 39
+expect_exit 0 "$LXCHECK" "$TMP/odd/base" "$TMP/odd/aligned" "$TMP/odd/k39" 39 1.25 1e-3
+expect_exit 0 "$LOXSTREAM" apply -b "$TMP/odd/base" -a "$TMP/odd/aligned" -o "$TMP/odd/k50" --rank 50
+expect_err "rank 50 exceeds min\(33, 40\): using rank 33"
+expect_exit 0 "$LXCHECK" "$TMP/odd/base" "$TMP/odd/aligned" "$TMP/odd/k50" 50 1.25 1e-3
+
+# ---- real PEFT checkpoints: two steps of one training run ---------------
+g="$REAL/gpt2-lora-run"
+expect_exit 0 "$LOXSTREAM" apply -q -b "$g/checkpoint-2000/adapter_model.safetensors" \
+    -a "$g/checkpoint-7500/adapter_model.safetensors" -o "$TMP/gpt2" --rank 4
+[ -f "$TMP/gpt2/adapter_model.safetensors" ] || fail "single-file output name"
+expect_exit 0 "$LXCHECK" "$g/checkpoint-2000/adapter_model.safetensors" \
+    "$g/checkpoint-7500/adapter_model.safetensors" "$TMP/gpt2/adapter_model.safetensors" 4 1.25 1e-3
+r="$REAL/roberta-lora"
+expect_exit 0 "$LOXSTREAM" apply -q -b "$r/checkpoint-500/adapter_model.safetensors" \
+    -a "$r/checkpoint-2400/adapter_model.safetensors" -o "$TMP/roberta" --rank 2 --alpha 0.7
+expect_exit 0 "$LXCHECK" "$r/checkpoint-500/adapter_model.safetensors" \
+    "$r/checkpoint-2400/adapter_model.safetensors" "$TMP/roberta/adapter_model.safetensors" 2 0.7 1e-3
+expect_out 'classifier.dense.weight'
+
+# ---- refusals -----------------------------------------------------------
+expect_exit 5 "$LOXSTREAM" apply -q -b "$TMP/bf/base" -a "$TMP/bf/aligned" -o "$TMP/bf/lox1"
+expect_err 'not empty'
+expect_exit 5 "$LOXSTREAM" apply -q -b "$TMP/bf/base" -a "$TMP/bf/aligned" -o "$TMP/bf/aligned/sub"
+expect_err 'inside the input'
+[ ! -e "$TMP/bf/aligned/sub" ] || fail "output dir left inside the input"
+expect_exit 2 "$LOXSTREAM" apply -q -b "$TMP/bf/base" -a "$TMP/bf/aligned" -o "$TMP/mem" --max-memory 1M
+expect_err "--max-memory 1.00 MiB is too small: tensor '[^']+' needs"
+[ ! -e "$TMP/mem" ] || fail "a refused run created its output directory"
+# shape mismatch between base and aligned
+q synth --preset tiny --hidden 48 --no-finetuned "$TMP/other" >/dev/null 2>&1 || fail "synth other"
+expect_exit 3 "$LOXSTREAM" apply -q -b "$TMP/other/base" -a "$TMP/bf/aligned" -o "$TMP/mis"
+expect_err "tensor 'model\.[a-z_.0-9]+': aligned BF16 \[[0-9x]+\] but base BF16 \[[0-9x]+\]"
+[ ! -e "$TMP/mis" ] || fail "a refused run created its output directory"
+# a tensor missing from base
+expect_exit 3 "$LOXSTREAM" apply -q -b "$g/checkpoint-2000/adapter_model.safetensors" \
+    -a "$r/checkpoint-2400/adapter_model.safetensors" -o "$TMP/miss"
+expect_err "is in the aligned model .* but not in the base model"
+
+# ---- a NaN in an input: a clear error naming tensor, row and column -----
+cp -r "$TMP/f32/aligned" "$TMP/nan"
+line=$("$LOXSTREAM" inspect -q --json "$TMP/nan" | grep '"model.layers.0.self_attn.k_proj.weight"')
+shard=$(printf '%s\n' "$line" | sed 's/.*"shard": *"\([^"]*\)".*/\1/')
+offset=$(printf '%s\n' "$line" | sed 's/.*"offset": *\([0-9]*\).*/\1/')
+shape=$(printf '%s\n' "$line" | sed 's/.*"shape": *\[\([0-9]*\),.*/\1/')
+# row 2, column 5 of a f32 matrix with $shape columns (square: hidden x hidden)
+pos=$((offset + (2 * shape + 5) * 4))
+printf '\000\000\300\177' | dd of="$TMP/nan/$shard" bs=1 seek="$pos" conv=notrunc 2>/dev/null
+expect_exit 3 "$LOXSTREAM" apply -q -b "$TMP/f32/base" -a "$TMP/nan" -o "$TMP/nanout"
+expect_err "tensor 'model.layers.0.self_attn.k_proj.weight': row 2, column 5: aligned nan"
+ls "$TMP/nanout" 2>/dev/null | grep -q '\.safetensors$' && fail "a failed run left complete-looking shards"
+pass
