@@ -1,4 +1,5 @@
 /* util.c - sizes, numbers, paths and whole-file writes shared by the CLI and the jobs. */
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -18,13 +19,12 @@ lx_status lx_parse_size(const char *s, const char *what, uint64_t *out)
 {
     if (!s || !*s)
         return lx_fail(LX_EUSAGE, "%s: empty size", what);
-    const char *p = s;
-    if (*p == '-' || *p == '+' || *p == ' ')
-        return lx_fail(LX_EUSAGE, "%s: invalid size '%s' (expected e.g. 512M, 1G, 4096)", what, s);
-    errno = 0;
+    /* The number is plain decimal digits with an optional fraction: strtod
+     * alone would also take leading blanks, signs, hex, exponents and "inf". */
+    size_t span = strspn(s, "0123456789.");
     char *end;
-    double v = strtod(p, &end);
-    if (end == p || errno || !isfinite(v) || v < 0)
+    double v = strtod(s, &end);   /* too many digits give +Inf: "too large" below */
+    if (span == 0 || end != s + span)
         return lx_fail(LX_EUSAGE, "%s: invalid size '%s' (expected e.g. 512M, 1G, 4096)", what, s);
     double mult = 1;
     switch (*end) {
@@ -49,7 +49,8 @@ lx_status lx_parse_size(const char *s, const char *what, uint64_t *out)
 
 lx_status lx_parse_u64(const char *s, const char *what, uint64_t lo, uint64_t hi, uint64_t *out)
 {
-    if (!s || !*s || *s == '-' || *s == '+' || *s == ' ')
+    /* strtoull skips blanks and negates "-1" into 2^64 - 1: insist on a digit */
+    if (!s || !isdigit((unsigned char)*s))
         return lx_fail(LX_EUSAGE, "%s: invalid number '%s'", what, s ? s : "");
     errno = 0;
     char *end;
@@ -64,7 +65,7 @@ lx_status lx_parse_u64(const char *s, const char *what, uint64_t lo, uint64_t hi
 
 lx_status lx_parse_double(const char *s, const char *what, double lo, double hi, double *out)
 {
-    if (!s || !*s || *s == ' ')
+    if (!s || !*s || isspace((unsigned char)*s))
         return lx_fail(LX_EUSAGE, "%s: invalid number '%s'", what, s ? s : "");
     errno = 0;
     char *end;
@@ -82,7 +83,8 @@ const char *lx_format_size(uint64_t bytes, char *buf, size_t len)
     static const char *units[] = {"B", "KiB", "MiB", "GiB", "TiB", "PiB"};
     double v = (double)bytes;
     int u = 0;
-    while (v >= 1024 && u < 5) {
+    /* 1023.995 and up would print as "1024.00": take the next unit */
+    while (v >= 1023.995 && u < 5) {
         v /= 1024;
         u++;
     }
@@ -200,6 +202,8 @@ lx_status lx_copy_file(const char *src, const char *dst)
 
 lx_status lx_mkdir_p(const char *path)
 {
+    if (!*path)
+        return lx_fail(LX_EFAIL, "cannot create a directory with an empty name");
     char *p = strdup(path);
     if (!p)
         return lx_fail(LX_EFAIL, "out of memory");
