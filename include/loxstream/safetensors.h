@@ -43,6 +43,13 @@ lx_status lx_st_parse(const unsigned char *buf, uint64_t size, const char *fname
                       lx_st_header *out);
 void lx_st_header_free(lx_st_header *h);
 
+/* Escape an untrusted name (tensor, shard) for one line of text: '\\', tab,
+ * newline, CR and other control bytes become \\, \t, \n, \r, \xNN.  Like
+ * snprintf, writes at most len bytes including the NUL; a cut name ends in
+ * "...".  4 * strlen(name) + 1 bytes always suffice.  Returns buf. */
+const char *lx_st_escape_name(const char *name, char *buf, size_t len);
+#define LX_NAME_QUOTE 256          /* buffer for a name in an error message */
+
 /* ---- writing ---------------------------------------------------------- */
 
 /* One tensor of a file to be written; offsets are filled by lx_st_layout_build. */
@@ -85,6 +92,10 @@ typedef struct lx_st_out {
 lx_status lx_st_out_open(lx_st_out *o, const char *path, const lx_st_layout *L, int reuse);
 /* Write len bytes at byte offset `off` within tensor `idx` (bounds checked). */
 lx_status lx_st_out_write(lx_st_out *o, size_t idx, uint64_t off, const void *buf, size_t len);
+/* Start writing tensor idx's bytes back to disk without waiting for it
+ * (Linux sync_file_range; nothing elsewhere), so that disk writes overlap
+ * the generation of the next tensors and the final sync has little left. */
+lx_status lx_st_out_writeback(lx_st_out *o, size_t idx);
 /* fdatasync the file. */
 lx_status lx_st_out_sync(lx_st_out *o);
 /* Close (no sync); returns the status of close(2). */
