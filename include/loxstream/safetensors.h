@@ -92,10 +92,11 @@ typedef struct lx_st_out {
 lx_status lx_st_out_open(lx_st_out *o, const char *path, const lx_st_layout *L, int reuse);
 /* Write len bytes at byte offset `off` within tensor `idx` (bounds checked). */
 lx_status lx_st_out_write(lx_st_out *o, size_t idx, uint64_t off, const void *buf, size_t len);
-/* Start writing tensor idx's bytes back to disk without waiting for it
- * (Linux sync_file_range; nothing elsewhere), so that disk writes overlap
- * the generation of the next tensors and the final sync has little left. */
-lx_status lx_st_out_writeback(lx_st_out *o, size_t idx);
+/* Start writing bytes [off, off+len) of tensor idx back to disk without
+ * waiting for them (Linux sync_file_range; nothing elsewhere), so that the
+ * disk works while the next bytes are computed and the final sync has
+ * little left.  Bounds checked as lx_st_out_write. */
+lx_status lx_st_out_writeback(lx_st_out *o, size_t idx, uint64_t off, uint64_t len);
 /* fdatasync the file. */
 lx_status lx_st_out_sync(lx_st_out *o);
 /* Close (no sync); returns the status of close(2). */

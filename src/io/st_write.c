@@ -1,2 +1,406 @@
-/* st_write.c: to be written */
-typedef int lx_placeholder_st_write;
+/* st_write.c - the writing half of safetensors.h: plan a file (offsets and
+ * header) and fill it in place with positional writes.
+ *
+ * The header is built with jansson, compact and in insertion order, which for
+ * tensors listed in the reference writer's order (dtype size, then name)
+ * reproduces its bytes exactly.  The file is created at full size with
+ * ftruncate, so the data part is sparse until written: tensors can then be
+ * written in any order, from several threads, and a resumed job can reopen a
+ * file whose header it recognises.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <jansson.h>
+
+#include "loxstream/safetensors.h"
+
+/* Largest value jansson's json_int_t (long long) holds, and a bound that
+ * keeps every file offset representable as off_t. */
+#define JSON_INT_LIMIT ((uint64_t)INT64_MAX)
+#define NAME_QUOTE 256 /* tensor names in messages are escaped and cut to this */
+
+static int cmp_entry_name(const void *a, const void *b)
+{
+    const lx_st_entry *const *x = a, *const *y = b;
+    return strcmp((*x)->name, (*y)->name);
+}
+
+/* Names must be unique and must not collide with the metadata key. */
+static lx_status check_names(const lx_st_entry *entries, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (!entries[i].name || !*entries[i].name)
+            return lx_fail(LX_EFAIL, "safetensors layout: tensor #%zu has an empty name", i);
+        if (!strcmp(entries[i].name, "__metadata__"))
+            return lx_fail(LX_EFAIL, "safetensors layout: '__metadata__' is reserved and cannot name a tensor");
+    }
+    if (n < 2)
+        return LX_OK;
+    const lx_st_entry **sorted = malloc(n * sizeof *sorted);
+    if (!sorted)
+        return lx_fail(LX_EFAIL, "out of memory (%zu tensor names)", n);
+    for (size_t i = 0; i < n; i++)
+        sorted[i] = &entries[i];
+    qsort(sorted, n, sizeof *sorted, cmp_entry_name);
+    lx_status st = LX_OK;
+    for (size_t i = 1; i < n; i++)
+        if (!strcmp(sorted[i - 1]->name, sorted[i]->name)) {
+            char q[NAME_QUOTE];
+            st = lx_fail(LX_EFAIL, "safetensors layout: duplicate tensor name '%s'",
+                         lx_st_escape_name(sorted[i]->name, q, sizeof q));
+            break;
+        }
+    free(sorted);
+    return st;
+}
+
+/* nbytes = product(shape) x bits / 8, refusing overflow and partial bytes. */
+static lx_status entry_size(lx_st_entry *e)
+{
+    char q[NAME_QUOTE];
+    const char *qn = lx_st_escape_name(e->name, q, sizeof q);
+    if (e->ndim < 0 || e->ndim > LX_MAX_NDIM)
+        return lx_fail(LX_EFAIL, "tensor '%s': %d dimensions (at most %d)", qn, e->ndim, LX_MAX_NDIM);
+    if ((unsigned)e->dtype >= LX_DT_COUNT)
+        return lx_fail(LX_EFAIL, "tensor '%s': invalid dtype %d", qn, (int)e->dtype);
+    uint64_t nelem = 1;
+    for (int d = 0; d < e->ndim; d++) {
+        if (e->shape[d] > JSON_INT_LIMIT)
+            return lx_fail(LX_EFAIL, "tensor '%s': dimension %d is too large (%" PRIu64 ")",
+                           qn, d, e->shape[d]);
+        if (e->shape[d] && nelem > UINT64_MAX / e->shape[d])
+            return lx_fail(LX_EFAIL, "tensor '%s': element count overflows", qn);
+        nelem *= e->shape[d];
+    }
+    uint64_t bits = lx_dtype_bits(e->dtype);
+    if (bits % 8 == 0) {
+        if (bits == 0 || nelem > UINT64_MAX / (bits / 8))
+            return lx_fail(LX_EFAIL, "tensor '%s': byte size overflows (%" PRIu64 " elements of %s)",
+                           qn, nelem, lx_dtype_name(e->dtype));
+        e->nbytes = nelem * (bits / 8);
+        return LX_OK;
+    }
+    /* sub-byte dtypes (F4, F6_*): the elements must fill whole bytes */
+    if (nelem > UINT64_MAX / bits)
+        return lx_fail(LX_EFAIL, "tensor '%s': byte size overflows (%" PRIu64 " elements of %s)",
+                       qn, nelem, lx_dtype_name(e->dtype));
+    if ((nelem * bits) % 8)
+        return lx_fail(LX_EFAIL, "tensor '%s': %" PRIu64 " elements of %s do not fill whole bytes",
+                       qn, nelem, lx_dtype_name(e->dtype));
+    e->nbytes = nelem * bits / 8;
+    return LX_OK;
+}
+
+/* json_object_set_new fails on a key that is not UTF-8. */
+static lx_status set_new(json_t *obj, const char *key, json_t *val, const char *what)
+{
+    if (!val)
+        return lx_fail(LX_EFAIL, "safetensors layout: %s: not valid UTF-8 or out of memory", what);
+    if (json_object_set_new(obj, key, val) != 0)
+    {
+        char q[NAME_QUOTE];
+        return lx_fail(LX_EFAIL, "safetensors layout: %s: name '%s' is not valid UTF-8", what,
+                       lx_st_escape_name(key, q, sizeof q));
+    }
+    return LX_OK;
+}
+
+static lx_status build_json(const lx_st_entry *entries, size_t n, const char *const *meta_keys,
+                            const char *const *meta_values, size_t nmeta, json_t **out)
+{
+    json_t *root = json_object();
+    if (!root)
+        return lx_fail(LX_EFAIL, "out of memory (safetensors header)");
+    lx_status st = LX_OK;
+    if (nmeta > 0) {
+        json_t *meta = json_object();
+        st = set_new(root, "__metadata__", meta, "__metadata__");
+        for (size_t i = 0; st == LX_OK && i < nmeta; i++)
+            st = set_new(meta, meta_keys[i], json_string(meta_values[i]), "__metadata__ entry");
+    }
+    for (size_t i = 0; st == LX_OK && i < n; i++) {
+        const lx_st_entry *e = &entries[i];
+        json_t *t = json_object(), *shape = json_array(), *offs = json_array();
+        if (!t || !shape || !offs) {
+            json_decref(t);
+            json_decref(shape);
+            json_decref(offs);
+            st = lx_fail(LX_EFAIL, "out of memory (safetensors header)");
+            break;
+        }
+        int bad = json_object_set_new(t, "dtype", json_string(lx_dtype_name(e->dtype)));
+        for (int d = 0; d < e->ndim; d++)
+            bad |= json_array_append_new(shape, json_integer((json_int_t)e->shape[d]));
+        bad |= json_array_append_new(offs, json_integer((json_int_t)e->begin));
+        bad |= json_array_append_new(offs, json_integer((json_int_t)(e->begin + e->nbytes)));
+        bad |= json_object_set_new(t, "shape", shape);
+        bad |= json_object_set_new(t, "data_offsets", offs);
+        if (bad) {
+            json_decref(t);
+            st = lx_fail(LX_EFAIL, "out of memory (safetensors header of %zu tensors)", n);
+            break;
+        }
+        st = set_new(root, e->name, t, "tensor");
+    }
+    if (st != LX_OK) {
+        json_decref(root);
+        return st;
+    }
+    *out = root;
+    return LX_OK;
+}
+
+lx_status lx_st_layout_build(lx_st_layout *L, lx_st_entry *entries, size_t n,
+                             const char *const *meta_keys,
+                             const char *const *meta_values, size_t nmeta)
+{
+    memset(L, 0, sizeof *L);
+    lx_status st = check_names(entries, n);
+    if (st != LX_OK)
+        return st;
+    uint64_t offset = 0;
+    for (size_t i = 0; i < n; i++) {
+        if ((st = entry_size(&entries[i])) != LX_OK)
+            return st;
+        entries[i].begin = offset;
+        if (entries[i].nbytes > JSON_INT_LIMIT - offset) {
+            char q[NAME_QUOTE];
+            return lx_fail(LX_EFAIL, "tensor '%s': data offsets overflow (%" PRIu64 " + %" PRIu64 " bytes)",
+                           lx_st_escape_name(entries[i].name, q, sizeof q), offset, entries[i].nbytes);
+        }
+        offset += entries[i].nbytes;
+    }
+
+    json_t *root;
+    if ((st = build_json(entries, n, meta_keys, meta_values, nmeta, &root)) != LX_OK)
+        return st;
+    char *json = json_dumps(root, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    json_decref(root);
+    if (!json)
+        return lx_fail(LX_EFAIL, "out of memory (safetensors header of %zu tensors)", n);
+
+    /* Pad N to a multiple of 8, as the reference writer does, so that the
+     * data buffer at 8 + N is 8-aligned. */
+    size_t len = strlen(json);
+    uint64_t padded = ((uint64_t)len + 7) / 8 * 8;
+    if (padded > LX_ST_MAX_HEADER) {
+        free(json);
+        return lx_fail(LX_EFAIL, "safetensors layout: header of %" PRIu64 " bytes exceeds the readers' limit of %d",
+                       padded, LX_ST_MAX_HEADER);
+    }
+    uint64_t header_size = 8 + padded;
+    if (offset > JSON_INT_LIMIT - header_size) {
+        free(json);
+        return lx_fail(LX_EFAIL, "safetensors layout: file size overflows (%" PRIu64 " data bytes)", offset);
+    }
+    char *header = malloc(header_size);
+    if (!header) {
+        free(json);
+        return lx_fail(LX_EFAIL, "out of memory (safetensors header)");
+    }
+    for (int b = 0; b < 8; b++)
+        header[b] = (char)(unsigned char)(padded >> (8 * b));
+    memcpy(header + 8, json, len);
+    memset(header + 8 + len, ' ', padded - len);
+    free(json);
+
+    L->n = n;
+    L->entries = entries;
+    L->header = header;
+    L->header_size = header_size;
+    L->file_size = header_size + offset;
+    return LX_OK;
+}
+
+void lx_st_layout_free(lx_st_layout *L)
+{
+    if (!L)
+        return;
+    free(L->header);
+    memset(L, 0, sizeof *L);
+}
+
+/* pwrite all of buf at off, retrying on EINTR and short writes; errno set on failure. */
+static int pwrite_all(int fd, const void *buf, size_t len, uint64_t off)
+{
+    const char *p = buf;
+    while (len) {
+        ssize_t w = pwrite(fd, p, len, (off_t)off);
+        if (w < 0) {
+            if (errno == EINTR)
+                continue;
+            return -1;
+        }
+        if (w == 0) {
+            /* A regular file only returns 0 when it cannot grow: treat as full. */
+            errno = ENOSPC;
+            return -1;
+        }
+        p += w;
+        len -= (size_t)w;
+        off += (uint64_t)w;
+    }
+    return 0;
+}
+
+static int pread_all(int fd, void *buf, size_t len, uint64_t off)
+{
+    char *p = buf;
+    while (len) {
+        ssize_t r = pread(fd, p, len, (off_t)off);
+        if (r < 0) {
+            if (errno == EINTR)
+                continue;
+            return -1;
+        }
+        if (r == 0) {
+            errno = EIO; /* the size was checked: a short read means the file shrank */
+            return -1;
+        }
+        p += r;
+        len -= (size_t)r;
+        off += (uint64_t)r;
+    }
+    return 0;
+}
+
+static lx_status create_file(lx_st_out *o, const lx_st_layout *L)
+{
+    int fd = open(o->path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666);
+    if (fd < 0)
+        return lx_fail_errno(LX_EFAIL, errno, "%s: cannot create", o->path);
+    /* Positional writes and a sparse extension need a regular file; and a
+     * device or pipe must never be unlinked by the cleanup below. */
+    struct stat sb;
+    if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
+        close(fd);
+        return lx_fail(LX_EOUTPUT, "%s: not a regular file, cannot write a safetensors file there", o->path);
+    }
+    lx_status st = LX_OK;
+    if (pwrite_all(fd, L->header, L->header_size, 0) != 0)
+        st = lx_fail_errno(LX_EFAIL, errno, "%s: writing the %" PRIu64 "-byte header failed",
+                           o->path, L->header_size);
+    else if (ftruncate(fd, (off_t)L->file_size) != 0)
+        st = lx_fail_errno(LX_EFAIL, errno, "%s: cannot extend to %" PRIu64 " bytes",
+                           o->path, L->file_size);
+    if (st != LX_OK) {
+        /* The file was ours (created or truncated): leave no half-made file behind. */
+        close(fd);
+        unlink(o->path);
+        return st;
+    }
+    o->fd = fd;
+    return LX_OK;
+}
+
+/* Reopen a file an earlier run created: same size and same header bytes. */
+static lx_status reopen_file(lx_st_out *o, const lx_st_layout *L)
+{
+    int fd = open(o->path, O_RDWR | O_CLOEXEC);
+    if (fd < 0)
+        return lx_fail_errno(LX_EFAIL, errno, "%s: cannot open for reuse", o->path);
+    lx_status st = LX_OK;
+    struct stat sb;
+    char *have = NULL;
+    if (fstat(fd, &sb) != 0) {
+        st = lx_fail_errno(LX_EFAIL, errno, "%s: cannot stat", o->path);
+    } else if (!S_ISREG(sb.st_mode)) {
+        st = lx_fail(LX_EOUTPUT, "%s: not a regular file, cannot reuse it", o->path);
+    } else if ((uint64_t)sb.st_size != L->file_size) {
+        st = lx_fail(LX_EOUTPUT, "%s: is %" PRIu64 " bytes, expected %" PRIu64 ": not the file this job writes",
+                     o->path, (uint64_t)sb.st_size, L->file_size);
+    } else if (!(have = malloc(L->header_size))) {
+        st = lx_fail(LX_EFAIL, "out of memory (safetensors header)");
+    } else if (pread_all(fd, have, L->header_size, 0) != 0) {
+        st = lx_fail_errno(LX_EFAIL, errno, "%s: cannot read the header", o->path);
+    } else if (memcmp(have, L->header, L->header_size) != 0) {
+        st = lx_fail(LX_EOUTPUT, "%s: header differs from the planned one (%" PRIu64 " bytes): "
+                     "not the file this job writes", o->path, L->header_size);
+    }
+    free(have);
+    if (st != LX_OK) {
+        close(fd);
+        return st;
+    }
+    o->fd = fd;
+    return LX_OK;
+}
+
+lx_status lx_st_out_open(lx_st_out *o, const char *path, const lx_st_layout *L, int reuse)
+{
+    o->fd = -1;
+    o->layout = L;
+    o->path = strdup(path);
+    if (!o->path)
+        return lx_fail(LX_EFAIL, "out of memory");
+    lx_status st = reuse ? reopen_file(o, L) : create_file(o, L);
+    if (st != LX_OK) {
+        free(o->path);
+        o->path = NULL;
+    }
+    return st;
+}
+
+lx_status lx_st_out_write(lx_st_out *o, size_t idx, uint64_t off, const void *buf, size_t len)
+{
+    const lx_st_layout *L = o->layout;
+    if (idx >= L->n)
+        return lx_fail(LX_EFAIL, "%s: write to tensor #%zu, the file has %zu tensors", o->path, idx, L->n);
+    const lx_st_entry *e = &L->entries[idx];
+    char q[NAME_QUOTE];
+    if (off > e->nbytes || len > e->nbytes - off)
+        return lx_fail(LX_EFAIL, "%s: tensor '%s': write of %zu bytes at offset %" PRIu64
+                       " is outside its %" PRIu64 " bytes", o->path,
+                       lx_st_escape_name(e->name, q, sizeof q), len, off, e->nbytes);
+    uint64_t at = L->header_size + e->begin + off;
+    if (pwrite_all(o->fd, buf, len, at) != 0) {
+        int err = errno;
+        return lx_fail_errno(LX_EFAIL, err, "%s: tensor '%s': writing %zu bytes at file offset %" PRIu64 " failed",
+                             o->path, lx_st_escape_name(e->name, q, sizeof q), len, at);
+    }
+    return LX_OK;
+}
+
+lx_status lx_st_out_writeback(lx_st_out *o, size_t idx, uint64_t off, uint64_t len)
+{
+    const lx_st_layout *L = o->layout;
+    if (idx >= L->n)
+        return lx_fail(LX_EFAIL, "%s: writeback of tensor #%zu, the file has %zu tensors", o->path, idx, L->n);
+    const lx_st_entry *e = &L->entries[idx];
+    if (off > e->nbytes || len > e->nbytes - off) {
+        char q[NAME_QUOTE];
+        return lx_fail(LX_EFAIL, "%s: tensor '%s': writeback of %" PRIu64 " bytes at offset %" PRIu64
+                       " is outside its %" PRIu64 " bytes", o->path,
+                       lx_st_escape_name(e->name, q, sizeof q), len, off, e->nbytes);
+    }
+#ifdef SYNC_FILE_RANGE_WRITE
+    if (len && sync_file_range(o->fd, (off_t)(L->header_size + e->begin + off), (off_t)len,
+                               SYNC_FILE_RANGE_WRITE) != 0)
+        return lx_fail_errno(LX_EFAIL, errno, "%s: cannot start writing back", o->path);
+#endif
+    return LX_OK;
+}
+
+lx_status lx_st_out_sync(lx_st_out *o)
+{
+    if (fdatasync(o->fd) != 0)
+        return lx_fail_errno(LX_EFAIL, errno, "%s: fdatasync failed", o->path);
+    return LX_OK;
+}
+
+lx_status lx_st_out_close(lx_st_out *o)
+{
+    lx_status st = LX_OK;
+    if (o->fd >= 0 && close(o->fd) != 0)
+        st = lx_fail_errno(LX_EFAIL, errno, "%s: close failed", o->path);
+    o->fd = -1;
+    free(o->path);
+    o->path = NULL;
+    return st;
+}
