@@ -22,7 +22,9 @@
  * sub-configuration its instruction set supports (zen3 for AMD, haswell or
  * skx for Intel, when AVX2/FMA resp. AVX-512 are present). */
 lx_status lx_linalg_init(int threads);
-/* Set the number of BLIS threads for subsequent GEMMs. */
+/* Set the number of threads of subsequent GEMMs.  Results are bit-identical
+ * whatever the number: C is cut into blocks by shape only, one
+ * single-threaded BLIS call each, shared out among the threads. */
 void lx_linalg_set_threads(int threads);
 int lx_linalg_threads(void);
 /* BLIS version, sub-configuration in use, and how it was chosen, e.g.
@@ -31,7 +33,8 @@ const char *lx_linalg_describe(void);
 /* libFLAME version string. */
 const char *lx_flame_version(void);
 
-/* C = alpha * A * B + beta * C, A m x k, B k x n, C m x n, general strides. */
+/* C = alpha * A * B + beta * C, A m x k, B k x n, C m x n, general strides.
+ * Deterministic: independent of the thread count (see lx_linalg_set_threads). */
 void lx_sgemm(size_t m, size_t n, size_t k, float alpha,
               const float *A, ptrdiff_t rsa, ptrdiff_t csa,
               const float *B, ptrdiff_t rsb, ptrdiff_t csb, float beta,

@@ -26,6 +26,7 @@
 lx_status lx_flame_init(void); /* lapack_flame.c */
 
 static int initialised;
+static int nthreads = 1;
 static char description[256];
 
 /* BLIS's own pick, from a child process so the parent stays uninitialised. */
@@ -104,6 +105,8 @@ lx_status lx_linalg_init(int threads)
         }
     }
     bli_init();
+    /* BLIS itself always runs single-threaded: see lx_sgemm. */
+    bli_thread_set_num_threads(1);
     lx_status st = lx_flame_init();
     if (st != LX_OK)
         return st;
@@ -117,12 +120,12 @@ lx_status lx_linalg_init(int threads)
 
 void lx_linalg_set_threads(int threads)
 {
-    bli_thread_set_num_threads(threads > 0 ? threads : 1);
+    nthreads = threads > 0 ? threads : 1;
 }
 
 int lx_linalg_threads(void)
 {
-    return (int)bli_thread_get_num_threads();
+    return nthreads;
 }
 
 const char *lx_linalg_describe(void)
@@ -130,13 +133,40 @@ const char *lx_linalg_describe(void)
     return initialised ? description : "BLIS (not initialised)";
 }
 
+/* Results must not depend on the number of threads.  BLIS's own threading
+ * partitions C by thread count, and for skinny shapes its "sup" code picks
+ * kernels (with different summation orders) by sub-problem size, so the
+ * bits of C changed between 1 and 2 threads.  Instead C is cut into blocks
+ * whose size depends only on (m, n) - LX_GEMM_BLOCK rows, or columns when
+ * C is wider than tall - and each block is one single-threaded BLIS call;
+ * the threads share out the blocks.  Every element of C is then computed
+ * by the same call whatever the thread count. */
+#define LX_GEMM_BLOCK 64
+
 void lx_sgemm(size_t m, size_t n, size_t k, float alpha, const float *A, ptrdiff_t rsa,
               ptrdiff_t csa, const float *B, ptrdiff_t rsb, ptrdiff_t csb, float beta, float *C,
               ptrdiff_t rsc, ptrdiff_t csc)
 {
     if (m == 0 || n == 0)
         return;
-    bli_sgemm(BLIS_NO_TRANSPOSE, BLIS_NO_TRANSPOSE, (dim_t)m, (dim_t)n, (dim_t)k, &alpha,
-              (float *)A, (inc_t)rsa, (inc_t)csa, (float *)B, (inc_t)rsb, (inc_t)csb, &beta, C,
-              (inc_t)rsc, (inc_t)csc);
+    int by_rows = m >= n;
+    size_t len = by_rows ? m : n;
+    long nblocks = (long)((len + LX_GEMM_BLOCK - 1) / LX_GEMM_BLOCK);
+    int threads = nblocks < nthreads ? (int)nblocks : nthreads;
+#pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1)
+    for (long b = 0; b < nblocks; b++) {
+        size_t at = (size_t)b * LX_GEMM_BLOCK;
+        size_t cnt = len - at < LX_GEMM_BLOCK ? len - at : LX_GEMM_BLOCK;
+        float a = alpha, bt = beta;
+        if (by_rows)
+            bli_sgemm(BLIS_NO_TRANSPOSE, BLIS_NO_TRANSPOSE, (dim_t)cnt, (dim_t)n, (dim_t)k, &a,
+                      (float *)(A + (ptrdiff_t)at * rsa), (inc_t)rsa, (inc_t)csa, (float *)B,
+                      (inc_t)rsb, (inc_t)csb, &bt, C + (ptrdiff_t)at * rsc, (inc_t)rsc,
+                      (inc_t)csc);
+        else
+            bli_sgemm(BLIS_NO_TRANSPOSE, BLIS_NO_TRANSPOSE, (dim_t)m, (dim_t)cnt, (dim_t)k, &a,
+                      (float *)A, (inc_t)rsa, (inc_t)csa, (float *)(B + (ptrdiff_t)at * csb),
+                      (inc_t)rsb, (inc_t)csb, &bt, C + (ptrdiff_t)at * csc, (inc_t)rsc,
+                      (inc_t)csc);
+    }
 }
