@@ -109,7 +109,7 @@ expect_err "--max-memory 1.00 MiB is too small: tensor '[^']+' needs"
 # shape mismatch between base and aligned
 q synth --preset tiny --hidden 48 --no-finetuned "$TMP/other" >/dev/null 2>&1 || fail "synth other"
 expect_exit 3 "$LOXSTREAM" apply -q -b "$TMP/other/base" -a "$TMP/bf/aligned" -o "$TMP/mis"
-expect_err "tensor 'model\.[a-z_.0-9]+': aligned BF16 \[[0-9x]+\] but base BF16 \[[0-9x]+\]"
+expect_err "tensor 'model\.[a-z_.0-9]+': aligned is BF16 \[[0-9x]+\] but base is BF16 \[[0-9x]+\]"
 [ ! -e "$TMP/mis" ] || fail "a refused run created its output directory"
 # a tensor missing from base
 expect_exit 3 "$LOXSTREAM" apply -q -b "$g/checkpoint-2000/adapter_model.safetensors" \
