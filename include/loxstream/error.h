@@ -20,6 +20,7 @@ typedef enum lx_status {
 } lx_status;
 
 /* Record a message (printf-style) for the calling thread and return status.
+ * Control bytes in the result are escaped (\n, \t, \xNN): one line always.
  * A later call overwrites the message: record only at the point of failure. */
 lx_status lx_fail(lx_status status, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
