@@ -33,6 +33,13 @@ const char *lx_linalg_describe(void);
 /* libFLAME version string. */
 const char *lx_flame_version(void);
 
+/* Every operand of lx_sgemm (A, B and C) must live in memory from
+ * lx_falloc: BLIS 0.9.0's small-matrix kernels read up to 64 bytes past the
+ * end of an operand, so allocations carry LX_GEMM_PAD bytes of slack. */
+#define LX_GEMM_PAD 256
+/* n zeroed floats, 64-byte aligned, plus LX_GEMM_PAD bytes; free() it. */
+float *lx_falloc(size_t n);
+
 /* C = alpha * A * B + beta * C, A m x k, B k x n, C m x n, general strides.
  * Deterministic: independent of the thread count (see lx_linalg_set_threads). */
 void lx_sgemm(size_t m, size_t n, size_t k, float alpha,
