@@ -1,2 +1,753 @@
-/* rsvd.c: to be written */
-typedef int lx_placeholder_rsvd;
+/* rsvd.c - top-k singular triplets of a row-streamed matrix (see rsvd.h).
+ *
+ * Layouts.  Panels come row-major (h x n, ld n).  Every basis and block is
+ * column-major (rs 1, cs = rows) because that is what the libFLAME QR and
+ * SVD take; BLIS reads a row-major panel transposed just by swapping its
+ * strides, so a pass makes no copies beyond the panel itself.
+ *
+ * Bases.  Vb = [V_1 .. V_d/l, V_next] is orthonormal (n x (d + l)); the
+ * passes give A V_i (m x l) and Z_i = A^T A V_i.  Each A V_i is folded into an
+ * orthonormal QY with [A V_1 ..] = QY R, and each Z_i, which lies in
+ * span(V_1 .. V_i+1) because V_i+1 is made from it, is kept as the small
+ * H = Vb^T Z.  So the Rayleigh-Ritz step never touches an m x d or n x d
+ * SVD: with R = UR diag(s) W^T, the left basis is U_Y = QY UR and
+ * A^T U_Y = Z W diag(1/s) = Vb (H W diag(1/s)), whose SVD is a small
+ * (d + l) x d one.  That is the projection U_Y U_Y^T A: one more half power
+ * step than A Vb Vb^T, and no extra read of A.
+ *
+ * Dividing by s_j amplifies the float rounding of Z by s_1 / s_j, so
+ * directions with s_j <= LEFT_MIN_RATIO * s_1 use the A V V^T estimate
+ * u_j^T A V V^T = s_j (V w_j)^T instead, which needs no division.
+ */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <xxhash.h>
+
+#include "loxstream/linalg.h"
+#include "loxstream/rsvd.h"
+
+/* Directions whose Ritz value s_j of A Vb is below this fraction of s_1 use
+ * the division-free estimate (see the file comment). */
+#define LEFT_MIN_RATIO 1e-2
+
+/* lx_factors_rows scales rows of U by S into a stack buffer of this many
+ * floats (64 KiB), so that it needs no allocation and stays one GEMM for a
+ * panel of LX_RSVD_PANEL_ROWS rows up to kk = 64. */
+#define ROWS_SCRATCH 16384
+
+void lx_rsvd_opts_default(lx_rsvd_opts *o)
+{
+    o->rank = 6;
+    o->oversample = 10;
+    o->passes = 0;
+    o->tol = 3e-4;
+    o->max_passes = 12;
+    o->seed = 0;
+    o->exact = 0;
+}
+
+/* ---- counter-based Gaussian test matrix --------------------------------- */
+
+/* splitmix64's finaliser: a bijective 64-bit mix. */
+static uint64_t mix64(uint64_t x)
+{
+    x ^= x >> 30;
+    x *= 0xbf58476d1ce4e5b9ULL;
+    x ^= x >> 27;
+    x *= 0x94d049bb133111ebULL;
+    x ^= x >> 31;
+    return x;
+}
+
+#define GOLDEN 0x9e3779b97f4a7c15ULL
+
+/* Uniform in (0, 1), never 0 so that log() is finite. */
+static double unit_open(uint64_t h)
+{
+    return ((double)(h >> 11) + 0.5) * 0x1p-53;
+}
+
+/* Column j of the n x l Gaussian matrix, a pure function of (seed, i, j):
+ * the same whatever the block width, the thread count or the call order. */
+static void gaussian_column(uint64_t seed, uint64_t j, float *col, size_t n)
+{
+    uint64_t key = mix64(seed ^ mix64((j + 1) * GOLDEN));
+    for (size_t i = 0; i < n; i++) {
+        double u1 = unit_open(mix64(key + (2 * (uint64_t)i + 1) * GOLDEN));
+        double u2 = unit_open(mix64(key + (2 * (uint64_t)i + 2) * GOLDEN));
+        col[i] = (float)(sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2));
+    }
+}
+
+/* ---- small helpers ------------------------------------------------------ */
+
+static void *alloc_floats(size_t count, lx_status *st, size_t m, size_t n)
+{
+    if (*st != LX_OK)
+        return NULL;
+    /* lx_falloc: padded for BLIS's small-matrix over-reads (linalg.h) */
+    void *p = lx_falloc(count ? count : 1);
+    if (!p)
+        *st = lx_fail(LX_EFAIL, "randomized SVD of a %zu x %zu matrix: out of memory "
+                      "(%zu floats)", m, n, count);
+    return p;
+}
+
+/* ---- the randomized solver ----------------------------------------------- */
+
+typedef struct rsvd_work {
+    const lx_rowsrc *src;
+    uint64_t seed;
+    uint64_t fresh;      /* refill columns drawn so far */
+    size_t m, n, ph;     /* shape, panel height */
+    size_t k, l;         /* rank, block width */
+    size_t maxblk, dmax; /* Krylov blocks kept before a restart; maxblk * l */
+    size_t nblk;         /* blocks applied since the (re)start; d = nblk * l */
+    size_t dext;         /* valid columns of Vb: d + width of the next block */
+    float *panel;        /* ph x n, row-major */
+    float *Vb;           /* n x (dmax + l): orthonormal basis [V_1 .. V_nblk, V_next] */
+    float *Zb;           /* n x dmax: Z_i = A^T A V_i */
+    float *QY;           /* m x dmax: orthonormal basis of [A V_1 .. A V_nblk] */
+    float *Yp;           /* m x l: A V_i of the current pass */
+    float *Tn;           /* n x l: scratch of the restart */
+    float *R;            /* dmax x dmax: [A V_1 ..] = QY R */
+    float *H;            /* (dmax + l) x dmax: Vb^T Zb */
+    float *C;            /* (dmax + l) x l: projection coefficients */
+    float *Rt, *UR, *SR, *WT, *WS; /* SVD of R = UR diag(SR) W^T, W rescaled */
+    float *Gs, *Up, *Sig, *XT;     /* SVD of Vb^T A^T QY UR = Up diag(Sig) X^T */
+    float *M;            /* dmax x k */
+    float *small;        /* 4 k x k: the change estimate */
+    float *U[2], *S[2], *Vk[2]; /* current and previous estimates, row-major */
+} rsvd_work;
+
+/* Sum of squares in double; four partial sums, because one accumulator
+ * makes the first pass (||A||_F^2 of every panel) wait on add latency. */
+static double col_norm2(const float *x, size_t rows)
+{
+    double s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+    size_t i = 0;
+    for (; i + 4 <= rows; i += 4) {
+        s0 += (double)x[i] * (double)x[i];
+        s1 += (double)x[i + 1] * (double)x[i + 1];
+        s2 += (double)x[i + 2] * (double)x[i + 2];
+        s3 += (double)x[i + 3] * (double)x[i + 3];
+    }
+    for (; i < rows; i++)
+        s0 += (double)x[i] * (double)x[i];
+    return (s0 + s1) + (s2 + s3);
+}
+
+/* W -= B (B^T W) for the column-major rows x d basis B and rows x b block W. */
+static void project_out(const float *B, size_t rows, size_t d, float *W, size_t b, float *C)
+{
+    if (d == 0)
+        return;
+    lx_sgemm(d, b, rows, 1.0f, B, (ptrdiff_t)rows, 1, W, 1, (ptrdiff_t)rows, 0.0f, C, 1,
+             (ptrdiff_t)d);
+    lx_sgemm(rows, b, d, -1.0f, B, 1, (ptrdiff_t)rows, C, 1, (ptrdiff_t)d, 1.0f, W, 1,
+             (ptrdiff_t)rows);
+}
+
+/* Make W (rows x b) orthonormal and orthogonal to the orthonormal B (rows x d),
+ * keeping span(B, W) >= span(B, W_in).  Gram-Schmidt twice, then Householder
+ * QR.  A column with nothing left outside span(B) (a rank-deficient or zero A,
+ * an exhausted Krylov space) is replaced by a fresh random one, and a second
+ * round catches QR columns that came out of rounding noise only (less than
+ * half of their norm outside span(B)): the basis stays orthonormal to working
+ * precision whatever A is.  For unit columns with at least half their norm
+ * outside span(B), one projection is enough. */
+static lx_status orth_block(rsvd_work *w, const float *B, size_t rows, size_t d, float *W,
+                            size_t b)
+{
+    double ref = 0;
+    for (size_t j = 0; j < b; j++) {
+        double c = col_norm2(W + j * rows, rows);
+        if (c > ref)
+            ref = c;
+    }
+    for (int round = 0; round < 3; round++) {
+        project_out(B, rows, d, W, b, w->C);
+        if (round == 0)
+            project_out(B, rows, d, W, b, w->C);
+        /* round 0: relative to the input; later: W has unit columns */
+        double floor2 = round == 0 ? 1e-12 * ref : 0.25;
+        int refilled = 0;
+        for (size_t j = 0; j < b; j++) {
+            if (!(col_norm2(W + j * rows, rows) > floor2)) {
+                gaussian_column(w->seed ^ 0x5eedf111ULL, w->fresh++, W + j * rows, rows);
+                refilled = 1;
+            }
+        }
+        if (refilled) {
+            project_out(B, rows, d, W, b, w->C);
+            project_out(B, rows, d, W, b, w->C);
+        }
+        lx_status st = lx_qr_orthonormalize(W, rows, b, rows);
+        if (st != LX_OK)
+            return st;
+        if (round > 0 && !refilled)
+            break;
+    }
+    return LX_OK;
+}
+
+/* One read of A for the newest block V_i: Y = A V_i into Yp, Z_i = A^T Y
+ * into Zb; ||A||_F^2 on request. */
+static lx_status stream_pass(rsvd_work *w, double *frob2)
+{
+    size_t m = w->m, n = w->n, l = w->l;
+    const float *V = w->Vb + w->nblk * l * n;
+    float *Z = w->Zb + w->nblk * l * n;
+    double f2 = 0;
+    for (size_t r0 = 0; r0 < m; r0 += w->ph) {
+        size_t h = m - r0 < w->ph ? m - r0 : w->ph;
+        lx_status st = w->src->rows(w->src->ctx, r0, h, w->panel, n);
+        if (st != LX_OK)
+            return st;
+        if (frob2)
+            f2 += col_norm2(w->panel, h * n);
+        /* Y_b = A_b V, written straight into rows r0.. of column-major Yp */
+        lx_sgemm(h, l, n, 1.0f, w->panel, (ptrdiff_t)n, 1, V, 1, (ptrdiff_t)n, 0.0f,
+                 w->Yp + r0, 1, (ptrdiff_t)m);
+        /* Z += A_b^T Y_b: the panel read with swapped strides */
+        lx_sgemm(n, l, h, 1.0f, w->panel, 1, (ptrdiff_t)n, w->Yp + r0, 1, (ptrdiff_t)m,
+                 r0 == 0 ? 0.0f : 1.0f, Z, 1, (ptrdiff_t)n);
+    }
+    if (frob2)
+        *frob2 = f2;
+    return LX_OK;
+}
+
+/* Append the next block orth(Z_i) to Vb (Z_i: the newest of the nblk
+ * blocks) and the column block Vb^T Z_i to H.  Z_i lies in span(V_1 .. V_i+1)
+ * by construction, so H holds all of A^T A on the Krylov space; older
+ * columns of H have zeros in the new rows. */
+static lx_status extend_right(rsvd_work *w)
+{
+    size_t n = w->n, l = w->l, ldh = w->dmax + l;
+    size_t d = w->nblk * l, d0 = d - l;
+    const float *Z = w->Zb + d0 * n;
+    size_t next = n - d < l ? n - d : l;
+    if (next > 0) {
+        float *W = w->Vb + d * n;
+        memcpy(W, Z, n * next * sizeof(float));
+        lx_status st = orth_block(w, w->Vb, n, d, W, next);
+        if (st != LX_OK)
+            return st;
+    }
+    w->dext = d + next;
+    lx_sgemm(w->dext, l, n, 1.0f, w->Vb, (ptrdiff_t)n, 1, Z, 1, (ptrdiff_t)n, 0.0f,
+             w->H + d0 * ldh, 1, (ptrdiff_t)ldh);
+    for (size_t j = 0; j < d0; j++)
+        memset(w->H + j * ldh + d, 0, next * sizeof(float));
+    return LX_OK;
+}
+
+/* After a pass: fold A V_i (in Yp) into QY and R, then extend Vb and H. */
+static lx_status extend_bases(rsvd_work *w)
+{
+    size_t m = w->m, l = w->l, dmax = w->dmax;
+    size_t d0 = w->nblk * l, d = d0 + l;
+    float *Q = w->QY + d0 * m;
+    memcpy(Q, w->Yp, m * l * sizeof(float));
+    lx_status st = orth_block(w, w->QY, m, d0, Q, l);
+    if (st != LX_OK)
+        return st;
+    /* R[:d, d0:d] = QY^T Yp; the rows below the new diagonal block stay 0 */
+    lx_sgemm(d, l, m, 1.0f, w->QY, (ptrdiff_t)m, 1, w->Yp, 1, (ptrdiff_t)m, 0.0f,
+             w->R + d0 * dmax, 1, (ptrdiff_t)dmax);
+    w->nblk++;
+    return extend_right(w);
+}
+
+/* Rayleigh-Ritz on the Krylov space into estimate slot `cur` (see the file
+ * comment); all SVDs are of d x d or (d + l) x d matrices. */
+static lx_status estimate(rsvd_work *w, int cur)
+{
+    size_t m = w->m, n = w->n, k = w->k, d = w->nblk * w->l, de = w->dext;
+    size_t dmax = w->dmax, ldh = dmax + w->l;
+    for (size_t j = 0; j < d; j++)
+        memcpy(w->Rt + j * d, w->R + j * dmax, d * sizeof(float));
+    lx_status st = lx_svd_thin(w->Rt, d, d, d, w->UR, d, w->SR, w->WT, d);
+    if (st != LX_OK)
+        return st;
+
+    /* WS(a, b) = W(a, b) / s_b for the directions estimated through Z,
+     * W(a, b) * s_b for the rest; W(a, b) = WT[b + a*d]. */
+    float s1 = w->SR[0];
+    size_t r = 0;
+    while (r < d && s1 > 0 && w->SR[r] > (float)LEFT_MIN_RATIO * s1)
+        r++;
+    for (size_t b = 0; b < d; b++) {
+        float f = b < r ? 1.0f / w->SR[b] : w->SR[b];
+        for (size_t a = 0; a < d; a++)
+            w->WS[a + b * d] = w->WT[b + a * d] * f;
+    }
+    /* Gs = Vb^T G: H WS for the first r columns, [WS; 0] for the others */
+    if (r > 0)
+        lx_sgemm(de, r, d, 1.0f, w->H, 1, (ptrdiff_t)ldh, w->WS, 1, (ptrdiff_t)d, 0.0f,
+                 w->Gs, 1, (ptrdiff_t)de);
+    for (size_t b = r; b < d; b++) {
+        memcpy(w->Gs + b * de, w->WS + b * d, d * sizeof(float));
+        memset(w->Gs + b * de + d, 0, (de - d) * sizeof(float));
+    }
+    st = lx_svd_thin(w->Gs, de, d, de, w->Up, de, w->Sig, w->XT, d);
+    if (st != LX_OK)
+        return st;
+
+    /* U = QY UR X[:, :k] (X(a, b) = XT[b + a*d]), V = Vb Up[:, :k] */
+    lx_sgemm(d, k, d, 1.0f, w->UR, 1, (ptrdiff_t)d, w->XT, (ptrdiff_t)d, 1, 0.0f, w->M, 1,
+             (ptrdiff_t)d);
+    lx_sgemm(m, k, d, 1.0f, w->QY, 1, (ptrdiff_t)m, w->M, 1, (ptrdiff_t)d, 0.0f, w->U[cur],
+             (ptrdiff_t)k, 1);
+    lx_sgemm(n, k, de, 1.0f, w->Vb, 1, (ptrdiff_t)n, w->Up, 1, (ptrdiff_t)de, 0.0f,
+             w->Vk[cur], (ptrdiff_t)k, 1);
+    memcpy(w->S[cur], w->Sig, k * sizeof(float));
+    return LX_OK;
+}
+
+/* Restart when the kept blocks are full (bounded memory).  Thick restart:
+ * the new first block is X = Vb W[:, :l], the top l Ritz vectors of A on
+ * span(V_1 .. V_d/l), whose products are known without a pass
+ * (A X = QY UR[:, :l] diag(s), A^T A X = Z W[:, :l]); the next pass goes on
+ * from orth(A^T A X).  When only one block fits (l > min(m, n) / 2) the next
+ * pass starts from orth(Z_1) instead: plain subspace iteration (not from the
+ * Ritz vectors of the estimate, whose division-free directions would never
+ * get a power step). */
+static lx_status restart(rsvd_work *w)
+{
+    size_t m = w->m, n = w->n, l = w->l, d = w->nblk * l, dmax = w->dmax;
+    if (w->maxblk < 2) {
+        memcpy(w->Vb, w->Zb, n * l * sizeof(float));
+        w->nblk = 0;
+        return orth_block(w, NULL, n, 0, w->Vb, l);
+    }
+    /* W[:, :l] as a d x l matrix: W(a, b) = WT[b + a*d] */
+    float *X = w->Vb + d * n; /* the free slot of the next block */
+    lx_sgemm(n, l, d, 1.0f, w->Vb, 1, (ptrdiff_t)n, w->WT, (ptrdiff_t)d, 1, 0.0f, X, 1,
+             (ptrdiff_t)n);
+    lx_sgemm(n, l, d, 1.0f, w->Zb, 1, (ptrdiff_t)n, w->WT, (ptrdiff_t)d, 1, 0.0f, w->Tn, 1,
+             (ptrdiff_t)n);
+    lx_sgemm(m, l, d, 1.0f, w->QY, 1, (ptrdiff_t)m, w->UR, 1, (ptrdiff_t)d, 0.0f, w->Yp, 1,
+             (ptrdiff_t)m);
+    memcpy(w->Vb, X, n * l * sizeof(float));
+    memcpy(w->Zb, w->Tn, n * l * sizeof(float));
+    memcpy(w->QY, w->Yp, m * l * sizeof(float));
+    memset(w->R, 0, dmax * dmax * sizeof(float));
+    for (size_t j = 0; j < l; j++)
+        w->R[j * dmax + j] = w->SR[j];
+    w->nblk = 1;
+    return extend_right(w);
+}
+
+/* C (k x k, row-major) = X^T Y for row-major rows x k X and Y */
+static void gram(const float *X, const float *Y, size_t rows, size_t k, float *C)
+{
+    lx_sgemm(k, k, rows, 1.0f, X, 1, (ptrdiff_t)k, Y, (ptrdiff_t)k, 1, 0.0f, C,
+             (ptrdiff_t)k, 1);
+}
+
+/* ||X - Y||_F / ||X||_F for the estimates X (slot cur) and Y (the other
+ * slot), without forming either and without the cancellation of
+ * ||X||^2 + ||Y||^2 - 2 <X, Y>, which would hide changes below
+ * sqrt(float eps) ~ 3e-4: with P = Ux^T Uy, Q = Vx^T Vy, U_ = Uy - Ux P and
+ * V_ = Vy - Vx Q (the parts of Y's vectors outside X's, both small once the
+ * iteration settles), X - Y splits into four mutually orthogonal terms
+ *   Ux (Sx - P Sy Q^T) Vx^T,  Ux P Sy V_^T,  U_ Sy Q^T Vx^T,  U_ Sy V_^T,
+ * each of which is small and computed directly. */
+static double change_between(rsvd_work *w, int cur)
+{
+    size_t m = w->m, n = w->n, k = w->k, kk = k * k;
+    int oth = 1 - cur;
+    const float *Ux = w->U[cur], *Vx = w->Vk[cur], *Sx = w->S[cur];
+    const float *Uy = w->U[oth], *Vy = w->Vk[oth], *Sy = w->S[oth];
+    float *P = w->small, *Q = P + kk, *Gu = Q + kk, *Gv = Gu + kk;
+    float *Up = w->Yp, *Vp = w->Tn; /* both free between passes */
+    gram(Ux, Uy, m, k, P);
+    gram(Vx, Vy, n, k, Q);
+    memcpy(Up, Uy, m * k * sizeof(float));
+    memcpy(Vp, Vy, n * k * sizeof(float));
+    lx_sgemm(m, k, k, -1.0f, Ux, (ptrdiff_t)k, 1, P, (ptrdiff_t)k, 1, 1.0f, Up, (ptrdiff_t)k, 1);
+    lx_sgemm(n, k, k, -1.0f, Vx, (ptrdiff_t)k, 1, Q, (ptrdiff_t)k, 1, 1.0f, Vp, (ptrdiff_t)k, 1);
+    gram(Up, Up, m, k, Gu);
+    gram(Vp, Vp, n, k, Gv);
+
+    double xx = 0, d2 = 0;
+    for (size_t a = 0; a < k; a++) {
+        xx += (double)Sx[a] * Sx[a];
+        for (size_t b = 0; b < k; b++) {
+            /* (Sx - P Sy Q^T)_ab */
+            double t = a == b ? Sx[a] : 0.0;
+            for (size_t c = 0; c < k; c++)
+                t -= (double)P[a * k + c] * Sy[c] * Q[b * k + c];
+            /* ||P Sy V_^T||^2, ||U_ Sy Q^T||^2 and ||U_ Sy V_^T||^2, entry ab */
+            double ps = 0, qs = 0;
+            for (size_t c = 0; c < k; c++) {
+                ps += (double)P[c * k + a] * P[c * k + b];
+                qs += (double)Q[c * k + a] * Q[c * k + b];
+            }
+            double sab = (double)Sy[a] * Sy[b];
+            d2 += t * t + sab * (ps * Gv[a * k + b] + qs * Gu[a * k + b] +
+                                 (double)Gu[a * k + b] * Gv[a * k + b]);
+        }
+    }
+    if (d2 < 0)
+        d2 = 0;
+    if (xx <= 0)
+        return d2 > 0 ? 1.0 : 0.0;
+    return sqrt(d2 / xx);
+}
+
+/* Error of the current estimate, extrapolated from the changes c[] of the
+ * last passes: if each pass contracts the error by rho, what remains after
+ * the change c_p is c_p * rho / (1 - rho).  rho = c_p / c_p-1, and from the
+ * fourth pass the larger of that and c_p-1 / c_p-2 (one ratio alone was too
+ * optimistic when the change oscillates, as it does when s_k ~ s_k+1; c_1
+ * compares the first estimate with zero, so c_2 / c_1 is no rate).  The
+ * factor is capped at 10 (rho -> 1: stagnation or the float32 noise floor). */
+static double extrapolate(const double *c, int pass)
+{
+    double rho = c[pass - 1] > 0 ? c[pass] / c[pass - 1] : 0;
+    if (pass >= 4 && c[pass - 2] > 0 && c[pass - 1] / c[pass - 2] > rho)
+        rho = c[pass - 1] / c[pass - 2];
+    double f = rho < 10.0 / 11.0 ? rho / (1.0 - rho) : 10.0;
+    return c[pass] * f;
+}
+
+static size_t block_width(size_t m, size_t n, size_t k, int p)
+{
+    size_t mn = m < n ? m : n;
+    size_t l = k + (size_t)(p > 0 ? p : 0);
+    return l < mn ? l : mn;
+}
+
+static size_t clamp_rank(size_t m, size_t n, int k)
+{
+    size_t mn = m < n ? m : n;
+    return (size_t)k < mn ? (size_t)k : mn;
+}
+
+/* Krylov blocks kept before a restart: LX_RSVD_KRYLOV_BLOCKS, but no more
+ * than about KRYLOV_MAX_COLS columns (at least 2 blocks), since the
+ * orthogonalisation and the small SVDs grow with d l and d^3 (libFLAME's
+ * sgesvd takes ~3 ms at 64 x 64, ~6 ms at 96 x 96; at k = 64, six blocks of
+ * 74 made the later passes 2-3x slower than the read of A).  With thick
+ * restarts, 4 blocks needed as few passes as 6 on every measured spectrum.
+ * Never more than fit in min(m, n); 1 block means subspace iteration. */
+#define KRYLOV_MAX_COLS 128
+
+static size_t krylov_blocks(size_t m, size_t n, size_t l)
+{
+    size_t mn = m < n ? m : n;
+    size_t b = KRYLOV_MAX_COLS / l;
+    if (b < 2)
+        b = 2;
+    if (b > LX_RSVD_KRYLOV_BLOCKS)
+        b = LX_RSVD_KRYLOV_BLOCKS;
+    if (b > mn / l)
+        b = mn / l;
+    return b ? b : 1;
+}
+
+/* Every buffer of the randomized solver, in one place so that
+ * lx_rsvd_workspace_bytes counts exactly what randomized() allocates. */
+enum {
+    B_PANEL, B_VB, B_ZB, B_QY, B_YP, B_TN, B_R, B_H, B_C, B_RT, B_UR, B_SR, B_WT, B_WS,
+    B_GS, B_UP, B_SIG, B_XT, B_M, B_SMALL, B_U0, B_S0, B_V0, B_U1, B_S1, B_V1, NBUF
+};
+
+/* Shape of the run (k, l, blocks, panel height) and the float count of each
+ * buffer. */
+static void plan(size_t m, size_t n, const lx_rsvd_opts *o, rsvd_work *w, size_t sz[NBUF])
+{
+    w->m = m;
+    w->n = n;
+    w->ph = m < LX_RSVD_PANEL_ROWS ? m : LX_RSVD_PANEL_ROWS;
+    w->k = clamp_rank(m, n, o->rank);
+    w->l = block_width(m, n, w->k, o->oversample);
+    w->maxblk = krylov_blocks(m, n, w->l);
+    w->dmax = w->maxblk * w->l;
+    size_t l = w->l, k = w->k, dmax = w->dmax, dx = dmax + l;
+    sz[B_PANEL] = w->ph * n;
+    sz[B_VB] = n * dx;
+    sz[B_ZB] = n * dmax;
+    sz[B_QY] = m * dmax;
+    sz[B_YP] = m * l;
+    sz[B_TN] = n * l;
+    sz[B_R] = sz[B_RT] = sz[B_UR] = sz[B_WT] = sz[B_WS] = sz[B_XT] = dmax * dmax;
+    sz[B_H] = sz[B_GS] = sz[B_UP] = dx * dmax;
+    sz[B_C] = dx * l;
+    sz[B_SR] = sz[B_SIG] = dmax;
+    sz[B_M] = dmax * k;
+    sz[B_SMALL] = 4 * k * k;
+    sz[B_U0] = sz[B_U1] = m * k;
+    sz[B_S0] = sz[B_S1] = k;
+    sz[B_V0] = sz[B_V1] = n * k;
+}
+
+static int pass_cap(const lx_rsvd_opts *o)
+{
+    if (o->passes > 0)
+        return o->passes;
+    return o->max_passes > 2 ? o->max_passes : 2;
+}
+
+static lx_status randomized(const lx_rowsrc *A, const lx_rsvd_opts *o, lx_factors *out)
+{
+    rsvd_work w = {0};
+    size_t sz[NBUF];
+    plan(A->m, A->n, o, &w, sz);
+    w.src = A;
+    w.seed = o->seed;
+    size_t m = w.m, n = w.n, l = w.l, k = w.k, dmax = w.dmax, dx = dmax + l;
+    int fixed = o->passes > 0, cap = pass_cap(o);
+
+    float **buf[NBUF] = {
+        [B_PANEL] = &w.panel, [B_VB] = &w.Vb, [B_ZB] = &w.Zb, [B_QY] = &w.QY,
+        [B_YP] = &w.Yp, [B_TN] = &w.Tn, [B_R] = &w.R, [B_H] = &w.H, [B_C] = &w.C,
+        [B_RT] = &w.Rt, [B_UR] = &w.UR, [B_SR] = &w.SR, [B_WT] = &w.WT, [B_WS] = &w.WS,
+        [B_GS] = &w.Gs, [B_UP] = &w.Up, [B_SIG] = &w.Sig, [B_XT] = &w.XT, [B_M] = &w.M,
+        [B_SMALL] = &w.small, [B_U0] = &w.U[0], [B_S0] = &w.S[0], [B_V0] = &w.Vk[0],
+        [B_U1] = &w.U[1], [B_S1] = &w.S[1], [B_V1] = &w.Vk[1],
+    };
+    lx_status st = LX_OK;
+    for (int i = 0; i < NBUF; i++)
+        *buf[i] = alloc_floats(sz[i], &st, m, n);
+    double *c = st == LX_OK ? calloc((size_t)cap + 1, sizeof(double)) : NULL; /* c[pass] */
+    if (st == LX_OK && !c)
+        st = lx_fail(LX_EFAIL, "randomized SVD of a %zu x %zu matrix: out of memory", m, n);
+    if (st != LX_OK)
+        goto done;
+    /* R and H are block triangular / Hessenberg: what is never written is zero */
+    memset(w.R, 0, dmax * dmax * sizeof(float));
+    memset(w.H, 0, dx * dmax * sizeof(float));
+
+    for (size_t j = 0; j < l; j++)
+        gaussian_column(o->seed, j, w.Vb + j * n, n);
+    st = orth_block(&w, NULL, n, 0, w.Vb, l);
+    if (st != LX_OK)
+        goto done;
+
+    int cur = 0, pass = 0, converged = 0;
+    double err_est = 1.0;
+    while (pass < cap) {
+        st = stream_pass(&w, pass == 0 ? &out->frob2 : NULL);
+        if (st == LX_OK)
+            st = extend_bases(&w);
+        if (st == LX_OK)
+            st = estimate(&w, cur);
+        if (st != LX_OK)
+            goto done;
+        pass++;
+        c[pass] = pass > 1 ? change_between(&w, cur) : (w.S[cur][0] > 0 ? 1.0 : 0.0);
+        err_est = pass > 1 ? extrapolate(c, pass) : c[pass];
+        if (!fixed && pass >= 2 && err_est <= o->tol) {
+            converged = 1;
+            break;
+        }
+        if (pass == cap)
+            break;
+        if (w.nblk == w.maxblk) {
+            st = restart(&w);
+            if (st != LX_OK)
+                goto done;
+        }
+        cur = 1 - cur;
+    }
+    for (size_t j = 0; j < l; j++) {
+        if (!isfinite(w.Sig[j])) {
+            st = lx_fail(LX_EFAIL, "randomized SVD of a %zu x %zu matrix: non-finite "
+                         "singular values (non-finite input?)", m, n);
+            goto done;
+        }
+    }
+
+    out->k = (int)k;
+    out->l = (int)l;
+    out->U = w.U[cur];
+    out->S = w.S[cur];
+    out->V = w.Vk[cur];
+    w.U[cur] = w.S[cur] = w.Vk[cur] = NULL;
+    out->S_block = w.Sig; /* the first l of d Ritz values */
+    w.Sig = NULL;
+    out->passes = pass;
+    out->converged = fixed ? 1 : converged;
+    out->change = c[pass];
+    out->err_est = err_est;
+
+done:
+    for (int i = 0; i < NBUF; i++)
+        free(*buf[i]);
+    free(c);
+    return st;
+}
+
+/* ---- the exact reference ------------------------------------------------- */
+
+static lx_status exact(const lx_rowsrc *A, const lx_rsvd_opts *o, lx_factors *out)
+{
+    size_t m = A->m, n = A->n, p = m < n ? m : n;
+    size_t k = clamp_rank(m, n, o->rank);
+    size_t l = block_width(m, n, k, o->oversample);
+    lx_status st = LX_OK;
+    float *a = alloc_floats(m * n, &st, m, n);
+    float *ua = alloc_floats(n * p, &st, m, n); /* left vectors of A^T = V of A */
+    float *vta = alloc_floats(p * m, &st, m, n); /* right vectors of A^T = U^T of A */
+    float *s = alloc_floats(p, &st, m, n);
+    float *U = alloc_floats(m * k, &st, m, n);
+    float *S = alloc_floats(k, &st, m, n);
+    float *V = alloc_floats(n * k, &st, m, n);
+    float *sb = alloc_floats(l, &st, m, n);
+    if (st != LX_OK)
+        goto done;
+
+    double f2 = 0;
+    for (size_t r0 = 0; r0 < m; r0 += LX_RSVD_PANEL_ROWS) {
+        size_t h = m - r0 < LX_RSVD_PANEL_ROWS ? m - r0 : LX_RSVD_PANEL_ROWS;
+        st = A->rows(A->ctx, r0, h, a + r0 * n, n);
+        if (st != LX_OK)
+            goto done;
+        f2 += col_norm2(a + r0 * n, h * n);
+    }
+    /* row-major A is column-major A^T = V S U^T */
+    st = lx_svd_thin(a, n, m, n, ua, n, s, vta, p);
+    if (st != LX_OK)
+        goto done;
+    for (size_t i = 0; i < m; i++)
+        for (size_t j = 0; j < k; j++)
+            U[i * k + j] = vta[j + i * p];
+    for (size_t i = 0; i < n; i++)
+        for (size_t j = 0; j < k; j++)
+            V[i * k + j] = ua[i + j * n];
+    memcpy(S, s, k * sizeof(float));
+    memcpy(sb, s, l * sizeof(float));
+    for (size_t j = 0; j < p; j++) {
+        if (!isfinite(s[j])) {
+            st = lx_fail(LX_EFAIL, "SVD of a %zu x %zu matrix: non-finite singular values "
+                         "(non-finite input?)", m, n);
+            goto done;
+        }
+    }
+    out->k = (int)k;
+    out->l = (int)l;
+    out->U = U;
+    out->S = S;
+    out->V = V;
+    out->S_block = sb;
+    U = S = V = sb = NULL;
+    out->passes = 1;
+    out->converged = 1;
+    out->change = 0;
+    out->err_est = 0;
+    out->frob2 = f2;
+
+done:
+    free(a);
+    free(ua);
+    free(vta);
+    free(s);
+    free(U);
+    free(S);
+    free(V);
+    free(sb);
+    return st;
+}
+
+lx_status lx_rsvd_topk(const lx_rowsrc *A, const lx_rsvd_opts *o, lx_factors *out)
+{
+    memset(out, 0, sizeof *out);
+    out->m = A->m;
+    out->n = A->n;
+    out->converged = 1;
+    if (o->rank < 1)
+        return lx_fail(LX_EUSAGE, "randomized SVD: rank must be >= 1 (got %d)", o->rank);
+    if (A->m == 0 || A->n == 0)
+        return LX_OK;
+    lx_status st = o->exact ? exact(A, o, out) : randomized(A, o, out);
+    if (st != LX_OK) {
+        lx_factors_free(out);
+        out->m = A->m;
+        out->n = A->n;
+    }
+    return st;
+}
+
+void lx_factors_free(lx_factors *f)
+{
+    free(f->U);
+    free(f->S);
+    free(f->V);
+    free(f->S_block);
+    memset(f, 0, sizeof *f);
+}
+
+size_t lx_rsvd_workspace_bytes(size_t m, size_t n, const lx_rsvd_opts *o)
+{
+    if (m == 0 || n == 0 || o->rank < 1)
+        return 0;
+    size_t p = m < n ? m : n, big = m > n ? m : n;
+    size_t k = clamp_rank(m, n, o->rank);
+    size_t l = block_width(m, n, k, o->oversample);
+    size_t floats;
+    if (o->exact) {
+        /* A, both factor sets of the full SVD, the results, and sgesvd's
+         * work array (about p*p + 5*max(m, n) on its QR path) */
+        floats = m * n + n * p + p * m + p + (m + n + 1) * k + l + p * p + 5 * big;
+        return floats * sizeof(float);
+    }
+    /* the buffers of randomized(), its change history, and an allowance for
+     * the work arrays libFLAME's QRs and small SVDs allocate (BLIS's packing
+     * buffers are a process-wide pool, not counted) */
+    rsvd_work w;
+    size_t sz[NBUF];
+    plan(m, n, o, &w, sz);
+    floats = 0;
+    for (int i = 0; i < NBUF; i++)
+        floats += sz[i];
+    size_t dx = w.dmax + w.l;
+    floats += 64 * dx + 8 * dx * dx;
+    return floats * sizeof(float) + ((size_t)pass_cap(o) + 1) * sizeof(double);
+}
+
+void lx_factors_rows(const lx_factors *f, int kk, float alpha, size_t r0, size_t h,
+                     float *dst, size_t ld)
+{
+    size_t n = f->n, k = (size_t)f->k;
+    if (kk > f->k)
+        kk = f->k;
+    if (kk <= 0) {
+        for (size_t i = 0; i < h; i++)
+            memset(dst + i * ld, 0, n * sizeof(float));
+        return;
+    }
+    /* (alpha U S) in chunks of the scratch, times V^T (V row-major read
+     * transposed); one chunk unless h * kk > ROWS_SCRATCH */
+    float us[ROWS_SCRATCH + LX_GEMM_PAD / sizeof(float)]; /* padded: see linalg.h */
+    size_t kt = (size_t)kk < ROWS_SCRATCH ? (size_t)kk : ROWS_SCRATCH;
+    size_t step = ROWS_SCRATCH / kt;
+    for (size_t i0 = 0; i0 < h; i0 += step) {
+        size_t hh = h - i0 < step ? h - i0 : step;
+        for (size_t t0 = 0; t0 < (size_t)kk; t0 += kt) {
+            size_t tt = (size_t)kk - t0 < kt ? (size_t)kk - t0 : kt;
+            for (size_t i = 0; i < hh; i++) {
+                const float *u = f->U + (r0 + i0 + i) * k + t0;
+                for (size_t t = 0; t < tt; t++)
+                    us[i * tt + t] = alpha * u[t] * f->S[t0 + t];
+            }
+            lx_sgemm(hh, n, tt, 1.0f, us, (ptrdiff_t)tt, 1, f->V + t0, 1, (ptrdiff_t)k,
+                     t0 ? 1.0f : 0.0f, dst + i0 * ld, (ptrdiff_t)ld, 1);
+        }
+    }
+}
+
+uint64_t lx_matrix_seed(uint64_t seed, const char *tensor, uint64_t batch_index)
+{
+    /* XXH3 of the name under the global seed, then of the little-endian
+     * batch index under that: stable across platforms and runs. */
+    uint64_t h = XXH3_64bits_withSeed(tensor, strlen(tensor), seed);
+    unsigned char b[8];
+    for (int i = 0; i < 8; i++)
+        b[i] = (unsigned char)(batch_index >> (8 * i));
+    return XXH3_64bits_withSeed(b, sizeof b, h);
+}
