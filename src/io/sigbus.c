@@ -43,6 +43,27 @@ static char *append(char *at, char *end, const char *s)
     return at;
 }
 
+/* As main.c prints messages: a control byte in the path (a file named
+ * "x\n.safetensors") must not split the line or reach the terminal. */
+static char *append_escaped(char *at, char *end, const char *s)
+{
+    static const char hex[] = "0123456789abcdef";
+    for (const unsigned char *p = (const unsigned char *)s; *p && end - at >= 4; p++) {
+        if (*p == '\n' || *p == '\t' || *p == '\r') {
+            *at++ = '\\';
+            *at++ = *p == '\n' ? 'n' : *p == '\t' ? 't' : 'r';
+        } else if (*p < 0x20 || *p == 0x7f) {
+            *at++ = '\\';
+            *at++ = 'x';
+            *at++ = hex[*p >> 4];
+            *at++ = hex[*p & 15];
+        } else {
+            *at++ = (char)*p;
+        }
+    }
+    return at;
+}
+
 static char *append_u64(char *at, char *end, uint64_t v)
 {
     char digits[20];
@@ -102,7 +123,7 @@ static void on_sigbus(int sig, siginfo_t *si, void *context)
         char *at = msg, *end = msg + sizeof msg - 1;
         at = append(at, end, "loxstream: ");
         /* keep room for the rest of the line if the path is very long */
-        at = append(at, end - 200, path);
+        at = append_escaped(at, end - 200, path);
         at = append(at, end, ": input file changed or was truncated while being read (SIGBUS at offset ");
         at = append_u64(at, end, offset);
         at = append(at, end, "); the output is incomplete and is not marked complete");

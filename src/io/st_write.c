@@ -31,12 +31,14 @@ static int cmp_entry_name(const void *a, const void *b)
     return strcmp((*x)->name, (*y)->name);
 }
 
-/* Names must be unique and must not collide with the metadata key. */
+/* Names must be unique and must not collide with the metadata key.  An
+ * empty name is valid safetensors (the reference reader accepts it) and is
+ * written as it was read. */
 static lx_status check_names(const lx_st_entry *entries, size_t n)
 {
     for (size_t i = 0; i < n; i++) {
-        if (!entries[i].name || !*entries[i].name)
-            return lx_fail(LX_EFAIL, "safetensors layout: tensor #%zu has an empty name", i);
+        if (!entries[i].name)
+            return lx_fail(LX_EFAIL, "safetensors layout: tensor #%zu has no name", i);
         if (!strcmp(entries[i].name, "__metadata__"))
             return lx_fail(LX_EFAIL, "safetensors layout: '__metadata__' is reserved and cannot name a tensor");
     }

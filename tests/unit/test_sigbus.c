@@ -253,6 +253,25 @@ static void test_long_path(void **state)
     munmap((void *)m, page);
 }
 
+/* Control bytes of a path are escaped: the message stays one line. */
+static void test_path_escaped(void **state)
+{
+    const unsigned char *m = map_file(file_a, 1);
+    assert_int_equal(lx_sigbus_register(m, page, "dir/x\n\001y\ty.safetensors"), 0);
+    truncate_file(file_a, 0);
+
+    struct child_args a = {m, 1, 0};
+    struct outcome o;
+    run_child(&a, &o);
+    assert_true(WIFEXITED(o.status));
+    assert_int_equal(WEXITSTATUS(o.status), 1);
+    const char *want = "loxstream: dir/x\\n\\x01y\\ty.safetensors: input file changed";
+    assert_true(strncmp(o.err, want, strlen(want)) == 0);
+    assert_ptr_equal(strchr(o.err, '\n'), o.err + strlen(o.err) - 1);
+    lx_sigbus_unregister(m);
+    munmap((void *)m, page);
+}
+
 /* The table holds LX_SIGBUS_SLOTS mappings; a freed slot is reused. */
 static void test_table_full(void **state)
 {
@@ -278,6 +297,7 @@ int main(void)
         cmocka_unit_test(test_not_installed),
         cmocka_unit_test(test_sent_signal),
         cmocka_unit_test(test_long_path),
+        cmocka_unit_test(test_path_escaped),
         cmocka_unit_test(test_table_full),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
