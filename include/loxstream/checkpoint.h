@@ -8,6 +8,12 @@
  * a shard is listed, no name appears twice, shard names are plain file names
  * (no '/', no "..").  Violations: lx_fail(LX_EINPUT, ...) naming the file,
  * tensor and value.
+ *
+ * Symbolic links are followed wherever they point (the Hugging Face cache
+ * links snapshots/<rev>/<file> to ../../blobs/<hash>), but every file read
+ * must be a regular file: a directory, FIFO, device or socket is refused
+ * (LX_EINPUT) before it is opened, as are dangling and looping links; a file
+ * that exists but cannot be read (permissions, I/O) is LX_EFAIL.
  */
 #ifndef LOXSTREAM_CHECKPOINT_H
 #define LOXSTREAM_CHECKPOINT_H

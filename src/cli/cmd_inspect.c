@@ -38,10 +38,11 @@ static void put_shape(const lx_tensor *t, FILE *f)
         fprintf(f, i ? "x%" PRIu64 : "%" PRIu64, t->shape[i]);
 }
 
-static lx_status put_tsv(const lx_checkpoint *ck, const lx_tensor *t, char **esc, size_t *cap)
+/* Print name escaped (see lx_st_escape_name) through the growing buffer. */
+static lx_status put_escaped(const char *name, char **esc, size_t *cap)
 {
     /* escaping may grow a name 4x */
-    size_t need = 4 * strlen(t->name) + 1;
+    size_t need = 4 * strlen(name) + 1;
     if (need > *cap) {
         char *p = realloc(*esc, need);
         if (!p)
@@ -49,33 +50,83 @@ static lx_status put_tsv(const lx_checkpoint *ck, const lx_tensor *t, char **esc
         *esc = p;
         *cap = need;
     }
-    fputs(lx_st_escape_name(t->name, *esc, *cap), stdout);
+    fputs(lx_st_escape_name(name, *esc, *cap), stdout);
+    return LX_OK;
+}
+
+static lx_status put_tsv(const lx_checkpoint *ck, const lx_tensor *t, char **esc, size_t *cap)
+{
+    lx_status st = put_escaped(t->name, esc, cap);
+    if (st != LX_OK)
+        return st;
     printf("\t%s\t", lx_dtype_name(t->dtype));
     put_shape(t, stdout);
-    printf("\t%" PRIu64 "\t%s\n", t->nbytes, ck->shards[t->shard].name);
+    printf("\t%" PRIu64 "\t", t->nbytes);
+    /* a loose shard's name is whatever the directory holds: "a\tb.safetensors"
+     * must not add a field */
+    if ((st = put_escaped(ck->shards[t->shard].name, esc, cap)) != LX_OK)
+        return st;
+    putchar('\n');
+    return LX_OK;
+}
+
+/* Tensor names are checked UTF-8 (the whole header is); a loose shard's
+ * file name is whatever bytes the directory holds, which JSON cannot hold.
+ * Checked before the first line, so that no partial listing is printed. */
+static lx_status check_json_names(const lx_checkpoint *ck)
+{
+    for (size_t i = 0; i < ck->nshards; i++) {
+        json_t *s = json_string(ck->shards[i].name);
+        if (!s) {
+            char q[LX_NAME_QUOTE];
+            return lx_fail(LX_EINPUT,
+                           "%s: shard file name '%s' is not valid UTF-8: JSON cannot hold it "
+                           "(use the TSV output)",
+                           ck->path, lx_st_escape_name(ck->shards[i].name, q, sizeof q));
+        }
+        json_decref(s);
+    }
     return LX_OK;
 }
 
 static lx_status put_json(const lx_checkpoint *ck, const lx_tensor *t)
 {
     json_t *o = json_object(), *shape = json_array();
-    int bad = !o || !shape;
+    json_t *shard = json_string(ck->shards[t->shard].name);
+    int bad = !o || !shape || !shard;
     bad = bad || json_object_set_new(o, "name", json_string(t->name));
     bad = bad || json_object_set_new(o, "dtype", json_string(lx_dtype_name(t->dtype)));
     for (int i = 0; !bad && i < t->ndim; i++)
         bad = json_array_append_new(shape, json_integer((json_int_t)t->shape[i]));
     bad = bad || json_object_set(o, "shape", shape);
     bad = bad || json_object_set_new(o, "bytes", json_integer((json_int_t)t->nbytes));
-    bad = bad || json_object_set_new(o, "shard", json_string(ck->shards[t->shard].name));
+    bad = bad || json_object_set(o, "shard", shard);
     bad = bad || json_object_set_new(o, "offset", json_integer((json_int_t)t->offset));
     /* json_dumpf writes the members in insertion order */
     bad = bad || json_dumpf(o, stdout, JSON_COMPACT) != 0;
+    json_decref(shard);
     json_decref(shape);
     json_decref(o);
     if (bad && !ferror(stdout))
         return lx_fail(LX_EFAIL, "out of memory");
     putchar('\n');
     return LX_OK;
+}
+
+/* The message for an option getopt refused.  It sets optopt for a known
+ * long option given a value ("--json=1") and for an unknown short one (the
+ * 'x' of "-qx"), and leaves it 0 for an unknown long one.  The text comes
+ * from the command line: escaped, so that the message stays one line. */
+static void bad_option(const char *arg)
+{
+    char q[LX_NAME_QUOTE], shortopt[3] = {'-', (char)optopt, '\0'};
+    lx_st_escape_name(strncmp(arg, "--", 2) ? shortopt : arg, q, sizeof q);
+    if (strncmp(arg, "--", 2) != 0 || !optopt)
+        fprintf(stderr, "loxstream inspect: unknown option '%s'", q);
+    else
+        fprintf(stderr, "loxstream inspect: option '%.*s' takes no value",
+                (int)strcspn(q, "="), q);
+    fprintf(stderr, " (try 'loxstream inspect --help')\n");
 }
 
 static const char *plural(uint64_t n, const char *one, const char *many)
@@ -100,8 +151,7 @@ int cmd_inspect(int argc, char **argv)
         case 'q': quiet = 1; break;
         case 'h': usage(stdout); return 0;
         default:
-            fprintf(stderr, "loxstream inspect: unknown option '%s' (try 'loxstream inspect --help')\n",
-                    argv[optind - 1]);
+            bad_option(argv[optind - 1]);
             return LX_EUSAGE;
         }
     }
@@ -115,6 +165,10 @@ int cmd_inspect(int argc, char **argv)
     lx_status st = lx_checkpoint_open(argv[optind], &ck);
     if (st != LX_OK)
         return cli_report(st);
+    if (json && (st = check_json_names(ck)) != LX_OK) {
+        lx_checkpoint_close(ck);
+        return cli_report(st);
+    }
 
     /* a large buffer: one write per many lines */
     static char outbuf[1 << 16];

@@ -7,6 +7,8 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <libgen.h>
+#include <limits.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -16,6 +18,7 @@
 #include <xxhash.h>
 
 #include "loxstream/checkpoint.h"
+#include "loxstream/sigbus.h"
 #include "loxstream/util.h"
 
 #define INDEX_NAME "model.safetensors.index.json"
@@ -100,35 +103,103 @@ const lx_tensor *lx_checkpoint_find(const lx_checkpoint *ck, const char *name)
     return NULL;
 }
 
+/* "a directory", "a FIFO"...: what a file is, for "not a regular file" messages. */
+static const char *file_kind(mode_t mode)
+{
+    if (S_ISDIR(mode))
+        return "a directory";
+    if (S_ISFIFO(mode))
+        return "a FIFO";
+    if (S_ISCHR(mode))
+        return "a character device";
+    if (S_ISBLK(mode))
+        return "a block device";
+    if (S_ISSOCK(mode))
+        return "a socket";
+    return "a special file";
+}
+
+/* The message of an input file that cannot be opened: `what` is the
+ * context ("cannot open", or which index entry named the file).  A file
+ * that is missing (also behind a dangling link) gives `missing`; other
+ * errors (permissions, I/O) are runtime failures. */
+static lx_status open_failed(const char *path, const char *what, lx_status missing, int err)
+{
+    lx_status st = (err == ENOENT || err == ENOTDIR || err == ELOOP || err == ENAMETOOLONG)
+                       ? missing : LX_EFAIL;
+    struct stat lsb;
+    char target[PATH_MAX], q[LX_NAME_QUOTE];
+    ssize_t n;
+    if (err == ENOENT && lstat(path, &lsb) == 0 && S_ISLNK(lsb.st_mode) &&
+        (n = readlink(path, target, sizeof target - 1)) >= 0) {
+        target[n] = '\0';
+        return lx_fail(st, "%s: %s: symbolic link to '%s', which does not exist", path, what,
+                       lx_st_escape_name(target, q, sizeof q));
+    }
+    return lx_fail_errno(st, err, "%s: %s", path, what);
+}
+
+/* Open an input file under the symlink policy (see loxstream(1)): symbolic
+ * links are followed wherever they point, as the Hugging Face cache links
+ * snapshots/<rev>/<file> to ../../blobs/<hash>, but what they reach must be a
+ * regular file.  The type is checked before open(2), so a FIFO or a device is
+ * never opened, and again on the descriptor; the open does not block even if
+ * a FIFO is swapped in between.  Returns the descriptor in *fd, size in *sb. */
+static lx_status open_regular(const char *path, const char *what, lx_status missing, int *fd,
+                              struct stat *sb)
+{
+    *fd = -1;
+    if (stat(path, sb) != 0)
+        return open_failed(path, what, missing, errno);
+    if (!S_ISREG(sb->st_mode))
+        return lx_fail(LX_EINPUT, "%s: not a regular file (%s)", path, file_kind(sb->st_mode));
+    int f = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
+    if (f < 0)
+        return open_failed(path, what, missing, errno);
+    if (fstat(f, sb) != 0) {
+        lx_status st = lx_fail_errno(LX_EFAIL, errno, "%s: cannot stat", path);
+        close(f);
+        return st;
+    }
+    if (!S_ISREG(sb->st_mode)) {
+        close(f);
+        return lx_fail(LX_EINPUT, "%s: not a regular file (%s)", path, file_kind(sb->st_mode));
+    }
+    *fd = f;
+    return LX_OK;
+}
+
 /* Map and validate one shard.  `listed_for` names the index entry that
  * brought us here (NULL without an index), for the message of a missing file. */
 static lx_status shard_open(lx_shard *s, const char *listed_for)
 {
-    char q[LX_NAME_QUOTE], qs[LX_NAME_QUOTE];
-    int fd = open(s->path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-        if (listed_for)
-            return lx_fail_errno(LX_EINPUT, errno, "%s: shard '%s' (listed for tensor '%s')",
-                                 s->path, lx_st_escape_name(s->name, qs, sizeof qs),
-                                 lx_st_escape_name(listed_for, q, sizeof q));
-        return lx_fail_errno(LX_EFAIL, errno, "%s: cannot open", s->path);
-    }
+    char q[LX_NAME_QUOTE], qs[LX_NAME_QUOTE], what[3 * LX_NAME_QUOTE];
+    if (listed_for)
+        snprintf(what, sizeof what, "shard '%s' (listed for tensor '%s')",
+                 lx_st_escape_name(s->name, qs, sizeof qs),
+                 lx_st_escape_name(listed_for, q, sizeof q));
+    else
+        snprintf(what, sizeof what, "cannot open");
+    /* a shard that the directory or the index names but that is missing
+     * makes the checkpoint invalid; so does a dangling link to one */
     struct stat sb;
-    lx_status st = LX_OK;
-    if (fstat(fd, &sb) != 0) {
-        st = lx_fail_errno(LX_EFAIL, errno, "%s: cannot stat", s->path);
-    } else if (!S_ISREG(sb.st_mode)) {
-        st = lx_fail(LX_EINPUT, "%s: not a regular file", s->path);
-    } else if ((uint64_t)sb.st_size > SIZE_MAX) {
+    int fd;
+    lx_status st = open_regular(s->path, what, LX_EINPUT, &fd, &sb);
+    if (st != LX_OK)
+        return st;
+    if ((uint64_t)sb.st_size > SIZE_MAX) {
         st = lx_fail(LX_EFAIL, "%s: too large to map on this system", s->path);
     } else {
         s->size = (uint64_t)sb.st_size;
         if (s->size > 0) {
             void *m = mmap(NULL, (size_t)s->size, PROT_READ, MAP_PRIVATE, fd, 0);
-            if (m == MAP_FAILED)
+            if (m == MAP_FAILED) {
                 st = lx_fail_errno(LX_EFAIL, errno, "%s: cannot map", s->path);
-            else
+            } else {
                 s->map = m;
+                /* a file truncated under us becomes a clear error, not a crash */
+                lx_sigbus_register(m, (size_t)s->size, s->path);
+            }
         }
     }
     close(fd); /* the mapping stays valid */
@@ -218,18 +289,14 @@ static lx_status build_tensors(lx_checkpoint *ck)
 
 static lx_status read_small_file(const char *path, char **out, size_t *len)
 {
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return lx_fail_errno(LX_EFAIL, errno, "%s: cannot open", path);
     struct stat sb;
-    lx_status st = LX_OK;
+    int fd;
+    lx_status st = open_regular(path, "cannot open", LX_EINPUT, &fd, &sb);
+    if (st != LX_OK)
+        return st;
     char *buf = NULL;
     size_t have = 0;
-    if (fstat(fd, &sb) != 0) {
-        st = lx_fail_errno(LX_EFAIL, errno, "%s: cannot stat", path);
-    } else if (!S_ISREG(sb.st_mode)) {
-        st = lx_fail(LX_EINPUT, "%s: not a regular file", path);
-    } else if ((uint64_t)sb.st_size > INDEX_MAX_BYTES) {
+    if ((uint64_t)sb.st_size > INDEX_MAX_BYTES) {
         st = lx_fail(LX_EINPUT, "%s: %" PRIu64 " bytes, more than an index can need (%u)", path,
                      (uint64_t)sb.st_size, INDEX_MAX_BYTES);
     } else if (!(buf = malloc((size_t)sb.st_size + 1))) {
@@ -319,11 +386,21 @@ static lx_status open_indexed(lx_checkpoint *ck, const char *ixpath)
     } else if (!(refs = malloc(ix.n * sizeof *refs))) {
         st = lx_fail(LX_EFAIL, "out of memory");
     } else {
-        for (size_t i = 0; i < ix.n; i++) {
+        for (size_t i = 0; i < ix.n && st == LX_OK; i++) {
             refs[i].name = ix.shard_names[i];
             refs[i].listed_for = ix.tensor_names[i];
+            /* a plain name, but not a shard: say so rather than parse JSON
+             * text as a safetensors header */
+            if (strcmp(refs[i].name, INDEX_NAME) == 0) {
+                char q[LX_NAME_QUOTE];
+                st = lx_fail(LX_EINPUT,
+                             "%s: weight_map: tensor '%s': shard name '%s' is the index itself",
+                             ixpath, lx_st_escape_name(refs[i].listed_for, q, sizeof q),
+                             INDEX_NAME);
+            }
         }
-        st = open_shards(ck, refs, ix.n);
+        if (st == LX_OK)
+            st = open_shards(ck, refs, ix.n);
     }
     free(refs);
     if (st == LX_OK)
@@ -334,6 +411,19 @@ static lx_status open_indexed(lx_checkpoint *ck, const char *ixpath)
         st = cross_check(ck, &ix, ixpath);
     lx_index_free(&ix);
     return st;
+}
+
+/* An apply output before completion: its shards still have temporary
+ * names (see journal.h: .loxstream/identity, no .loxstream/complete). */
+static int is_unfinished_output(const char *dir)
+{
+    char *id = lx_path_join(dir, ".loxstream/identity");
+    char *done = lx_path_join(dir, ".loxstream/complete");
+    struct stat sb;
+    int yes = id && done && stat(id, &sb) == 0 && stat(done, &sb) != 0;
+    free(id);
+    free(done);
+    return yes;
 }
 
 /* Loose *.safetensors files.  Dot files are skipped: "._x.safetensors" is
@@ -375,7 +465,10 @@ static lx_status open_loose(lx_checkpoint *ck)
         n++;
     }
     closedir(d);
-    if (st == LX_OK && n == 0)
+    if (st == LX_OK && n == 0 && is_unfinished_output(ck->dir))
+        st = lx_fail(LX_EINPUT, "%s: incomplete loxstream output (run apply again to resume)",
+                     ck->dir);
+    else if (st == LX_OK && n == 0)
         st = lx_fail(LX_EINPUT, "%s: no " INDEX_NAME ", " SINGLE_NAME " or *" SUFFIX
                      " file in this directory", ck->dir);
     struct shard_ref *refs = NULL;
@@ -423,7 +516,10 @@ static lx_status open_file(lx_checkpoint *ck, const char *path)
     return st;
 }
 
-/* Does dir/name exist (as anything)?  Other errors than ENOENT are reported. */
+/* Does dir/name exist (as anything)?  Other errors than ENOENT are reported.
+ * A dangling link counts: an index whose blob is missing (an interrupted
+ * download into the HF cache) must be an error, not a silent switch to
+ * opening the *.safetensors files without it. */
 static lx_status exists(const char *dir, const char *name, int *yes)
 {
     char *p = lx_path_join(dir, name);
@@ -432,7 +528,7 @@ static lx_status exists(const char *dir, const char *name, int *yes)
     struct stat sb;
     lx_status st = LX_OK;
     *yes = 0;
-    if (stat(p, &sb) == 0)
+    if (lstat(p, &sb) == 0)
         *yes = 1;
     else if (errno != ENOENT && errno != ENOTDIR)
         st = lx_fail_errno(LX_EFAIL, errno, "%s: cannot stat", p);
@@ -444,11 +540,12 @@ static lx_status open_path(lx_checkpoint *ck, const char *path)
 {
     struct stat sb;
     if (stat(path, &sb) != 0)
-        return lx_fail_errno(LX_EFAIL, errno, "%s: cannot open", path);
+        return open_failed(path, "cannot open", LX_EFAIL, errno);
     if (S_ISREG(sb.st_mode))
         return open_file(ck, path);
     if (!S_ISDIR(sb.st_mode))
-        return lx_fail(LX_EINPUT, "%s: not a safetensors file or a directory", path);
+        return lx_fail(LX_EINPUT, "%s: not a safetensors file or a directory (%s)", path,
+                       file_kind(sb.st_mode));
     if (!(ck->dir = strdup(path)))
         return lx_fail(LX_EFAIL, "out of memory");
     int yes;
@@ -472,6 +569,8 @@ static lx_status open_path(lx_checkpoint *ck, const char *path)
 lx_status lx_checkpoint_open(const char *path, lx_checkpoint **out)
 {
     *out = NULL;
+    if (!*path)
+        return lx_fail(LX_EUSAGE, "the checkpoint path is empty");
     lx_checkpoint *ck = calloc(1, sizeof *ck);
     if (!ck || !(ck->path = strdup(path))) {
         free(ck);
@@ -497,8 +596,10 @@ void lx_checkpoint_close(lx_checkpoint *ck)
         return;
     for (size_t i = 0; i < ck->nshards; i++) {
         lx_shard *s = &ck->shards[i];
-        if (s->map)
+        if (s->map) {
+            lx_sigbus_unregister(s->map);
             munmap((void *)s->map, (size_t)s->size);
+        }
         lx_st_header_free(&s->header);
         free(s->name);
         free(s->path);

@@ -112,7 +112,11 @@ static const char *describe(const json_t *v, char *buf, size_t len)
         snprintf(buf, len, "%" JSON_INTEGER_FORMAT, json_integer_value(v));
         return buf;
     case JSON_REAL:
+        /* keep it recognisably a real: 1.0 printed as "1" would read as
+         * "1 is not an integer" */
         snprintf(buf, len, "%.17g", json_real_value(v));
+        if (!strpbrk(buf, ".eEin"))
+            strncat(buf, ".0", len - strlen(buf) - 1);
         return buf;
     case JSON_TRUE: return "true";
     case JSON_FALSE: return "false";

@@ -354,9 +354,9 @@ static void reject_bad_shape_entries(void **state)
     reject_json("{\"w\":{\"dtype\":\"F32\",\"shape\":[2,-3],\"data_offsets\":[0,0]}}", 0,
                 "tensor 'w': shape[1] is -3, expected a non-negative integer");
     reject_json("{\"w\":{\"dtype\":\"F32\",\"shape\":[2.0],\"data_offsets\":[0,8]}}", 8,
-                "tensor 'w': shape[0] is 2, expected a non-negative integer");
+                "tensor 'w': shape[0] is 2.0, expected a non-negative integer");
     reject_json("{\"w\":{\"dtype\":\"F32\",\"shape\":[1e3],\"data_offsets\":[0,4000]}}", 4000,
-                "tensor 'w': shape[0] is 1000, expected a non-negative integer");
+                "tensor 'w': shape[0] is 1000.0, expected a non-negative integer");
     reject_json("{\"w\":{\"dtype\":\"F32\",\"shape\":[\"2\"],\"data_offsets\":[0,8]}}", 8,
                 "tensor 'w': shape[0] is a string, expected a non-negative integer");
     reject_json("{\"w\":{\"dtype\":\"F32\",\"shape\":[null],\"data_offsets\":[0,8]}}", 8,
