@@ -66,13 +66,19 @@ typedef struct lx_apply_opts {
     const char *report_path;       /* per-matrix TSV, NULL for none ("-": stdout) */
     int quiet;
     int stats;                     /* print resource use and rates at the end */
+    int restart;                   /* discard an earlier run's output in output_path */
 } lx_apply_opts;
 
 void lx_apply_opts_default(lx_apply_opts *o);
 
-/* The whole job.  Output: OUTDIR/<shard>.partial files renamed into place
- * once every shard is durable, then model.safetensors.index.json (if the
- * aligned model has one) and the aligned model's other files. */
+/* The whole job.  Output: OUTDIR/<shard>.partial files, filled tensor by
+ * tensor with a journal record after each (journal.h); once every tensor
+ * is durable, the aligned model's other files, the shards renamed into
+ * place, model.safetensors.index.json (if the aligned model has one),
+ * loxstream.xxh3 and the completion marker.  An output directory holding
+ * an earlier run with the same identity is resumed (or found complete);
+ * one of another identity is refused (LX_EOUTPUT) unless restart, and one
+ * that is not a loxstream output is always refused. */
 lx_status lx_apply_run(const lx_apply_opts *o);
 
 #endif

@@ -7,6 +7,7 @@
 int cmd_inspect(int argc, char **argv);
 int cmd_synth(int argc, char **argv);
 int cmd_apply(int argc, char **argv);
+int cmd_verify(int argc, char **argv);
 
 /* Print "loxstream: <message>" on stderr for a failed status and return it. */
 int cli_report(int status);

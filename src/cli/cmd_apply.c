@@ -1,5 +1,6 @@
 /* cmd_apply.c - loxstream apply: options -> lx_apply_run. */
 #include <getopt.h>
+#include <signal.h>
 #include <stdio.h>
 #include <string.h>
 #ifdef _OPENMP
@@ -17,7 +18,9 @@ static void usage(FILE *f)
           "matrix (LoX), streaming the checkpoints in bounded memory.\n\n"
           "  -b, --base CKPT         base (pre-alignment) checkpoint: directory or .safetensors\n"
           "  -a, --aligned CKPT      aligned checkpoint (its layout is kept)\n"
-          "  -o, --output DIR        new output directory (must not exist or be empty)\n"
+          "  -o, --output DIR        output directory: new or empty, or an earlier run's\n"
+          "                          output with the same options and inputs (resumed)\n"
+          "      --restart           discard the earlier run's output in DIR and start over\n"
           "  -k, --rank K            rank of the safety subspace (default 6); 0: full rank\n"
           "      --alpha A           extrapolation coefficient (default 1.25)\n"
           "      --tol T             stop power iterations when the rank-k result moves by\n"
@@ -41,7 +44,7 @@ static void usage(FILE *f)
 
 enum {
     OPT_ALPHA = 256, OPT_TOL, OPT_POWER, OPT_MAXPASS, OPT_OVERSAMPLE, OPT_SEED, OPT_EXACT,
-    OPT_INCLUDE, OPT_EXCLUDE, OPT_COPY, OPT_MAXMEM, OPT_REPORT, OPT_STATS
+    OPT_INCLUDE, OPT_EXCLUDE, OPT_COPY, OPT_MAXMEM, OPT_REPORT, OPT_STATS, OPT_RESTART
 };
 
 int cmd_apply(int argc, char **argv)
@@ -59,7 +62,7 @@ int cmd_apply(int argc, char **argv)
         {"copy-unmatched", no_argument, 0, OPT_COPY},
         {"max-memory", required_argument, 0, OPT_MAXMEM},
         {"threads", required_argument, 0, 'j'},     {"report", required_argument, 0, OPT_REPORT},
-        {"stats", no_argument, 0, OPT_STATS},
+        {"stats", no_argument, 0, OPT_STATS},     {"restart", no_argument, 0, OPT_RESTART},
         {"quiet", no_argument, 0, 'q'},             {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0}};
     lx_apply_opts o;
@@ -108,6 +111,7 @@ int cmd_apply(int argc, char **argv)
             break;
         case OPT_REPORT: o.report_path = optarg; break;
         case OPT_STATS: o.stats = 1; break;
+        case OPT_RESTART: o.restart = 1; break;
         case 'q': o.quiet = 1; break;
         case 'h': usage(stdout); return 0;
         case ':': st = lx_fail(LX_EUSAGE, "apply: option '%s' needs a value", argv[optind - 1]); break;
@@ -127,5 +131,8 @@ int cmd_apply(int argc, char **argv)
 #ifdef _OPENMP
     omp_set_num_threads(o.threads);
 #endif
+    /* Past a file-size limit (ulimit -f) a write must fail with EFBIG, which
+     * leaves a resumable output, rather than kill the process. */
+    signal(SIGXFSZ, SIG_IGN);
     return cli_report(lx_apply_run(&o));
 }

@@ -7,6 +7,19 @@
  * at their final offsets.  The output keeps the aligned model's shard
  * names, tensor order and offsets, so each output header is known before
  * the first byte of data is written.
+ *
+ * Durability (journal.h): the output directory first gets its identity;
+ * each shard is filled as NAME.partial; after each tensor its bytes are
+ * fdatasync'ed, then its journal record is appended and fdatasync'ed.  A
+ * later run with the same identity keeps every tensor whose record still
+ * matches its output bytes and its inputs, and computes the rest; as each
+ * tensor's bytes are a function of its inputs and the options only, the
+ * result is the same bytes as an uninterrupted run's.  Completion: side
+ * files, renames, index, checksum list, marker, each step durable before
+ * the next.  Tensors are processed in file order, so each shard's
+ * whole-file XXH3 for the list is accumulated on the way (kept tensors are
+ * read back for their check anyway); a shard not streamed in order is read
+ * back at the end.
  */
 #include <dirent.h>
 #include <errno.h>
@@ -19,18 +32,27 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
+#include <sys/file.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
+
+#include <xxhash.h>
 
 #include "config.h"
 #include "loxstream/apply.h"
 #include "loxstream/dtype.h"
+#include "loxstream/journal.h"
 #include "loxstream/linalg.h"
 #include "loxstream/progress.h"
 #include "loxstream/util.h"
+#include "loxstream/verify.h"
 
 #define COPY_CHUNK (16u << 20)      /* bytes per write when copying a tensor */
-#define FIXED_OVERHEAD (48u << 20)  /* tables, stdio, libraries: counted against --max-memory */
+#define CHECK_CHUNK (4u << 20)      /* bytes per read when checking a kept tensor */
+#define WRITEBACK_MIN (1u << 20)    /* start writeback for writes at least this large */
+#define STREAM_BROKEN UINT64_MAX
+#define FIXED_OVERHEAD (48u << 20)  /* tables, stdio, libraries, CHECK_CHUNK: counted against --max-memory */
 #define INDEX_NAME "model.safetensors.index.json"
 
 /* ---- filters and plan -------------------------------------------------- */
@@ -206,12 +228,24 @@ void lx_apply_opts_default(lx_apply_opts *o)
 /* ---- the job ----------------------------------------------------------- */
 
 typedef struct out_shard {
+    const char *name;              /* the aligned shard's file name */
     lx_st_entry *entries;
     lx_st_layout layout;
     lx_st_out file;
     char *final_path, *partial_path;
     int open;
+    int fresh;                     /* created by this process: nothing earlier to keep */
+    XXH3_state_t *stream;          /* whole-file XXH3 while bytes arrive in file order */
+    uint64_t stream_at;            /* file offset reached; STREAM_BROKEN when out of order */
+    uint64_t xxh3;                 /* whole-file checksum, at completion */
 } out_shard;
+
+/* XXH3 of a transformed tensor's two inputs, taken as the first pass over
+ * it reads them (hot in cache) rather than in a pass of its own. */
+typedef struct input_hash {
+    XXH3_state_t *aligned, *base;
+    uint64_t upto;                 /* bytes of the tensor hashed so far, in order */
+} input_hash;
 
 typedef struct job {
     const lx_apply_opts *o;
@@ -228,6 +262,25 @@ typedef struct job {
     lx_progress progress;
     uint64_t done_bytes;
     double svd_seconds, svd_flops;
+    /* durability and resumption */
+    char **side;                   /* side files of the aligned directory, sorted */
+    size_t nside;
+    lx_identity identity;
+    uint64_t identity_hash;
+    int lock_fd;
+    lx_journal journal;
+    const lx_journal_record **rec; /* aligned tensor index -> its latest record or NULL */
+    XXH3_state_t *tstate, *snap;   /* the tensor being written; a stream snapshot */
+    input_hash ih;                 /* of the tensor being computed */
+    /* the last computed tensor, written but not yet synced and recorded
+     * (flush_pending); its names are borrowed from the checkpoint */
+    int pending;
+    out_shard *pending_shard;
+    lx_journal_record pending_rec;
+    unsigned char *rbuf;           /* CHECK_CHUNK bytes for reading kept tensors back */
+    int resuming, complete_already, prepared;
+    size_t recorded;               /* tensors with a journal record when the run started */
+    size_t kept, computed, redone;
 } job;
 
 /* dW rows of one matrix of a tensor, for the randomized SVD. */
@@ -236,7 +289,22 @@ typedef struct delta_src {
     const unsigned char *al, *ba;  /* start of the matrix in each input */
     size_t esize;
     uint64_t batch_index;
+    input_hash *ih;
 } delta_src;
+
+/* Rows [r0, r0+h) of matrix b were just read: hash them if they continue
+ * the tensor's input checksums (the first pass goes in order; later passes
+ * and other orders are skipped, and commit_item then hashes the mapping). */
+static void hash_input_rows(input_hash *ih, const lx_plan_item *it, size_t esize, uint64_t b,
+                            size_t r0, size_t h)
+{
+    uint64_t row = (uint64_t)it->n * esize, off = (b * it->m + r0) * row, len = h * row;
+    if (ih->upto != off)
+        return;
+    XXH3_64bits_update(ih->aligned, it->aligned->data + off, (size_t)len);
+    XXH3_64bits_update(ih->base, it->base->data + off, (size_t)len);
+    ih->upto += len;
+}
 
 static size_t first_nonfinite(const float *x, size_t n)
 {
@@ -293,7 +361,10 @@ static lx_status delta_rows(const lx_plan_item *it, const unsigned char *al,
 static lx_status delta_src_rows(void *ctx, size_t r0, size_t h, float *dst, size_t ld)
 {
     delta_src *d = ctx;
-    return delta_rows(d->item, d->al, d->ba, d->esize, d->batch_index, r0, h, dst, ld);
+    lx_status st = delta_rows(d->item, d->al, d->ba, d->esize, d->batch_index, r0, h, dst, ld);
+    if (st == LX_OK)
+        hash_input_rows(d->ih, d->item, d->esize, d->batch_index, r0, h);
+    return st;
 }
 
 static void advise(const void *p, uint64_t len, int advice)
@@ -348,11 +419,61 @@ static void report_line(job *J, const lx_plan_item *it, uint64_t b, const lx_fac
     fprintf(J->report, "\t%.3f\n", seconds);
 }
 
+/* Feed the shard's whole-file checksum, if the bytes continue it. */
+static void stream_feed(out_shard *os, uint64_t file_off, const void *buf, size_t len)
+{
+    if (os->stream_at != file_off) {
+        os->stream_at = STREAM_BROKEN;
+        return;
+    }
+    XXH3_64bits_update(os->stream, buf, len);
+    os->stream_at += len;
+}
+
+static uint64_t file_offset(const out_shard *os, size_t idx, uint64_t off)
+{
+    return os->layout.header_size + os->layout.entries[idx].begin + off;
+}
+
+/* Make the pending tensor's bytes durable, then append its record.  This
+ * is deferred from finish_item to just before the next tensor writes (or
+ * a shard is opened, or the run ends): by then the kernel has written the
+ * bytes back during the next tensor's SVD (out_put starts the writeback),
+ * so the fdatasync finds little to do instead of stalling the
+ * computation; a crash meanwhile costs one more tensor to redo. */
+static lx_status flush_pending(job *J)
+{
+    if (!J->pending)
+        return LX_OK;
+    J->pending = 0;
+    lx_status st = lx_st_out_sync(&J->pending_shard->file);
+    if (st != LX_OK)
+        return st;
+    lx_test_point("data-sync");
+    return lx_journal_append(&J->journal, &J->pending_rec);
+}
+
+/* Write output bytes of tensor idx and account for them in the tensor's
+ * and the shard's checksums; start writeback of large writes so that the
+ * tensor's fdatasync has little left to do. */
+static lx_status out_put(job *J, out_shard *os, size_t idx, uint64_t off, const void *buf,
+                         size_t len)
+{
+    lx_status st = flush_pending(J);
+    if (st == LX_OK)
+        st = lx_st_out_write(&os->file, idx, off, buf, len);
+    if (st != LX_OK)
+        return st;
+    XXH3_64bits_update(J->tstate, buf, len);
+    stream_feed(os, file_offset(os, idx, off), buf, len);
+    return len >= WRITEBACK_MIN ? lx_st_out_writeback(&os->file, idx, off, len) : LX_OK;
+}
+
 static lx_status write_copy(job *J, out_shard *os, size_t idx, const lx_tensor *t)
 {
     for (uint64_t off = 0; off < t->nbytes; off += COPY_CHUNK) {
         uint64_t len = t->nbytes - off < COPY_CHUNK ? t->nbytes - off : COPY_CHUNK;
-        lx_status st = lx_st_out_write(&os->file, idx, off, t->data + off, (size_t)len);
+        lx_status st = out_put(J, os, idx, off, t->data + off, (size_t)len);
         if (st != LX_OK)
             return st;
         J->done_bytes += len;
@@ -384,7 +505,7 @@ static lx_status transform_matrix(job *J, const lx_plan_item *it, out_shard *os,
             so.rank = (int)mn;
         }
         so.seed = lx_matrix_seed(J->o->svd.seed, t->name, b);
-        delta_src ds = {it, al, ba, esize, b};
+        delta_src ds = {it, al, ba, esize, b, &J->ih};
         lx_rowsrc src = {m, n, delta_src_rows, &ds};
         double s0 = lx_now();
         st = lx_rsvd_topk(&src, &so, &f);
@@ -404,12 +525,12 @@ static lx_status transform_matrix(job *J, const lx_plan_item *it, out_shard *os,
             st = delta_rows(it, al, ba, esize, b, r0, h, J->fbuf, n);
             if (st != LX_OK)
                 break;
+            hash_input_rows(&J->ih, it, esize, b, r0, h);
             for (size_t i = 0; i < h * n; i++)
                 J->fbuf[i] *= alpha;
         }
         add_rows(t->dtype, al + r0 * n * esize, J->fbuf, J->obuf, h, n, esize);
-        st = lx_st_out_write(&os->file, idx, b * mat_bytes + r0 * n * esize, J->obuf,
-                             h * n * esize);
+        st = out_put(J, os, idx, b * mat_bytes + r0 * n * esize, J->obuf, h * n * esize);
         J->done_bytes += h * n * esize;
         lx_progress_update(&J->progress, J->progress.done_items, J->done_bytes, t->name);
     }
@@ -437,7 +558,6 @@ static lx_status process_item(job *J, size_t i)
         for (uint64_t b = 0; b < it->batch && st == LX_OK; b++)
             st = transform_matrix(J, it, os, idx, b);
     }
-    advise_item(it, MADV_DONTNEED);
     return st;
 }
 
@@ -528,64 +648,15 @@ static lx_status build_layouts(job *J)
         free(vals);
         if (st != LX_OK)
             break;
+        os->name = in->name;
         os->final_path = lx_path_join(o->output_path, in->name);
-        if (os->final_path && asprintf(&os->partial_path, "%s.partial", os->final_path) < 0)
+        if (os->final_path && asprintf(&os->partial_path, "%s" LX_PARTIAL_SUFFIX, os->final_path) < 0)
             os->partial_path = NULL;
         if (!os->final_path || !os->partial_path)
             st = lx_fail(LX_EFAIL, "out of memory");
     }
     free(method);
     return st;
-}
-
-static int is_within(const char *inner, const char *outer)
-{
-    size_t n = strlen(outer);
-    return !strncmp(inner, outer, n) && (inner[n] == '/' || inner[n] == '\0' ||
-                                         (n > 0 && outer[n - 1] == '/'));
-}
-
-/* The output directory must be new or empty, and not an input directory or
- * inside one.  Resuming a run is the journal's job (not yet). */
-static lx_status prepare_output(job *J)
-{
-    const char *out = J->o->output_path;
-    struct stat sb;
-    if (stat(out, &sb) == 0) {
-        if (!S_ISDIR(sb.st_mode))
-            return lx_fail(LX_EOUTPUT, "%s: output exists and is not a directory", out);
-        DIR *d = opendir(out);
-        if (!d)
-            return lx_fail_errno(LX_EOUTPUT, errno, "%s: cannot open output directory", out);
-        struct dirent *de;
-        int empty = 1;
-        while ((de = readdir(d)))
-            if (strcmp(de->d_name, ".") && strcmp(de->d_name, ".."))
-                empty = 0;
-        closedir(d);
-        if (!empty)
-            return lx_fail(LX_EOUTPUT,
-                           "%s: output directory is not empty; loxstream does not overwrite "
-                           "files: choose a new directory",
-                           out);
-    }
-    lx_status st = lx_mkdir_p(out);
-    if (st != LX_OK)
-        return st;
-    char ro[PATH_MAX], ri[PATH_MAX];
-    if (!realpath(out, ro))
-        return lx_fail_errno(LX_EOUTPUT, errno, "%s: cannot resolve", out);
-    const lx_checkpoint *ins[2] = {J->base, J->aligned};
-    for (int i = 0; i < 2; i++) {
-        if (!realpath(ins[i]->dir, ri))
-            continue;
-        if (is_within(ro, ri)) {
-            rmdir(out);
-            return lx_fail(LX_EOUTPUT, "%s: output directory is inside the input %s", out,
-                           ins[i]->dir);
-        }
-    }
-    return LX_OK;
 }
 
 static lx_status check_memory(job *J)
@@ -623,8 +694,156 @@ static lx_status check_memory(job *J)
     return LX_OK;
 }
 
-/* Copy config.json, tokenizer files etc. of the aligned model directory. */
-static lx_status copy_side_files(job *J)
+/* ---- the output directory: identity, refusals, resumption --------------- */
+
+static int is_within(const char *inner, const char *outer)
+{
+    size_t n = strlen(outer);
+    return !strncmp(inner, outer, n) && (inner[n] == '/' || inner[n] == '\0' ||
+                                         (n > 0 && outer[n - 1] == '/'));
+}
+
+/* The absolute, symlink-free form of a path that may not exist yet: its
+ * deepest existing ancestor through realpath, then the rest lexically.
+ * *existing gets the length of the part that exists. */
+static lx_status resolve_future(const char *path, char out[PATH_MAX], size_t *existing)
+{
+    char head[PATH_MAX], rest[PATH_MAX] = "";
+    if (snprintf(head, sizeof head, "%s", path) >= (int)sizeof head)
+        return lx_fail(LX_EOUTPUT, "%s: path too long", path);
+    for (;;) {
+        if (realpath(*head ? head : ".", out))
+            break;
+        if (errno != ENOENT || !*head)
+            return lx_fail_errno(LX_EOUTPUT, errno, "%s: cannot resolve", *head ? head : ".");
+        size_t n = strlen(head);
+        while (n > 1 && head[n - 1] == '/')
+            head[--n] = '\0';
+        char *slash = strrchr(head, '/');
+        const char *last = slash ? slash + 1 : head;
+        char tmp[PATH_MAX];
+        snprintf(tmp, sizeof tmp, "%s%s%s", last, *rest ? "/" : "", rest);
+        snprintf(rest, sizeof rest, "%s", tmp);
+        if (slash)
+            slash[slash == head ? 1 : 0] = '\0';
+        else
+            head[0] = '\0';
+    }
+    *existing = strlen(out);
+    /* append the components that do not exist yet; ".." pops lexically */
+    for (char *save, *c = strtok_r(rest, "/", &save); c; c = strtok_r(NULL, "/", &save)) {
+        size_t n = strlen(out);
+        if (!strcmp(c, "."))
+            continue;
+        if (!strcmp(c, "..")) {
+            char *slash = strrchr(out, '/');
+            if (slash)
+                slash[slash == out ? 1 : 0] = '\0';
+            if (strlen(out) < *existing)
+                *existing = strlen(out);
+            continue;
+        }
+        if (n + 1 + strlen(c) >= PATH_MAX)
+            return lx_fail(LX_EOUTPUT, "%s: path too long", path);
+        snprintf(out + n, PATH_MAX - n, "%s%s", n > 1 ? "/" : "", c);
+    }
+    return LX_OK;
+}
+
+typedef enum out_state { OUT_NEW, OUT_EMPTY, OUT_OURS, OUT_FOREIGN } out_state;
+
+/* Only loxstream's own leftovers of a run stopped before its identity was
+ * written: a lock file and temporary files. */
+static int state_dir_is_bare(const char *out)
+{
+    char *sdir = lx_path_join(out, LX_STATE_DIR);
+    DIR *d = sdir ? opendir(sdir) : NULL;
+    free(sdir);
+    if (!d)
+        return 0;
+    int bare = 1;
+    struct dirent *de;
+    while (bare && (de = readdir(d))) {
+        const char *nm = de->d_name;
+        size_t len = strlen(nm);
+        bare = !strcmp(nm, ".") || !strcmp(nm, "..") || !strcmp(nm, "lock") ||
+               (len > 4 && !strcmp(nm + len - 4, ".tmp"));
+    }
+    closedir(d);
+    return bare;
+}
+
+static lx_status classify_output(const char *out, out_state *state)
+{
+    struct stat sb;
+    if (stat(out, &sb) != 0) {
+        if (errno == ENOENT) {
+            *state = OUT_NEW;
+            return LX_OK;
+        }
+        return lx_fail_errno(LX_EOUTPUT, errno, "%s: cannot access the output directory", out);
+    }
+    if (!S_ISDIR(sb.st_mode))
+        return lx_fail(LX_EOUTPUT, "%s: output exists and is not a directory", out);
+    char *id = lx_path_join(out, LX_IDENTITY_PATH);
+    if (!id)
+        return lx_fail(LX_EFAIL, "out of memory");
+    int ours = lstat(id, &sb) == 0;
+    free(id);
+    if (ours) {
+        *state = OUT_OURS;
+        return LX_OK;
+    }
+    DIR *d = opendir(out);
+    if (!d)
+        return lx_fail_errno(LX_EOUTPUT, errno, "%s: cannot open output directory", out);
+    int others = 0, state_dir = 0;
+    struct dirent *de;
+    while ((de = readdir(d))) {
+        if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
+            continue;
+        if (!strcmp(de->d_name, LX_STATE_DIR))
+            state_dir = 1;
+        else
+            others = 1;
+    }
+    closedir(d);
+    *state = !others && (!state_dir || state_dir_is_bare(out)) ? OUT_EMPTY : OUT_FOREIGN;
+    return LX_OK;
+}
+
+/* One writer per output directory: an flock on .loxstream/lock, released
+ * by the kernel when the process ends, however it ends. */
+static lx_status lock_output(job *J)
+{
+    if (J->lock_fd >= 0)
+        return LX_OK;
+    char *sdir = lx_path_join(J->o->output_path, LX_STATE_DIR);
+    char *path = lx_path_join(J->o->output_path, LX_LOCK_PATH);
+    lx_status st = !sdir || !path ? lx_fail(LX_EFAIL, "out of memory") : lx_mkdir_p(sdir);
+    if (st == LX_OK) {
+        J->lock_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0666);
+        if (J->lock_fd < 0)
+            st = lx_fail_errno(LX_EFAIL, errno, "%s: cannot open", path);
+        else if (flock(J->lock_fd, LOCK_EX | LOCK_NB) != 0)
+            st = errno == EWOULDBLOCK
+                     ? lx_fail(LX_EOUTPUT, "%s: another loxstream process is writing this output "
+                               "(%s is locked)", J->o->output_path, path)
+                     : lx_fail_errno(LX_EFAIL, errno, "%s: cannot lock", path);
+    }
+    free(sdir);
+    free(path);
+    return st;
+}
+
+/* config.json, tokenizer files etc. of the aligned model directory: the
+ * regular files that are not safetensors, not the index, not dot files. */
+static int cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+static lx_status list_side_files(job *J)
 {
     struct stat sb;
     if (stat(J->aligned->path, &sb) != 0 || !S_ISDIR(sb.st_mode))
@@ -633,23 +852,632 @@ static lx_status copy_side_files(job *J)
     if (!d)
         return lx_fail_errno(LX_EFAIL, errno, "%s: cannot list", J->aligned->dir);
     lx_status st = LX_OK;
+    size_t cap = 0;
     struct dirent *de;
     while (st == LX_OK && (de = readdir(d))) {
         const char *nm = de->d_name;
         size_t len = strlen(nm);
-        if (nm[0] == '.' || !strcmp(nm, INDEX_NAME) ||
+        if (nm[0] == '.' || !strcmp(nm, INDEX_NAME) || !strcmp(nm, LX_LIST_NAME) ||
             (len > 12 && !strcmp(nm + len - 12, ".safetensors")))
             continue;
-        char *src = lx_path_join(J->aligned->dir, nm), *dst = lx_path_join(J->o->output_path, nm);
-        if (!src || !dst)
+        char *src = lx_path_join(J->aligned->dir, nm);
+        if (!src) {
             st = lx_fail(LX_EFAIL, "out of memory");
-        else if (stat(src, &sb) == 0 && S_ISREG(sb.st_mode))
-            st = lx_copy_file(src, dst);
+            break;
+        }
+        int regular = stat(src, &sb) == 0 && S_ISREG(sb.st_mode);
         free(src);
-        free(dst);
+        if (!regular)
+            continue;
+        if (J->nside == cap) {
+            cap = cap ? 2 * cap : 16;
+            char **p = realloc(J->side, cap * sizeof *p);
+            if (!p) {
+                st = lx_fail(LX_EFAIL, "out of memory");
+                break;
+            }
+            J->side = p;
+        }
+        if (!(J->side[J->nside] = strdup(nm)))
+            st = lx_fail(LX_EFAIL, "out of memory");
+        else
+            J->nside++;
     }
     closedir(d);
+    if (st == LX_OK && J->nside > 1)
+        qsort(J->side, J->nside, sizeof *J->side, cmp_str);
     return st;
+}
+
+static lx_status add_named(lx_identity *id, const char *prefix, const char *name, const char *value)
+{
+    /* an output's name goes on a line of loxstream.xxh3: refuse it before any work */
+    if (!strncmp(prefix, "output ", 7) && strpbrk(name, "\n\r")) {
+        char q[LX_NAME_QUOTE];
+        return lx_fail(LX_EINPUT, "file name '%s' holds a line break, which the checksum list "
+                       "%s cannot hold", lx_st_escape_name(name, q, sizeof q), LX_LIST_NAME);
+    }
+    size_t cap = strlen(prefix) + 4 * strlen(name) + 1;
+    char *key = malloc(cap);
+    if (!key)
+        return lx_fail(LX_EFAIL, "out of memory");
+    size_t pl = strlen(prefix);
+    memcpy(key, prefix, pl);
+    lx_st_escape_name(name, key + pl, cap - pl);
+    lx_status st = lx_identity_add(id, key, value);
+    free(key);
+    return st;
+}
+
+/* The shortest decimal that reads back as the same double ("0.0003", not
+ * "0.00029999999999999997"). */
+static const char *format_double(double x, char *buf, size_t len)
+{
+    for (int prec = 1; prec <= 17; prec++) {
+        snprintf(buf, len, "%.*g", prec, x);
+        if (strtod(buf, NULL) == x)
+            break;
+    }
+    return buf;
+}
+
+static lx_status add_escaped(lx_identity *id, const char *key, const char *value)
+{
+    size_t cap = 4 * strlen(value) + 1;
+    char *v = malloc(cap);
+    if (!v)
+        return lx_fail(LX_EFAIL, "out of memory");
+    lx_status st = lx_identity_add(id, key, lx_st_escape_name(value, v, cap));
+    free(v);
+    return st;
+}
+
+/* What the output's bytes are a function of (compared on resumption), and
+ * the files the run writes (recorded only). */
+static lx_status build_identity(job *J)
+{
+    const lx_apply_opts *o = J->o;
+    lx_identity *id = &J->identity;
+    char v[128];
+    lx_status st = lx_identity_add(id, "version", PACKAGE_VERSION);
+    snprintf(v, sizeof v, "%d", o->rank);
+    if (st == LX_OK)
+        st = lx_identity_add(id, "option rank", v);
+    if (st == LX_OK)
+        st = lx_identity_add(id, "option alpha", format_double(o->alpha, v, sizeof v));
+    const char *method = o->rank == 0 ? "full" : o->svd.exact ? "exact" : "randomized";
+    if (st == LX_OK)
+        st = lx_identity_add(id, "option method", method);
+    if (st == LX_OK && !strcmp(method, "randomized")) {
+        snprintf(v, sizeof v, "%d", o->svd.oversample);
+        st = lx_identity_add(id, "option oversample", v);
+        snprintf(v, sizeof v, "%" PRIu64, o->svd.seed);
+        if (st == LX_OK)
+            st = lx_identity_add(id, "option seed", v);
+        if (o->svd.passes > 0) {
+            snprintf(v, sizeof v, "%d", o->svd.passes);
+            if (st == LX_OK)
+                st = lx_identity_add(id, "option passes", v);
+        } else {
+            if (st == LX_OK)
+                st = lx_identity_add(id, "option tol", format_double(o->svd.tol, v, sizeof v));
+            snprintf(v, sizeof v, "%d", o->svd.max_passes);
+            if (st == LX_OK)
+                st = lx_identity_add(id, "option max-passes", v);
+        }
+    }
+    if (st == LX_OK && o->include)
+        st = add_escaped(id, "option include", o->include);
+    if (st == LX_OK && o->exclude)
+        st = add_escaped(id, "option exclude", o->exclude);
+    const struct { const char *role; const lx_checkpoint *ck; } ins[] = {
+        {"input base/", J->base}, {"input aligned/", J->aligned}};
+    for (int r = 0; r < 2 && st == LX_OK; r++) {
+        for (size_t s = 0; s < ins[r].ck->nshards && st == LX_OK; s++) {
+            const lx_shard *sh = &ins[r].ck->shards[s];
+            char hex[LX_HEX64];
+            snprintf(v, sizeof v, "size %" PRIu64 " header %s", sh->size,
+                     lx_hex64(sh->header_xxh3, hex));
+            st = add_named(id, ins[r].role, sh->name, v);
+        }
+    }
+    for (size_t s = 0; s < J->nshards && st == LX_OK; s++) {
+        snprintf(v, sizeof v, "shard size %" PRIu64 " tensors %zu", J->shards[s].layout.file_size,
+                 J->shards[s].layout.n);
+        st = add_named(id, "output ", J->shards[s].name, v);
+    }
+    if (st == LX_OK && J->aligned->has_index)
+        st = add_named(id, "output ", INDEX_NAME, "index");
+    for (size_t i = 0; i < J->nside && st == LX_OK; i++)
+        st = add_named(id, "output ", J->side[i], "side");
+    J->identity_hash = lx_identity_hash(id);
+    return st;
+}
+
+static lx_status unlink_if(const char *path)
+{
+    if (unlink(path) != 0 && errno != ENOENT)
+        return lx_fail_errno(LX_EFAIL, errno, "%s: cannot remove", path);
+    return LX_OK;
+}
+
+/* unlink dir/name+suffix, if it exists */
+static lx_status unlink_in(const char *dir, const char *name, const char *suffix)
+{
+    char *p = NULL;
+    if (asprintf(&p, "%s%s%s%s", dir, dir[strlen(dir) - 1] == '/' ? "" : "/", name, suffix) < 0)
+        return lx_fail(LX_EFAIL, "out of memory");
+    lx_status st = unlink_if(p);
+    free(p);
+    return st;
+}
+
+static lx_status unlink_outputs(const char *out, const lx_identity *id)
+{
+    lx_status st = LX_OK;
+    for (size_t i = 0; i < id->n && st == LX_OK; i++) {
+        if (strncmp(id->keys[i], "output ", 7))
+            continue;
+        char *name = lx_unescape_name(id->keys[i] + 7, strlen(id->keys[i] + 7));
+        if (!name || !lx_is_plain_filename(name)) {
+            free(name);
+            continue; /* never follow a damaged entry outside the directory */
+        }
+        st = unlink_in(out, name, "");
+        if (st == LX_OK)
+            st = unlink_in(out, name, LX_PARTIAL_SUFFIX);
+        if (st == LX_OK)
+            st = unlink_in(out, name, ".tmp");
+        free(name);
+    }
+    return st;
+}
+
+/* --restart: remove what loxstream wrote in this directory (its state, the
+ * outputs named by the old and the new identity), nothing else.  The marker
+ * goes first, so that no intermediate state claims to be complete. */
+static lx_status remove_own_files(job *J, const lx_identity *old)
+{
+    const char *out = J->o->output_path;
+    char *sdir = lx_path_join(out, LX_STATE_DIR);
+    if (!sdir)
+        return lx_fail(LX_EFAIL, "out of memory");
+    lx_status st = unlink_in(sdir, "complete", "");
+    if (st == LX_OK)
+        st = lx_sync_dir(sdir);
+    if (st == LX_OK)
+        st = unlink_in(out, LX_LIST_NAME, "");
+    if (st == LX_OK)
+        st = unlink_in(out, LX_LIST_NAME, ".tmp");
+    if (st == LX_OK)
+        st = unlink_outputs(out, old);
+    if (st == LX_OK)
+        st = unlink_outputs(out, &J->identity);
+    DIR *d = st == LX_OK ? opendir(sdir) : NULL;
+    if (st == LX_OK && !d)
+        st = lx_fail_errno(LX_EFAIL, errno, "%s: cannot list", sdir);
+    struct dirent *de;
+    while (st == LX_OK && (de = readdir(d))) {
+        const char *nm = de->d_name;
+        size_t len = strlen(nm);
+        if (!strncmp(nm, "journal.part-", 13) || (len > 4 && !strcmp(nm + len - 4, ".tmp")))
+            st = unlink_in(sdir, nm, "");
+    }
+    if (d)
+        closedir(d);
+    if (st == LX_OK)
+        st = lx_sync_dir(sdir);
+    if (st == LX_OK)
+        st = lx_sync_dir(out);
+    free(sdir);
+    if (st == LX_OK)
+        lx_test_point("restart");
+    return st;
+}
+
+/* Free space for what is still to be written, before the first byte: the
+ * blocks a shard lacks (its .partial is sparse until filled), the side
+ * files, and a margin for the index, journal and list. */
+static lx_status check_space(job *J, const char *resolved, size_t existing)
+{
+    uint64_t need = 0, total = 0;
+    struct stat sb;
+    for (size_t s = 0; s < J->nshards; s++) {
+        const out_shard *os = &J->shards[s];
+        uint64_t size = os->layout.file_size, have = 0;
+        if (stat(os->partial_path, &sb) == 0 || stat(os->final_path, &sb) == 0)
+            have = (uint64_t)sb.st_blocks * 512;
+        total += size;
+        need += size > have ? size - have : 0;
+    }
+    for (size_t i = 0; i < J->nside; i++) {
+        char *src = lx_path_join(J->aligned->dir, J->side[i]);
+        if (src && stat(src, &sb) == 0) {
+            need += (uint64_t)sb.st_size;
+            total += (uint64_t)sb.st_size;
+        }
+        free(src);
+    }
+    uint64_t margin = 4096 * (uint64_t)(J->nshards + J->nside + 8) + 512 * (uint64_t)J->plan.n;
+    need += margin;
+    total += margin;
+    char dir[PATH_MAX];
+    snprintf(dir, sizeof dir, "%.*s", (int)existing, resolved);
+    struct statvfs vs;
+    if (statvfs(dir, &vs) != 0)
+        return lx_fail_errno(LX_EFAIL, errno, "%s: cannot query free space", dir);
+    uint64_t avail = (uint64_t)vs.f_bavail * (uint64_t)vs.f_frsize;
+    /* test-only: pretend the file system has this many bytes available */
+    const char *fake = getenv("LOXSTREAM_TEST_AVAIL");
+    if (fake && *fake)
+        avail = strtoull(fake, NULL, 10);
+    if (need > avail) {
+        char a[32], b[32], c[32];
+        return lx_fail(LX_EFAIL, "%s: not enough free space: the output needs %s more (%s in "
+                       "all), the file system has %s available (%" PRIu64 " bytes needed, %"
+                       PRIu64 " available)", J->o->output_path, lx_format_size(need, a, sizeof a),
+                       lx_format_size(total, b, sizeof b), lx_format_size(avail, c, sizeof c),
+                       need, avail);
+    }
+    return LX_OK;
+}
+
+/* Back to the state before completion: no marker, list or index, shards
+ * under their temporary names, so that nothing looks complete while
+ * tensors are done again. */
+static lx_status reopen_output(job *J)
+{
+    const char *out = J->o->output_path;
+    char *sdir = lx_path_join(out, LX_STATE_DIR), *marker = lx_path_join(out, LX_COMPLETE_PATH);
+    lx_status st = !sdir || !marker ? lx_fail(LX_EFAIL, "out of memory") : LX_OK;
+    struct stat sb;
+    if (st == LX_OK && lstat(marker, &sb) == 0) {
+        st = unlink_if(marker);
+        if (st == LX_OK)
+            st = lx_sync_dir(sdir);
+        if (st == LX_OK)
+            lx_test_point("uncomplete");
+    }
+    if (st == LX_OK)
+        st = unlink_in(out, LX_LIST_NAME, "");
+    if (st == LX_OK && J->aligned->has_index)
+        st = unlink_in(out, INDEX_NAME, "");
+    for (size_t s = 0; s < J->nshards && st == LX_OK; s++) {
+        out_shard *os = &J->shards[s];
+        if (lstat(os->partial_path, &sb) != 0 && errno == ENOENT &&
+            lstat(os->final_path, &sb) == 0 && S_ISREG(sb.st_mode) &&
+            rename(os->final_path, os->partial_path) != 0)
+            st = lx_fail_errno(LX_EFAIL, errno, "%s: cannot rename to %s", os->final_path,
+                               os->partial_path);
+    }
+    if (st == LX_OK)
+        st = lx_sync_dir(out);
+    free(sdir);
+    free(marker);
+    return st;
+}
+
+/* J->rec from the journal's records: the last one of each tensor wins.
+ * Returns the number of tensors with a record. */
+static size_t index_records(job *J)
+{
+    size_t n = 0;
+    memset(J->rec, 0, J->aligned->ntensors * sizeof *J->rec);
+    for (size_t k = 0; k < J->journal.n; k++) {
+        const lx_journal_record *r = &J->journal.records[k];
+        const lx_tensor *t = lx_checkpoint_find(J->aligned, r->tensor);
+        if (t) {
+            n += !J->rec[t - J->aligned->tensors];
+            J->rec[t - J->aligned->tensors] = r;
+        }
+    }
+    return n;
+}
+
+static char *journal_path(const job *J)
+{
+    char name[64], *path = NULL;
+    lx_journal_name(1, 1, name, sizeof name);
+    if (asprintf(&path, "%s/%s/%s", J->o->output_path, LX_STATE_DIR, name) < 0)
+        return NULL;
+    return path;
+}
+
+/* Does record r describe tensor i where this run puts it, computed from
+ * the inputs as they are now? */
+static int record_fits(const job *J, size_t i, const lx_journal_record *r)
+{
+    const lx_plan_item *it = &J->plan.items[i];
+    const lx_tensor *t = it->aligned;
+    const out_shard *os = &J->shards[t->shard];
+    size_t idx = J->slot[i];
+    return !strcmp(r->shard, os->name) && r->offset == file_offset(os, idx, 0) &&
+           r->length == t->nbytes && r->has_base == (it->action != LX_ACT_COPY);
+}
+
+static int inputs_match(const job *J, size_t i, const lx_journal_record *r)
+{
+    const lx_plan_item *it = &J->plan.items[i];
+    if (XXH3_64bits(it->aligned->data, it->aligned->nbytes) != r->aligned_xxh3)
+        return 0;
+    return !r->has_base || XXH3_64bits(it->base->data, it->base->nbytes) == r->base_xxh3;
+}
+
+static void warn_problem(void *ctx, const char *msg)
+{
+    lx_warn("%s", msg);
+}
+
+/* A completed output: is it intact, and still what these inputs give? */
+static lx_status check_complete(job *J, int *intact)
+{
+    *intact = 0;
+    lx_verify_result res;
+    lx_status st = lx_verify_output(J->o->output_path, warn_problem, NULL, &res);
+    if (st == LX_EVERIFY) {
+        lx_warn("%s", lx_errmsg());
+        return LX_OK;
+    }
+    if (st != LX_OK)
+        return st;
+    for (size_t i = 0; i < J->plan.n; i++) {
+        const lx_journal_record *r = J->rec[i];
+        char q[LX_NAME_QUOTE];
+        const char *why = !r                      ? "it has no journal record"
+                          : !record_fits(J, i, r) ? "its journal record is not this run's"
+                          : !inputs_match(J, i, r) ? "its inputs changed since the output was completed"
+                                                   : NULL;
+        advise_item(&J->plan.items[i], MADV_DONTNEED);
+        if (why) {
+            lx_warn("tensor '%s': %s: computing it again",
+                    lx_st_escape_name(J->plan.items[i].aligned->name, q, sizeof q), why);
+            return LX_OK;
+        }
+    }
+    lx_listed_file *list;
+    size_t n;
+    uint64_t lh;
+    if ((st = lx_list_read(J->o->output_path, &list, &n, &lh)) != LX_OK)
+        return st == LX_EVERIFY ? LX_OK : st;
+    int same = 1;
+    for (size_t i = 0; i < J->nside && same && st == LX_OK; i++) {
+        char *src = lx_path_join(J->aligned->dir, J->side[i]);
+        uint64_t h = 0;
+        st = src ? lx_file_xxh3(src, 0, &h) : lx_fail(LX_EFAIL, "out of memory");
+        same = 0;
+        for (size_t k = 0; k < n && st == LX_OK; k++)
+            same |= !strcmp(list[k].name, J->side[i]) && list[k].xxh3 == h;
+        if (st == LX_OK && !same)
+            lx_warn("%s: changed in the aligned model since the output was completed: copying it "
+                    "again", src);
+        free(src);
+    }
+    lx_list_free(list, n);
+    *intact = st == LX_OK && same;
+    return st;
+}
+
+static lx_status prepare_output(job *J)
+{
+    const lx_apply_opts *o = J->o;
+    const char *out = o->output_path;
+    char ro[PATH_MAX], ri[PATH_MAX];
+    size_t existing = 0;
+    lx_status st = resolve_future(out, ro, &existing);
+    if (st != LX_OK)
+        return st;
+    const lx_checkpoint *ins[2] = {J->base, J->aligned};
+    for (int i = 0; i < 2; i++)
+        if (realpath(ins[i]->dir, ri) && is_within(ro, ri))
+            return lx_fail(LX_EOUTPUT, "%s: output directory is %s the input %s", out,
+                           strcmp(ro, ri) ? "inside" : "the directory of", ins[i]->dir);
+    out_state state;
+    if ((st = classify_output(out, &state)) != LX_OK)
+        return st;
+    if (state == OUT_FOREIGN)
+        return lx_fail(LX_EOUTPUT, "%s: not empty and not a loxstream output; loxstream does not "
+                       "overwrite files: choose a new or empty directory", out);
+    if (state == OUT_OURS) {
+        if ((st = lock_output(J)) != LX_OK)
+            return st;
+        lx_identity old;
+        int exists;
+        st = lx_identity_read(out, &old, &exists);
+        if (st == LX_EOUTPUT && !o->restart) {
+            char msg[1024];
+            snprintf(msg, sizeof msg, "%s", lx_errmsg());
+            return lx_fail(LX_EOUTPUT, "%s (use --restart to discard this output)", msg);
+        }
+        if (st == LX_OK && o->restart) {
+            st = remove_own_files(J, &old);
+            state = OUT_EMPTY;
+        } else if (st == LX_EOUTPUT) {
+            lx_identity_init(&old);
+            st = remove_own_files(J, &old);
+            state = OUT_EMPTY;
+        } else if (st == LX_OK) {
+            char ctx[PATH_MAX + 64];
+            snprintf(ctx, sizeof ctx, "%s holds a run with other options or inputs", out);
+            st = lx_identity_compare(&old, &J->identity, ctx);
+            if (st == LX_EOUTPUT) {
+                char msg[2048];
+                snprintf(msg, sizeof msg, "%s", lx_errmsg());
+                st = lx_fail(LX_EOUTPUT, "%s; use --restart to discard it, or choose another "
+                             "output directory", msg);
+            }
+        }
+        lx_identity_free(&old);
+        if (st != LX_OK)
+            return st;
+    }
+    char *jpath = journal_path(J);
+    if (!jpath)
+        return lx_fail(LX_EFAIL, "out of memory");
+    if (state == OUT_OURS) {
+        int marker;
+        uint64_t mid, mlist;
+        st = lx_journal_load(&J->journal, jpath, J->identity_hash);
+        if (st == LX_OK) {
+            index_records(J);
+            st = lx_marker_read(out, &marker, &mid, &mlist);
+            if (st == LX_EVERIFY) {
+                marker = 1;  /* damaged: check_complete says what and the run redoes it */
+                st = LX_OK;
+            }
+        }
+        int intact = 0;
+        if (st == LX_OK && marker)
+            st = check_complete(J, &intact);
+        lx_journal_close(&J->journal);
+        memset(J->rec, 0, J->aligned->ntensors * sizeof *J->rec);
+        if (st == LX_OK && intact) {
+            J->complete_already = 1;
+            free(jpath);
+            return LX_OK;
+        }
+        J->resuming = 1;
+    }
+    if (st == LX_OK)
+        st = check_space(J, ro, existing);
+    if (st == LX_OK && state != OUT_OURS) {
+        st = lx_mkdir_p(out);
+        if (st == LX_OK)
+            st = lock_output(J);
+    }
+    /* a resumed run rewrites it too: the side files may have changed */
+    if (st == LX_OK)
+        st = lx_identity_write(&J->identity, out);
+    if (st == LX_OK)
+        lx_test_point("identity");
+    if (st == LX_OK && state == OUT_OURS)
+        st = reopen_output(J);
+    if (st == LX_OK)
+        st = lx_journal_open(&J->journal, jpath, 1, 1, J->identity_hash);
+    if (st == LX_OK) {
+        if (J->journal.foreign)
+            lx_warn("%s: written for another run: ignored", jpath);
+        if (J->journal.damaged)
+            lx_warn("%s: %zu damaged records ignored (their tensors are computed again)", jpath,
+                    J->journal.damaged);
+        J->recorded = index_records(J);
+        J->prepared = 1;
+    }
+    free(jpath);
+    return st;
+}
+
+/* ---- writing ------------------------------------------------------------ */
+
+/* Open the shard's .partial on first use: reuse the earlier run's file if
+ * its size and header are right, else create it (sparse). */
+static lx_status shard_open(job *J, out_shard *os)
+{
+    struct stat sb;
+    int reuse = lstat(os->partial_path, &sb) == 0;
+    if (reuse && !S_ISREG(sb.st_mode))
+        return lx_fail(LX_EOUTPUT, "%s: not a regular file", os->partial_path);
+    lx_status st = LX_OK;
+    if (reuse) {
+        st = lx_st_out_open(&os->file, os->partial_path, &os->layout, 1);
+        if (st == LX_EOUTPUT) {
+            lx_warn("%s; writing it again", lx_errmsg());
+            reuse = 0;
+        } else if (st != LX_OK) {
+            return st;
+        }
+    }
+    if (!reuse) {
+        st = lx_st_out_open(&os->file, os->partial_path, &os->layout, 0);
+        if (st == LX_OK)
+            st = lx_sync_dir(J->o->output_path);
+        if (st == LX_OK)
+            lx_test_point("create");
+    }
+    if (st != LX_OK)
+        return st;
+    os->open = 1;
+    os->fresh = !reuse;
+    XXH3_64bits_reset(os->stream);
+    os->stream_at = 0;
+    stream_feed(os, 0, os->layout.header, os->layout.header_size);
+    return LX_OK;
+}
+
+/* Keep tensor i from the earlier run if its record fits, its inputs are
+ * unchanged and its bytes in the .partial still match; its bytes then
+ * continue the shard's whole-file checksum. */
+static lx_status check_kept(job *J, size_t i, out_shard *os, size_t idx, int *keep)
+{
+    *keep = 0;
+    const lx_journal_record *r = J->rec[i];
+    const lx_plan_item *it = &J->plan.items[i];
+    char q[LX_NAME_QUOTE];
+    if (!r || os->fresh || !record_fits(J, i, r))
+        return LX_OK;
+    lx_st_escape_name(it->aligned->name, q, sizeof q);
+    if (!inputs_match(J, i, r)) {
+        lx_warn("tensor '%s': its inputs changed since it was written: computing it again", q);
+        J->redone++;
+        return LX_OK;
+    }
+    XXH3_copyState(J->snap, os->stream);
+    uint64_t at0 = os->stream_at;
+    XXH3_64bits_reset(J->tstate);
+    for (uint64_t off = 0; off < r->length;) {
+        size_t len = r->length - off < CHECK_CHUNK ? (size_t)(r->length - off) : CHECK_CHUNK;
+        ssize_t got = pread(os->file.fd, J->rbuf, len, (off_t)(r->offset + off));
+        if (got < 0 && errno == EINTR)
+            continue;
+        if (got <= 0)
+            return lx_fail_errno(LX_EFAIL, got < 0 ? errno : EIO,
+                                 "%s: tensor '%s': reading back %zu bytes at %" PRIu64 " failed",
+                                 os->partial_path, q, len, r->offset + off);
+        XXH3_64bits_update(J->tstate, J->rbuf, (size_t)got);
+        stream_feed(os, r->offset + off, J->rbuf, (size_t)got);
+        off += (uint64_t)got;
+    }
+    if (XXH3_64bits_digest(J->tstate) != r->out_xxh3) {
+        lx_warn("%s: tensor '%s': its bytes do not match its journal record: computing it again",
+                os->partial_path, q);
+        XXH3_copyState(os->stream, J->snap);
+        os->stream_at = at0;
+        J->redone++;
+        return LX_OK;
+    }
+    *keep = 1;
+    return LX_OK;
+}
+
+/* The tensor's bytes are written: its record, to be appended once they are
+ * durable (flush_pending). */
+static lx_status finish_item(job *J, size_t i, out_shard *os, size_t idx)
+{
+    const lx_plan_item *it = &J->plan.items[i];
+    lx_status st = flush_pending(J); /* a tensor without bytes wrote nothing */
+    if (st != LX_OK)
+        return st;
+    lx_test_point("data");
+    lx_journal_record r;
+    memset(&r, 0, sizeof r);
+    r.tensor = (char *)it->aligned->name;
+    r.shard = (char *)os->name;
+    r.offset = file_offset(os, idx, 0);
+    r.length = it->aligned->nbytes;
+    r.out_xxh3 = XXH3_64bits_digest(J->tstate);
+    r.has_base = it->action != LX_ACT_COPY;
+    if (!r.has_base) {
+        r.aligned_xxh3 = r.out_xxh3; /* a copy: the same bytes */
+    } else if (J->ih.upto == it->aligned->nbytes) {
+        r.aligned_xxh3 = XXH3_64bits_digest(J->ih.aligned);
+        r.base_xxh3 = XXH3_64bits_digest(J->ih.base);
+    } else {
+        r.aligned_xxh3 = XXH3_64bits(it->aligned->data, it->aligned->nbytes);
+        r.base_xxh3 = XXH3_64bits(it->base->data, it->base->nbytes);
+    }
+    J->pending_rec = r;
+    J->pending_shard = os;
+    J->pending = 1;
+    return LX_OK;
 }
 
 static lx_status write_index(job *J)
@@ -676,29 +1504,94 @@ static lx_status write_index(job *J)
     return st;
 }
 
-static lx_status finish_shards(job *J)
+static lx_status list_add(lx_listed_file *files, size_t *n, const char *name, uint64_t h)
 {
-    for (size_t s = 0; s < J->nshards; s++) {
+    if (!(files[*n].name = strdup(name)))
+        return lx_fail(LX_EFAIL, "out of memory");
+    files[(*n)++].xxh3 = h;
+    return LX_OK;
+}
+
+/* Every tensor is durable and recorded.  Side files, then the shards'
+ * final names, then index, checksum list and marker: each step durable
+ * before the next, the marker last. */
+static lx_status complete_output(job *J)
+{
+    const char *out = J->o->output_path;
+    lx_status st = LX_OK;
+    size_t nfiles = 0;
+    lx_listed_file *files = calloc(J->nshards + J->nside + 1, sizeof *files);
+    if (!files)
+        return lx_fail(LX_EFAIL, "out of memory");
+    for (size_t s = 0; s < J->nshards && st == LX_OK; s++) {
         out_shard *os = &J->shards[s];
-        lx_status st = lx_st_out_sync(&os->file);
+        if (!os->open)
+            st = shard_open(J, os); /* a shard without tensors */
+        if (st == LX_OK)
+            st = lx_st_out_sync(&os->file);
         if (st == LX_OK)
             st = lx_st_out_close(&os->file);
         os->open = 0;
-        if (st != LX_OK)
-            return st;
+        if (st == LX_OK && os->stream_at == os->layout.file_size)
+            os->xxh3 = XXH3_64bits_digest(os->stream);
+        else if (st == LX_OK)
+            st = lx_file_xxh3(os->partial_path, 0, &os->xxh3); /* not streamed in order */
+        if (st == LX_OK)
+            st = list_add(files, &nfiles, os->name, os->xxh3);
     }
-    for (size_t s = 0; s < J->nshards; s++) {
+    uint64_t index_h = 0;
+    for (size_t i = 0; i < J->nside && st == LX_OK; i++) {
+        char *src = lx_path_join(J->aligned->dir, J->side[i]), *dst = lx_path_join(out, J->side[i]);
+        uint64_t h;
+        /* replaced, not written through: what is there under our name may be a link */
+        st = src && dst ? unlink_if(dst) : lx_fail(LX_EFAIL, "out of memory");
+        if (st == LX_OK)
+            st = lx_copy_file(src, dst);
+        if (st == LX_OK)
+            st = lx_file_xxh3(dst, 1, &h);
+        if (st == LX_OK) {
+            lx_test_point("side");
+            st = list_add(files, &nfiles, J->side[i], h);
+        }
+        free(src);
+        free(dst);
+    }
+    if (st == LX_OK)
+        st = lx_sync_dir(out);
+    for (size_t s = 0; s < J->nshards && st == LX_OK; s++) {
         out_shard *os = &J->shards[s];
         if (rename(os->partial_path, os->final_path) != 0)
-            return lx_fail_errno(LX_EFAIL, errno, "%s: cannot rename to %s", os->partial_path,
-                                 os->final_path);
+            st = lx_fail_errno(LX_EFAIL, errno, "%s: cannot rename to %s", os->partial_path,
+                               os->final_path);
+        else
+            lx_test_point("rename");
     }
-    int dfd = open(J->o->output_path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (dfd >= 0) {
-        fsync(dfd);
-        close(dfd);
+    if (st == LX_OK)
+        st = lx_sync_dir(out);
+    if (st == LX_OK && J->aligned->has_index) {
+        char *path = lx_path_join(out, INDEX_NAME);
+        st = path ? unlink_in(out, INDEX_NAME, ".tmp") : lx_fail(LX_EFAIL, "out of memory");
+        if (st == LX_OK)
+            st = write_index(J);
+        if (st == LX_OK)
+            st = lx_file_xxh3(path, 0, &index_h);
+        if (st == LX_OK) {
+            lx_test_point("index");
+            st = list_add(files, &nfiles, INDEX_NAME, index_h);
+        }
+        free(path);
     }
-    return LX_OK;
+    uint64_t list_h = 0;
+    if (st == LX_OK)
+        st = lx_list_write(out, files, nfiles, &list_h);
+    if (st == LX_OK) {
+        lx_test_point("list");
+        st = lx_marker_write(out, J->identity_hash, list_h);
+    }
+    if (st == LX_OK)
+        lx_test_point("marker");
+    lx_list_free(files, nfiles);
+    return st;
 }
 
 static void job_free(job *J)
@@ -708,6 +1601,7 @@ static void job_free(job *J)
         if (os->open)
             lx_st_out_close(&os->file);
         lx_st_layout_free(&os->layout);
+        XXH3_freeState(os->stream);
         free(os->entries);
         free(os->final_path);
         free(os->partial_path);
@@ -716,6 +1610,19 @@ static void job_free(job *J)
     free(J->slot);
     free(J->fbuf);
     free(J->obuf);
+    free(J->rbuf);
+    free(J->rec);
+    XXH3_freeState(J->tstate);
+    XXH3_freeState(J->snap);
+    XXH3_freeState(J->ih.aligned);
+    XXH3_freeState(J->ih.base);
+    for (size_t i = 0; i < J->nside; i++)
+        free(J->side[i]);
+    free(J->side);
+    lx_journal_close(&J->journal);
+    lx_identity_free(&J->identity);
+    if (J->lock_fd >= 0)
+        close(J->lock_fd);
     if (J->report && J->report != stdout)
         fclose(J->report);
     lx_plan_free(&J->plan);
@@ -756,6 +1663,46 @@ static void print_stats(job *J)
             lx_linalg_describe());
 }
 
+static lx_status run_items(job *J)
+{
+    lx_status st = LX_OK;
+    for (size_t i = 0; i < J->plan.n && st == LX_OK; i++) {
+        const lx_plan_item *it = &J->plan.items[i];
+        out_shard *os = &J->shards[it->aligned->shard];
+        size_t idx = J->slot[i];
+        int keep = 0;
+        if (!os->open && (st = flush_pending(J)) == LX_OK)
+            st = shard_open(J, os);
+        if (st == LX_OK && J->resuming)
+            st = check_kept(J, i, os, idx, &keep);
+        if (st == LX_OK && keep) {
+            J->kept++;
+            J->done_bytes += it->aligned->nbytes;
+        } else if (st == LX_OK) {
+            XXH3_64bits_reset(J->tstate);
+            XXH3_64bits_reset(J->ih.aligned);
+            XXH3_64bits_reset(J->ih.base);
+            J->ih.upto = 0;
+            st = process_item(J, i);
+            if (st == LX_OK)
+                st = finish_item(J, i, os, idx);
+            J->computed++;
+        }
+        advise_item(it, MADV_DONTNEED);
+        lx_progress_update(&J->progress, i + 1, J->done_bytes, it->aligned->name);
+    }
+    if (st == LX_OK)
+        return flush_pending(J);
+    /* keep what was done before the failure: a later run resumes from it */
+    if (J->pending && J->pending_shard->open) {
+        char msg[2048];
+        snprintf(msg, sizeof msg, "%s", lx_errmsg());
+        flush_pending(J);
+        lx_fail(st, "%s", msg);
+    }
+    return st;
+}
+
 static lx_status run(job *J)
 {
     const lx_apply_opts *o = J->o;
@@ -774,10 +1721,29 @@ static lx_status run(job *J)
         return st;
     J->fbuf = malloc((size_t)LX_RSVD_PANEL_ROWS * (J->n_max ? J->n_max : 1) * sizeof(float));
     J->obuf = malloc((size_t)LX_RSVD_PANEL_ROWS * (J->n_max ? J->n_max : 1) * 8);
-    if (!J->fbuf || !J->obuf)
-        return lx_fail(LX_EFAIL, "out of memory allocating panel buffers");
-    if ((st = prepare_output(J)) != LX_OK || (st = build_layouts(J)) != LX_OK)
+    J->rbuf = malloc(CHECK_CHUNK);
+    J->rec = calloc(J->aligned->ntensors ? J->aligned->ntensors : 1, sizeof *J->rec);
+    J->tstate = XXH3_createState();
+    J->snap = XXH3_createState();
+    J->ih.aligned = XXH3_createState();
+    J->ih.base = XXH3_createState();
+    if (!J->fbuf || !J->obuf || !J->rbuf || !J->rec || !J->tstate || !J->snap ||
+        !J->ih.aligned || !J->ih.base)
+        return lx_fail(LX_EFAIL, "out of memory allocating buffers");
+    if ((st = build_layouts(J)) != LX_OK)
         return st;
+    for (size_t s = 0; s < J->nshards; s++)
+        if (!(J->shards[s].stream = XXH3_createState()))
+            return lx_fail(LX_EFAIL, "out of memory");
+    if ((st = list_side_files(J)) != LX_OK || (st = build_identity(J)) != LX_OK ||
+        (st = prepare_output(J)) != LX_OK)
+        return st;
+    if (J->complete_already) {
+        if (!o->quiet)
+            fprintf(stderr, "apply: %s is complete and intact (%zu tensors checked): nothing to "
+                    "do\n", o->output_path, J->plan.n);
+        return LX_OK;
+    }
     if (o->report_path) {
         J->report = strcmp(o->report_path, "-") ? fopen(o->report_path, "w") : stdout;
         if (!J->report)
@@ -786,30 +1752,23 @@ static lx_status run(job *J)
               "frobenius\tenergy\tsingular_values\tseconds\n",
               J->report);
     }
-    for (size_t s = 0; s < J->nshards && st == LX_OK; s++) {
-        st = lx_st_out_open(&J->shards[s].file, J->shards[s].partial_path, &J->shards[s].layout, 0);
-        J->shards[s].open = st == LX_OK;
-    }
-    if (st != LX_OK)
-        return st;
+    if (J->resuming && !o->quiet)
+        fprintf(stderr, "apply: resuming the run in %s (%zu tensors recorded)\n", o->output_path,
+                J->recorded);
     lx_progress_begin(&J->progress, "apply", J->plan.n,
                       J->plan.transform_bytes + J->plan.copy_bytes, o->quiet);
-    for (size_t i = 0; i < J->plan.n && st == LX_OK; i++) {
-        st = process_item(J, i);
-        lx_progress_update(&J->progress, i + 1, J->done_bytes, J->plan.items[i].aligned->name);
-    }
+    st = run_items(J);
     if (st == LX_OK)
-        st = finish_shards(J);
-    if (st == LX_OK)
-        st = write_index(J);
-    if (st == LX_OK)
-        st = copy_side_files(J);
+        st = complete_output(J);
     if (st == LX_OK && J->report && fflush(J->report) != 0)
         st = lx_fail_errno(LX_EFAIL, errno, "%s: cannot write report", o->report_path);
     if (st == LX_OK && o->stats)
         print_stats(J);
     if (st == LX_OK) {
         lx_progress_end(&J->progress);
+        if (!o->quiet && J->resuming)
+            fprintf(stderr, "apply: %zu tensors kept from the earlier run, %zu computed (%zu of "
+                    "them again)\n", J->kept, J->computed, J->redone);
         if (!o->quiet)
             fprintf(stderr, "apply: %zu tensors transformed, %zu copied; SVD %.2f s; output %s\n",
                     J->plan.ntransform, J->plan.n - J->plan.ntransform, J->svd_seconds,
@@ -823,7 +1782,17 @@ lx_status lx_apply_run(const lx_apply_opts *o)
     job J;
     memset(&J, 0, sizeof J);
     J.o = o;
+    J.lock_fd = -1;
+    J.journal.fd = -1;
     lx_status st = run(&J);
+    /* A failure once the output exists (a full disk, EIO, a file-size
+     * limit): say that the state on disk is resumable. */
+    if (st == LX_EFAIL && J.prepared) {
+        char msg[1800];
+        snprintf(msg, sizeof msg, "%s", lx_errmsg());
+        lx_fail(st, "%s; the output is incomplete: fix the cause and run the same command "
+                "again to resume", msg);
+    }
     job_free(&J);
     return st;
 }

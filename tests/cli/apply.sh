@@ -98,8 +98,9 @@ expect_exit 0 "$LXCHECK" "$r/checkpoint-500/adapter_model.safetensors" \
 expect_out 'classifier.dense.weight'
 
 # ---- refusals -----------------------------------------------------------
-expect_exit 5 "$LOXSTREAM" apply -q -b "$TMP/bf/base" -a "$TMP/bf/aligned" -o "$TMP/bf/lox1"
-expect_err 'not empty'
+mkdir "$TMP/foreign" && echo keep >"$TMP/foreign/notes.txt"
+expect_exit 5 "$LOXSTREAM" apply -q -b "$TMP/bf/base" -a "$TMP/bf/aligned" -o "$TMP/foreign"
+expect_err 'not empty and not a loxstream output'
 expect_exit 5 "$LOXSTREAM" apply -q -b "$TMP/bf/base" -a "$TMP/bf/aligned" -o "$TMP/bf/aligned/sub"
 expect_err 'inside the input'
 [ ! -e "$TMP/bf/aligned/sub" ] || fail "output dir left inside the input"

@@ -1,0 +1,477 @@
+/* verify.c - check an output directory against its identity, journals,
+ * checksum list and completion marker (see verify.h).
+ *
+ * Each shard is read once, sequentially: the bytes feed the whole-file XXH3
+ * (for loxstream.xxh3) and the XXH3 of every journal record they fall in.
+ * Nothing is mapped, so a file that shrinks meanwhile is a read error, not a
+ * SIGBUS.
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <xxhash.h>
+
+#include "loxstream/journal.h"
+#include "loxstream/safetensors.h"
+#include "loxstream/util.h"
+#include "loxstream/verify.h"
+
+#define CHUNK (4u << 20)
+#define JOURNAL_PREFIX "journal.part-"
+
+typedef struct vctx {
+    const char *dir;
+    lx_verify_report report;
+    void *ctx;
+    lx_verify_result *res;
+    size_t problems;
+    unsigned char *buf;
+} vctx;
+
+static void problem(vctx *v, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static void problem(vctx *v, const char *fmt, ...)
+{
+    char msg[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    v->problems++;
+    if (v->report)
+        v->report(v->ctx, msg);
+}
+
+/* One file the identity says the run writes. */
+typedef struct out_file {
+    char *name;
+    int shard;                     /* a safetensors shard (else index or side file) */
+    uint64_t size;                 /* shards: expected size */
+    size_t tensors;                /* shards: tensors in it */
+    const lx_journal_record **recs;/* shards: latest records, by offset */
+    size_t nrec;
+} out_file;
+
+typedef struct rec_ref {
+    const lx_journal_record *r;
+    size_t seq;
+} rec_ref;
+
+static int cmp_ref_name(const void *a, const void *b)
+{
+    const rec_ref *x = a, *y = b;
+    int c = strcmp(x->r->tensor, y->r->tensor);
+    return c ? c : (x->seq > y->seq) - (x->seq < y->seq);
+}
+
+static int cmp_rec_offset(const void *a, const void *b)
+{
+    const lx_journal_record *x = *(const lx_journal_record *const *)a,
+                            *y = *(const lx_journal_record *const *)b;
+    return (x->offset > y->offset) - (x->offset < y->offset);
+}
+
+/* All journal.part-* files of dir/.loxstream. */
+static lx_status load_journals(vctx *v, uint64_t identity, lx_journal **out, size_t *n)
+{
+    *out = NULL;
+    *n = 0;
+    char *sdir = lx_path_join(v->dir, LX_STATE_DIR);
+    if (!sdir)
+        return lx_fail(LX_EFAIL, "out of memory");
+    DIR *d = opendir(sdir);
+    if (!d) {
+        problem(v, "%s: cannot list: %s", sdir, strerror(errno));
+        free(sdir);
+        return LX_OK;
+    }
+    lx_status st = LX_OK;
+    size_t cap = 0;
+    struct dirent *de;
+    while (st == LX_OK && (de = readdir(d))) {
+        if (strncmp(de->d_name, JOURNAL_PREFIX, strlen(JOURNAL_PREFIX)) ||
+            strstr(de->d_name, ".tmp"))
+            continue;
+        if (*n == cap) {
+            cap = cap ? 2 * cap : 4;
+            lx_journal *p = realloc(*out, cap * sizeof *p);
+            if (!p) {
+                st = lx_fail(LX_EFAIL, "out of memory");
+                break;
+            }
+            *out = p;
+        }
+        char *path = lx_path_join(sdir, de->d_name);
+        if (!path) {
+            st = lx_fail(LX_EFAIL, "out of memory");
+            break;
+        }
+        st = lx_journal_load(&(*out)[*n], path, identity);
+        if (st == LX_OK) {
+            if ((*out)[*n].foreign)
+                problem(v, "%s: belongs to another run (its identity differs)", path);
+            (*n)++;
+        }
+        free(path);
+    }
+    closedir(d);
+    free(sdir);
+    return st;
+}
+
+/* The files named by the identity's "output NAME" entries. */
+static lx_status expected_outputs(vctx *v, const lx_identity *id, out_file **out, size_t *n)
+{
+    *out = calloc(id->n ? id->n : 1, sizeof **out);
+    *n = 0;
+    if (!*out)
+        return lx_fail(LX_EFAIL, "out of memory");
+    for (size_t i = 0; i < id->n; i++) {
+        const char *k = id->keys[i];
+        if (strncmp(k, "output ", 7))
+            continue;
+        out_file *f = &(*out)[*n];
+        if (!(f->name = lx_unescape_name(k + 7, strlen(k + 7)))) {
+            problem(v, "%s: malformed entry '%s'", LX_IDENTITY_PATH, k);
+            continue;
+        }
+        uint64_t tensors;
+        if (sscanf(id->values[i], "shard size %" SCNu64 " tensors %" SCNu64, &f->size, &tensors) == 2) {
+            f->shard = 1;
+            f->tensors = (size_t)tensors;
+        }
+        (*n)++;
+    }
+    return LX_OK;
+}
+
+/* Read the file once: its XXH3 (when file_hash) and the XXH3 of each record's
+ * range, compared with the record.  *exists = 0 if there is no such file. */
+static lx_status scan_file(vctx *v, const char *path, const char *shown, uint64_t *file_hash,
+                           out_file *f, int *exists, uint64_t *size, uint64_t *header_size)
+{
+    *exists = 0;
+    *size = 0;
+    *header_size = 0;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        if (errno != ENOENT)
+            problem(v, "%s: cannot open: %s", shown, strerror(errno));
+        return LX_OK;
+    }
+    struct stat sb;
+    if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
+        problem(v, "%s: not a regular file", shown);
+        close(fd);
+        return LX_OK;
+    }
+    *exists = 1;
+    *size = (uint64_t)sb.st_size;
+    size_t n = f ? f->nrec : 0;
+    XXH3_state_t *fs = file_hash ? XXH3_createState() : NULL;
+    XXH3_state_t **rs = calloc(n ? n : 1, sizeof *rs);
+    lx_status st = LX_OK;
+    if ((file_hash && !fs) || !rs) {
+        st = lx_fail(LX_EFAIL, "out of memory");
+        goto out;
+    }
+    if (fs)
+        XXH3_64bits_reset(fs);
+    int read_error = 0;
+    size_t first = 0;
+    for (uint64_t off = 0; off < *size;) {
+        size_t want = *size - off < CHUNK ? (size_t)(*size - off) : CHUNK;
+        ssize_t r = pread(fd, v->buf, want, (off_t)off);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0) {
+            problem(v, "%s: read failed at byte %" PRIu64 ": %s", shown, off,
+                    r < 0 ? strerror(errno) : "file shrank");
+            read_error = 1;
+            break;
+        }
+        if (off == 0 && r >= 8) {
+            uint64_t nh = 0;
+            for (int b = 7; b >= 0; b--)
+                nh = nh << 8 | v->buf[b];
+            *header_size = nh <= *size - 8 ? 8 + nh : 0;
+        }
+        if (fs)
+            XXH3_64bits_update(fs, v->buf, (size_t)r);
+        uint64_t c0 = off, c1 = off + (uint64_t)r;
+        for (size_t k = first; k < n && f->recs[k]->offset < c1; k++) {
+            const lx_journal_record *rec = f->recs[k];
+            if (rec->length == 0 || rec->length > UINT64_MAX - rec->offset)
+                continue;
+            uint64_t e = rec->offset + rec->length;
+            if (e <= c0)
+                continue;
+            if (!rs[k]) {
+                if (!(rs[k] = XXH3_createState())) {
+                    st = lx_fail(LX_EFAIL, "out of memory");
+                    goto out;
+                }
+                XXH3_64bits_reset(rs[k]);
+            }
+            uint64_t lo = rec->offset > c0 ? rec->offset : c0, hi = e < c1 ? e : c1;
+            XXH3_64bits_update(rs[k], v->buf + (lo - c0), (size_t)(hi - lo));
+        }
+        while (first < n && f->recs[first]->offset + f->recs[first]->length <= c1)
+            first++;
+        off = c1;
+        v->res->bytes += (uint64_t)r;
+    }
+    for (size_t k = 0; k < n && !read_error; k++) {
+        const lx_journal_record *rec = f->recs[k];
+        char q[LX_NAME_QUOTE], h1[LX_HEX64], h2[LX_HEX64];
+        lx_st_escape_name(rec->tensor, q, sizeof q);
+        if (rec->length > UINT64_MAX - rec->offset || rec->offset + rec->length > *size) {
+            problem(v, "%s: tensor '%s': its recorded bytes %" PRIu64 "..%" PRIu64
+                    " lie beyond the end of the file (%" PRIu64 " bytes)", shown, q, rec->offset,
+                    rec->offset + rec->length, *size);
+            v->res->bad_tensors++;
+            continue;
+        }
+        uint64_t h = rs[k] ? XXH3_64bits_digest(rs[k]) : XXH3_64bits(NULL, 0);
+        if (h != rec->out_xxh3) {
+            problem(v, "%s: tensor '%s' (bytes %" PRIu64 "..%" PRIu64 "): XXH3 %s, its journal "
+                    "record says %s", shown, q, rec->offset, rec->offset + rec->length,
+                    lx_hex64(h, h1), lx_hex64(rec->out_xxh3, h2));
+            v->res->bad_tensors++;
+        }
+    }
+    if (read_error)
+        v->res->bad_tensors += n;
+    if (fs && !read_error)
+        *file_hash = XXH3_64bits_digest(fs);
+    else if (read_error)
+        *exists = 0;
+out:
+    for (size_t k = 0; k < n; k++)
+        XXH3_freeState(rs[k]);
+    free(rs);
+    XXH3_freeState(fs);
+    close(fd);
+    return st;
+}
+
+/* Every byte after the header lies in exactly one record. */
+static void check_coverage(vctx *v, const char *shown, const out_file *f, uint64_t header_size,
+                           uint64_t size)
+{
+    uint64_t pos = header_size;
+    for (size_t k = 0; k < f->nrec; k++) {
+        const lx_journal_record *r = f->recs[k];
+        if (r->length == 0)
+            continue;
+        if (r->offset > pos)
+            problem(v, "%s: bytes %" PRIu64 "..%" PRIu64 " are not covered by any journal record",
+                    shown, pos, r->offset);
+        else if (r->offset < pos)
+            problem(v, "%s: journal records overlap at byte %" PRIu64, shown, r->offset);
+        if (r->offset + r->length > pos)
+            pos = r->offset + r->length;
+    }
+    if (pos < size)
+        problem(v, "%s: bytes %" PRIu64 "..%" PRIu64 " are not covered by any journal record",
+                shown, pos, size);
+}
+
+static const lx_listed_file *find_listed(const lx_listed_file *l, size_t n, const char *name)
+{
+    for (size_t i = 0; i < n; i++)
+        if (!strcmp(l[i].name, name))
+            return &l[i];
+    return NULL;
+}
+
+static lx_status check_files(vctx *v, out_file *files, size_t nfiles, const lx_listed_file *list,
+                             size_t nlist)
+{
+    lx_verify_result *res = v->res;
+    lx_status st = LX_OK;
+    for (size_t i = 0; i < nfiles && st == LX_OK; i++) {
+        out_file *f = &files[i];
+        char q[LX_NAME_QUOTE];
+        const char *shown = lx_st_escape_name(f->name, q, sizeof q);
+        const lx_listed_file *l = res->complete ? find_listed(list, nlist, f->name) : NULL;
+        if (res->complete && !l && strcmp(f->name, LX_LIST_NAME))
+            problem(v, "%s: not in %s", shown, LX_LIST_NAME);
+        if (!f->shard && !l)
+            continue;
+        /* before completion a shard has its temporary name */
+        char *final = lx_path_join(v->dir, f->name), *partial = NULL;
+        if (!final || asprintf(&partial, "%s" LX_PARTIAL_SUFFIX, final) < 0) {
+            free(final);
+            return lx_fail(LX_EFAIL, "out of memory");
+        }
+        const char *path = final;
+        char shown_partial[LX_NAME_QUOTE + 16];
+        struct stat sb;
+        if (!res->complete && f->shard && stat(partial, &sb) == 0) {
+            path = partial;
+            snprintf(shown_partial, sizeof shown_partial, "%s" LX_PARTIAL_SUFFIX, shown);
+            shown = shown_partial;
+        }
+        uint64_t h = 0, size, hs;
+        int exists;
+        st = scan_file(v, path, shown, l ? &h : NULL, f->shard ? f : NULL, &exists, &size, &hs);
+        if (st == LX_OK && f->shard)
+            res->done += f->nrec;
+        if (st == LX_OK && l) {
+            char h1[LX_HEX64], h2[LX_HEX64];
+            res->files++;
+            if (!exists) {
+                problem(v, "%s: missing", shown);
+                res->bad_files++;
+            } else if (h != l->xxh3) {
+                problem(v, "%s: XXH3 %s, %s says %s", shown, lx_hex64(h, h1), LX_LIST_NAME,
+                        lx_hex64(l->xxh3, h2));
+                res->bad_files++;
+            }
+        }
+        if (st == LX_OK && res->complete && f->shard && exists) {
+            if (size != f->size)
+                problem(v, "%s: %" PRIu64 " bytes, the run writes %" PRIu64, shown, size, f->size);
+            if (f->nrec != f->tensors)
+                problem(v, "%s: %zu of its %zu tensors have a journal record", shown, f->nrec,
+                        f->tensors);
+            check_coverage(v, shown, f, hs, size);
+        }
+        free(final);
+        free(partial);
+    }
+    return st;
+}
+
+lx_status lx_verify_output(const char *dir, lx_verify_report report, void *ctx,
+                           lx_verify_result *res)
+{
+    memset(res, 0, sizeof *res);
+    vctx v = {dir, report, ctx, res, 0, NULL};
+    lx_identity id;
+    int exists;
+    lx_status st = lx_identity_read(dir, &id, &exists);
+    if (st == LX_EOUTPUT)
+        return lx_fail(LX_EVERIFY, "%s", lx_errmsg());
+    if (st != LX_OK)
+        return st;
+    if (!exists)
+        return lx_fail(LX_EVERIFY, "%s: not a loxstream output directory (no %s)", dir,
+                       LX_IDENTITY_PATH);
+    uint64_t ih = lx_identity_hash(&id);
+    lx_journal *js = NULL;
+    size_t nj = 0, nfiles = 0, nrefs = 0, nlist = 0;
+    out_file *files = NULL;
+    rec_ref *refs = NULL;
+    lx_listed_file *list = NULL;
+    const lx_journal_record **latest = NULL;
+    if (!(v.buf = malloc(CHUNK)))
+        st = lx_fail(LX_EFAIL, "out of memory");
+    if (st == LX_OK)
+        st = load_journals(&v, ih, &js, &nj);
+    if (st == LX_OK)
+        st = expected_outputs(&v, &id, &files, &nfiles);
+
+    /* the latest record of each tensor, grouped by shard */
+    for (size_t j = 0; j < nj; j++)
+        nrefs += js[j].n;
+    if (st == LX_OK && (!(refs = malloc((nrefs ? nrefs : 1) * sizeof *refs)) ||
+                        !(latest = malloc((nrefs ? nrefs : 1) * sizeof *latest))))
+        st = lx_fail(LX_EFAIL, "out of memory");
+    size_t nlatest = 0;
+    if (st == LX_OK) {
+        size_t at = 0;
+        for (size_t j = 0; j < nj; j++)
+            for (size_t k = 0; k < js[j].n; k++, at++)
+                refs[at] = (rec_ref){&js[j].records[k], at};
+        qsort(refs, nrefs, sizeof *refs, cmp_ref_name);
+        for (size_t k = 0; k < nrefs; k++)
+            if (k + 1 == nrefs || strcmp(refs[k].r->tensor, refs[k + 1].r->tensor))
+                latest[nlatest++] = refs[k].r;
+        qsort(latest, nlatest, sizeof *latest, cmp_rec_offset);
+    }
+    for (size_t i = 0; st == LX_OK && i < nfiles; i++) {
+        out_file *f = &files[i];
+        if (!f->shard)
+            continue;
+        res->tensors += f->tensors;
+        if (!(f->recs = malloc((nlatest ? nlatest : 1) * sizeof *f->recs))) {
+            st = lx_fail(LX_EFAIL, "out of memory");
+            break;
+        }
+        for (size_t k = 0; k < nlatest; k++)
+            if (!strcmp(latest[k]->shard, f->name))
+                f->recs[f->nrec++] = latest[k];
+    }
+
+    uint64_t mid = 0, mlist = 0, lh = 0;
+    if (st == LX_OK)
+        st = lx_marker_read(dir, &res->complete, &mid, &mlist);
+    if (st == LX_EVERIFY) {
+        problem(&v, "%s", lx_errmsg());
+        res->complete = 1;
+        st = LX_OK;
+    }
+    if (st == LX_OK && res->complete) {
+        if (mid != ih)
+            problem(&v, "%s: names another identity than %s", LX_COMPLETE_PATH, LX_IDENTITY_PATH);
+        st = lx_list_read(dir, &list, &nlist, &lh);
+        if (st == LX_EVERIFY) {
+            problem(&v, "%s", lx_errmsg());
+            st = LX_OK;
+        } else if (st == LX_OK && lh != mlist) {
+            problem(&v, "%s: changed since the run completed (its XXH3 differs from the one in %s)",
+                    LX_LIST_NAME, LX_COMPLETE_PATH);
+        }
+    }
+    if (st == LX_OK)
+        st = check_files(&v, files, nfiles, list, nlist);
+    /* files listed but not among the outputs (the list was edited) */
+    for (size_t i = 0; st == LX_OK && i < nlist; i++) {
+        int known = 0;
+        for (size_t k = 0; k < nfiles && !known; k++)
+            known = !strcmp(files[k].name, list[i].name);
+        if (!known) {
+            char q[LX_NAME_QUOTE];
+            problem(&v, "%s: listed in %s but not written by this run",
+                    lx_st_escape_name(list[i].name, q, sizeof q), LX_LIST_NAME);
+        }
+    }
+
+    if (st == LX_OK) {
+        if (!res->complete) {
+            char extra[128] = "";
+            if (res->bad_tensors)
+                snprintf(extra, sizeof extra, ", %zu of them damaged", res->bad_tensors);
+            st = lx_fail(LX_EVERIFY, "%s: incomplete loxstream output: %zu of %zu tensors done%s "
+                         "(run apply again to resume)", dir, res->done, res->tensors, extra);
+        } else if (v.problems) {
+            st = lx_fail(LX_EVERIFY, "%s: the output is complete but damaged: %zu problems "
+                         "(%zu of %zu files and %zu of %zu tensors do not match)", dir, v.problems,
+                         res->bad_files, res->files, res->bad_tensors, res->tensors);
+        }
+    }
+    for (size_t i = 0; i < nfiles; i++) {
+        free(files[i].name);
+        free(files[i].recs);
+    }
+    free(files);
+    free(refs);
+    free(latest);
+    lx_list_free(list, nlist);
+    for (size_t j = 0; j < nj; j++)
+        lx_journal_close(&js[j]);
+    free(js);
+    free(v.buf);
+    lx_identity_free(&id);
+    return st;
+}
