@@ -33,9 +33,19 @@ const char *lx_linalg_describe(void);
 /* libFLAME version string. */
 const char *lx_flame_version(void);
 
-/* Every operand of lx_sgemm (A, B and C) must live in memory from
- * lx_falloc: BLIS 0.9.0's small-matrix kernels read up to 64 bytes past the
- * end of an operand, so allocations carry LX_GEMM_PAD bytes of slack. */
+/* lx_sgemm_panel: the same, through BLIS's faster small-matrix ("sup")
+ * kernels, for the three hot panel products only, in exactly these layouts:
+ * Y = A_b V (A_b and V row-major, Y column-major), Z += A_b^T Y (A_b read
+ * transposed, Y and Z column-major) and rows of (U S) V^T (V row-major read
+ * transposed).  In those layouts the kernels of BLIS 0.9.0 read up to 64
+ * bytes past the end of an operand (3000 random shapes, operands placed
+ * before an unmapped page), so every operand (A, B and C) must live in
+ * memory from lx_falloc, which adds LX_GEMM_PAD bytes.  In other layouts the
+ * over-read is unbounded (a whole column of a column-major B), so
+ * everything else goes through lx_sgemm's packed path. */
+void lx_sgemm_panel(size_t m, size_t n, size_t k, float alpha, const float *A, ptrdiff_t rsa,
+                    ptrdiff_t csa, const float *B, ptrdiff_t rsb, ptrdiff_t csb, float beta,
+                    float *C, ptrdiff_t rsc, ptrdiff_t csc);
 #define LX_GEMM_PAD 256
 /* n zeroed floats, 64-byte aligned, plus LX_GEMM_PAD bytes; free() it. */
 float *lx_falloc(size_t n);

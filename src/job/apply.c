@@ -1719,7 +1719,8 @@ static lx_status run(job *J)
         st = lx_linalg_init(o->threads);
     if (st != LX_OK)
         return st;
-    J->fbuf = malloc((size_t)LX_RSVD_PANEL_ROWS * (J->n_max ? J->n_max : 1) * sizeof(float));
+    /* fbuf is a GEMM operand (lx_factors_rows): padded, see linalg.h */
+    J->fbuf = lx_falloc((size_t)LX_RSVD_PANEL_ROWS * (J->n_max ? J->n_max : 1));
     J->obuf = malloc((size_t)LX_RSVD_PANEL_ROWS * (J->n_max ? J->n_max : 1) * 8);
     J->rbuf = malloc(CHECK_CHUNK);
     J->rec = calloc(J->aligned->ntensors ? J->aligned->ntensors : 1, sizeof *J->rec);

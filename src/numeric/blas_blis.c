@@ -144,17 +144,19 @@ const char *lx_linalg_describe(void)
  * the threads share out the blocks.  Every element of C is then computed
  * by the same call whatever the thread count.
  *
- * BLIS's "sup" (small/unpacked) kernels, which make these skinny products
- * 4x faster than the packed path, read up to 64 bytes past the end of their
- * operands in BLIS 0.9.0 (found by AddressSanitizer; measured with operands
- * placed before an unmapped page over 400 random shapes).  So every GEMM
- * operand is allocated with lx_falloc, which adds LX_GEMM_PAD bytes. */
+ * BLIS's "sup" (small/unpacked) kernels make the skinny panel products
+ * about 4x faster than the packed path, but in BLIS 0.9.0 they read past
+ * the end of their operands (found by AddressSanitizer).  For the two
+ * layouts of lx_sgemm_panel the over-read was at most 64 bytes (operands
+ * placed before an unmapped page, 3000 random shapes), so those operands
+ * come from lx_falloc, which adds LX_GEMM_PAD bytes; every other product
+ * uses the packed path, which reads only what it is given. */
 #define LX_GEMM_MIN_BLOCK 64
 #define LX_GEMM_MAX_BLOCKS 16
 
-void lx_sgemm(size_t m, size_t n, size_t k, float alpha, const float *A, ptrdiff_t rsa,
-              ptrdiff_t csa, const float *B, ptrdiff_t rsb, ptrdiff_t csb, float beta, float *C,
-              ptrdiff_t rsc, ptrdiff_t csc)
+static void gemm_blocks(size_t m, size_t n, size_t k, float alpha, const float *A, ptrdiff_t rsa,
+                        ptrdiff_t csa, const float *B, ptrdiff_t rsb, ptrdiff_t csb, float beta,
+                        float *C, ptrdiff_t rsc, ptrdiff_t csc, int allow_sup)
 {
     if (m == 0 || n == 0)
         return;
@@ -173,6 +175,8 @@ void lx_sgemm(size_t m, size_t n, size_t k, float alpha, const float *A, ptrdiff
         float a = alpha, bt = beta;
         rntm_t rntm = BLIS_RNTM_INITIALIZER;
         bli_rntm_set_num_threads(1, &rntm);
+        if (!allow_sup)
+            bli_rntm_disable_l3_sup(&rntm);
         if (by_rows)
             bli_sgemm_ex(BLIS_NO_TRANSPOSE, BLIS_NO_TRANSPOSE, (dim_t)cnt, (dim_t)n, (dim_t)k, &a,
                       (float *)(A + (ptrdiff_t)at * rsa), (inc_t)rsa, (inc_t)csa, (float *)B,
@@ -184,6 +188,20 @@ void lx_sgemm(size_t m, size_t n, size_t k, float alpha, const float *A, ptrdiff
                       (inc_t)rsb, (inc_t)csb, &bt, C + (ptrdiff_t)at * csc, (inc_t)rsc,
                       (inc_t)csc, NULL, &rntm);
     }
+}
+
+void lx_sgemm(size_t m, size_t n, size_t k, float alpha, const float *A, ptrdiff_t rsa,
+              ptrdiff_t csa, const float *B, ptrdiff_t rsb, ptrdiff_t csb, float beta, float *C,
+              ptrdiff_t rsc, ptrdiff_t csc)
+{
+    gemm_blocks(m, n, k, alpha, A, rsa, csa, B, rsb, csb, beta, C, rsc, csc, 0);
+}
+
+void lx_sgemm_panel(size_t m, size_t n, size_t k, float alpha, const float *A, ptrdiff_t rsa,
+                    ptrdiff_t csa, const float *B, ptrdiff_t rsb, ptrdiff_t csb, float beta,
+                    float *C, ptrdiff_t rsc, ptrdiff_t csc)
+{
+    gemm_blocks(m, n, k, alpha, A, rsa, csa, B, rsb, csb, beta, C, rsc, csc, 1);
 }
 
 float *lx_falloc(size_t n)

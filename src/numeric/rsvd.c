@@ -110,6 +110,7 @@ typedef struct rsvd_work {
     float *Zb;           /* n x dmax: Z_i = A^T A V_i */
     float *QY;           /* m x dmax: orthonormal basis of [A V_1 .. A V_nblk] */
     float *Yp;           /* m x l: A V_i of the current pass */
+    float *Vr;           /* n x l: V_i row-major, the layout the fast GEMM path reads safely */
     float *Tn;           /* n x l: scratch of the restart */
     float *R;            /* dmax x dmax: [A V_1 ..] = QY R */
     float *H;            /* (dmax + l) x dmax: Vb^T Zb */
@@ -200,6 +201,12 @@ static lx_status stream_pass(rsvd_work *w, double *frob2)
     const float *V = w->Vb + w->nblk * l * n;
     float *Z = w->Zb + w->nblk * l * n;
     double f2 = 0;
+    /* Y_b = A_b V goes through BLIS's small-matrix kernels, which over-read
+     * a column-major V by up to a column but a row-major one by 16 bytes at
+     * most (linalg.h): so V is read from a row-major copy. */
+    for (size_t i = 0; i < n; i++)
+        for (size_t j = 0; j < l; j++)
+            w->Vr[i * l + j] = V[j * n + i];
     for (size_t r0 = 0; r0 < m; r0 += w->ph) {
         size_t h = m - r0 < w->ph ? m - r0 : w->ph;
         lx_status st = w->src->rows(w->src->ctx, r0, h, w->panel, n);
@@ -208,10 +215,11 @@ static lx_status stream_pass(rsvd_work *w, double *frob2)
         if (frob2)
             f2 += col_norm2(w->panel, h * n);
         /* Y_b = A_b V, written straight into rows r0.. of column-major Yp */
-        lx_sgemm(h, l, n, 1.0f, w->panel, (ptrdiff_t)n, 1, V, 1, (ptrdiff_t)n, 0.0f,
-                 w->Yp + r0, 1, (ptrdiff_t)m);
-        /* Z += A_b^T Y_b: the panel read with swapped strides */
-        lx_sgemm(n, l, h, 1.0f, w->panel, 1, (ptrdiff_t)n, w->Yp + r0, 1, (ptrdiff_t)m,
+        lx_sgemm_panel(h, l, n, 1.0f, w->panel, (ptrdiff_t)n, 1, w->Vr, (ptrdiff_t)l, 1, 0.0f,
+                       w->Yp + r0, 1, (ptrdiff_t)m);
+        /* Z += A_b^T Y_b: the panel read with swapped strides (through the
+         * small-matrix kernels: panel, Yp and Z come from lx_falloc) */
+        lx_sgemm_panel(n, l, h, 1.0f, w->panel, 1, (ptrdiff_t)n, w->Yp + r0, 1, (ptrdiff_t)m,
                  r0 == 0 ? 0.0f : 1.0f, Z, 1, (ptrdiff_t)n);
     }
     if (frob2)
@@ -454,7 +462,7 @@ static size_t krylov_blocks(size_t m, size_t n, size_t l)
  * lx_rsvd_workspace_bytes counts exactly what randomized() allocates. */
 enum {
     B_PANEL, B_VB, B_ZB, B_QY, B_YP, B_TN, B_R, B_H, B_C, B_RT, B_UR, B_SR, B_WT, B_WS,
-    B_GS, B_UP, B_SIG, B_XT, B_M, B_SMALL, B_U0, B_S0, B_V0, B_U1, B_S1, B_V1, NBUF
+    B_GS, B_UP, B_SIG, B_XT, B_M, B_SMALL, B_U0, B_S0, B_V0, B_U1, B_S1, B_V1, B_VR, NBUF
 };
 
 /* Shape of the run (k, l, blocks, panel height) and the float count of each
@@ -484,6 +492,7 @@ static void plan(size_t m, size_t n, const lx_rsvd_opts *o, rsvd_work *w, size_t
     sz[B_U0] = sz[B_U1] = m * k;
     sz[B_S0] = sz[B_S1] = k;
     sz[B_V0] = sz[B_V1] = n * k;
+    sz[B_VR] = n * l;
 }
 
 static int pass_cap(const lx_rsvd_opts *o)
@@ -509,7 +518,7 @@ static lx_status randomized(const lx_rowsrc *A, const lx_rsvd_opts *o, lx_factor
         [B_RT] = &w.Rt, [B_UR] = &w.UR, [B_SR] = &w.SR, [B_WT] = &w.WT, [B_WS] = &w.WS,
         [B_GS] = &w.Gs, [B_UP] = &w.Up, [B_SIG] = &w.Sig, [B_XT] = &w.XT, [B_M] = &w.M,
         [B_SMALL] = &w.small, [B_U0] = &w.U[0], [B_S0] = &w.S[0], [B_V0] = &w.Vk[0],
-        [B_U1] = &w.U[1], [B_S1] = &w.S[1], [B_V1] = &w.Vk[1],
+        [B_U1] = &w.U[1], [B_S1] = &w.S[1], [B_V1] = &w.Vk[1], [B_VR] = &w.Vr,
     };
     lx_status st = LX_OK;
     for (int i = 0; i < NBUF; i++)
@@ -735,7 +744,7 @@ void lx_factors_rows(const lx_factors *f, int kk, float alpha, size_t r0, size_t
                 for (size_t t = 0; t < tt; t++)
                     us[i * tt + t] = alpha * u[t] * f->S[t0 + t];
             }
-            lx_sgemm(hh, n, tt, 1.0f, us, (ptrdiff_t)tt, 1, f->V + t0, 1, (ptrdiff_t)k,
+            lx_sgemm_panel(hh, n, tt, 1.0f, us, (ptrdiff_t)tt, 1, f->V + t0, 1, (ptrdiff_t)k,
                      t0 ? 1.0f : 0.0f, dst + i0 * ld, (ptrdiff_t)ld, 1);
         }
     }
