@@ -409,7 +409,7 @@ static void report_line(job *J, const lx_plan_item *it, uint64_t b, const lx_fac
         for (int j = 0; j < f->k; j++)
             top += (double)f->S[j] * f->S[j];
         fprintf(J->report, "\t%d\t%d\t%s\t%.3g\t%.6g\t%.6f\t", f->k, f->passes,
-                f->converged ? "yes" : "no", f->change, sqrt(f->frob2),
+                f->converged ? "yes" : "no", f->err_est, sqrt(f->frob2),
                 f->frob2 > 0 ? top / f->frob2 : 0.0);
         for (int j = 0; j < f->k; j++)
             fprintf(J->report, "%s%.6g", j ? "," : "", f->S[j]);
@@ -1749,7 +1749,7 @@ static lx_status run(job *J)
         J->report = strcmp(o->report_path, "-") ? fopen(o->report_path, "w") : stdout;
         if (!J->report)
             return lx_fail_errno(LX_EFAIL, errno, "%s: cannot create report", o->report_path);
-        fputs("tensor\tmatrix\trows\tcols\tdtype\taction\trank\tpasses\tconverged\tchange\t"
+        fputs("tensor\tmatrix\trows\tcols\tdtype\taction\trank\tpasses\tconverged\terr_est\t"
               "frobenius\tenergy\tsingular_values\tseconds\n",
               J->report);
     }
