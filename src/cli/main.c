@@ -53,26 +53,9 @@ static int version(void)
 
 int cli_report(int status)
 {
-    if (status != LX_OK) {
-        const char *msg = *lx_errmsg() ? lx_errmsg() : "failed";
-        /* Messages quote paths and names from the input; a control byte in
-         * one (a file named "x\n.safetensors") must not split the message
-         * or reach the terminal.  Names are escaped already and hold none. */
-        char buf[4 * 2048 + 1];
-        size_t at = 0;
-        for (const unsigned char *p = (const unsigned char *)msg; *p && at + 5 < sizeof buf; p++) {
-            if (*p == '\n' || *p == '\t' || *p == '\r') {
-                buf[at++] = '\\';
-                buf[at++] = *p == '\n' ? 'n' : *p == '\t' ? 't' : 'r';
-            } else if (*p < 0x20 || *p == 0x7f) {
-                at += (size_t)snprintf(buf + at, sizeof buf - at, "\\x%02x", *p);
-            } else {
-                buf[at++] = (char)*p;
-            }
-        }
-        buf[at] = '\0';
-        fprintf(stderr, "loxstream: %s\n", buf);
-    }
+    /* lx_fail escaped any control byte of a quoted name already (error.c) */
+    if (status != LX_OK)
+        fprintf(stderr, "loxstream: %s\n", *lx_errmsg() ? lx_errmsg() : "failed");
     return status;
 }
 
