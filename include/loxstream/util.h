@@ -23,6 +23,9 @@ char *lx_path_join(const char *dir, const char *name);
 lx_status lx_write_all(int fd, const void *buf, size_t len, const char *path);
 /* Write a whole file atomically: path.tmp, fsync, rename, fsync dir. */
 lx_status lx_write_file_atomic(const char *path, const void *buf, size_t len);
+/* Read up to size bytes of fd (fewer if the file shrank) into a malloc'd,
+ * NUL-terminated buffer; path names the file in messages.  fd stays open. */
+lx_status lx_read_fd_text(int fd, size_t size, const char *path, char **out, size_t *len);
 /* Copy a regular file (for config/tokenizer files). */
 lx_status lx_copy_file(const char *src, const char *dst);
 /* mkdir -p for one directory level chain; mode 0777 & ~umask. */

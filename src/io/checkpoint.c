@@ -294,37 +294,13 @@ static lx_status read_small_file(const char *path, char **out, size_t *len)
     lx_status st = open_regular(path, "cannot open", LX_EINPUT, &fd, &sb);
     if (st != LX_OK)
         return st;
-    char *buf = NULL;
-    size_t have = 0;
-    if ((uint64_t)sb.st_size > INDEX_MAX_BYTES) {
+    if ((uint64_t)sb.st_size > INDEX_MAX_BYTES)
         st = lx_fail(LX_EINPUT, "%s: %" PRIu64 " bytes, more than an index can need (%u)", path,
                      (uint64_t)sb.st_size, INDEX_MAX_BYTES);
-    } else if (!(buf = malloc((size_t)sb.st_size + 1))) {
-        st = lx_fail(LX_EFAIL, "out of memory");
-    } else {
-        size_t want = (size_t)sb.st_size;
-        while (have < want) {
-            ssize_t r = read(fd, buf + have, want - have);
-            if (r < 0 && errno == EINTR)
-                continue;
-            if (r < 0) {
-                st = lx_fail_errno(LX_EFAIL, errno, "%s: read failed", path);
-                break;
-            }
-            if (r == 0)
-                break; /* shrank meanwhile: parse what is there */
-            have += (size_t)r;
-        }
-    }
+    else
+        st = lx_read_fd_text(fd, (size_t)sb.st_size, path, out, len);
     close(fd);
-    if (st != LX_OK) {
-        free(buf);
-        return st;
-    }
-    buf[have] = '\0';
-    *out = buf;
-    *len = have;
-    return LX_OK;
+    return st;
 }
 
 /* Every index entry names the shard that holds the tensor, and every tensor

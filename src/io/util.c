@@ -168,6 +168,31 @@ lx_status lx_write_file_atomic(const char *path, const void *buf, size_t len)
     return st;
 }
 
+lx_status lx_read_fd_text(int fd, size_t size, const char *path, char **out, size_t *len)
+{
+    char *buf = malloc(size + 1);
+    if (!buf)
+        return lx_fail(LX_EFAIL, "out of memory reading %s", path);
+    size_t have = 0;
+    while (have < size) {
+        ssize_t r = read(fd, buf + have, size - have);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0) {
+            lx_status st = lx_fail_errno(LX_EFAIL, errno, "%s: read failed", path);
+            free(buf);
+            return st;
+        }
+        if (r == 0)
+            break; /* shrank meanwhile: take what is there */
+        have += (size_t)r;
+    }
+    buf[have] = '\0';
+    *out = buf;
+    *len = have;
+    return LX_OK;
+}
+
 lx_status lx_copy_file(const char *src, const char *dst)
 {
     int in = open(src, O_RDONLY | O_CLOEXEC);

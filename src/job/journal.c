@@ -115,8 +115,6 @@ static lx_status read_text(const char *path, char **out, size_t *len, int *exist
     *exists = 1;
     struct stat sb;
     lx_status st = LX_OK;
-    char *buf = NULL;
-    size_t have = 0;
     if (fstat(fd, &sb) != 0)
         st = lx_fail_errno(LX_EFAIL, errno, "%s: cannot stat", path);
     else if (!S_ISREG(sb.st_mode))
@@ -124,28 +122,10 @@ static lx_status read_text(const char *path, char **out, size_t *len, int *exist
     else if ((uint64_t)sb.st_size > SMALL_FILE_MAX)
         st = lx_fail(LX_EOUTPUT, "%s: %" PRIu64 " bytes, far more than loxstream writes there",
                      path, (uint64_t)sb.st_size);
-    else if (!(buf = malloc((size_t)sb.st_size + 1)))
-        st = lx_fail(LX_EFAIL, "out of memory");
-    while (st == LX_OK && have < (size_t)sb.st_size) {
-        ssize_t r = read(fd, buf + have, (size_t)sb.st_size - have);
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r < 0)
-            st = lx_fail_errno(LX_EFAIL, errno, "%s: read failed", path);
-        else if (r == 0)
-            break;
-        else
-            have += (size_t)r;
-    }
+    else
+        st = lx_read_fd_text(fd, (size_t)sb.st_size, path, out, len);
     close(fd);
-    if (st != LX_OK) {
-        free(buf);
-        return st;
-    }
-    buf[have] = '\0';
-    *out = buf;
-    *len = have;
-    return LX_OK;
+    return st;
 }
 
 static char *join_state(const char *outdir, const char *rel)
