@@ -246,11 +246,6 @@ static inline void store_f16(unsigned char *p, size_t i, float f)
     memcpy(p + 2 * i, &h, 2);
 }
 
-static inline void store_f32(unsigned char *p, size_t i, float f)
-{
-    memcpy(p + 4 * i, &f, 4);
-}
-
 static inline void store_f64(unsigned char *p, size_t i, double d)
 {
     memcpy(p + 8 * i, &d, 8);
