@@ -40,8 +40,8 @@ dd if=/dev/zero of="$dir/floor.out" bs=16M count=$((out_bytes / 16777216)) conv=
 t2=$(date +%s.%N)
 write_s=$(echo "$t2 - $t1" | bc)
 rm -f "$dir/floor.out"
-printf 'read inputs  %.1f GB in %.1f s (%.2f GB/s)\n' "$(echo "$in_bytes/1e9" | bc -l)" "$read_s" "$(echo "$in_bytes/1e9/$read_s" | bc -l)"
-printf 'write output %.1f GB in %.1f s (%.2f GB/s)\n' "$(echo "$out_bytes/1e9" | bc -l)" "$write_s" "$(echo "$out_bytes/1e9/$write_s" | bc -l)"
+printf 'read inputs  %.1f GB in %.1f s (%.2f GB/s)\n' "$(echo "$in_bytes/1000000000" | bc -l)" "$read_s" "$(echo "$in_bytes/1000000000/$read_s" | bc -l)"
+printf 'write output %.1f GB in %.1f s (%.2f GB/s)\n' "$(echo "$out_bytes/1000000000" | bc -l)" "$write_s" "$(echo "$out_bytes/1000000000/$write_s" | bc -l)"
 
 echo "== apply (default: rank 6, alpha 1.25, tol)"
 drop_caches
