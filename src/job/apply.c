@@ -37,9 +37,9 @@
 #include <sys/statvfs.h>
 #include <unistd.h>
 
-#include <xxhash.h>
 
 #include "config.h"
+#include "loxstream/xxh.h"
 #include "loxstream/apply.h"
 #include "loxstream/dtype.h"
 #include "loxstream/journal.h"

@@ -16,7 +16,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <xxhash.h>
+#include "config.h"
+#include "loxstream/xxh.h"
 
 #include "loxstream/journal.h"
 #include "loxstream/safetensors.h"
