@@ -26,7 +26,7 @@ static const struct subcommand {
 
 static void usage(FILE *f)
 {
-    fprintf(f, "Usage: loxstream COMMAND [OPTION]... \n"
+    fprintf(f, "Usage: loxstream COMMAND [OPTION]...\n"
                "Make an aligned LLM robust to fine-tuning with LoX (low-rank extrapolation),\n"
                "streaming safetensors checkpoints of any size in bounded memory.\n\n"
                "Commands:\n");
