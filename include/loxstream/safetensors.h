@@ -48,6 +48,8 @@ void lx_st_header_free(lx_st_header *h);
  * snprintf, writes at most len bytes including the NUL; a cut name ends in
  * "...".  4 * strlen(name) + 1 bytes always suffice.  Returns buf. */
 const char *lx_st_escape_name(const char *name, char *buf, size_t len);
+/* The same, whole, in a malloc'd string (NULL when out of memory). */
+char *lx_st_escape_dup(const char *name);
 #define LX_NAME_QUOTE 256          /* buffer for a name in an error message */
 
 /* ---- writing ---------------------------------------------------------- */

@@ -59,6 +59,15 @@ const char *lx_st_escape_name(const char *name, char *buf, size_t len)
     return buf;
 }
 
+char *lx_st_escape_dup(const char *name)
+{
+    size_t cap = 4 * strlen(name) + 1; /* escaping grows a byte to 4 at most */
+    char *buf = malloc(cap);
+    if (buf)
+        lx_st_escape_name(name, buf, cap);
+    return buf;
+}
+
 /* Offset of the first byte that is not strict UTF-8 (no overlongs, no
  * surrogates, nothing past U+10FFFF), or len if all of it is valid. */
 static size_t utf8_invalid_at(const unsigned char *s, size_t len)

@@ -930,11 +930,10 @@ static const char *format_double(double x, char *buf, size_t len)
 
 static lx_status add_escaped(lx_identity *id, const char *key, const char *value)
 {
-    size_t cap = 4 * strlen(value) + 1;
-    char *v = malloc(cap);
+    char *v = lx_st_escape_dup(value);
     if (!v)
         return lx_fail(LX_EFAIL, "out of memory");
-    lx_status st = lx_identity_add(id, key, lx_st_escape_name(value, v, cap));
+    lx_status st = lx_identity_add(id, key, v);
     free(v);
     return st;
 }

@@ -454,15 +454,6 @@ bad:
     return NULL;
 }
 
-static char *escape(const char *name)
-{
-    size_t cap = 4 * strlen(name) + 1;
-    char *buf = malloc(cap);
-    if (buf)
-        lx_st_escape_name(name, buf, cap);
-    return buf;
-}
-
 /* Split line[0..len) at tabs into at most max fields; returns the count. */
 static size_t split_fields(const char *line, size_t len, const char **f, size_t *fl, size_t max)
 {
@@ -705,7 +696,7 @@ lx_status lx_journal_open(lx_journal *j, const char *path, unsigned part, unsign
 
 lx_status lx_journal_append(lx_journal *j, const lx_journal_record *r)
 {
-    char *tn = escape(r->tensor), *sn = escape(r->shard);
+    char *tn = lx_st_escape_dup(r->tensor), *sn = lx_st_escape_dup(r->shard);
     char nums[160], h1[LX_HEX64], h2[LX_HEX64], h3[LX_HEX64];
     text t = {0};
     lx_status st = LX_OK;
