@@ -44,6 +44,10 @@ void lx_from_f32(lx_dtype dt, const float *src, void *dst, size_t n);
 /* dst[i] = a[i] - b[i], both of dtype dt, computed exactly in f32 (for F64 in
  * double, then rounded to f32). */
 void lx_sub_to_f32(lx_dtype dt, const void *a, const void *b, float *dst, size_t n);
+/* Elements per block of the array kernels: lx_add_f32 and lx_sub_to_f32
+ * are fastest on lengths that are multiples of it. */
+#define LX_DTYPE_BLOCK 512
+
 /* dst[i] = round_dt(base[i] + delta[i]): base and dst of dtype dt (dst may
  * alias base), delta in f32.  The sum is formed in f32 (in double for F64)
  * and rounded once to dt. */

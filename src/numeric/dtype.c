@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "loxstream/dtype.h"
+#include "loxstream/simd.h"
 
 static const char *const dtype_names[LX_DT_COUNT] = {
     [LX_DT_BOOL] = "BOOL",
@@ -99,14 +100,14 @@ bool lx_dtype_is_transformable(lx_dtype dt)
 
 /* ---- element conversions ------------------------------------------------ */
 
-static inline float f32_from_bits(uint32_t u)
+static LX_ALWAYS_INLINE float f32_from_bits(uint32_t u)
 {
     float f;
     memcpy(&f, &u, sizeof f);
     return f;
 }
 
-static inline uint32_t f32_bits(float f)
+static LX_ALWAYS_INLINE uint32_t f32_bits(float f)
 {
     uint32_t u;
     memcpy(&u, &f, sizeof u);
@@ -116,7 +117,7 @@ static inline uint32_t f32_bits(float f)
 /* Select without a branch.  A conditional expression whose arm holds
  * floating-point arithmetic is compiled as a branch (the arithmetic may trap,
  * so it is not speculated), and a branch stops vectorisation. */
-static inline uint32_t select_u32(bool c, uint32_t yes, uint32_t no)
+static LX_ALWAYS_INLINE uint32_t select_u32(bool c, uint32_t yes, uint32_t no)
 {
     uint32_t m = -(uint32_t)c;
     return (yes & m) | (no & ~m);
@@ -124,12 +125,12 @@ static inline uint32_t select_u32(bool c, uint32_t yes, uint32_t no)
 
 /* |x| of an f32 bit pattern as a signed integer: comparisons on it order
  * like the magnitudes and compile to the signed SIMD compares. */
-static inline int32_t magnitude(uint32_t u)
+static LX_ALWAYS_INLINE int32_t magnitude(uint32_t u)
 {
     return (int32_t)(u & 0x7fffffffu);
 }
 
-static inline float bf16_decode(uint16_t h)
+static LX_ALWAYS_INLINE float bf16_decode(uint16_t h)
 {
     uint32_t u = (uint32_t)h << 16;
     /* a signalling NaN comes out quiet, as from a hardware conversion */
@@ -140,7 +141,7 @@ static inline float bf16_decode(uint16_t h)
  * and shift down once at the end: narrowing to 16 bits is costly in SIMD
  * (SSE2 has no unsigned pack), so it should happen once, not per candidate. */
 
-static inline uint16_t bf16_encode(float f)
+static LX_ALWAYS_INLINE uint16_t bf16_encode(float f)
 {
     uint32_t u = f32_bits(f);
     /* round to nearest even on the 16 dropped bits; a carry into the
@@ -151,7 +152,7 @@ static inline uint16_t bf16_encode(float f)
     return (uint16_t)(select_u32(magnitude(u) > 0x7f800000, nan, rounded) >> 16);
 }
 
-static inline float f16_decode(uint16_t h)
+static LX_ALWAYS_INLINE float f16_decode(uint16_t h)
 {
     uint32_t sign = (uint32_t)(h & 0x8000u) << 16;
     uint32_t o = (uint32_t)(h & 0x7fffu) << 13;
@@ -167,7 +168,7 @@ static inline float f16_decode(uint16_t h)
     return f32_from_bits(f32_bits(f) | sign);
 }
 
-static inline uint16_t f16_encode(float f)
+static LX_ALWAYS_INLINE uint16_t f16_encode(float f)
 {
     uint32_t u = f32_bits(f);
     int32_t a = magnitude(u);
@@ -206,47 +207,47 @@ uint16_t lx_f32_to_f16(float f)
 }
 
 /* Element i of raw (possibly unaligned) data. */
-static inline float load_bf16(const unsigned char *p, size_t i)
+static LX_ALWAYS_INLINE float load_bf16(const unsigned char *p, size_t i)
 {
     uint16_t h;
     memcpy(&h, p + 2 * i, 2);
     return bf16_decode(h);
 }
 
-static inline float load_f16(const unsigned char *p, size_t i)
+static LX_ALWAYS_INLINE float load_f16(const unsigned char *p, size_t i)
 {
     uint16_t h;
     memcpy(&h, p + 2 * i, 2);
     return f16_decode(h);
 }
 
-static inline float load_f32(const unsigned char *p, size_t i)
+static LX_ALWAYS_INLINE float load_f32(const unsigned char *p, size_t i)
 {
     float f;
     memcpy(&f, p + 4 * i, 4);
     return f;
 }
 
-static inline double load_f64(const unsigned char *p, size_t i)
+static LX_ALWAYS_INLINE double load_f64(const unsigned char *p, size_t i)
 {
     double d;
     memcpy(&d, p + 8 * i, 8);
     return d;
 }
 
-static inline void store_bf16(unsigned char *p, size_t i, float f)
+static LX_ALWAYS_INLINE void store_bf16(unsigned char *p, size_t i, float f)
 {
     uint16_t h = bf16_encode(f);
     memcpy(p + 2 * i, &h, 2);
 }
 
-static inline void store_f16(unsigned char *p, size_t i, float f)
+static LX_ALWAYS_INLINE void store_f16(unsigned char *p, size_t i, float f)
 {
     uint16_t h = f16_encode(f);
     memcpy(p + 2 * i, &h, 2);
 }
 
-static inline void store_f64(unsigned char *p, size_t i, double d)
+static LX_ALWAYS_INLINE void store_f64(unsigned char *p, size_t i, double d)
 {
     memcpy(p + 8 * i, &d, 8);
 }
@@ -258,9 +259,9 @@ static inline void store_f64(unsigned char *p, size_t i, double d)
  * of an array is staged through padded local buffers.  Each loop reads one
  * set of buffers and writes another, so restrict holds. */
 
-enum { BLOCK = 512, MAX_ELEM_SIZE = 8 };
+enum { BLOCK = LX_DTYPE_BLOCK, MAX_ELEM_SIZE = 8 };
 
-static void decode_block(lx_dtype dt, const unsigned char *restrict src, float *restrict dst)
+static LX_ALWAYS_INLINE void decode_block(lx_dtype dt, const unsigned char *restrict src, float *restrict dst)
 {
     size_t i;
     switch (dt) {
@@ -284,7 +285,7 @@ static void decode_block(lx_dtype dt, const unsigned char *restrict src, float *
     }
 }
 
-static void encode_block(lx_dtype dt, const float *restrict src, unsigned char *restrict dst)
+static LX_ALWAYS_INLINE void encode_block(lx_dtype dt, const float *restrict src, unsigned char *restrict dst)
 {
     size_t i;
     switch (dt) {
@@ -308,7 +309,7 @@ static void encode_block(lx_dtype dt, const float *restrict src, unsigned char *
     }
 }
 
-static void sub_block(lx_dtype dt, const unsigned char *restrict a,
+static LX_ALWAYS_INLINE void sub_block(lx_dtype dt, const unsigned char *restrict a,
                       const unsigned char *restrict b, float *restrict dst)
 {
     size_t i;
@@ -336,7 +337,7 @@ static void sub_block(lx_dtype dt, const unsigned char *restrict a,
 }
 
 /* The sum is staged in a local block, so dst may alias base. */
-static void add_block(lx_dtype dt, const unsigned char *base, const float *restrict delta,
+static LX_ALWAYS_INLINE void add_block(lx_dtype dt, const unsigned char *base, const float *restrict delta,
                       unsigned char *dst)
 {
     float sum[BLOCK];
@@ -384,6 +385,7 @@ static void stage(void *buf, size_t cap, const void *src, size_t len)
     memset((unsigned char *)buf + len, 0, cap - len);
 }
 
+LX_VECTOR_CLONES
 void lx_to_f32(lx_dtype dt, const void *src, float *dst, size_t n)
 {
     const unsigned char *s = src;
@@ -401,6 +403,7 @@ void lx_to_f32(lx_dtype dt, const void *src, float *dst, size_t n)
     }
 }
 
+LX_VECTOR_CLONES
 void lx_from_f32(lx_dtype dt, const float *src, void *dst, size_t n)
 {
     unsigned char *d = dst;
@@ -418,6 +421,7 @@ void lx_from_f32(lx_dtype dt, const float *src, void *dst, size_t n)
     }
 }
 
+LX_VECTOR_CLONES
 void lx_sub_to_f32(lx_dtype dt, const void *a, const void *b, float *dst, size_t n)
 {
     const unsigned char *pa = a, *pb = b;
@@ -436,6 +440,7 @@ void lx_sub_to_f32(lx_dtype dt, const void *a, const void *b, float *dst, size_t
     }
 }
 
+LX_VECTOR_CLONES
 void lx_add_f32(lx_dtype dt, const void *base, const float *delta, void *dst, size_t n)
 {
     const unsigned char *pb = base;
