@@ -36,10 +36,14 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "loxstream/dtype.h"
 #include "loxstream/error.h"
 
-/* Fixed panel height of every pass (rows). */
+/* Panel height of the output pass and of the exact mode (rows). */
 #define LX_RSVD_PANEL_ROWS 256
+/* A pass splits the rows into at most this many chunks (fixed by the shape),
+ * shared out among the threads; each adds into its own partial of A^T Y. */
+#define LX_RSVD_MAX_CHUNKS 16
 /* Krylov blocks kept before a restart (fewer for l > 32, see rsvd.c). */
 #define LX_RSVD_KRYLOV_BLOCKS 4
 
@@ -48,7 +52,9 @@ typedef struct lx_rowsrc {
     size_t m, n;
     /* Write rows [r0, r0+h) of A, as f32, row-major into dst with leading
      * dimension ld >= n.  Must return LX_OK or an lx_fail() status (e.g. a
-     * NaN/Inf found in an input, naming the tensor and row). */
+     * NaN/Inf found in an input, naming the tensor and row).  Called from
+     * several threads at once, for disjoint row ranges in any order: it must
+     * be thread-safe. */
     lx_status (*rows)(void *ctx, size_t r0, size_t h, float *dst, size_t ld);
     void *ctx;
 } lx_rowsrc;
@@ -76,6 +82,7 @@ typedef struct lx_factors {
     float *U;            /* m x k, row-major (U[i*k + j]) */
     float *S;            /* k singular values, descending */
     float *V;            /* n x k, row-major (V[i*k + j]) */
+    float *Vt;           /* k x n, row-major: V transposed (lx_factors_add_rows) */
     int l;               /* block width used */
     float *S_block;      /* l Ritz values of the last pass (spectrum estimate) */
     int passes;          /* passes over A made */
@@ -107,6 +114,17 @@ size_t lx_rsvd_workspace_bytes(size_t m, size_t n, const lx_rsvd_opts *o);
  * allocation, thread-safe. */
 void lx_factors_rows(const lx_factors *f, int kk, float alpha, size_t r0, size_t h,
                      float *dst, size_t ld);
+
+/* The fused output rows: dst row i = round_dt(base row i + alpha * sum_{t<kk}
+ * U[r0+i][t] S[t] V[:, t]^T) for i < h, base and dst holding h contiguous
+ * rows of n elements of dtype dt (dt transformable; dst may alias base).
+ * The rank-kk sum is formed in f32, in order t = 0, 1, ..., column block by
+ * column block in cache, and added and rounded at once: no f32 copy of the
+ * rows is made.  (A BLIS GEMM with k = 6 ran at 3-4 GFLOP/s here and wrote
+ * the f32 rows out to memory; see bench/RESULTS.md.)  kk > f->k: f->k;
+ * kk <= 0: dst = base.  No allocation, thread-safe. */
+void lx_factors_add_rows(const lx_factors *f, int kk, float alpha, size_t r0, size_t h,
+                         lx_dtype dt, const void *base, void *dst);
 
 /* Seed of one matrix: XXH3_64bits_withSeed(le64(batch_index),
  * XXH3_64bits_withSeed(tensor, strlen(tensor), seed)), i.e. a hash of the

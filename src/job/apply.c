@@ -36,6 +36,9 @@
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <unistd.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 
 
 #include "config.h"
@@ -45,6 +48,7 @@
 #include "loxstream/journal.h"
 #include "loxstream/linalg.h"
 #include "loxstream/progress.h"
+#include "loxstream/simd.h"
 #include "loxstream/util.h"
 #include "loxstream/verify.h"
 
@@ -262,6 +266,11 @@ typedef struct job {
     lx_progress progress;
     uint64_t done_bytes;
     double svd_seconds, svd_flops;
+    /* --stats: the rest of the time, by phase */
+    double out_seconds;            /* output rows: rank-k GEMM, add, rounding */
+    double write_seconds;          /* pwrite of output bytes (page-cache copy) */
+    double hash_seconds;           /* XXH3 of output and inputs */
+    double sync_seconds;           /* writeback start and fdatasync */
     /* durability and resumption */
     char **side;                   /* side files of the aligned directory, sorted */
     size_t nside;
@@ -289,7 +298,6 @@ typedef struct delta_src {
     const unsigned char *al, *ba;  /* start of the matrix in each input */
     size_t esize;
     uint64_t batch_index;
-    input_hash *ih;
 } delta_src;
 
 /* Rows [r0, r0+h) of matrix b were just read: hash them if they continue
@@ -306,10 +314,20 @@ static void hash_input_rows(input_hash *ih, const lx_plan_item *it, size_t esize
     ih->upto += len;
 }
 
+static int in_parallel(void)
+{
+#ifdef _OPENMP
+    return omp_in_parallel();
+#else
+    return 0;
+#endif
+}
+
 /* Index of the first NaN/Inf in x[0..n), or n.  Blocks of fixed length so
  * that GCC -O2 vectorises the test (it leaves loops of unknown length
  * alone: this loop cost more than the conversion before). */
 #define FINITE_BLOCK 256
+LX_VECTOR_CLONES
 static size_t first_nonfinite(const float *x, size_t n)
 {
     size_t i = 0;
@@ -336,7 +354,8 @@ static lx_status delta_rows(const lx_plan_item *it, const unsigned char *al,
 {
     size_t n = it->n;
     long bad_row = -1;
-#pragma omp parallel for schedule(static) if (h * n >= (1u << 16))
+    /* serial when called by one of the threads of a pass (rsvd.c) */
+#pragma omp parallel for schedule(static) if (h * n >= (1u << 16) && !in_parallel())
     for (size_t i = 0; i < h; i++) {
         size_t off = (r0 + i) * n * esize;
         float *row = dst + i * ld;
@@ -365,13 +384,12 @@ static lx_status delta_rows(const lx_plan_item *it, const unsigned char *al,
     return LX_OK;
 }
 
+/* The row source of the randomized SVD: called by several threads at once
+ * (rsvd.h), so it does not hash; finish_item hashes the inputs afterwards. */
 static lx_status delta_src_rows(void *ctx, size_t r0, size_t h, float *dst, size_t ld)
 {
     delta_src *d = ctx;
-    lx_status st = delta_rows(d->item, d->al, d->ba, d->esize, d->batch_index, r0, h, dst, ld);
-    if (st == LX_OK)
-        hash_input_rows(d->ih, d->item, d->esize, d->batch_index, r0, h);
-    return st;
+    return delta_rows(d->item, d->al, d->ba, d->esize, d->batch_index, r0, h, dst, ld);
 }
 
 static void advise(const void *p, uint64_t len, int advice)
@@ -391,13 +409,33 @@ static void advise_item(const lx_plan_item *it, int advice)
         advise(it->base->data, it->base->nbytes, advice);
 }
 
-/* Parallel out = round(aligned + delta) for h rows. */
-static void add_rows(lx_dtype dt, const unsigned char *al, const float *delta, unsigned char *out,
-                     size_t h, size_t n, size_t esize)
+/* Output rows [r0, r0+h) of a matrix (h <= LX_RSVD_PANEL_ROWS) into obuf:
+ * round(aligned + alpha * U_k S_k V_k^T rows), or with f == NULL (full rank)
+ * round(aligned + alpha * dW) from the dW rows already in fbuf.  Tiles of
+ * OUT_TILE rows are shared out among the threads; each tile's f32 rows are
+ * made in its own part of fbuf and rounded while still in cache, rather
+ * than in a pass over the whole panel after the GEMM.  The tiles depend on
+ * the shape only, so the bits do not depend on the thread count. */
+#define OUT_TILE 8
+static void output_rows(job *J, lx_dtype dt, const lx_factors *f, float alpha,
+                        const unsigned char *al, size_t r0, size_t h, size_t n, size_t esize)
 {
-#pragma omp parallel for schedule(static) if (h * n >= (1u << 16))
-    for (size_t i = 0; i < h; i++)
-        lx_add_f32(dt, al + i * n * esize, delta + i * n, out + i * n * esize, n);
+    long tiles = (long)((h + OUT_TILE - 1) / OUT_TILE);
+#pragma omp parallel for schedule(static) num_threads(J->o->threads) if (J->o->threads > 1 && h * n >= (1u << 16))
+    for (long ti = 0; ti < tiles; ti++) {
+        size_t i0 = (size_t)ti * OUT_TILE, th = h - i0 < OUT_TILE ? h - i0 : OUT_TILE;
+        if (f) {
+            lx_factors_add_rows(f, f->k, alpha, r0 + i0, th, dt, al + (r0 + i0) * n * esize,
+                                J->obuf + i0 * n * esize);
+            continue;
+        }
+        float *d = J->fbuf + i0 * n;
+        for (size_t i = 0; i < th * n; i++)
+            d[i] *= alpha;
+        for (size_t i = 0; i < th; i++)
+            lx_add_f32(dt, al + (r0 + i0 + i) * n * esize, d + i * n,
+                       J->obuf + (i0 + i) * n * esize, n);
+    }
 }
 
 static void report_line(job *J, const lx_plan_item *it, uint64_t b, const lx_factors *f,
@@ -453,7 +491,9 @@ static lx_status flush_pending(job *J)
     if (!J->pending)
         return LX_OK;
     J->pending = 0;
+    double t0 = lx_now();
     lx_status st = lx_st_out_sync(&J->pending_shard->file);
+    J->sync_seconds += lx_now() - t0;
     if (st != LX_OK)
         return st;
     lx_test_point("data-sync");
@@ -467,13 +507,20 @@ static lx_status out_put(job *J, out_shard *os, size_t idx, uint64_t off, const 
                          size_t len)
 {
     lx_status st = flush_pending(J);
+    double t0 = lx_now();
     if (st == LX_OK)
         st = lx_st_out_write(&os->file, idx, off, buf, len);
+    double t1 = lx_now();
+    J->write_seconds += t1 - t0;
     if (st != LX_OK)
         return st;
     XXH3_64bits_update(J->tstate, buf, len);
     stream_feed(os, file_offset(os, idx, off), buf, len);
-    return len >= WRITEBACK_MIN ? lx_st_out_writeback(&os->file, idx, off, len) : LX_OK;
+    double t2 = lx_now();
+    J->hash_seconds += t2 - t1;
+    st = len >= WRITEBACK_MIN ? lx_st_out_writeback(&os->file, idx, off, len) : LX_OK;
+    J->sync_seconds += lx_now() - t2;
+    return st;
 }
 
 static lx_status write_copy(job *J, out_shard *os, size_t idx, const lx_tensor *t)
@@ -512,7 +559,7 @@ static lx_status transform_matrix(job *J, const lx_plan_item *it, out_shard *os,
             so.rank = (int)mn;
         }
         so.seed = lx_matrix_seed(J->o->svd.seed, t->name, b);
-        delta_src ds = {it, al, ba, esize, b, &J->ih};
+        delta_src ds = {it, al, ba, esize, b};
         lx_rowsrc src = {m, n, delta_src_rows, &ds};
         double s0 = lx_now();
         st = lx_rsvd_topk(&src, &so, &f);
@@ -526,17 +573,15 @@ static lx_status transform_matrix(job *J, const lx_plan_item *it, out_shard *os,
     float alpha = (float)J->o->alpha;
     for (size_t r0 = 0; r0 < m && st == LX_OK; r0 += LX_RSVD_PANEL_ROWS) {
         size_t h = m - r0 < LX_RSVD_PANEL_ROWS ? m - r0 : LX_RSVD_PANEL_ROWS;
-        if (have_factors) {
-            lx_factors_rows(&f, f.k, alpha, r0, h, J->fbuf, n);
-        } else {
+        if (!have_factors) {
             st = delta_rows(it, al, ba, esize, b, r0, h, J->fbuf, n);
             if (st != LX_OK)
                 break;
             hash_input_rows(&J->ih, it, esize, b, r0, h);
-            for (size_t i = 0; i < h * n; i++)
-                J->fbuf[i] *= alpha;
         }
-        add_rows(t->dtype, al + r0 * n * esize, J->fbuf, J->obuf, h, n, esize);
+        double o0 = lx_now();
+        output_rows(J, t->dtype, have_factors ? &f : NULL, alpha, al, r0, h, n, esize);
+        J->out_seconds += lx_now() - o0;
         st = out_put(J, os, idx, b * mat_bytes + r0 * n * esize, J->obuf, h * n * esize);
         J->done_bytes += h * n * esize;
         lx_progress_update(&J->progress, J->progress.done_items, J->done_bytes, t->name);
@@ -1477,8 +1522,19 @@ static lx_status finish_item(job *J, size_t i, out_shard *os, size_t idx)
         r.aligned_xxh3 = XXH3_64bits_digest(J->ih.aligned);
         r.base_xxh3 = XXH3_64bits_digest(J->ih.base);
     } else {
-        r.aligned_xxh3 = XXH3_64bits(it->aligned->data, it->aligned->nbytes);
-        r.base_xxh3 = XXH3_64bits(it->base->data, it->base->nbytes);
+        /* the two inputs on two threads: they were just read, so hot */
+        double t0 = lx_now();
+        uint64_t ha = 0, hb = 0;
+#pragma omp parallel sections num_threads(2) if (J->o->threads > 1)
+        {
+#pragma omp section
+            ha = XXH3_64bits(it->aligned->data, it->aligned->nbytes);
+#pragma omp section
+            hb = XXH3_64bits(it->base->data, it->base->nbytes);
+        }
+        r.aligned_xxh3 = ha;
+        r.base_xxh3 = hb;
+        J->hash_seconds += lx_now() - t0;
     }
     J->pending_rec = r;
     J->pending_shard = os;
@@ -1661,11 +1717,13 @@ static void print_stats(job *J)
     fprintf(stderr,
             "stats: wall %.2f s; inputs %.3f GB, output %.3f GB (%.2f GB/s in+out); "
             "storage read %.3f GB, written %.3f GB; SVD %.2f s, %.1f GFLOP (%.1f GFLOP/s); "
+            "output rows %.2f s, write %.2f s, hash %.2f s, sync %.2f s; "
             "peak RSS %ld MiB; %s\n",
             wall, (double)in_bytes / 1e9, (double)J->done_bytes / 1e9,
             wall > 0 ? (double)(in_bytes + J->done_bytes) / 1e9 / wall : 0.0, (double)rd / 1e9,
             (double)wr / 1e9, J->svd_seconds, J->svd_flops / 1e9,
-            J->svd_seconds > 0 ? J->svd_flops / 1e9 / J->svd_seconds : 0.0, ru.ru_maxrss / 1024,
+            J->svd_seconds > 0 ? J->svd_flops / 1e9 / J->svd_seconds : 0.0, J->out_seconds,
+            J->write_seconds, J->hash_seconds, J->sync_seconds, ru.ru_maxrss / 1024,
             lx_linalg_describe());
 }
 

@@ -21,6 +21,9 @@
 #include <unistd.h>
 
 #include <blis.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 
 #include "loxstream/linalg.h"
 
@@ -168,6 +171,10 @@ static void gemm_blocks(size_t m, size_t n, size_t k, float alpha, const float *
         block = LX_GEMM_MIN_BLOCK;
     long nblocks = (long)((len + block - 1) / block);
     int threads = nblocks < nthreads ? (int)nblocks : nthreads;
+#ifdef _OPENMP
+    if (omp_in_parallel())
+        threads = 1; /* called by one of the threads of a pass (rsvd.c) */
+#endif
 #pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1)
     for (long b = 0; b < nblocks; b++) {
         size_t at = (size_t)b * block;

@@ -22,10 +22,15 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <stdio.h>
 #include <xxhash.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 
 #include "loxstream/linalg.h"
 #include "loxstream/rsvd.h"
+#include "loxstream/simd.h"
 
 /* Directions whose Ritz value s_j of A Vb is below this fraction of s_1 use
  * the division-free estimate (see the file comment). */
@@ -100,12 +105,16 @@ typedef struct rsvd_work {
     const lx_rowsrc *src;
     uint64_t seed;
     uint64_t fresh;      /* refill columns drawn so far */
-    size_t m, n, ph;     /* shape, panel height */
+    size_t m, n, ph;     /* shape, panel height of the passes */
+    size_t nch, chunk;   /* row chunks of a pass and their height */
+    int nthr;            /* threads of a pass (<= nch) */
     size_t k, l;         /* rank, block width */
     size_t maxblk, dmax; /* Krylov blocks kept before a restart; maxblk * l */
     size_t nblk;         /* blocks applied since the (re)start; d = nblk * l */
     size_t dext;         /* valid columns of Vb: d + width of the next block */
-    float *panel;        /* ph x n, row-major */
+    float *panels;       /* nthr panels of ph x n, row-major */
+    float *Zc;           /* (nch - 1) x n x l: Z partials of chunks 1.. */
+    double f2c[LX_RSVD_MAX_CHUNKS]; /* ||A||_F^2 partials */
     float *Vb;           /* n x (dmax + l): orthonormal basis [V_1 .. V_nblk, V_next] */
     float *Zb;           /* n x dmax: Z_i = A^T A V_i */
     float *QY;           /* m x dmax: orthonormal basis of [A V_1 .. A V_nblk] */
@@ -193,37 +202,97 @@ static lx_status orth_block(rsvd_work *w, const float *B, size_t rows, size_t d,
     return LX_OK;
 }
 
-/* One read of A for the newest block V_i: Y = A V_i into Yp, Z_i = A^T Y
- * into Zb; ||A||_F^2 on request. */
-static lx_status stream_pass(rsvd_work *w, double *frob2)
+/* Rows [c0, c1) of chunk c: panels of ph rows from the chunk's start, so
+ * that every boundary depends on the shape only.  Y_b = A_b V goes into rows
+ * of Yp, Z_c += A_b^T Y_b into the chunk's partial Zp (Z itself for chunk
+ * 0).  Runs on one thread, in its own panel buffer. */
+static lx_status stream_chunk(rsvd_work *w, size_t c, float *panel, float *Zp, double *frob2)
 {
     size_t m = w->m, n = w->n, l = w->l;
-    const float *V = w->Vb + w->nblk * l * n;
-    float *Z = w->Zb + w->nblk * l * n;
+    size_t c0 = c * w->chunk, c1 = c0 + w->chunk < m ? c0 + w->chunk : m;
     double f2 = 0;
-    /* Y_b = A_b V goes through BLIS's small-matrix kernels, which over-read
-     * a column-major V by up to a column but a row-major one by 16 bytes at
-     * most (linalg.h): so V is read from a row-major copy. */
-    for (size_t i = 0; i < n; i++)
-        for (size_t j = 0; j < l; j++)
-            w->Vr[i * l + j] = V[j * n + i];
-    for (size_t r0 = 0; r0 < m; r0 += w->ph) {
-        size_t h = m - r0 < w->ph ? m - r0 : w->ph;
-        lx_status st = w->src->rows(w->src->ctx, r0, h, w->panel, n);
+    for (size_t r0 = c0; r0 < c1; r0 += w->ph) {
+        size_t h = c1 - r0 < w->ph ? c1 - r0 : w->ph;
+        lx_status st = w->src->rows(w->src->ctx, r0, h, panel, n);
         if (st != LX_OK)
             return st;
         if (frob2)
-            f2 += col_norm2(w->panel, h * n);
-        /* Y_b = A_b V, written straight into rows r0.. of column-major Yp */
-        lx_sgemm_panel(h, l, n, 1.0f, w->panel, (ptrdiff_t)n, 1, w->Vr, (ptrdiff_t)l, 1, 0.0f,
+            f2 += col_norm2(panel, h * n);
+        /* Y_b = A_b V, written straight into rows r0.. of column-major Yp;
+         * BLIS's small-matrix kernels over-read a column-major V by up to a
+         * column but a row-major one by 16 bytes at most (linalg.h), so V is
+         * read from its row-major copy Vr */
+        lx_sgemm_panel(h, l, n, 1.0f, panel, (ptrdiff_t)n, 1, w->Vr, (ptrdiff_t)l, 1, 0.0f,
                        w->Yp + r0, 1, (ptrdiff_t)m);
-        /* Z += A_b^T Y_b: the panel read with swapped strides (through the
-         * small-matrix kernels: panel, Yp and Z come from lx_falloc) */
-        lx_sgemm_panel(n, l, h, 1.0f, w->panel, 1, (ptrdiff_t)n, w->Yp + r0, 1, (ptrdiff_t)m,
-                 r0 == 0 ? 0.0f : 1.0f, Z, 1, (ptrdiff_t)n);
+        /* Z_c += A_b^T Y_b: the panel read with swapped strides (panel, Yp
+         * and the partials come from lx_falloc) */
+        lx_sgemm_panel(n, l, h, 1.0f, panel, 1, (ptrdiff_t)n, w->Yp + r0, 1, (ptrdiff_t)m,
+                       r0 == c0 ? 0.0f : 1.0f, Zp, 1, (ptrdiff_t)n);
     }
     if (frob2)
         *frob2 = f2;
+    return LX_OK;
+}
+
+/* One read of A for the newest block V_i: Y = A V_i into Yp, Z_i = A^T Y
+ * into Zb; ||A||_F^2 on request.  The chunks are shared out among the
+ * threads (each a single-threaded BLIS caller with its own panel of a few
+ * rows, which stays in its L2 cache from the conversion to the second
+ * product); Z_i = sum of the chunk partials in chunk order and ||A||_F^2
+ * likewise, so the bits do not depend on which thread took which chunk, nor
+ * on how many there are.  A failure is reported for the first failing
+ * chunk, with the message its thread set. */
+static lx_status stream_pass(rsvd_work *w, double *frob2)
+{
+    size_t n = w->n, l = w->l, nch = w->nch;
+    const float *V = w->Vb + w->nblk * l * n;
+    float *Z = w->Zb + w->nblk * l * n;
+    for (size_t i = 0; i < n; i++)
+        for (size_t j = 0; j < l; j++)
+            w->Vr[i * l + j] = V[j * n + i];
+    long failed = -1;
+    lx_status fst = LX_OK;
+    char fmsg[2048] = "";
+#pragma omp parallel num_threads(w->nthr) if (w->nthr > 1)
+    {
+        int t = 0;
+#ifdef _OPENMP
+        t = omp_get_thread_num();
+#endif
+        float *panel = w->panels + (size_t)t * w->ph * n;
+#pragma omp for schedule(dynamic, 1)
+        for (long c = 0; c < (long)nch; c++) {
+            float *Zp = c == 0 ? Z : w->Zc + (size_t)(c - 1) * n * l;
+            lx_status st = stream_chunk(w, (size_t)c, panel, Zp, frob2 ? &w->f2c[c] : NULL);
+            if (st != LX_OK) {
+#pragma omp critical(lx_rsvd_fail)
+                if (failed < 0 || c < failed) {
+                    failed = c;
+                    fst = st;
+                    snprintf(fmsg, sizeof fmsg, "%s", lx_errmsg());
+                }
+            }
+        }
+    }
+    if (failed >= 0)
+        return lx_fail(fst, "%s", fmsg);
+    /* Z_i = ((Z_0 + Z_1) + Z_2) + ..., element by element */
+    if (nch > 1) {
+        size_t len = n * l;
+#pragma omp parallel for schedule(static) num_threads(w->nthr) if (w->nthr > 1 && len >= 65536)
+        for (size_t i = 0; i < len; i++) {
+            float z = Z[i];
+            for (size_t c = 1; c < nch; c++)
+                z += w->Zc[(c - 1) * len + i];
+            Z[i] = z;
+        }
+    }
+    if (frob2) {
+        double f2 = 0;
+        for (size_t c = 0; c < nch; c++)
+            f2 += w->f2c[c];
+        *frob2 = f2;
+    }
     return LX_OK;
 }
 
@@ -458,10 +527,51 @@ static size_t krylov_blocks(size_t m, size_t n, size_t l)
     return b ? b : 1;
 }
 
+/* Panel height of the passes: about PASS_PANEL_BYTES of f32 rows (so that a
+ * panel stays in the L2 cache from its conversion to the second product),
+ * a multiple of 8 in [8, 256], at most m. */
+#define PASS_PANEL_BYTES (1u << 20)
+#define CHUNK_MIN_ROWS 256
+#define CHUNK_PARTIALS_MAX (64u << 20) /* bytes of Z partials */
+
+static size_t pass_panel_rows(size_t m, size_t n)
+{
+    size_t ph = PASS_PANEL_BYTES / (n * sizeof(float));
+    ph &= ~(size_t)7;
+    if (ph < 8)
+        ph = 8;
+    if (ph > 256)
+        ph = 256;
+    return ph < m ? ph : m;
+}
+
+/* Row chunks of a pass, from the shape and block width only: at least
+ * CHUNK_MIN_ROWS rows each, at most LX_RSVD_MAX_CHUNKS of them, no more than
+ * CHUNK_PARTIALS_MAX bytes of partials, heights multiples of the panel
+ * height; and the threads that share them out. */
+static void pass_chunks(size_t m, size_t n, size_t l, rsvd_work *w)
+{
+    size_t nch = (m + CHUNK_MIN_ROWS - 1) / CHUNK_MIN_ROWS;
+    if (nch > LX_RSVD_MAX_CHUNKS)
+        nch = LX_RSVD_MAX_CHUNKS;
+    while (nch > 1 && (nch - 1) * n * l * sizeof(float) > CHUNK_PARTIALS_MAX)
+        nch--;
+    if (nch < 1)
+        nch = 1;
+    size_t chunk = (m + nch - 1) / nch;
+    chunk = (chunk + w->ph - 1) / w->ph * w->ph;
+    w->chunk = chunk;
+    w->nch = (m + chunk - 1) / chunk;
+    int t = lx_linalg_threads();
+    w->nthr = (size_t)t < w->nch ? t : (int)w->nch;
+    if (w->nthr < 1)
+        w->nthr = 1;
+}
+
 /* Every buffer of the randomized solver, in one place so that
  * lx_rsvd_workspace_bytes counts exactly what randomized() allocates. */
 enum {
-    B_PANEL, B_VB, B_ZB, B_QY, B_YP, B_TN, B_R, B_H, B_C, B_RT, B_UR, B_SR, B_WT, B_WS,
+    B_PANEL, B_ZC, B_VB, B_ZB, B_QY, B_YP, B_TN, B_R, B_H, B_C, B_RT, B_UR, B_SR, B_WT, B_WS,
     B_GS, B_UP, B_SIG, B_XT, B_M, B_SMALL, B_U0, B_S0, B_V0, B_U1, B_S1, B_V1, B_VR, NBUF
 };
 
@@ -471,13 +581,15 @@ static void plan(size_t m, size_t n, const lx_rsvd_opts *o, rsvd_work *w, size_t
 {
     w->m = m;
     w->n = n;
-    w->ph = m < LX_RSVD_PANEL_ROWS ? m : LX_RSVD_PANEL_ROWS;
+    w->ph = pass_panel_rows(m, n);
     w->k = clamp_rank(m, n, o->rank);
     w->l = block_width(m, n, w->k, o->oversample);
     w->maxblk = krylov_blocks(m, n, w->l);
     w->dmax = w->maxblk * w->l;
     size_t l = w->l, k = w->k, dmax = w->dmax, dx = dmax + l;
-    sz[B_PANEL] = w->ph * n;
+    pass_chunks(m, n, l, w);
+    sz[B_PANEL] = (size_t)w->nthr * w->ph * n;
+    sz[B_ZC] = (w->nch - 1) * n * l;
     sz[B_VB] = n * dx;
     sz[B_ZB] = n * dmax;
     sz[B_QY] = m * dmax;
@@ -513,7 +625,7 @@ static lx_status randomized(const lx_rowsrc *A, const lx_rsvd_opts *o, lx_factor
     int fixed = o->passes > 0, cap = pass_cap(o);
 
     float **buf[NBUF] = {
-        [B_PANEL] = &w.panel, [B_VB] = &w.Vb, [B_ZB] = &w.Zb, [B_QY] = &w.QY,
+        [B_PANEL] = &w.panels, [B_ZC] = &w.Zc, [B_VB] = &w.Vb, [B_ZB] = &w.Zb, [B_QY] = &w.QY,
         [B_YP] = &w.Yp, [B_TN] = &w.Tn, [B_R] = &w.R, [B_H] = &w.H, [B_C] = &w.C,
         [B_RT] = &w.Rt, [B_UR] = &w.UR, [B_SR] = &w.SR, [B_WT] = &w.WT, [B_WS] = &w.WS,
         [B_GS] = &w.Gs, [B_UP] = &w.Up, [B_SIG] = &w.Sig, [B_XT] = &w.XT, [B_M] = &w.M,
@@ -674,6 +786,16 @@ lx_status lx_rsvd_topk(const lx_rowsrc *A, const lx_rsvd_opts *o, lx_factors *ou
     if (A->m == 0 || A->n == 0)
         return LX_OK;
     lx_status st = o->exact ? exact(A, o, out) : randomized(A, o, out);
+    if (st == LX_OK && out->k > 0) {
+        size_t n = out->n, k = (size_t)out->k;
+        out->Vt = malloc(n * k * sizeof(float));
+        if (!out->Vt)
+            st = lx_fail(LX_EFAIL, "randomized SVD of a %zu x %zu matrix: out of memory", A->m, n);
+        else
+            for (size_t t = 0; t < k; t++)
+                for (size_t j = 0; j < n; j++)
+                    out->Vt[t * n + j] = out->V[j * k + t];
+    }
     if (st != LX_OK) {
         lx_factors_free(out);
         out->m = A->m;
@@ -684,6 +806,7 @@ lx_status lx_rsvd_topk(const lx_rowsrc *A, const lx_rsvd_opts *o, lx_factors *ou
 
 void lx_factors_free(lx_factors *f)
 {
+    free(f->Vt);
     free(f->U);
     free(f->S);
     free(f->V);
@@ -702,7 +825,7 @@ size_t lx_rsvd_workspace_bytes(size_t m, size_t n, const lx_rsvd_opts *o)
     if (o->exact) {
         /* A, both factor sets of the full SVD, the results, and sgesvd's
          * work array (about p*p + 5*max(m, n) on its QR path) */
-        floats = m * n + n * p + p * m + p + (m + n + 1) * k + l + p * p + 5 * big;
+        floats = m * n + n * p + p * m + p + (m + 2 * n + 1) * k + l + p * p + 5 * big;
         return floats * sizeof(float);
     }
     /* the buffers of randomized(), its change history, and an allowance for
@@ -715,7 +838,7 @@ size_t lx_rsvd_workspace_bytes(size_t m, size_t n, const lx_rsvd_opts *o)
     for (int i = 0; i < NBUF; i++)
         floats += sz[i];
     size_t dx = w.dmax + w.l;
-    floats += 64 * dx + 8 * dx * dx;
+    floats += 64 * dx + 8 * dx * dx + n * k; /* + Vt */
     return floats * sizeof(float) + ((size_t)pass_cap(o) + 1) * sizeof(double);
 }
 
@@ -746,6 +869,78 @@ void lx_factors_rows(const lx_factors *f, int kk, float alpha, size_t r0, size_t
             }
             lx_sgemm_panel(hh, n, tt, 1.0f, us, (ptrdiff_t)tt, 1, f->V + t0, 1, (ptrdiff_t)k,
                      t0 ? 1.0f : 0.0f, dst + i0 * ld, (ptrdiff_t)ld, 1);
+        }
+    }
+}
+
+/* Columns per block of lx_factors_add_rows (lx_add_f32's block): the f32
+ * accumulator (2 KiB) and the block of V^T (2 kk KiB) stay in L1 while a
+ * group of ADD_ROWS rows is done; coefficients are made ADD_MAX_K at a time. */
+#define ADD_BLOCK LX_DTYPE_BLOCK
+#define ADD_ROWS 8
+#define ADD_MAX_K 64
+
+/* acc[j] (= or +=) sum_{t<tt} c[t] * v[t*ldv + j] for j < len, in order of t.
+ * The full-block case has a constant trip count, so that GCC -O2 vectorises
+ * it; both cases add in the same order, so the result does not depend on
+ * where a block ends. */
+LX_VECTOR_CLONES
+static void lowrank_block(const float *restrict c, int tt, const float *restrict v, size_t ldv,
+                          float *restrict acc, size_t len, int init)
+{
+    if (len == ADD_BLOCK) {
+        if (init)
+            for (size_t j = 0; j < ADD_BLOCK; j++)
+                acc[j] = c[0] * v[j];
+        for (int t = init ? 1 : 0; t < tt; t++) {
+            const float *vt = v + (size_t)t * ldv;
+            float ct = c[t];
+            for (size_t j = 0; j < ADD_BLOCK; j++)
+                acc[j] += ct * vt[j];
+        }
+        return;
+    }
+    if (init)
+        for (size_t j = 0; j < len; j++)
+            acc[j] = c[0] * v[j];
+    for (int t = init ? 1 : 0; t < tt; t++) {
+        const float *vt = v + (size_t)t * ldv;
+        float ct = c[t];
+        for (size_t j = 0; j < len; j++)
+            acc[j] += ct * vt[j];
+    }
+}
+
+void lx_factors_add_rows(const lx_factors *f, int kk, float alpha, size_t r0, size_t h,
+                         lx_dtype dt, const void *base, void *dst)
+{
+    size_t n = f->n, k = (size_t)f->k, es = lx_dtype_bits(dt) / 8;
+    const unsigned char *b = base;
+    unsigned char *d = dst;
+    if (kk > f->k)
+        kk = f->k;
+    if (kk <= 0) {
+        if (dst != base)
+            memmove(dst, base, h * n * es);
+        return;
+    }
+    float c[ADD_MAX_K];
+    float acc[ADD_BLOCK];
+    for (size_t i0 = 0; i0 < h; i0 += ADD_ROWS) {
+        size_t hh = h - i0 < ADD_ROWS ? h - i0 : ADD_ROWS;
+        for (size_t j0 = 0; j0 < n; j0 += ADD_BLOCK) {
+            size_t len = n - j0 < ADD_BLOCK ? n - j0 : ADD_BLOCK;
+            for (size_t i = i0; i < i0 + hh; i++) {
+                const float *u = f->U + (r0 + i) * k;
+                for (int t0 = 0; t0 < kk; t0 += ADD_MAX_K) {
+                    int tt = kk - t0 < ADD_MAX_K ? kk - t0 : ADD_MAX_K;
+                    for (int t = 0; t < tt; t++)
+                        c[t] = alpha * u[t0 + t] * f->S[t0 + t];
+                    lowrank_block(c, tt, f->Vt + (size_t)t0 * n + j0, n, acc, len, t0 == 0);
+                }
+                size_t at = (i * n + j0) * es;
+                lx_add_f32(dt, b + at, acc, d + at, len);
+            }
         }
     }
 }

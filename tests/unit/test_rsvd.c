@@ -13,6 +13,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <setjmp.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <cmocka.h>
@@ -123,13 +124,17 @@ static double *geometric(size_t r, double decay)
 
 /* ---- row sources ------------------------------------------------------------ */
 
+/* The solver calls the source from several threads at once (rsvd.h): the
+ * counters are atomic.  The pass counter is exact on one thread only (on
+ * more, a chunk may be read before chunk 0 starts the pass): the tests that
+ * fail a given pass run on one thread, test_failing_chunks on two. */
 typedef struct src_ctx {
     const float *a;
     size_t n;
     size_t fail_row; /* first row that fails, on the failing pass */
-    int fail_pass;   /* 0: never */
-    int pass;        /* pass counter (a call with r0 == 0 starts a pass) */
-    size_t calls, max_h;
+    int fail_pass;   /* 0: never; -1: every pass, naming the call's first row */
+    _Atomic int pass; /* pass counter (a call with r0 == 0 starts a pass) */
+    _Atomic size_t calls, max_h;
 } src_ctx;
 
 static lx_status src_rows(void *ctx, size_t r0, size_t h, float *dst, size_t ld)
@@ -138,9 +143,12 @@ static lx_status src_rows(void *ctx, size_t r0, size_t h, float *dst, size_t ld)
     if (r0 == 0)
         c->pass++;
     c->calls++;
-    if (h > c->max_h)
-        c->max_h = h;
-    if (c->fail_pass == c->pass && r0 + h > c->fail_row)
+    size_t mh = c->max_h;
+    while (h > mh && !atomic_compare_exchange_weak(&c->max_h, &mh, h))
+        ;
+    if (c->fail_pass == -1 && r0 + h > c->fail_row)
+        return lx_fail(LX_EINPUT, "test source: rows %zu.. fail", r0);
+    if (c->fail_pass > 0 && c->fail_pass == c->pass && r0 + h > c->fail_row)
         return lx_fail(LX_EINPUT, "test source: row %zu is NaN", c->fail_row);
     for (size_t i = 0; i < h; i++)
         memcpy(dst + i * ld, c->a + (r0 + i) * c->n, c->n * sizeof(float));
@@ -587,6 +595,37 @@ static void test_failing_source(void **state)
     unplant(&p);
 }
 
+/* Rows fail from row 300 on, in every pass, and the message names the first
+ * row of the failing call.  600 x 80 makes three chunks of 256, 256 and 88
+ * rows (rsvd.c): chunks 1 and 2 both fail, on different threads when there
+ * are two, and the error must be chunk 1's whatever the timing. */
+static void test_failing_chunks(void **state)
+{
+    (void)state;
+    planted p;
+    double *s = geometric(50, 0.8);
+    plant(&p, 600, 80, s, 50, 11);
+    for (int threads = 1; threads <= 2; threads++) {
+        for (int rep = 0; rep < 20; rep++) {
+            src_ctx c;
+            lx_rowsrc src = source(&c, p.a, p.m, p.n);
+            c.fail_pass = -1;
+            c.fail_row = 300;
+            lx_rsvd_opts o = opts(6);
+            lx_factors f;
+            lx_linalg_set_threads(threads);
+            lx_status st = lx_rsvd_topk(&src, &o, &f);
+            lx_linalg_set_threads(1);
+            assert_int_equal(st, LX_EINPUT);
+            assert_string_equal(lx_errmsg(), "test source: rows 256.. fail");
+            assert_null(f.U);
+            lx_factors_free(&f);
+        }
+    }
+    free(s);
+    unplant(&p);
+}
+
 /* lx_factors_rows against a triple loop: a padded ld, kk < k, kk > k,
  * kk = 0, and h * kk beyond its scratch (several GEMMs) */
 static void check_factors_rows(const lx_factors *f, int kk, size_t r0, size_t h)
@@ -627,6 +666,85 @@ static void test_factors_rows(void **state)
     o.rank = 70;
     assert_int_equal(run(&p, &o, &f), LX_OK);
     check_factors_rows(&f, 70, 0, 300); /* 300 x 70 > 16384 */
+    lx_factors_free(&f);
+    free(s);
+    unplant(&p);
+}
+
+/* lx_factors_add_rows against base + the rank-kk sum in double: f32 within
+ * float rounding of the sum; bf16 and f16 the nearest value of the dtype to
+ * it (a rounding boundary closer than the f32 error may go either way);
+ * full and partial column blocks (n = 1100: 512 + 512 + 76), kk below, at
+ * and above k, kk = 0 (a copy), rank 70 (coefficients in two groups), and
+ * dst == base. */
+static float decode(lx_dtype dt, const unsigned char *p, size_t i)
+{
+    float x;
+    lx_to_f32(dt, p + i * (lx_dtype_bits(dt) / 8), &x, 1);
+    return x;
+}
+
+static void check_add_rows(const lx_factors *f, int kk, size_t r0, size_t h, lx_dtype dt,
+                           int in_place)
+{
+    size_t n = f->n, es = lx_dtype_bits(dt) / 8;
+    float *bf = malloc(h * n * sizeof(float));
+    unsigned char *base = malloc(h * n * es), *dst = malloc(h * n * es);
+    for (size_t i = 0; i < h * n; i++)
+        bf[i] = (float)(rng_gauss() * 0.05);
+    lx_from_f32(dt, bf, base, h * n);
+    if (in_place)
+        memcpy(dst, base, h * n * es);
+    lx_factors_add_rows(f, kk, 1.25f, r0, h, dt, in_place ? dst : base, dst);
+    int keff = kk > f->k ? f->k : kk < 0 ? 0 : kk;
+    for (size_t i = 0; i < h; i++) {
+        for (size_t j = 0; j < n; j++) {
+            double sum = 0, mag = 0;
+            for (int q = 0; q < keff; q++) {
+                double t = 1.25 * f->U[(r0 + i) * (size_t)f->k + (size_t)q] * f->S[q] *
+                           f->V[j * (size_t)f->k + (size_t)q];
+                sum += t;
+                mag += fabs(t);
+            }
+            double b = decode(dt, base, i * n + j), want = b + sum;
+            double got = decode(dt, dst, i * n + j);
+            /* the f32 sum's own error (coefficient, product and additions:
+             * about kk + 3 roundings of terms at most mag), then one
+             * rounding to the dtype */
+            double slack = (keff + 4) * 0x1p-24 * mag + 0x1p-24 * fabs(want) + 1e-30;
+            /* the spacing of the dtype near want is at most |want| 2^-(p-1) */
+            double ulp = dt == LX_DT_F32 ? 0 : fabs(want) * (dt == LX_DT_BF16 ? 0x1p-7 : 0x1p-10);
+            if (keff == 0)
+                assert_true(got == b);
+            else
+                assert_le(fabs(got - want), 0.5 * ulp + slack + (dt == LX_DT_F16 ? 0x1p-25 : 0));
+        }
+    }
+    free(bf);
+    free(base);
+    free(dst);
+}
+
+static void test_factors_add_rows(void **state)
+{
+    (void)state;
+    planted p;
+    double *s = geometric(90, 0.9);
+    plant(&p, 120, 1100, s, 90, 13);
+    lx_rsvd_opts o = opts(6);
+    lx_factors f;
+    assert_int_equal(run(&p, &o, &f), LX_OK);
+    lx_dtype dts[] = {LX_DT_F32, LX_DT_BF16, LX_DT_F16};
+    int kks[] = {1, 6, 9, 0};
+    for (int d = 0; d < 3; d++)
+        for (int t = 0; t < 4; t++)
+            check_add_rows(&f, kks[t], 7, 19, dts[d], t == 1);
+    lx_factors_free(&f);
+    o.rank = 70;
+    assert_int_equal(run(&p, &o, &f), LX_OK);
+    assert_int_equal(f.k, 70);
+    check_add_rows(&f, 70, 0, 120, LX_DT_F32, 0);
+    check_add_rows(&f, 70, 3, 9, LX_DT_BF16, 1);
     lx_factors_free(&f);
     free(s);
     unplant(&p);
@@ -683,7 +801,9 @@ int main(void)
         cmocka_unit_test(test_adaptive_cap),
         cmocka_unit_test(test_determinism),
         cmocka_unit_test(test_failing_source),
+        cmocka_unit_test(test_failing_chunks),
         cmocka_unit_test(test_factors_rows),
+        cmocka_unit_test(test_factors_add_rows),
         cmocka_unit_test(test_matrix_seed),
         cmocka_unit_test(test_workspace_bytes),
     };
