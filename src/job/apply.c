@@ -47,6 +47,7 @@
 #include "loxstream/dtype.h"
 #include "loxstream/journal.h"
 #include "loxstream/linalg.h"
+#include "loxstream/prefetch.h"
 #include "loxstream/progress.h"
 #include "loxstream/simd.h"
 #include "loxstream/util.h"
@@ -55,6 +56,8 @@
 #define COPY_CHUNK (16u << 20)      /* bytes per write when copying a tensor */
 #define CHECK_CHUNK (4u << 20)      /* bytes per read when checking a kept tensor */
 #define WRITEBACK_MIN (1u << 20)    /* start writeback for writes at least this large */
+#define PARALLEL_PUT_MIN (1u << 20) /* hash beside the write from this size on */
+#define PREFETCH_AHEAD (512u << 20) /* input bytes read ahead beyond the current tensor */
 #define STREAM_BROKEN UINT64_MAX
 #define FIXED_OVERHEAD (48u << 20)  /* tables, stdio, libraries, CHECK_CHUNK: counted against --max-memory */
 #define INDEX_NAME "model.safetensors.index.json"
@@ -268,8 +271,9 @@ typedef struct job {
     double svd_seconds, svd_flops;
     /* --stats: the rest of the time, by phase */
     double out_seconds;            /* output rows: rank-k GEMM, add, rounding */
-    double write_seconds;          /* pwrite of output bytes (page-cache copy) */
-    double hash_seconds;           /* XXH3 of output and inputs */
+    double write_seconds;          /* pwrite of output bytes (page-cache copy),
+                                    * with the output's XXH3 alongside */
+    double hash_seconds;           /* XXH3 of inputs, and of output written alone */
     double sync_seconds;           /* writeback start and fdatasync */
     /* durability and resumption */
     char **side;                   /* side files of the aligned directory, sorted */
@@ -287,6 +291,7 @@ typedef struct job {
     out_shard *pending_shard;
     lx_journal_record pending_rec;
     unsigned char *rbuf;           /* CHECK_CHUNK bytes for reading kept tensors back */
+    lx_prefetch *pf;               /* reads the inputs ahead (NULL: none) */
     int resuming, complete_already, prepared;
     size_t recorded;               /* tensors with a journal record when the run started */
     size_t kept, computed, redone;
@@ -312,6 +317,21 @@ static void hash_input_rows(input_hash *ih, const lx_plan_item *it, size_t esize
     XXH3_64bits_update(ih->aligned, it->aligned->data + off, (size_t)len);
     XXH3_64bits_update(ih->base, it->base->data + off, (size_t)len);
     ih->upto += len;
+}
+
+#ifdef _OPENMP
+#define HAVE_THREADS 1
+#else
+#define HAVE_THREADS 0
+#endif
+
+static int thread_num(void)
+{
+#ifdef _OPENMP
+    return omp_get_thread_num();
+#else
+    return 0;
+#endif
 }
 
 static int in_parallel(void)
@@ -507,17 +527,36 @@ static lx_status out_put(job *J, out_shard *os, size_t idx, uint64_t off, const 
                          size_t len)
 {
     lx_status st = flush_pending(J);
-    double t0 = lx_now();
-    if (st == LX_OK)
-        st = lx_st_out_write(&os->file, idx, off, buf, len);
-    double t1 = lx_now();
-    J->write_seconds += t1 - t0;
     if (st != LX_OK)
         return st;
-    XXH3_64bits_update(J->tstate, buf, len);
-    stream_feed(os, file_offset(os, idx, off), buf, len);
+    double t0 = lx_now();
+    uint64_t foff = file_offset(os, idx, off);
+    if (HAVE_THREADS && J->o->threads > 1 && len >= PARALLEL_PUT_MIN) {
+        /* the copy into the page cache on this thread (its error message is
+         * this thread's), the two checksums on another */
+#pragma omp parallel num_threads(2)
+        {
+            if (thread_num() == 0) {
+                st = lx_st_out_write(&os->file, idx, off, buf, len);
+            } else {
+                XXH3_64bits_update(J->tstate, buf, len);
+                stream_feed(os, foff, buf, len);
+            }
+        }
+        J->write_seconds += lx_now() - t0;
+    } else {
+        st = lx_st_out_write(&os->file, idx, off, buf, len);
+        double t1 = lx_now();
+        J->write_seconds += t1 - t0;
+        if (st != LX_OK)
+            return st;
+        XXH3_64bits_update(J->tstate, buf, len);
+        stream_feed(os, foff, buf, len);
+        J->hash_seconds += lx_now() - t1;
+    }
+    if (st != LX_OK)
+        return st;
     double t2 = lx_now();
-    J->hash_seconds += t2 - t1;
     st = len >= WRITEBACK_MIN ? lx_st_out_writeback(&os->file, idx, off, len) : LX_OK;
     J->sync_seconds += lx_now() - t2;
     return st;
@@ -592,6 +631,40 @@ static lx_status transform_matrix(job *J, const lx_plan_item *it, out_shard *os,
     return st;
 }
 
+/* Have the prefetcher read item i's inputs and those of the next items, up
+ * to PREFETCH_AHEAD bytes beyond item i (items an earlier run recorded are
+ * likely kept: skipped).  Without a prefetcher: MADV_WILLNEED on the next
+ * item. */
+static void prefetch_from(job *J, size_t i)
+{
+    if (!J->pf) {
+        if (i + 1 < J->plan.n)
+            advise_item(&J->plan.items[i + 1], MADV_WILLNEED);
+        return;
+    }
+    lx_range r[LX_PREFETCH_MAX];
+    size_t n = 0;
+    uint64_t ahead = 0;
+    for (size_t j = i; j < J->plan.n && n + 2 <= LX_PREFETCH_MAX; j++) {
+        const lx_plan_item *it = &J->plan.items[j];
+        if (j > i) {
+            if (ahead >= PREFETCH_AHEAD)
+                break;
+            if (J->resuming && J->rec[it->aligned - J->aligned->tensors])
+                continue;
+        }
+        r[n++] = (lx_range){it->aligned->data, it->aligned->nbytes};
+        uint64_t bytes = it->aligned->nbytes;
+        if (it->base && it->action != LX_ACT_COPY) {
+            r[n++] = (lx_range){it->base->data, it->base->nbytes};
+            bytes += it->base->nbytes;
+        }
+        if (j > i)
+            ahead += bytes;
+    }
+    lx_prefetch_set(J->pf, r, n);
+}
+
 static lx_status process_item(job *J, size_t i)
 {
     const lx_plan_item *it = &J->plan.items[i];
@@ -599,8 +672,7 @@ static lx_status process_item(job *J, size_t i)
     out_shard *os = &J->shards[it->aligned->shard];
     size_t idx = J->slot[it->aligned - J->aligned->tensors];
     lx_status st = LX_OK;
-    if (i + 1 < J->plan.n)
-        advise_item(&J->plan.items[i + 1], MADV_WILLNEED);
+    prefetch_from(J, i);
     if (it->action == LX_ACT_COPY) {
         double t0 = lx_now();
         st = write_copy(J, os, idx, it->aligned);
@@ -1822,7 +1894,12 @@ static lx_status run(job *J)
                 J->recorded);
     lx_progress_begin(&J->progress, "apply", J->plan.n,
                       J->plan.transform_bytes + J->plan.copy_bytes, o->quiet);
+    /* without a prefetcher the run goes on, only slower */
+    if (lx_prefetch_start(&J->pf) != LX_OK)
+        J->pf = NULL;
     st = run_items(J);
+    lx_prefetch_stop(J->pf);
+    J->pf = NULL;
     if (st == LX_OK)
         st = complete_output(J);
     if (st == LX_OK && J->report && fflush(J->report) != 0)

@@ -1,0 +1,45 @@
+/* prefetch.h - read mapped input ahead of the computation, on a thread.
+ *
+ * The first pass over a matrix would otherwise wait on the disk and take a
+ * page fault per page of both inputs.  A prefetcher thread takes a list of
+ * address ranges (the tensor being computed and the next ones) and, in
+ * steps of LX_PREFETCH_STEP bytes in list order, asks the kernel to read
+ * them and map them (madvise MADV_POPULATE_READ, Linux >= 5.14; older
+ * kernels: MADV_WILLNEED, which reads some of it ahead).  A new list
+ * replaces the old one at the next step.
+ *
+ * Only page-cache pages and page tables are made: no anonymous memory.  A
+ * range that cannot be read (a file truncated meanwhile, an I/O error) is
+ * skipped silently: the computation itself reads the same bytes and
+ * reports it (sigbus.h).
+ */
+#ifndef LOXSTREAM_PREFETCH_H
+#define LOXSTREAM_PREFETCH_H
+
+#include <stddef.h>
+
+#include "loxstream/error.h"
+
+#define LX_PREFETCH_MAX 16             /* ranges in one list */
+#define LX_PREFETCH_STEP (8u << 20)    /* bytes per madvise call */
+
+typedef struct lx_prefetch lx_prefetch;
+
+typedef struct lx_range {
+    const void *addr;
+    size_t len;
+} lx_range;
+
+/* Start the thread.  *out is NULL on failure (the caller may go on without). */
+lx_status lx_prefetch_start(lx_prefetch **out);
+/* Replace the list (n <= LX_PREFETCH_MAX; more are ignored); returns at once. */
+void lx_prefetch_set(lx_prefetch *pf, const lx_range *r, size_t n);
+/* Wait until the list is done (tests, benchmarks). */
+void lx_prefetch_wait(lx_prefetch *pf);
+/* Bytes of ranges done so far (populated or skipped), over the thread's life. */
+size_t lx_prefetch_done_bytes(lx_prefetch *pf);
+/* Stop and join the thread, then free; pf may be NULL.  Call it before the
+ * ranges are unmapped. */
+void lx_prefetch_stop(lx_prefetch *pf);
+
+#endif
