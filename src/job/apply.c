@@ -52,11 +52,13 @@
 #include "loxstream/simd.h"
 #include "loxstream/util.h"
 #include "loxstream/verify.h"
+#include "loxstream/wqueue.h"
 
 #define COPY_CHUNK (16u << 20)      /* bytes per write when copying a tensor */
 #define CHECK_CHUNK (4u << 20)      /* bytes per read when checking a kept tensor */
 #define WRITEBACK_MIN (1u << 20)    /* start writeback for writes at least this large */
-#define PARALLEL_PUT_MIN (1u << 20) /* hash beside the write from this size on */
+#define OUT_BUFFERS 3               /* output panels in flight to the writer */
+#define WRITER_JOBS 64              /* jobs queued to the writer at most */
 #define PREFETCH_AHEAD (512u << 20) /* input bytes read ahead beyond the current tensor */
 #define STREAM_BROKEN UINT64_MAX
 #define FIXED_OVERHEAD (48u << 20)  /* tables, stdio, libraries, CHECK_CHUNK: counted against --max-memory */
@@ -247,12 +249,6 @@ typedef struct out_shard {
     uint64_t xxh3;                 /* whole-file checksum, at completion */
 } out_shard;
 
-/* XXH3 of a transformed tensor's two inputs, taken as the first pass over
- * it reads them (hot in cache) rather than in a pass of its own. */
-typedef struct input_hash {
-    XXH3_state_t *aligned, *base;
-    uint64_t upto;                 /* bytes of the tensor hashed so far, in order */
-} input_hash;
 
 typedef struct job {
     const lx_apply_opts *o;
@@ -263,7 +259,7 @@ typedef struct job {
     size_t nshards;
     size_t *slot;                  /* aligned tensor index -> entry index in its shard */
     float *fbuf;                   /* PANEL x n_max f32 */
-    unsigned char *obuf;           /* PANEL x n_max output dtype */
+    lx_wqueue *wq;                 /* the writer thread: every write, checksum and sync */
     size_t n_max;
     FILE *report;
     lx_progress progress;
@@ -284,7 +280,6 @@ typedef struct job {
     lx_journal journal;
     const lx_journal_record **rec; /* aligned tensor index -> its latest record or NULL */
     XXH3_state_t *tstate, *snap;   /* the tensor being written; a stream snapshot */
-    input_hash ih;                 /* of the tensor being computed */
     /* the last computed tensor, written but not yet synced and recorded
      * (flush_pending); its names are borrowed from the checkpoint */
     int pending;
@@ -304,35 +299,6 @@ typedef struct delta_src {
     size_t esize;
     uint64_t batch_index;
 } delta_src;
-
-/* Rows [r0, r0+h) of matrix b were just read: hash them if they continue
- * the tensor's input checksums (the first pass goes in order; later passes
- * and other orders are skipped, and commit_item then hashes the mapping). */
-static void hash_input_rows(input_hash *ih, const lx_plan_item *it, size_t esize, uint64_t b,
-                            size_t r0, size_t h)
-{
-    uint64_t row = (uint64_t)it->n * esize, off = (b * it->m + r0) * row, len = h * row;
-    if (ih->upto != off)
-        return;
-    XXH3_64bits_update(ih->aligned, it->aligned->data + off, (size_t)len);
-    XXH3_64bits_update(ih->base, it->base->data + off, (size_t)len);
-    ih->upto += len;
-}
-
-#ifdef _OPENMP
-#define HAVE_THREADS 1
-#else
-#define HAVE_THREADS 0
-#endif
-
-static int thread_num(void)
-{
-#ifdef _OPENMP
-    return omp_get_thread_num();
-#else
-    return 0;
-#endif
-}
 
 static int in_parallel(void)
 {
@@ -429,7 +395,8 @@ static void advise_item(const lx_plan_item *it, int advice)
         advise(it->base->data, it->base->nbytes, advice);
 }
 
-/* Output rows [r0, r0+h) of a matrix (h <= LX_RSVD_PANEL_ROWS) into obuf:
+/* Output rows [r0, r0+h) of a matrix (h <= LX_RSVD_PANEL_ROWS) into obuf
+ * (a buffer of the writer's pool):
  * round(aligned + alpha * U_k S_k V_k^T rows), or with f == NULL (full rank)
  * round(aligned + alpha * dW) from the dW rows already in fbuf.  Tiles of
  * OUT_TILE rows are shared out among the threads; each tile's f32 rows are
@@ -438,7 +405,8 @@ static void advise_item(const lx_plan_item *it, int advice)
  * the shape only, so the bits do not depend on the thread count. */
 #define OUT_TILE 8
 static void output_rows(job *J, lx_dtype dt, const lx_factors *f, float alpha,
-                        const unsigned char *al, size_t r0, size_t h, size_t n, size_t esize)
+                        const unsigned char *al, size_t r0, size_t h, size_t n, size_t esize,
+                        unsigned char *obuf)
 {
     long tiles = (long)((h + OUT_TILE - 1) / OUT_TILE);
 #pragma omp parallel for schedule(static) num_threads(J->o->threads) if (J->o->threads > 1 && h * n >= (1u << 16))
@@ -446,7 +414,7 @@ static void output_rows(job *J, lx_dtype dt, const lx_factors *f, float alpha,
         size_t i0 = (size_t)ti * OUT_TILE, th = h - i0 < OUT_TILE ? h - i0 : OUT_TILE;
         if (f) {
             lx_factors_add_rows(f, f->k, alpha, r0 + i0, th, dt, al + (r0 + i0) * n * esize,
-                                J->obuf + i0 * n * esize);
+                                obuf + i0 * n * esize);
             continue;
         }
         float *d = J->fbuf + i0 * n;
@@ -454,7 +422,7 @@ static void output_rows(job *J, lx_dtype dt, const lx_factors *f, float alpha,
             d[i] *= alpha;
         for (size_t i = 0; i < th; i++)
             lx_add_f32(dt, al + (r0 + i0 + i) * n * esize, d + i * n,
-                       J->obuf + (i0 + i) * n * esize, n);
+                       obuf + (i0 + i) * n * esize, n);
     }
 }
 
@@ -530,30 +498,14 @@ static lx_status out_put(job *J, out_shard *os, size_t idx, uint64_t off, const 
     if (st != LX_OK)
         return st;
     double t0 = lx_now();
-    uint64_t foff = file_offset(os, idx, off);
-    if (HAVE_THREADS && J->o->threads > 1 && len >= PARALLEL_PUT_MIN) {
-        /* the copy into the page cache on this thread (its error message is
-         * this thread's), the two checksums on another */
-#pragma omp parallel num_threads(2)
-        {
-            if (thread_num() == 0) {
-                st = lx_st_out_write(&os->file, idx, off, buf, len);
-            } else {
-                XXH3_64bits_update(J->tstate, buf, len);
-                stream_feed(os, foff, buf, len);
-            }
-        }
-        J->write_seconds += lx_now() - t0;
-    } else {
-        st = lx_st_out_write(&os->file, idx, off, buf, len);
-        double t1 = lx_now();
-        J->write_seconds += t1 - t0;
-        if (st != LX_OK)
-            return st;
-        XXH3_64bits_update(J->tstate, buf, len);
-        stream_feed(os, foff, buf, len);
-        J->hash_seconds += lx_now() - t1;
-    }
+    st = lx_st_out_write(&os->file, idx, off, buf, len);
+    double t1 = lx_now();
+    J->write_seconds += t1 - t0;
+    if (st != LX_OK)
+        return st;
+    XXH3_64bits_update(J->tstate, buf, len);
+    stream_feed(os, file_offset(os, idx, off), buf, len);
+    J->hash_seconds += lx_now() - t1;
     if (st != LX_OK)
         return st;
     double t2 = lx_now();
@@ -562,11 +514,45 @@ static lx_status out_put(job *J, out_shard *os, size_t idx, uint64_t off, const 
     return st;
 }
 
+/* ---- the writer thread (wqueue.h) ----
+ * Everything that writes, hashes output, syncs or appends to the journal
+ * runs there, in push order: W_BEGIN (a tensor starts: its checksum is
+ * reset), W_PUT (out_put), W_FINISH (finish_item, then the tensor's input
+ * pages are let go).  The main thread touches that state only after
+ * lx_wq_drain. */
+enum { W_BEGIN, W_PUT, W_FINISH };
+
+static lx_status finish_item(job *J, size_t i, out_shard *os, size_t idx);
+
+static lx_status writer_job(void *ctx, const lx_wq_job *w)
+{
+    job *J = ctx;
+    switch (w->kind) {
+    case W_BEGIN:
+        XXH3_64bits_reset(J->tstate);
+        return LX_OK;
+    case W_PUT:
+        return out_put(J, w->p, w->a, w->off, w->buf, w->len);
+    default: {
+        lx_status st = finish_item(J, w->a, w->p, w->b);
+        advise_item(&J->plan.items[w->a], MADV_DONTNEED);
+        return st;
+    }
+    }
+}
+
+static lx_status put(job *J, out_shard *os, size_t idx, uint64_t off, const void *buf,
+                     size_t len, int slot)
+{
+    lx_wq_job w = {W_PUT, os, idx, 0, off, buf, len, slot};
+    return lx_wq_push(J->wq, &w);
+}
+
 static lx_status write_copy(job *J, out_shard *os, size_t idx, const lx_tensor *t)
 {
     for (uint64_t off = 0; off < t->nbytes; off += COPY_CHUNK) {
         uint64_t len = t->nbytes - off < COPY_CHUNK ? t->nbytes - off : COPY_CHUNK;
-        lx_status st = out_put(J, os, idx, off, t->data + off, (size_t)len);
+        lx_status st = put(J, os, idx, off, t->data + off, (size_t)len, -1);
         if (st != LX_OK)
             return st;
         J->done_bytes += len;
@@ -616,12 +602,17 @@ static lx_status transform_matrix(job *J, const lx_plan_item *it, out_shard *os,
             st = delta_rows(it, al, ba, esize, b, r0, h, J->fbuf, n);
             if (st != LX_OK)
                 break;
-            hash_input_rows(&J->ih, it, esize, b, r0, h);
+        }
+        int slot;
+        unsigned char *obuf = lx_wq_buffer(J->wq, &slot);
+        if (!obuf) {
+            st = lx_wq_drain(J->wq);
+            break;
         }
         double o0 = lx_now();
-        output_rows(J, t->dtype, have_factors ? &f : NULL, alpha, al, r0, h, n, esize);
+        output_rows(J, t->dtype, have_factors ? &f : NULL, alpha, al, r0, h, n, esize, obuf);
         J->out_seconds += lx_now() - o0;
-        st = out_put(J, os, idx, b * mat_bytes + r0 * n * esize, J->obuf, h * n * esize);
+        st = put(J, os, idx, b * mat_bytes + r0 * n * esize, obuf, h * n * esize, slot);
         J->done_bytes += h * n * esize;
         lx_progress_update(&J->progress, J->progress.done_items, J->done_bytes, t->name);
     }
@@ -783,6 +774,13 @@ static lx_status build_layouts(job *J)
     return st;
 }
 
+/* Bytes of one output panel: LX_RSVD_PANEL_ROWS rows of the widest
+ * transformed matrix, 8 bytes per element at most (F64). */
+static size_t out_buffer_bytes(const job *J)
+{
+    return (size_t)LX_RSVD_PANEL_ROWS * (J->n_max ? J->n_max : 1) * 8;
+}
+
 static lx_status check_memory(job *J)
 {
     const lx_apply_opts *o = J->o;
@@ -795,7 +793,8 @@ static lx_status check_memory(job *J)
             continue;
         if (it->n > J->n_max)
             J->n_max = it->n;
-        uint64_t need = (uint64_t)LX_RSVD_PANEL_ROWS * it->n * (sizeof(float) + 8);
+        /* fbuf (f32) and the writer's output buffers */
+        uint64_t need = (uint64_t)LX_RSVD_PANEL_ROWS * it->n * (sizeof(float) + 8 * OUT_BUFFERS);
         if (it->action == LX_ACT_LOWRANK) {
             lx_rsvd_opts so = o->svd;
             so.rank = o->rank;
@@ -1590,22 +1589,11 @@ static lx_status finish_item(job *J, size_t i, out_shard *os, size_t idx)
     r.has_base = it->action != LX_ACT_COPY;
     if (!r.has_base) {
         r.aligned_xxh3 = r.out_xxh3; /* a copy: the same bytes */
-    } else if (J->ih.upto == it->aligned->nbytes) {
-        r.aligned_xxh3 = XXH3_64bits_digest(J->ih.aligned);
-        r.base_xxh3 = XXH3_64bits_digest(J->ih.base);
     } else {
-        /* the two inputs on two threads: they were just read, so hot */
+        /* read again from the mapping, just after the computation read it */
         double t0 = lx_now();
-        uint64_t ha = 0, hb = 0;
-#pragma omp parallel sections num_threads(2) if (J->o->threads > 1)
-        {
-#pragma omp section
-            ha = XXH3_64bits(it->aligned->data, it->aligned->nbytes);
-#pragma omp section
-            hb = XXH3_64bits(it->base->data, it->base->nbytes);
-        }
-        r.aligned_xxh3 = ha;
-        r.base_xxh3 = hb;
+        r.aligned_xxh3 = XXH3_64bits(it->aligned->data, it->aligned->nbytes);
+        r.base_xxh3 = XXH3_64bits(it->base->data, it->base->nbytes);
         J->hash_seconds += lx_now() - t0;
     }
     J->pending_rec = r;
@@ -1743,13 +1731,10 @@ static void job_free(job *J)
     free(J->shards);
     free(J->slot);
     free(J->fbuf);
-    free(J->obuf);
     free(J->rbuf);
     free(J->rec);
     XXH3_freeState(J->tstate);
     XXH3_freeState(J->snap);
-    XXH3_freeState(J->ih.aligned);
-    XXH3_freeState(J->ih.base);
     for (size_t i = 0; i < J->nside; i++)
         free(J->side[i]);
     free(J->side);
@@ -1807,26 +1792,36 @@ static lx_status run_items(job *J)
         out_shard *os = &J->shards[it->aligned->shard];
         size_t idx = J->slot[i];
         int keep = 0;
-        if (!os->open && (st = flush_pending(J)) == LX_OK)
+        /* opening a shard and checking a kept tensor touch the writer's
+         * state: only with the writer idle */
+        if (!os->open || (J->resuming && J->rec[i]))
+            st = lx_wq_drain(J->wq);
+        if (st == LX_OK && !os->open && (st = flush_pending(J)) == LX_OK)
             st = shard_open(J, os);
         if (st == LX_OK && J->resuming)
             st = check_kept(J, i, os, idx, &keep);
         if (st == LX_OK && keep) {
             J->kept++;
             J->done_bytes += it->aligned->nbytes;
+            advise_item(it, MADV_DONTNEED);
         } else if (st == LX_OK) {
-            XXH3_64bits_reset(J->tstate);
-            XXH3_64bits_reset(J->ih.aligned);
-            XXH3_64bits_reset(J->ih.base);
-            J->ih.upto = 0;
-            st = process_item(J, i);
+            lx_wq_job begin = {.kind = W_BEGIN, .slot = -1};
+            st = lx_wq_push(J->wq, &begin);
             if (st == LX_OK)
-                st = finish_item(J, i, os, idx);
+                st = process_item(J, i);
+            if (st == LX_OK) {
+                lx_wq_job fin = {.kind = W_FINISH, .p = os, .a = i, .b = idx, .slot = -1};
+                st = lx_wq_push(J->wq, &fin);
+            }
             J->computed++;
         }
-        advise_item(it, MADV_DONTNEED);
         lx_progress_update(&J->progress, i + 1, J->done_bytes, it->aligned->name);
     }
+    /* the writer's failure, if it had one, comes before the computation's
+     * (it happened first); then the writer is idle */
+    lx_status wst = lx_wq_drain(J->wq);
+    if (wst != LX_OK)
+        st = wst;
     if (st == LX_OK)
         return flush_pending(J);
     /* keep what was done before the failure: a later run resumes from it */
@@ -1857,15 +1852,11 @@ static lx_status run(job *J)
         return st;
     /* fbuf is a GEMM operand (lx_factors_rows): padded, see linalg.h */
     J->fbuf = lx_falloc((size_t)LX_RSVD_PANEL_ROWS * (J->n_max ? J->n_max : 1));
-    J->obuf = malloc((size_t)LX_RSVD_PANEL_ROWS * (J->n_max ? J->n_max : 1) * 8);
     J->rbuf = malloc(CHECK_CHUNK);
     J->rec = calloc(J->aligned->ntensors ? J->aligned->ntensors : 1, sizeof *J->rec);
     J->tstate = XXH3_createState();
     J->snap = XXH3_createState();
-    J->ih.aligned = XXH3_createState();
-    J->ih.base = XXH3_createState();
-    if (!J->fbuf || !J->obuf || !J->rbuf || !J->rec || !J->tstate || !J->snap ||
-        !J->ih.aligned || !J->ih.base)
+    if (!J->fbuf || !J->rbuf || !J->rec || !J->tstate || !J->snap)
         return lx_fail(LX_EFAIL, "out of memory allocating buffers");
     if ((st = build_layouts(J)) != LX_OK)
         return st;
@@ -1897,7 +1888,11 @@ static lx_status run(job *J)
     /* without a prefetcher the run goes on, only slower */
     if (lx_prefetch_start(&J->pf) != LX_OK)
         J->pf = NULL;
-    st = run_items(J);
+    st = lx_wq_start(&J->wq, writer_job, J, OUT_BUFFERS, out_buffer_bytes(J), WRITER_JOBS);
+    if (st == LX_OK)
+        st = run_items(J);
+    lx_wq_stop(J->wq);
+    J->wq = NULL;
     lx_prefetch_stop(J->pf);
     J->pf = NULL;
     if (st == LX_OK)
