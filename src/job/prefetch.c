@@ -114,7 +114,8 @@ void lx_prefetch_set(lx_prefetch *pf, const lx_range *r, size_t n)
     if (n > LX_PREFETCH_MAX)
         n = LX_PREFETCH_MAX;
     pthread_mutex_lock(&pf->mu);
-    memcpy(pf->list, r, n * sizeof *r);
+    if (n)
+        memcpy(pf->list, r, n * sizeof *r);
     pf->n = n;
     pf->at = 0;
     pf->off = 0;
