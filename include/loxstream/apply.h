@@ -54,6 +54,21 @@ lx_status lx_plan_build(const lx_checkpoint *base, const lx_checkpoint *aligned,
                         const lx_filter *filter, int rank, int copy_unmatched, lx_plan *out);
 void lx_plan_free(lx_plan *p);
 
+/* Rows [r0, r0+h) of dW = aligned - base of matrix b of a transformed item
+ * (it->base set), as f32 into dst (leading dimension ld >= n), computed
+ * exactly (dtype.h).  A NaN or Inf in dW is LX_EINPUT naming the tensor,
+ * matrix, row, column and both input values.  Thread-safe. */
+lx_status lx_delta_rows(const lx_plan_item *it, uint64_t b, size_t r0, size_t h, float *dst,
+                        size_t ld);
+
+/* The randomized SVD's row source over dW of matrix b of it (ctx: storage
+ * for it, owned by the caller, alive while the source is used). */
+typedef struct lx_delta_src {
+    const lx_plan_item *item;
+    uint64_t b;
+} lx_delta_src;
+lx_rowsrc lx_delta_rowsrc(lx_delta_src *ctx, const lx_plan_item *it, uint64_t b);
+
 typedef struct lx_apply_opts {
     const char *base_path, *aligned_path, *output_path;
     int rank;                      /* k; 0 = full-rank extrapolation */

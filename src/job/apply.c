@@ -292,13 +292,6 @@ typedef struct job {
     size_t kept, computed, redone;
 } job;
 
-/* dW rows of one matrix of a tensor, for the randomized SVD. */
-typedef struct delta_src {
-    const lx_plan_item *item;
-    const unsigned char *al, *ba;  /* start of the matrix in each input */
-    size_t esize;
-    uint64_t batch_index;
-} delta_src;
 
 static int in_parallel(void)
 {
@@ -370,12 +363,29 @@ static lx_status delta_rows(const lx_plan_item *it, const unsigned char *al,
     return LX_OK;
 }
 
+lx_status lx_delta_rows(const lx_plan_item *it, uint64_t b, size_t r0, size_t h, float *dst,
+                        size_t ld)
+{
+    size_t esize = lx_dtype_bits(it->aligned->dtype) / 8;
+    uint64_t mat_bytes = it->m * it->n * esize;
+    return delta_rows(it, it->aligned->data + b * mat_bytes, it->base->data + b * mat_bytes,
+                      esize, b, r0, h, dst, ld);
+}
+
 /* The row source of the randomized SVD: called by several threads at once
  * (rsvd.h), so it does not hash; finish_item hashes the inputs afterwards. */
 static lx_status delta_src_rows(void *ctx, size_t r0, size_t h, float *dst, size_t ld)
 {
-    delta_src *d = ctx;
-    return delta_rows(d->item, d->al, d->ba, d->esize, d->batch_index, r0, h, dst, ld);
+    const lx_delta_src *d = ctx;
+    return lx_delta_rows(d->item, d->b, r0, h, dst, ld);
+}
+
+lx_rowsrc lx_delta_rowsrc(lx_delta_src *ctx, const lx_plan_item *it, uint64_t b)
+{
+    ctx->item = it;
+    ctx->b = b;
+    lx_rowsrc src = {(size_t)it->m, (size_t)it->n, delta_src_rows, ctx};
+    return src;
 }
 
 static void advise(const void *p, uint64_t len, int advice)
@@ -584,8 +594,8 @@ static lx_status transform_matrix(job *J, const lx_plan_item *it, out_shard *os,
             so.rank = (int)mn;
         }
         so.seed = lx_matrix_seed(J->o->svd.seed, t->name, b);
-        delta_src ds = {it, al, ba, esize, b};
-        lx_rowsrc src = {m, n, delta_src_rows, &ds};
+        lx_delta_src ds;
+        lx_rowsrc src = lx_delta_rowsrc(&ds, it, b);
         double s0 = lx_now();
         st = lx_rsvd_topk(&src, &so, &f);
         J->svd_seconds += lx_now() - s0;
