@@ -119,13 +119,7 @@ expect_err "is in the aligned model .* but not in the base model"
 
 # ---- a NaN in an input: a clear error naming tensor, row and column -----
 cp -r "$TMP/f32/aligned" "$TMP/nan"
-line=$("$LOXSTREAM" inspect -q --json "$TMP/nan" | grep '"model.layers.0.self_attn.k_proj.weight"')
-shard=$(printf '%s\n' "$line" | sed 's/.*"shard": *"\([^"]*\)".*/\1/')
-offset=$(printf '%s\n' "$line" | sed 's/.*"offset": *\([0-9]*\).*/\1/')
-shape=$(printf '%s\n' "$line" | sed 's/.*"shape": *\[\([0-9]*\),.*/\1/')
-# row 2, column 5 of a f32 matrix with $shape columns (square: hidden x hidden)
-pos=$((offset + (2 * shape + 5) * 4))
-printf '\000\000\300\177' | dd of="$TMP/nan/$shard" bs=1 seek="$pos" conv=notrunc 2>/dev/null
+poke_nan "$TMP/nan" model.layers.0.self_attn.k_proj.weight 2 5
 expect_exit 3 "$LOXSTREAM" apply -q -b "$TMP/f32/base" -a "$TMP/nan" -o "$TMP/nanout"
 expect_err "tensor 'model.layers.0.self_attn.k_proj.weight': row 2, column 5: aligned nan"
 ls "$TMP/nanout" 2>/dev/null | grep -q '\.safetensors$' && fail "a failed run left complete-looking shards"

@@ -58,6 +58,17 @@ expect_eq() {
     [ "$2" = "$3" ] || fail "$1: got '$2', expected '$3'"
 }
 
+# poke_nan CKPT TENSOR ROW COL: overwrite element (ROW, COL) of the f32
+# matrix TENSOR of the checkpoint directory CKPT with a NaN, in place.
+poke_nan() {
+    pn_line=$("$LOXSTREAM" inspect -q --json "$1" | grep "\"$2\"") || fail "poke_nan: no $2 in $1"
+    pn_shard=$(printf '%s\n' "$pn_line" | sed 's/.*"shard": *"\([^"]*\)".*/\1/')
+    pn_offset=$(printf '%s\n' "$pn_line" | sed 's/.*"offset": *\([0-9]*\).*/\1/')
+    pn_cols=$(printf '%s\n' "$pn_line" | sed 's/.*"shape": *\[[0-9]*, *\([0-9]*\)\].*/\1/')
+    printf '\000\000\300\177' |
+        dd of="$1/$pn_shard" bs=1 seek=$((pn_offset + ($3 * pn_cols + $4) * 4)) conv=notrunc 2>/dev/null
+}
+
 # pass: end of a test script.
 pass() {
     echo "ok: $NCHECKS checks"
