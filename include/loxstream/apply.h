@@ -27,6 +27,8 @@ typedef struct lx_plan_item {
     uint64_t batch;                /* matrices in the tensor (product of leading dims) */
     uint64_t m, n;                 /* each matrix: rows x cols (last two dims) */
     const char *why;               /* for COPY: "1-D", "dtype I64", "excluded", ... */
+    const char *role;              /* the non-base side in messages: "aligned" (set by
+                                    * lx_plan_build), "fine-tuned" for an analysis */
 } lx_plan_item;
 
 typedef struct lx_plan {
@@ -53,6 +55,14 @@ void lx_filter_free(lx_filter *f);
 lx_status lx_plan_build(const lx_checkpoint *base, const lx_checkpoint *aligned,
                         const lx_filter *filter, int rank, int copy_unmatched, lx_plan *out);
 void lx_plan_free(lx_plan *p);
+
+/* madvise (MADV_WILLNEED, MADV_DONTNEED, ...) the mapped bytes of the item's
+ * aligned tensor and, unless it is copied, its base tensor. */
+void lx_plan_item_advise(const lx_plan_item *it, int advice);
+
+/* Embedding tables, by name (POSIX ERE), for the jobs that treat them apart
+ * (lora: lora_embedding_A/B; analyze: out of the means). */
+#define LX_EMBEDDING_REGEX "(^|\\.)(embed_tokens|wte|word_embeddings|embed_in)\\.weight$"
 
 /* Rows [r0, r0+h) of dW = aligned - base of matrix b of a transformed item
  * (it->base set), as f32 into dst (leading dimension ld >= n), computed

@@ -33,5 +33,7 @@ lx_status lx_mkdir_p(const char *path);
 
 /* Monotonic seconds. */
 double lx_now(void);
+/* Online CPUs (at least 1): the default thread count. */
+int lx_online_cpus(void);
 
 #endif

@@ -4,12 +4,64 @@
 #ifndef LOXSTREAM_CLI_H
 #define LOXSTREAM_CLI_H
 
+#include <stdint.h>
+
+#include "loxstream/error.h"
+#include "loxstream/rsvd.h"
+
 int cmd_inspect(int argc, char **argv);
 int cmd_synth(int argc, char **argv);
 int cmd_apply(int argc, char **argv);
+int cmd_lora(int argc, char **argv);
 int cmd_verify(int argc, char **argv);
+int cmd_analyze(int argc, char **argv);
 
 /* Print "loxstream: <message>" on stderr for a failed status and return it. */
 int cli_report(int status);
+
+/* ---- the options of the streaming commands (apply, lora, analyze) ----
+ * -b/--base, -a/--aligned, --tol, --power-iters, --max-passes, --oversample, --seed, --exact,
+ * --include, --exclude, --max-memory and -j/--threads, parsed the same way
+ * everywhere (cli_stream.c).  A command puts CLI_STREAM_LONGOPTS in its
+ * option table, "b:a:j:" in its short options, and numbers its own long-only
+ * options below CLI_OPT_TOL. */
+enum {
+    CLI_OPT_TOL = 1000, CLI_OPT_POWER, CLI_OPT_MAXPASS, CLI_OPT_OVERSAMPLE, CLI_OPT_SEED,
+    CLI_OPT_EXACT, CLI_OPT_INCLUDE, CLI_OPT_EXCLUDE, CLI_OPT_MAXMEM
+};
+#define CLI_STREAM_LONGOPTS                                                              \
+    {"base", required_argument, 0, 'b'},                                                 \
+    {"aligned", required_argument, 0, 'a'},                                              \
+    {"tol", required_argument, 0, CLI_OPT_TOL},                                          \
+    {"power-iters", required_argument, 0, CLI_OPT_POWER},                                \
+    {"max-passes", required_argument, 0, CLI_OPT_MAXPASS},                               \
+    {"oversample", required_argument, 0, CLI_OPT_OVERSAMPLE},                            \
+    {"seed", required_argument, 0, CLI_OPT_SEED},                                        \
+    {"exact", no_argument, 0, CLI_OPT_EXACT},                                            \
+    {"include", required_argument, 0, CLI_OPT_INCLUDE},                                  \
+    {"exclude", required_argument, 0, CLI_OPT_EXCLUDE},                                  \
+    {"max-memory", required_argument, 0, CLI_OPT_MAXMEM},                                \
+    {"threads", required_argument, 0, 'j'}
+
+/* Where the shared options go, and which of --tol / --power-iters was seen. */
+typedef struct cli_stream {
+    const char **base, **aligned;
+    struct lx_rsvd_opts *svd;
+    const char **include, **exclude;
+    uint64_t *max_memory;
+    int *threads;
+    int have_tol, have_power;
+} cli_stream;
+
+/* If c is one of the shared options, parse arg into s, set *st, return 1;
+ * otherwise return 0. */
+int cli_stream_option(cli_stream *s, int c, const char *arg, lx_status *st);
+/* Once getopt_long is done: no operand left, --base and --aligned given
+ * (and --output, when `output` is not NULL: the command's output path),
+ * the checks across the shared options; then OpenMP's thread count set. */
+lx_status cli_stream_finish(const cli_stream *s, const char *cmd, int argc, char **argv,
+                            const char *const *output);
+/* The error for getopt_long's ':' (missing value) or '?' (unknown option). */
+lx_status cli_bad_option(const char *cmd, int c, char **argv);
 
 #endif

@@ -18,8 +18,10 @@ static const struct subcommand {
     int (*run)(int argc, char **argv);
     const char *summary;
 } subcommands[] = {
+    {"analyze", cmd_analyze, "R_align, R_ft and spectra per matrix, as TSV"},
     {"apply", cmd_apply, "write the LoX-extrapolated model (base + aligned -> output)"},
     {"inspect", cmd_inspect, "list the tensors of a checkpoint, one per line"},
+    {"lora", cmd_lora, "export the LoX update as a PEFT LoRA adapter"},
     {"synth", cmd_synth, "generate a synthetic base/aligned/finetuned model triplet"},
     {"verify", cmd_verify, "check an apply output against its checksums and journal"},
 };

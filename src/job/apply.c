@@ -230,8 +230,7 @@ void lx_apply_opts_default(lx_apply_opts *o)
     o->alpha = 1.25;
     lx_rsvd_opts_default(&o->svd);
     o->max_memory = (uint64_t)1 << 30;
-    long n = sysconf(_SC_NPROCESSORS_ONLN);
-    o->threads = n > 0 ? (int)n : 1;
+    o->threads = lx_online_cpus();
 }
 
 /* ---- the job ----------------------------------------------------------- */
@@ -356,9 +355,9 @@ static lx_status delta_rows(const lx_plan_item *it, const unsigned char *al,
         if (it->batch > 1)
             snprintf(where, sizeof where, "matrix %" PRIu64 ", ", batch_index);
         return lx_fail(LX_EINPUT,
-                       "tensor '%s': %srow %zu, column %zu: aligned %g, base %g: the difference "
+                       "tensor '%s': %srow %zu, column %zu: %s %g, base %g: the difference "
                        "is not finite (NaN or Inf in an input)",
-                       it->aligned->name, where, r, c, a, b);
+                       it->aligned->name, where, r, c, it->role ? it->role : "aligned", a, b);
     }
     return LX_OK;
 }
@@ -398,7 +397,7 @@ static void advise(const void *p, uint64_t len, int advice)
     madvise((void *)a, e - a, advice);
 }
 
-static void advise_item(const lx_plan_item *it, int advice)
+void lx_plan_item_advise(const lx_plan_item *it, int advice)
 {
     advise(it->aligned->data, it->aligned->nbytes, advice);
     if (it->base && it->action != LX_ACT_COPY)
@@ -545,7 +544,7 @@ static lx_status writer_job(void *ctx, const lx_wq_job *w)
         return out_put(J, w->p, w->a, w->off, w->buf, w->len);
     default: {
         lx_status st = finish_item(J, w->a, w->p, w->b);
-        advise_item(&J->plan.items[w->a], MADV_DONTNEED);
+        lx_plan_item_advise(&J->plan.items[w->a], MADV_DONTNEED);
         return st;
     }
     }
@@ -640,7 +639,7 @@ static void prefetch_from(job *J, size_t i)
 {
     if (!J->pf) {
         if (i + 1 < J->plan.n)
-            advise_item(&J->plan.items[i + 1], MADV_WILLNEED);
+            lx_plan_item_advise(&J->plan.items[i + 1], MADV_WILLNEED);
         return;
     }
     lx_range r[LX_PREFETCH_MAX];
@@ -1359,7 +1358,7 @@ static lx_status check_complete(job *J, int *intact)
                           : !record_fits(J, i, r) ? "its journal record is not this run's"
                           : !inputs_match(J, i, r) ? "its inputs changed since the output was completed"
                                                    : NULL;
-        advise_item(&J->plan.items[i], MADV_DONTNEED);
+        lx_plan_item_advise(&J->plan.items[i], MADV_DONTNEED);
         if (why) {
             lx_warn("tensor '%s': %s: computing it again",
                     lx_st_escape_name(J->plan.items[i].aligned->name, q, sizeof q), why);
@@ -1813,7 +1812,7 @@ static lx_status run_items(job *J)
         if (st == LX_OK && keep) {
             J->kept++;
             J->done_bytes += it->aligned->nbytes;
-            advise_item(it, MADV_DONTNEED);
+            lx_plan_item_advise(it, MADV_DONTNEED);
         } else if (st == LX_OK) {
             lx_wq_job begin = {.kind = W_BEGIN, .slot = -1};
             st = lx_wq_push(J->wq, &begin);

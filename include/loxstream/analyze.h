@@ -1,0 +1,50 @@
+/* analyze.h - the paper's per-matrix analyses, streamed like apply.
+ *
+ * For every matrix apply would transform, the top singular triplets of
+ * dW_align = W_aligned - W_base (the same randomized SVD, same seeds), and:
+ *   - the spectrum: the top singular values, ||dW_align||_F, and the energy
+ *     captured by the top r, sum_{i<=r} s_i^2 / ||dW_align||_F^2, for each r of
+ *     a list (the effective-rank study of LOX.md);
+ *   - R_align = ||U_k U_k^T dW_align||_F / ||dW_align||_F = sqrt(energy at k);
+ *   - with a fine-tuned model, R_ft = ||U_k U_k^T dW_ft||_F / ||dW_ft||_F with
+ *     dW_ft = W_ft - W_base, from one more streaming pass over dW_ft that
+ *     accumulates U_kmax^T dW_ft (every k <= kmax is a prefix of it), and
+ *     R_ft / R_align, the share of the safety subspace that survived.
+ * One factorisation at the largest rank asked serves every rank: the
+ * factors of a smaller rank are a prefix.
+ *
+ * Output: one TSV line per matrix on `out` (header first); the means over
+ * the linear layers (every analysed matrix except embedding tables, as the
+ * paper averages) on stderr, unless quiet.
+ */
+#ifndef LOXSTREAM_ANALYZE_H
+#define LOXSTREAM_ANALYZE_H
+
+#include <stdio.h>
+
+#include "loxstream/apply.h"
+
+#define LX_ANALYZE_MAX_RANKS 32
+
+typedef struct lx_analyze_opts {
+    const char *base_path, *aligned_path, *finetuned_path; /* finetuned: NULL for none */
+    int rank;                      /* k of R_align and R_ft (default 6) */
+    int ranks[LX_ANALYZE_MAX_RANKS]; /* energy columns (default 1 2 3 4 6 8) */
+    size_t nranks;
+    lx_rsvd_opts svd;              /* rank overwritten: max(k, ranks) */
+    const char *include, *exclude;
+    const char *embedding;         /* regex of embedding tables */
+    uint64_t max_memory;
+    int threads;
+    int quiet;
+} lx_analyze_opts;
+
+void lx_analyze_opts_default(lx_analyze_opts *o);
+
+/* Parse "1,2,4,8" into o->ranks (each 1..100000, at most LX_ANALYZE_MAX_RANKS,
+ * sorted, duplicates removed); LX_EUSAGE naming the bad item. */
+lx_status lx_analyze_parse_ranks(const char *list, lx_analyze_opts *o);
+
+lx_status lx_analyze_run(const lx_analyze_opts *o, FILE *out);
+
+#endif

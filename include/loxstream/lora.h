@@ -1,0 +1,69 @@
+/* lora.h - the LoX update as a PEFT LoRA adapter (loxstream lora).
+ *
+ * The plan is apply's (apply.h: same filters, same pairing and checks);
+ * every transformed 2-D tensor whose name ends in ".weight" becomes one
+ * adapter module, factored by the same randomized SVD as apply (same
+ * options, same per-matrix seed), so that merging the adapter onto the
+ * aligned model gives what `loxstream apply` writes, up to rounding.
+ *
+ * With dW ~ U_k S_k V_k^T (k = the rank clamped to min(m, n)), s = sqrt(S),
+ * and r = the requested rank (one r for every module, as vLLM requires):
+ *   linear W [m = out, n = in]:
+ *     <module>.lora_A.weight [r, n], row i = s_i V[:, i]^T
+ *     <module>.lora_B.weight [m, r], column i = U[:, i] s_i
+ *   embedding (name matches the embedding regex) W [m = vocab, n = dim]:
+ *     <module>.lora_embedding_A [r, m], row i = s_i U[:, i]^T
+ *     <module>.lora_embedding_B [n, r], column i = V[:, i] s_i
+ * (keys prefixed with "base_model.model.", <module> = name without
+ * ".weight"); rows/columns i >= k are zero.  alpha is not folded into the
+ * factors: adapter_config.json's lora_alpha is alpha * r, so PEFT's scaling
+ * lora_alpha / r is alpha.
+ *
+ * Output: DIR (new or empty) receives adapter_model.safetensors (written as
+ * adapter_model.safetensors.partial, one module's factors in memory at a
+ * time, synced, then renamed) and then adapter_config.json (atomically).
+ * On failure neither final name is left behind.
+ */
+#ifndef LOXSTREAM_LORA_H
+#define LOXSTREAM_LORA_H
+
+#include <stdint.h>
+
+#include "loxstream/apply.h"
+#include "loxstream/dtype.h"
+#include "loxstream/error.h"
+#include "loxstream/rsvd.h"
+
+#define LX_LORA_ADAPTER_NAME "adapter_model.safetensors"
+#define LX_LORA_CONFIG_NAME "adapter_config.json"
+#define LX_LORA_KEY_PREFIX "base_model.model."
+/* POSIX ERE: the embedding tables of Llama, GPT-2, BLOOM and GPT-NeoX */
+#define LX_LORA_EMBEDDING_DEFAULT LX_EMBEDDING_REGEX /* apply.h */
+
+typedef struct lx_lora_opts {
+    const char *base_path, *aligned_path, *output_path;
+    int rank;                      /* r >= 1 */
+    double alpha;                  /* -> lora_alpha = alpha * r */
+    lx_rsvd_opts svd;              /* rank and seed inside are set per matrix */
+    const char *include, *exclude; /* as apply's (NULL: none) */
+    const char *embedding;         /* ERE on tensor names; NULL: LX_LORA_EMBEDDING_DEFAULT */
+    int has_dtype;                 /* 0: the aligned tensor's dtype if BF16/F16/F32, else F32 */
+    lx_dtype dtype;                /* BF16, F16 or F32 */
+    uint64_t max_memory;           /* bound on working memory (bytes) */
+    int threads;
+    int quiet;                     /* no progress lines on stderr */
+} lx_lora_opts;
+
+/* rank 6, alpha 1.25, lx_rsvd_opts_default, 1 GiB, online CPUs. */
+void lx_lora_opts_default(lx_lora_opts *o);
+
+/* Parse "bf16", "f16" or "f32" (any case); LX_EUSAGE otherwise. */
+lx_status lx_lora_parse_dtype(const char *s, lx_dtype *out);
+
+/* The whole job.  Statuses: LX_EUSAGE (rank 0, a bad regex, --max-memory
+ * too small, no module selected while --include/--exclude are given),
+ * LX_EINPUT (inputs rejected, NaN/Inf in dW, no module in the model),
+ * LX_EOUTPUT (DIR exists and is not an empty directory), LX_EFAIL. */
+lx_status lx_lora_run(const lx_lora_opts *o);
+
+#endif

@@ -1,0 +1,79 @@
+/* cmd_analyze.c - loxstream analyze: options -> lx_analyze_run. */
+#include <getopt.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "cli.h"
+#include "loxstream/analyze.h"
+#include "loxstream/util.h"
+
+static void usage(FILE *f)
+{
+    fputs("Usage: loxstream analyze --base CKPT --aligned CKPT [--finetuned CKPT] [OPTION]...\n"
+          "Per matrix of dW = aligned - base: the top singular values, the energy captured\n"
+          "by the top r, R_align = ||U_k U_k^T dW||/||dW||, and with a fine-tuned model\n"
+          "R_ft = ||U_k U_k^T (W_ft - W_base)||/||W_ft - W_base|| and R_ft/R_align.\n"
+          "One TSV line per matrix on stdout; the means over linear layers on stderr.\n\n"
+          "  -b, --base CKPT         base (pre-alignment) checkpoint\n"
+          "  -a, --aligned CKPT      aligned checkpoint\n"
+          "  -f, --finetuned CKPT    fine-tuned checkpoint (for R_ft)\n"
+          "  -k, --rank K            k of R_align and R_ft (default 6)\n"
+          "      --ranks LIST        ranks of the energy columns (default 1,2,3,4,6,8)\n"
+          "      --tol T             accuracy target of the SVD (default 3e-4)\n"
+          "      --power-iters Q     instead of --tol: exactly Q power iterations\n"
+          "      --max-passes N      cap of passes with --tol (default 12)\n"
+          "      --oversample P      extra sketch columns (default 10)\n"
+          "      --seed S            seed of the random sketches (default 0)\n"
+          "      --exact             full SVD of every matrix (slow; validation)\n"
+          "      --include REGEX     analyse only tensors matching (POSIX ERE)\n"
+          "      --exclude REGEX     do not analyse tensors matching\n"
+          "      --embedding REGEX   embedding tables, left out of the means\n"
+          "                          (default: embed_tokens, wte, word_embeddings, embed_in)\n"
+          "      --max-memory SIZE   bound on working memory (default 1G)\n"
+          "  -j, --threads N         threads (default: online CPUs)\n"
+          "  -q, --quiet             no progress or means on stderr\n"
+          "  -h, --help              this help\n",
+          f);
+}
+
+enum { OPT_RANKS = 256, OPT_EMBED };
+
+int cmd_analyze(int argc, char **argv)
+{
+    static const struct option longopts[] = {
+        {"finetuned", required_argument, 0, 'f'},  {"rank", required_argument, 0, 'k'},
+        {"ranks", required_argument, 0, OPT_RANKS}, CLI_STREAM_LONGOPTS,
+        {"embedding", required_argument, 0, OPT_EMBED},
+        {"quiet", no_argument, 0, 'q'},
+        {"help", no_argument, 0, 'h'},             {0, 0, 0, 0}};
+    lx_analyze_opts o;
+    lx_analyze_opts_default(&o);
+    cli_stream cs = {&o.base_path, &o.aligned_path, &o.svd, &o.include, &o.exclude,
+                     &o.max_memory, &o.threads, 0, 0};
+    uint64_t v;
+    int c;
+    lx_status st = LX_OK;
+    optind = 1;
+    opterr = 0;
+    while (st == LX_OK && (c = getopt_long(argc, argv, ":b:a:f:k:j:qh", longopts, NULL)) != -1) {
+        if (cli_stream_option(&cs, c, optarg, &st))
+            continue;
+        switch (c) {
+        case 'f': o.finetuned_path = optarg; break;
+        case 'k':
+            if ((st = lx_parse_u64(optarg, "--rank", 1, 100000, &v)) == LX_OK)
+                o.rank = (int)v;
+            break;
+        case OPT_RANKS: st = lx_analyze_parse_ranks(optarg, &o); break;
+        case OPT_EMBED: o.embedding = optarg; break;
+        case 'q': o.quiet = 1; break;
+        case 'h': usage(stdout); return 0;
+        default: st = cli_bad_option("analyze", c, argv); break;
+        }
+    }
+    if (st == LX_OK)
+        st = cli_stream_finish(&cs, "analyze", argc, argv, NULL);
+    if (st != LX_OK)
+        return cli_report(st);
+    return cli_report(lx_analyze_run(&o, stdout));
+}

@@ -1,0 +1,96 @@
+/* cmd_lora.c - loxstream lora: options -> lx_lora_run. */
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "cli.h"
+#include "loxstream/lora.h"
+#include "loxstream/util.h"
+
+static void usage(FILE *f)
+{
+    fputs("Usage: loxstream lora --base CKPT --aligned CKPT --output DIR [OPTION]...\n"
+          "Write the LoX update of every 2-D '.weight' matrix as a PEFT LoRA adapter\n"
+          "(DIR/adapter_model.safetensors and DIR/adapter_config.json): merged onto the\n"
+          "aligned model it gives what loxstream apply writes, up to rounding.\n\n"
+          "  -b, --base CKPT         base (pre-alignment) checkpoint: directory or .safetensors\n"
+          "  -a, --aligned CKPT      aligned checkpoint (the model the adapter is for)\n"
+          "  -o, --output DIR        output directory: new or empty\n"
+          "  -k, --rank K            adapter rank r, the same for every module (default 6;\n"
+          "                          at least 1)\n"
+          "      --alpha A           extrapolation coefficient (default 1.25); not folded\n"
+          "                          into the factors: lora_alpha = A * r\n"
+          "      --tol T             accuracy target: passes go on until the estimated\n"
+          "                          relative error of the rank-k result is <= T\n"
+          "                          (default 3e-4)\n"
+          "      --power-iters Q     instead of --tol: exactly Q power iterations (Q+1 passes)\n"
+          "      --max-passes N      cap of passes with --tol (default 12)\n"
+          "      --oversample P      extra sketch columns (default 10)\n"
+          "      --seed S            seed of the random sketches (default 0)\n"
+          "      --exact             full SVD of every matrix (slow; validation)\n"
+          "      --include REGEX     export only tensors matching (POSIX ERE)\n"
+          "      --exclude REGEX     do not export tensors matching\n"
+          "      --embedding REGEX   tensors stored as lora_embedding_A/B (default:\n"
+          "                          '" LX_LORA_EMBEDDING_DEFAULT "')\n"
+          "      --dtype TYPE        bf16, f16 or f32 (default: the aligned tensor's dtype\n"
+          "                          if one of these, else f32)\n"
+          "      --max-memory SIZE   bound on working memory (default 1G)\n"
+          "  -j, --threads N         threads (default: online CPUs)\n"
+          "  -q, --quiet             no progress on stderr\n"
+          "  -h, --help              this help\n",
+          f);
+}
+
+enum { OPT_ALPHA = 256, OPT_EMBEDDING, OPT_DTYPE };
+
+int cmd_lora(int argc, char **argv)
+{
+    static const struct option longopts[] = {
+        {"output", required_argument, 0, 'o'},      {"rank", required_argument, 0, 'k'},
+        {"alpha", required_argument, 0, OPT_ALPHA}, CLI_STREAM_LONGOPTS,
+        {"embedding", required_argument, 0, OPT_EMBEDDING},
+        {"dtype", required_argument, 0, OPT_DTYPE},
+        {"quiet", no_argument, 0, 'q'},             {"help", no_argument, 0, 'h'},
+        {0, 0, 0, 0}};
+    lx_lora_opts o;
+    lx_lora_opts_default(&o);
+    cli_stream cs = {&o.base_path, &o.aligned_path, &o.svd, &o.include, &o.exclude,
+                     &o.max_memory, &o.threads, 0, 0};
+    uint64_t v;
+    int c;
+    lx_status st = LX_OK;
+    optind = 1;
+    opterr = 0;
+    while (st == LX_OK && (c = getopt_long(argc, argv, ":b:a:o:k:j:qh", longopts, NULL)) != -1) {
+        if (cli_stream_option(&cs, c, optarg, &st))
+            continue;
+        switch (c) {
+        case 'o': o.output_path = optarg; break;
+        case 'k':
+            if ((st = lx_parse_u64(optarg, "--rank", 0, 100000, &v)) == LX_OK)
+                o.rank = (int)v;
+            if (st == LX_OK && v == 0)
+                st = lx_fail(LX_EUSAGE, "lora: --rank 0 (full rank) has no LoRA form; use "
+                             "--rank K >= 1, or loxstream apply --rank 0");
+            break;
+        case OPT_ALPHA: st = lx_parse_double(optarg, "--alpha", -1e6, 1e6, &o.alpha); break;
+        case OPT_EMBEDDING: o.embedding = optarg; break;
+        case OPT_DTYPE:
+            st = lx_lora_parse_dtype(optarg, &o.dtype);
+            o.has_dtype = 1;
+            break;
+        case 'q': o.quiet = 1; break;
+        case 'h': usage(stdout); return 0;
+        default: st = cli_bad_option("lora", c, argv); break;
+        }
+    }
+    if (st == LX_OK)
+        st = cli_stream_finish(&cs, "lora", argc, argv, &o.output_path);
+    if (st != LX_OK)
+        return cli_report(st);
+    /* Past a file-size limit (ulimit -f) a write must fail with EFBIG and
+     * the run clean up, rather than the process be killed. */
+    signal(SIGXFSZ, SIG_IGN);
+    return cli_report(lx_lora_run(&o));
+}

@@ -1,0 +1,346 @@
+/* analyze.c - R_align, R_ft and spectra per matrix (see analyze.h). */
+#include "config.h"
+#include <errno.h>
+#include <inttypes.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#include "loxstream/analyze.h"
+#include "loxstream/linalg.h"
+#include "loxstream/progress.h"
+#include "loxstream/safetensors.h"
+#include "loxstream/util.h"
+
+#define FIXED_OVERHEAD (48u << 20) /* tables, stdio, libraries (as apply) */
+
+void lx_analyze_opts_default(lx_analyze_opts *o)
+{
+    memset(o, 0, sizeof *o);
+    o->rank = 6;
+    static const int def[] = {1, 2, 3, 4, 6, 8};
+    o->nranks = sizeof def / sizeof def[0];
+    memcpy(o->ranks, def, sizeof def);
+    lx_rsvd_opts_default(&o->svd);
+    o->embedding = LX_EMBEDDING_REGEX;
+    o->max_memory = 1ull << 30;
+    o->threads = lx_online_cpus();
+}
+
+static int cmp_int(const void *a, const void *b)
+{
+    int x = *(const int *)a, y = *(const int *)b;
+    return (x > y) - (x < y);
+}
+
+lx_status lx_analyze_parse_ranks(const char *list, lx_analyze_opts *o)
+{
+    size_t n = 0;
+    const char *p = list;
+    for (;;) {
+        const char *end = strchr(p, ',');
+        size_t len = end ? (size_t)(end - p) : strlen(p);
+        char item[32];
+        uint64_t v;
+        if (len == 0 || len >= sizeof item)
+            return lx_fail(LX_EUSAGE, "--ranks: '%s': expected ranks like 1,2,4,8", list);
+        memcpy(item, p, len);
+        item[len] = 0;
+        lx_status st = lx_parse_u64(item, "--ranks", 1, 100000, &v);
+        if (st != LX_OK)
+            return st;
+        if (n == LX_ANALYZE_MAX_RANKS)
+            return lx_fail(LX_EUSAGE, "--ranks: at most %d ranks", LX_ANALYZE_MAX_RANKS);
+        o->ranks[n++] = (int)v;
+        if (!end)
+            break;
+        p = end + 1;
+    }
+    qsort(o->ranks, n, sizeof o->ranks[0], cmp_int);
+    size_t u = 0;
+    for (size_t i = 0; i < n; i++)
+        if (u == 0 || o->ranks[i] != o->ranks[u - 1])
+            o->ranks[u++] = o->ranks[i];
+    o->nranks = u;
+    return LX_OK;
+}
+
+typedef struct actx {
+    const lx_analyze_opts *o;
+    lx_checkpoint *base, *aligned, *ft;
+    lx_plan plan, ftplan;
+    lx_filter filter;
+    regex_t embed;
+    int has_embed;
+    int kmax;
+    float *panel;                  /* LX_RSVD_PANEL_ROWS x n_max */
+    float *proj;                   /* kmax x n_max: U^T dW_ft */
+    /* means over linear layers */
+    size_t nlinear;
+    double sum_ralign, sum_rft, sum_ratio;
+} actx;
+
+/* The plan item of the fine-tuned model for aligned item it, or NULL when the
+ * fine-tuned model has no such matrix (then R_ft is left empty). */
+static const lx_plan_item *ft_item(actx *A, const lx_plan_item *it)
+{
+    if (!A->ft)
+        return NULL;
+    const lx_tensor *t = lx_checkpoint_find(A->ft, it->aligned->name);
+    if (!t)
+        return NULL;
+    const lx_plan_item *f = &A->ftplan.items[t - A->ft->tensors];
+    if (f->action != LX_ACT_LOWRANK || f->m != it->m || f->n != it->n || f->batch != it->batch)
+        return NULL;
+    return f;
+}
+
+/* ||U_k^T dW_ft||_F^2 for k = 1..kk (prefix sums into pk[0..kk)) and
+ * ||dW_ft||_F^2, in one streaming pass over dW_ft's rows: proj = U^T dW_ft
+ * (kk x n) accumulated panel by panel. */
+static lx_status project_ft(actx *A, const lx_plan_item *f, uint64_t b, const lx_factors *fac,
+                            double *pk, double *ft2)
+{
+    size_t m = f->m, n = f->n, k = (size_t)fac->k;
+    double f2 = 0;
+    for (size_t r0 = 0; r0 < m; r0 += LX_RSVD_PANEL_ROWS) {
+        size_t h = m - r0 < LX_RSVD_PANEL_ROWS ? m - r0 : LX_RSVD_PANEL_ROWS;
+        lx_status st = lx_delta_rows(f, b, r0, h, A->panel, n);
+        if (st != LX_OK)
+            return st;
+        for (size_t i = 0; i < h * n; i++)
+            f2 += (double)A->panel[i] * A->panel[i];
+        /* proj (k x n, row-major) += U[r0.., :]^T (k x h) * panel (h x n) */
+        lx_sgemm(k, n, h, 1.0f, fac->U + r0 * k, 1, (ptrdiff_t)k, A->panel, (ptrdiff_t)n, 1,
+                 r0 == 0 ? 0.0f : 1.0f, A->proj, (ptrdiff_t)n, 1);
+    }
+    double acc = 0;
+    for (size_t i = 0; i < k; i++) {
+        double r2 = 0;
+        for (size_t j = 0; j < n; j++)
+            r2 += (double)A->proj[i * n + j] * A->proj[i * n + j];
+        acc += r2;
+        pk[i] = acc;
+    }
+    *ft2 = f2;
+    return LX_OK;
+}
+
+static void print_header(actx *A, FILE *out)
+{
+    fputs("tensor\tmatrix\trows\tcols\tlinear\tpasses\terr_est\tfrobenius", out);
+    for (size_t i = 0; i < A->o->nranks; i++)
+        fprintf(out, "\tenergy_%d", A->o->ranks[i]);
+    fprintf(out, "\tr_align\t%s", A->ft ? "frobenius_ft\tr_ft\tretention\t" : "");
+    fputs("singular_values\n", out);
+}
+
+static lx_status analyze_matrix(actx *A, const lx_plan_item *it, uint64_t b, FILE *out)
+{
+    const lx_analyze_opts *o = A->o;
+    size_t m = it->m, n = it->n, mn = m < n ? m : n;
+    lx_rsvd_opts so = o->svd;
+    so.rank = A->kmax < (int)mn ? A->kmax : (int)mn;
+    so.seed = lx_matrix_seed(o->svd.seed, it->aligned->name, b);
+    lx_delta_src ds;
+    lx_rowsrc src = lx_delta_rowsrc(&ds, it, b);
+    lx_factors f;
+    lx_status st = lx_rsvd_topk(&src, &so, &f);
+    if (st != LX_OK)
+        return st;
+    double fro2 = f.frob2;
+    /* energy of the top r: sum s_i^2 / ||dW||^2, r clamped to the triplets kept */
+    double *cum = calloc((size_t)(f.k > 0 ? f.k : 1), sizeof *cum);
+    double *pk = calloc((size_t)(f.k > 0 ? f.k : 1), sizeof *pk);
+    if (!cum || !pk) {
+        free(cum);
+        free(pk);
+        lx_factors_free(&f);
+        return lx_fail(LX_EFAIL, "out of memory");
+    }
+    double acc = 0;
+    for (int i = 0; i < f.k; i++) {
+        acc += (double)f.S[i] * f.S[i];
+        cum[i] = acc;
+    }
+    int kk = o->rank < f.k ? o->rank : f.k;
+    double e_k = kk > 0 && fro2 > 0 ? cum[kk - 1] / fro2 : 0;
+    /* rounding can put the captured energy a hair above the total */
+    double r_align = sqrt(e_k > 1 ? 1 : e_k);
+    const lx_plan_item *fi = ft_item(A, it);
+    double ft2 = 0, r_ft = 0;
+    int have_ft = 0;
+    if (fi && f.k > 0) {
+        st = project_ft(A, fi, b, &f, pk, &ft2);
+        if (st != LX_OK) {
+            free(cum);
+            free(pk);
+            lx_factors_free(&f);
+            return st;
+        }
+        double q = kk > 0 && ft2 > 0 ? pk[kk - 1] / ft2 : 0;
+        r_ft = sqrt(q > 1 ? 1 : q);
+        have_ft = 1;
+    }
+    int linear = !(A->has_embed && regexec(&A->embed, it->aligned->name, 0, NULL, 0) == 0);
+    char q[LX_NAME_QUOTE];
+    fprintf(out, "%s\t%" PRIu64 "\t%zu\t%zu\t%s\t%d\t%.3g\t%.6g",
+            lx_st_escape_name(it->aligned->name, q, sizeof q), b, m, n, linear ? "yes" : "no",
+            f.passes, f.err_est, sqrt(fro2));
+    for (size_t i = 0; i < o->nranks; i++) {
+        int r = o->ranks[i] < f.k ? o->ranks[i] : f.k;
+        double e = r > 0 && fro2 > 0 ? cum[r - 1] / fro2 : 0;
+        fprintf(out, "\t%.6f", e > 1 ? 1.0 : e);
+    }
+    fprintf(out, "\t%.6f", r_align);
+    if (A->ft) {
+        if (have_ft)
+            fprintf(out, "\t%.6g\t%.6f\t%.6f", sqrt(ft2), r_ft,
+                    r_align > 0 ? r_ft / r_align : 0.0);
+        else
+            fputs("\t\t\t", out);
+    }
+    fputc('\t', out);
+    for (int i = 0; i < f.k; i++)
+        fprintf(out, "%s%.6g", i ? "," : "", f.S[i]);
+    fputc('\n', out);
+    if (linear) {
+        A->nlinear++;
+        A->sum_ralign += r_align;
+        if (have_ft) {
+            A->sum_rft += r_ft;
+            A->sum_ratio += r_align > 0 ? r_ft / r_align : 0;
+        }
+    }
+    free(cum);
+    free(pk);
+    lx_factors_free(&f);
+    return LX_OK;
+}
+
+/* Working memory of the largest matrix: the SVD's, one f32 panel and, with a
+ * fine-tuned model, the projection; refused before any work if above
+ * --max-memory. */
+static lx_status check_memory(actx *A, size_t *n_max)
+{
+    const lx_analyze_opts *o = A->o;
+    uint64_t worst = 0;
+    const char *worst_name = NULL;
+    *n_max = 1;
+    for (size_t i = 0; i < A->plan.n; i++) {
+        const lx_plan_item *it = &A->plan.items[i];
+        if (it->action != LX_ACT_LOWRANK)
+            continue;
+        if (it->n > *n_max)
+            *n_max = it->n;
+        lx_rsvd_opts so = o->svd;
+        so.rank = A->kmax;
+        uint64_t need = lx_rsvd_workspace_bytes(it->m, it->n, &so) +
+                        (uint64_t)(LX_RSVD_PANEL_ROWS + (A->ft ? A->kmax : 0)) * it->n * 4;
+        if (need > worst) {
+            worst = need;
+            worst_name = it->aligned->name;
+        }
+    }
+    if (worst + FIXED_OVERHEAD > o->max_memory) {
+        char a[32], b[32], q[LX_NAME_QUOTE];
+        return lx_fail(LX_EUSAGE, "--max-memory %s is too small: tensor '%s' needs %s of working "
+                       "memory", lx_format_size(o->max_memory, a, sizeof a),
+                       lx_st_escape_name(worst_name, q, sizeof q),
+                       lx_format_size(worst + FIXED_OVERHEAD, b, sizeof b));
+    }
+    return LX_OK;
+}
+
+static lx_status run(actx *A, FILE *out)
+{
+    const lx_analyze_opts *o = A->o;
+    if (o->rank < 1)
+        return lx_fail(LX_EUSAGE, "analyze: --rank must be at least 1");
+    A->kmax = o->rank;
+    for (size_t i = 0; i < o->nranks; i++)
+        if (o->ranks[i] > A->kmax)
+            A->kmax = o->ranks[i];
+    lx_status st = lx_filter_init(&A->filter, o->include, o->exclude);
+    if (st != LX_OK)
+        return st;
+    if (o->embedding && *o->embedding) {
+        if (regcomp(&A->embed, o->embedding, REG_EXTENDED | REG_NOSUB) != 0)
+            return lx_fail(LX_EUSAGE, "--embedding: invalid regular expression '%s'", o->embedding);
+        A->has_embed = 1;
+    }
+    if ((st = lx_checkpoint_open(o->base_path, &A->base)) != LX_OK ||
+        (st = lx_checkpoint_open(o->aligned_path, &A->aligned)) != LX_OK)
+        return st;
+    if (o->finetuned_path && (st = lx_checkpoint_open(o->finetuned_path, &A->ft)) != LX_OK)
+        return st;
+    if ((st = lx_plan_build(A->base, A->aligned, &A->filter, A->kmax, 0, &A->plan)) != LX_OK)
+        return st;
+    /* the fine-tuned model may lack tensors or differ in some: those
+     * matrices get no R_ft, with the plan's warning */
+    if (A->ft && (st = lx_plan_build(A->base, A->ft, &A->filter, A->kmax, 1, &A->ftplan)) != LX_OK)
+        return st;
+    for (size_t i = 0; i < A->ftplan.n; i++)
+        A->ftplan.items[i].role = "fine-tuned";
+    size_t n_max;
+    if ((st = check_memory(A, &n_max)) != LX_OK)
+        return st;
+    if ((st = lx_linalg_init(o->threads)) != LX_OK)
+        return st;
+    A->panel = lx_falloc((size_t)LX_RSVD_PANEL_ROWS * n_max);
+    A->proj = lx_falloc((size_t)A->kmax * n_max);
+    if (!A->panel || !A->proj)
+        return lx_fail(LX_EFAIL, "out of memory allocating buffers");
+    lx_progress prog;
+    lx_progress_begin(&prog, "analyze", A->plan.n, A->plan.transform_bytes, o->quiet);
+    print_header(A, out);
+    uint64_t done = 0;
+    for (size_t i = 0; i < A->plan.n && st == LX_OK; i++) {
+        const lx_plan_item *it = &A->plan.items[i];
+        if (it->action == LX_ACT_LOWRANK) {
+            for (uint64_t b = 0; b < it->batch && st == LX_OK; b++)
+                st = analyze_matrix(A, it, b, out);
+            done += it->aligned->nbytes;
+        }
+        lx_progress_update(&prog, i + 1, done, it->aligned->name);
+    }
+    if (st == LX_OK && fflush(out) != 0)
+        st = lx_fail_errno(LX_EFAIL, errno, "cannot write the analysis to standard output");
+    if (st != LX_OK)
+        return st;
+    lx_progress_end(&prog);
+    if (A->nlinear == 0)
+        return lx_fail(LX_EUSAGE, "analyze: no matrix to analyse (check --include/--exclude)");
+    if (!o->quiet) {
+        fprintf(stderr, "analyze: %zu linear matrices (embedding tables excluded): mean R_align "
+                "%.4f at k = %d", A->nlinear, A->sum_ralign / (double)A->nlinear, o->rank);
+        if (A->ft)
+            fprintf(stderr, ", mean R_ft %.4f, mean R_ft/R_align %.4f",
+                    A->sum_rft / (double)A->nlinear, A->sum_ratio / (double)A->nlinear);
+        fputc('\n', stderr);
+    }
+    return LX_OK;
+}
+
+lx_status lx_analyze_run(const lx_analyze_opts *o, FILE *out)
+{
+    actx A;
+    memset(&A, 0, sizeof A);
+    A.o = o;
+    lx_status st = run(&A, out);
+    free(A.panel);
+    free(A.proj);
+    lx_plan_free(&A.plan);
+    lx_plan_free(&A.ftplan);
+    if (A.has_embed)
+        regfree(&A.embed);
+    lx_filter_free(&A.filter);
+    lx_checkpoint_close(A.ft);
+    lx_checkpoint_close(A.aligned);
+    lx_checkpoint_close(A.base);
+    return st;
+}

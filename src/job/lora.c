@@ -1,0 +1,615 @@
+/* lora.c - the LoX update as a PEFT LoRA adapter (see lora.h).
+ *
+ * Data flow per module: apply's row source over dW = aligned - base (f32,
+ * checked finite) -> apply's randomized SVD with apply's per-matrix seed ->
+ * A and B (sqrt(S) on each side, zero-padded to r) in f32 -> rounded to the
+ * adapter's dtype and written at their final offsets in
+ * adapter_model.safetensors.partial.  Every entry of the file is known from
+ * the plan, so its header is written first and one module's factors are in
+ * memory at a time.  Completion: sync, close, rename, adapter_config.json
+ * (atomic), sync of the directory; a failure on the way removes what was
+ * written, so that no final name is left behind.
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <math.h>
+#include <regex.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <jansson.h>
+
+#include "config.h"
+#include "loxstream/apply.h"
+#include "loxstream/journal.h"
+#include "loxstream/linalg.h"
+#include "loxstream/lora.h"
+#include "loxstream/safetensors.h"
+#include "loxstream/util.h"
+
+/* tables, stdio, libraries: counted against --max-memory as apply does */
+#define FIXED_OVERHEAD (48u << 20)
+#define WEIGHT_SUFFIX ".weight"
+
+typedef struct module {
+    const lx_plan_item *item;
+    int embedding;                 /* lora_embedding_A/B instead of lora_A/B */
+    int k;                         /* rank of the factors: min(r, m, n) */
+    lx_dtype dtype;                /* of the adapter tensors */
+    char *key_a, *key_b;           /* tensor names in the adapter */
+    char *leaf;                    /* last component of the module name */
+    size_t ea, eb;                 /* entry indices of A and B */
+} module;
+
+typedef struct lora_job {
+    const lx_lora_opts *o;
+    lx_filter filter;
+    regex_t emb;
+    int has_emb;
+    lx_checkpoint *base, *aligned;
+    lx_plan plan;
+    module *mods;
+    size_t nmods;
+    lx_st_entry *entries;
+    lx_st_layout layout;
+    int has_layout;
+    lx_st_out out;
+    int out_open;
+    char *partial_path, *final_path, *config_path;
+    int created_dir, partial_made, final_made;
+    size_t buf_elems;              /* r * max(m, n) over the modules */
+    float *fbuf;
+    unsigned char *obuf;
+} lora_job;
+
+void lx_lora_opts_default(lx_lora_opts *o)
+{
+    memset(o, 0, sizeof *o);
+    o->rank = 6;
+    o->alpha = 1.25;
+    lx_rsvd_opts_default(&o->svd);
+    o->max_memory = (uint64_t)1 << 30;
+    o->threads = lx_online_cpus();
+}
+
+lx_status lx_lora_parse_dtype(const char *s, lx_dtype *out)
+{
+    static const struct { const char *name; lx_dtype dt; } known[] = {
+        {"bf16", LX_DT_BF16}, {"f16", LX_DT_F16}, {"f32", LX_DT_F32}};
+    for (size_t i = 0; i < sizeof known / sizeof known[0]; i++)
+        if (!strcasecmp(s, known[i].name)) {
+            *out = known[i].dt;
+            return LX_OK;
+        }
+    char q[LX_NAME_QUOTE];
+    return lx_fail(LX_EUSAGE, "--dtype: unknown type '%s' (bf16, f16 or f32)",
+                   lx_st_escape_name(s, q, sizeof q));
+}
+
+static size_t dtype_size(lx_dtype dt)
+{
+    return lx_dtype_bits(dt) / 8;
+}
+
+/* ---- which tensors become modules --------------------------------------- */
+
+static int ends_with(const char *s, const char *suffix)
+{
+    size_t n = strlen(s), k = strlen(suffix);
+    return n >= k && !strcmp(s + n - k, suffix);
+}
+
+static lx_status select_modules(lora_job *J)
+{
+    const lx_lora_opts *o = J->o;
+    J->mods = calloc(J->plan.n ? J->plan.n : 1, sizeof *J->mods);
+    if (!J->mods)
+        return lx_fail(LX_EFAIL, "out of memory");
+    size_t nlow = 0;
+    for (size_t i = 0; i < J->plan.n; i++) {
+        const lx_plan_item *it = &J->plan.items[i];
+        if (it->action != LX_ACT_LOWRANK)
+            continue;
+        nlow++;
+        const lx_tensor *t = it->aligned;
+        char q[LX_NAME_QUOTE];
+        lx_st_escape_name(t->name, q, sizeof q);
+        if (t->ndim != 2) {
+            lx_warn("tensor '%s' has %d dimensions (%" PRIu64 " matrices of %" PRIu64 "x%" PRIu64
+                    "): not exported, a LoRA adapter holds 2-D weights only",
+                    q, t->ndim, it->batch, it->m, it->n);
+            continue;
+        }
+        size_t len = strlen(t->name), wl = strlen(WEIGHT_SUFFIX);
+        if (!ends_with(t->name, WEIGHT_SUFFIX) || len == wl) {
+            lx_warn("tensor '%s': its name does not end in '%s' after a module name: not "
+                    "exported, PEFT adapts a module through its .weight",
+                    q, WEIGHT_SUFFIX);
+            continue;
+        }
+        module *md = &J->mods[J->nmods++];
+        md->item = it;
+        md->embedding = J->has_emb && regexec(&J->emb, t->name, 0, NULL, 0) == 0;
+        size_t mn = it->m < it->n ? (size_t)it->m : (size_t)it->n;
+        md->k = (size_t)o->rank > mn ? (int)mn : o->rank;
+        if (md->k < o->rank)
+            lx_warn("tensor '%s': rank %d exceeds min(%" PRIu64 ", %" PRIu64 "): factors of rank "
+                    "%d, padded with zeros to r = %d", q, o->rank, it->m, it->n, md->k, o->rank);
+        if (o->has_dtype)
+            md->dtype = o->dtype;
+        else if (t->dtype == LX_DT_BF16 || t->dtype == LX_DT_F16 || t->dtype == LX_DT_F32)
+            md->dtype = t->dtype;
+        else
+            md->dtype = LX_DT_F32;
+        const char *sa = md->embedding ? ".lora_embedding_A" : ".lora_A.weight";
+        const char *sb = md->embedding ? ".lora_embedding_B" : ".lora_B.weight";
+        int ml = (int)(len - wl);
+        if (asprintf(&md->key_a, "%s%.*s%s", LX_LORA_KEY_PREFIX, ml, t->name, sa) < 0)
+            md->key_a = NULL;
+        if (asprintf(&md->key_b, "%s%.*s%s", LX_LORA_KEY_PREFIX, ml, t->name, sb) < 0)
+            md->key_b = NULL;
+        const char *dot = memrchr(t->name, '.', (size_t)ml);
+        md->leaf = dot ? strndup(dot + 1, (size_t)(t->name + ml - dot - 1))
+                       : strndup(t->name, (size_t)ml);
+        if (!md->key_a || !md->key_b || !md->leaf)
+            return lx_fail(LX_EFAIL, "out of memory");
+        size_t big = it->m > it->n ? (size_t)it->m : (size_t)it->n;
+        if ((size_t)o->rank * big > J->buf_elems)
+            J->buf_elems = (size_t)o->rank * big;
+    }
+    if (J->nmods > 0)
+        return LX_OK;
+    if (o->include || o->exclude)
+        return lx_fail(LX_EUSAGE, "no tensor to export: none of the %zu tensors of %s is a 2-D "
+                       "float '.weight' matrix selected by --include/--exclude (%zu transformable "
+                       "tensors before the 2-D and name rules)", J->plan.n, o->aligned_path, nlow);
+    return lx_fail(LX_EINPUT, "no tensor to export: none of the %zu tensors of %s is a 2-D float "
+                   "'.weight' matrix present in both models", J->plan.n, o->aligned_path);
+}
+
+/* ---- memory ------------------------------------------------------------- */
+
+static lx_status check_memory(lora_job *J)
+{
+    const lx_lora_opts *o = J->o;
+    uint64_t worst = 0;
+    const char *worst_name = "";
+    for (size_t i = 0; i < J->nmods; i++) {
+        const module *md = &J->mods[i];
+        lx_rsvd_opts so = o->svd;
+        so.rank = md->k;
+        size_t big = md->item->m > md->item->n ? (size_t)md->item->m : (size_t)md->item->n;
+        /* the rsvd's buffers, then one factor in f32 and in the adapter's dtype
+         * (both sized for the widest module, allocated once) */
+        uint64_t need = lx_rsvd_workspace_bytes(md->item->m, md->item->n, &so) +
+                        (uint64_t)o->rank * big * (sizeof(float) + 4);
+        if (need > worst) {
+            worst = need;
+            worst_name = md->item->aligned->name;
+        }
+    }
+    if (worst + FIXED_OVERHEAD > o->max_memory) {
+        char a[32], b[32], c[32], q[LX_NAME_QUOTE];
+        return lx_fail(LX_EUSAGE,
+                       "--max-memory %s is too small: tensor '%s' needs %s of working memory "
+                       "(with %s of fixed overhead)",
+                       lx_format_size(o->max_memory, a, sizeof a),
+                       lx_st_escape_name(worst_name, q, sizeof q),
+                       lx_format_size(worst + FIXED_OVERHEAD, b, sizeof b),
+                       lx_format_size(FIXED_OVERHEAD, c, sizeof c));
+    }
+    return LX_OK;
+}
+
+/* ---- the output directory ------------------------------------------------ */
+
+/* New (created) or an empty directory; anything else is refused. */
+static lx_status prepare_dir(lora_job *J)
+{
+    const char *out = J->o->output_path;
+    struct stat sb;
+    if (stat(out, &sb) != 0) {
+        if (errno != ENOENT)
+            return lx_fail_errno(LX_EOUTPUT, errno, "%s: cannot access the output directory", out);
+        lx_status st = lx_mkdir_p(out);
+        if (st == LX_OK)
+            J->created_dir = 1;
+        return st;
+    }
+    if (!S_ISDIR(sb.st_mode))
+        return lx_fail(LX_EOUTPUT, "%s: output exists and is not a directory", out);
+    DIR *d = opendir(out);
+    if (!d)
+        return lx_fail_errno(LX_EOUTPUT, errno, "%s: cannot open the output directory", out);
+    struct dirent *de;
+    lx_status st = LX_OK;
+    while ((de = readdir(d))) {
+        if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
+            continue;
+        char q[LX_NAME_QUOTE];
+        st = lx_fail(LX_EOUTPUT, "%s: output directory is not empty (it holds '%s'); loxstream "
+                     "lora writes only into a new or empty directory",
+                     out, lx_st_escape_name(de->d_name, q, sizeof q));
+        break;
+    }
+    closedir(d);
+    return st;
+}
+
+/* ---- the adapter file ---------------------------------------------------- */
+
+static lx_status build_layout(lora_job *J)
+{
+    J->entries = calloc(2 * J->nmods, sizeof *J->entries);
+    if (!J->entries)
+        return lx_fail(LX_EFAIL, "out of memory");
+    uint64_t r = (uint64_t)J->o->rank;
+    size_t e = 0;
+    for (size_t i = 0; i < J->nmods; i++) {
+        module *md = &J->mods[i];
+        uint64_t m = md->item->m, n = md->item->n;
+        /* linear: A [r, in], B [out, r]; embedding: A [r, vocab], B [dim, r] */
+        lx_st_entry *a = &J->entries[e], *b = &J->entries[e + 1];
+        md->ea = e++;
+        md->eb = e++;
+        a->name = md->key_a;
+        b->name = md->key_b;
+        a->dtype = b->dtype = md->dtype;
+        a->ndim = b->ndim = 2;
+        a->shape[0] = r;
+        a->shape[1] = md->embedding ? m : n;
+        b->shape[0] = md->embedding ? n : m;
+        b->shape[1] = r;
+    }
+    const char *keys[] = {"format"}, *vals[] = {"pt"};
+    lx_status st = lx_st_layout_build(&J->layout, J->entries, e, keys, vals, 1);
+    if (st == LX_OK)
+        J->has_layout = 1;
+    return st;
+}
+
+/* out[i][p] = s_i X[p][i] (i < k), 0 (k <= i < r): r rows of len. */
+static void factor_rows(const float *X, size_t len, int k, int r, const float *s, float *out)
+{
+    for (int i = 0; i < r; i++) {
+        float *row = out + (size_t)i * len;
+        if (i >= k) {
+            memset(row, 0, len * sizeof *row);
+            continue;
+        }
+        for (size_t p = 0; p < len; p++)
+            row[p] = s[i] * X[p * (size_t)k + (size_t)i];
+    }
+}
+
+/* out[p][i] = X[p][i] s_i (i < k), 0 (k <= i < r): len rows of r. */
+static void factor_cols(const float *X, size_t len, int k, int r, const float *s, float *out)
+{
+    for (size_t p = 0; p < len; p++) {
+        float *row = out + p * (size_t)r;
+        for (int i = 0; i < r; i++)
+            row[i] = i < k ? X[p * (size_t)k + (size_t)i] * s[i] : 0.0f;
+    }
+}
+
+static lx_status write_factor(lora_job *J, const module *md, size_t idx, size_t nelem)
+{
+    lx_from_f32(md->dtype, J->fbuf, J->obuf, nelem);
+    return lx_st_out_write(&J->out, idx, 0, J->obuf, nelem * dtype_size(md->dtype));
+}
+
+static lx_status run_module(lora_job *J, size_t i)
+{
+    const lx_lora_opts *o = J->o;
+    const module *md = &J->mods[i];
+    const lx_plan_item *it = md->item;
+    size_t m = (size_t)it->m, n = (size_t)it->n;
+    lx_rsvd_opts so = o->svd;
+    so.rank = md->k;
+    so.seed = lx_matrix_seed(o->svd.seed, it->aligned->name, 0);
+    lx_delta_src ds;
+    lx_rowsrc src = lx_delta_rowsrc(&ds, it, 0);
+    lx_factors f;
+    double t0 = lx_now();
+    lx_status st = lx_rsvd_topk(&src, &so, &f);
+    if (st != LX_OK)
+        return st;
+    float *s = malloc((f.k > 0 ? (size_t)f.k : 1) * sizeof *s);
+    if (!s) {
+        lx_factors_free(&f);
+        return lx_fail(LX_EFAIL, "out of memory");
+    }
+    for (int t = 0; t < f.k; t++)
+        s[t] = f.S[t] > 0 ? (float)sqrt((double)f.S[t]) : 0.0f;
+    int r = o->rank;
+    /* linear: A = s V^T (r x n), B = U s (m x r);
+     * embedding: A = s U^T (r x m), B = V s (n x r) */
+    const float *xa = md->embedding ? f.U : f.V, *xb = md->embedding ? f.V : f.U;
+    size_t la = md->embedding ? m : n, lb = md->embedding ? n : m;
+    factor_rows(xa, la, f.k, r, s, J->fbuf);
+    st = write_factor(J, md, md->ea, (size_t)r * la);
+    if (st == LX_OK) {
+        factor_cols(xb, lb, f.k, r, s, J->fbuf);
+        st = write_factor(J, md, md->eb, lb * (size_t)r);
+    }
+    if (st == LX_OK && !o->quiet) {
+        char q[LX_NAME_QUOTE];
+        fprintf(stderr, "lora: %zu/%zu %s (%zux%zu, %d pass%s%s, %.2f s)\n", i + 1, J->nmods,
+                lx_st_escape_name(it->aligned->name, q, sizeof q), m, n, f.passes,
+                f.passes == 1 ? "" : "es", f.converged ? "" : ", not converged",
+                lx_now() - t0);
+    }
+    free(s);
+    lx_factors_free(&f);
+    return st;
+}
+
+/* ---- adapter_config.json ------------------------------------------------- */
+
+static int cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* Digits of the shortest %g form that reads back as x (1..17). */
+static int shortest_digits(double x)
+{
+    char buf[64];
+    for (int prec = 1; prec < 17; prec++) {
+        snprintf(buf, sizeof buf, "%.*g", prec, x);
+        if (strtod(buf, NULL) == x)
+            return prec;
+    }
+    return 17;
+}
+
+static int set(json_t *obj, const char *key, json_t *v)
+{
+    return v ? json_object_set_new(obj, key, v) : -1;
+}
+
+static lx_status write_config(lora_job *J)
+{
+    const lx_lora_opts *o = J->o;
+    json_t *root = json_object(), *tm = json_array(), *lx = json_object();
+    const char **leaves = malloc(J->nmods * sizeof *leaves);
+    int bad = !root || !tm || !lx || !leaves;
+    for (size_t i = 0; !bad && i < J->nmods; i++)
+        leaves[i] = J->mods[i].leaf;
+    if (!bad)
+        qsort(leaves, J->nmods, sizeof *leaves, cmp_str);
+    for (size_t i = 0; !bad && i < J->nmods; i++)
+        if (i == 0 || strcmp(leaves[i], leaves[i - 1]))
+            bad |= json_array_append_new(tm, json_string(leaves[i])) != 0;
+    free(leaves);
+    double r = o->rank;
+    if (!bad) {
+        bad |= set(root, "peft_type", json_string("LORA"));
+        bad |= set(root, "task_type", json_string("CAUSAL_LM"));
+        bad |= set(root, "base_model_name_or_path", json_string(o->aligned_path));
+        bad |= set(root, "r", json_integer(o->rank));
+        bad |= set(root, "lora_alpha", json_real(o->alpha * r));
+        bad |= set(root, "target_modules", json_incref(tm));
+        bad |= set(root, "lora_dropout", json_real(0.0));
+        bad |= set(root, "fan_in_fan_out", json_false());
+        bad |= set(root, "bias", json_string("none"));
+        bad |= set(root, "use_rslora", json_false());
+        bad |= set(root, "use_dora", json_false());
+        bad |= set(root, "inference_mode", json_true());
+        bad |= set(root, "modules_to_save", json_null());
+    }
+    if (!bad) {
+        bad |= set(lx, "version", json_string(PACKAGE_VERSION));
+        bad |= set(lx, "rank", json_integer(o->rank));
+        bad |= set(lx, "alpha", json_real(o->alpha));
+        bad |= set(lx, "method", json_string(o->svd.exact ? "exact" : "randomized"));
+        /* json_int_t is 64-bit signed: larger seeds are written as strings */
+        if (o->svd.seed <= (uint64_t)INT64_MAX) {
+            bad |= set(lx, "seed", json_integer((json_int_t)o->svd.seed));
+        } else {
+            char sv[32];
+            snprintf(sv, sizeof sv, "%" PRIu64, o->svd.seed);
+            bad |= set(lx, "seed", json_string(sv));
+        }
+        if (!o->svd.exact) {
+            bad |= set(lx, "oversample", json_integer(o->svd.oversample));
+            if (o->svd.passes > 0) {
+                bad |= set(lx, "passes", json_integer(o->svd.passes));
+            } else {
+                bad |= set(lx, "tol", json_real(o->svd.tol));
+                bad |= set(lx, "max_passes", json_integer(o->svd.max_passes));
+            }
+        }
+        bad |= set(lx, "include", o->include ? json_string(o->include) : json_null());
+        bad |= set(lx, "exclude", o->exclude ? json_string(o->exclude) : json_null());
+        bad |= set(lx, "embedding",
+                   json_string(o->embedding ? o->embedding : LX_LORA_EMBEDDING_DEFAULT));
+        bad |= set(lx, "dtype", o->has_dtype ? json_string(lx_dtype_name(o->dtype))
+                                             : json_string("aligned"));
+        bad |= set(lx, "modules", json_integer((json_int_t)J->nmods));
+        bad |= set(lx, "base", json_string(o->base_path));
+        bad |= set(root, "loxstream", json_incref(lx));
+    }
+    /* reals with the fewest digits that read back exactly ("0.0003", not
+     * "0.00029999999999999997"): jansson takes one precision for all */
+    int digits = shortest_digits(o->alpha);
+    if (shortest_digits(o->alpha * r) > digits)
+        digits = shortest_digits(o->alpha * r);
+    if (!o->svd.exact && o->svd.passes == 0 && shortest_digits(o->svd.tol) > digits)
+        digits = shortest_digits(o->svd.tol);
+    char *text = bad ? NULL : json_dumps(root, JSON_INDENT(2) | JSON_REAL_PRECISION(digits));
+    json_decref(tm);
+    json_decref(lx);
+    json_decref(root);
+    if (!text)
+        return lx_fail(LX_EFAIL, "%s: cannot build the JSON (a path or regular expression that is "
+                       "not UTF-8, or out of memory)", J->config_path);
+    size_t len = strlen(text);
+    char *buf = malloc(len + 2);
+    lx_status st;
+    if (!buf) {
+        st = lx_fail(LX_EFAIL, "out of memory");
+    } else {
+        memcpy(buf, text, len);
+        buf[len] = '\n';
+        st = lx_write_file_atomic(J->config_path, buf, len + 1);
+    }
+    free(buf);
+    free(text);
+    return st;
+}
+
+/* ---- the job ------------------------------------------------------------- */
+
+static lx_status check_utf8(const char *s, const char *what)
+{
+    json_t *v = json_string(s);
+    if (!v) {
+        char q[LX_NAME_QUOTE];
+        return lx_fail(LX_EUSAGE, "%s '%s' is not valid UTF-8: it cannot be recorded in %s",
+                       what, lx_st_escape_name(s, q, sizeof q), LX_LORA_CONFIG_NAME);
+    }
+    json_decref(v);
+    return LX_OK;
+}
+
+static lx_status run(lora_job *J)
+{
+    const lx_lora_opts *o = J->o;
+    if (o->rank < 1)
+        return lx_fail(LX_EUSAGE, "lora: --rank must be at least 1 (a LoRA adapter has a rank; "
+                       "full-rank extrapolation is apply --rank 0)");
+    if (o->has_dtype && o->dtype != LX_DT_BF16 && o->dtype != LX_DT_F16 && o->dtype != LX_DT_F32)
+        return lx_fail(LX_EUSAGE, "--dtype: %s is not an adapter dtype (bf16, f16 or f32)",
+                       lx_dtype_name(o->dtype));
+    lx_status st = check_utf8(o->aligned_path, "--aligned");
+    if (st == LX_OK)
+        st = check_utf8(o->base_path, "--base");
+    if (st == LX_OK)
+        st = lx_filter_init(&J->filter, o->include, o->exclude);
+    if (st != LX_OK)
+        return st;
+    const char *emb = o->embedding ? o->embedding : LX_LORA_EMBEDDING_DEFAULT;
+    int rc = regcomp(&J->emb, emb, REG_EXTENDED | REG_NOSUB);
+    if (rc != 0) {
+        char msg[256];
+        regerror(rc, &J->emb, msg, sizeof msg);
+        return lx_fail(LX_EUSAGE, "--embedding '%s': invalid regular expression: %s", emb, msg);
+    }
+    J->has_emb = 1;
+    if ((st = lx_checkpoint_open(o->base_path, &J->base)) != LX_OK ||
+        (st = lx_checkpoint_open(o->aligned_path, &J->aligned)) != LX_OK ||
+        (st = lx_plan_build(J->base, J->aligned, &J->filter, o->rank, 0, &J->plan)) != LX_OK ||
+        (st = select_modules(J)) != LX_OK || (st = check_memory(J)) != LX_OK ||
+        (st = build_layout(J)) != LX_OK)
+        return st;
+    J->final_path = lx_path_join(o->output_path, LX_LORA_ADAPTER_NAME);
+    J->config_path = lx_path_join(o->output_path, LX_LORA_CONFIG_NAME);
+    if (J->final_path && asprintf(&J->partial_path, "%s" LX_PARTIAL_SUFFIX, J->final_path) < 0)
+        J->partial_path = NULL;
+    /* fbuf only feeds lx_from_f32: plain memory */
+    J->fbuf = malloc(J->buf_elems * sizeof *J->fbuf);
+    J->obuf = malloc(J->buf_elems * sizeof(float));
+    if (!J->final_path || !J->config_path || !J->partial_path || !J->fbuf || !J->obuf)
+        return lx_fail(LX_EFAIL, "out of memory");
+    if ((st = lx_linalg_init(o->threads)) != LX_OK || (st = prepare_dir(J)) != LX_OK)
+        return st;
+    J->partial_made = 1; /* whatever a failed open left there goes too */
+    if ((st = lx_st_out_open(&J->out, J->partial_path, &J->layout, 0)) != LX_OK)
+        return st;
+    J->out_open = 1;
+    double t0 = lx_now();
+    for (size_t i = 0; i < J->nmods && st == LX_OK; i++) {
+        const lx_plan_item *it = J->mods[i].item;
+        if (i + 1 < J->nmods)
+            lx_plan_item_advise(J->mods[i + 1].item, MADV_WILLNEED);
+        st = run_module(J, i);
+        lx_plan_item_advise(it, MADV_DONTNEED);
+    }
+    if (st == LX_OK)
+        st = lx_st_out_sync(&J->out);
+    if (st != LX_OK)
+        return st; /* undo_output closes and removes the file */
+    J->out_open = 0;
+    if ((st = lx_st_out_close(&J->out)) != LX_OK)
+        return st;
+    if (rename(J->partial_path, J->final_path) != 0)
+        return lx_fail_errno(LX_EFAIL, errno, "%s: cannot rename to %s", J->partial_path,
+                             J->final_path);
+    J->partial_made = 0;
+    J->final_made = 1;
+    if ((st = write_config(J)) != LX_OK || (st = lx_sync_dir(o->output_path)) != LX_OK)
+        return st;
+    J->final_made = 0; /* complete: kept */
+    if (!o->quiet)
+        fprintf(stderr, "lora: %zu module%s, r %d, lora_alpha %g, in %.2f s: %s and %s written "
+                "in %s\n", J->nmods, J->nmods == 1 ? "" : "s", o->rank, o->alpha * o->rank,
+                lx_now() - t0, LX_LORA_ADAPTER_NAME, LX_LORA_CONFIG_NAME, o->output_path);
+    return LX_OK;
+}
+
+/* After a failure: no final name is left behind, and a directory this run
+ * created is removed again if nothing else is in it. */
+static void undo_output(lora_job *J)
+{
+    if (J->out_open)
+        lx_st_out_close(&J->out);
+    J->out_open = 0;
+    if (J->partial_made)
+        unlink(J->partial_path);
+    if (J->final_made) {
+        unlink(J->final_path);
+        unlink(J->config_path);
+    }
+    if (J->created_dir)
+        rmdir(J->o->output_path);
+}
+
+static void job_free(lora_job *J)
+{
+    for (size_t i = 0; i < J->nmods; i++) {
+        free(J->mods[i].key_a);
+        free(J->mods[i].key_b);
+        free(J->mods[i].leaf);
+    }
+    free(J->mods);
+    if (J->has_layout)
+        lx_st_layout_free(&J->layout);
+    free(J->entries);
+    free(J->partial_path);
+    free(J->final_path);
+    free(J->config_path);
+    free(J->fbuf);
+    free(J->obuf);
+    lx_plan_free(&J->plan);
+    lx_filter_free(&J->filter);
+    if (J->has_emb)
+        regfree(&J->emb);
+    if (J->base)
+        lx_checkpoint_close(J->base);
+    if (J->aligned)
+        lx_checkpoint_close(J->aligned);
+}
+
+lx_status lx_lora_run(const lx_lora_opts *o)
+{
+    lora_job J;
+    memset(&J, 0, sizeof J);
+    J.o = o;
+    J.out.fd = -1;
+    lx_status st = run(&J);
+    if (st != LX_OK) {
+        char msg[2048];
+        snprintf(msg, sizeof msg, "%s", lx_errmsg());
+        undo_output(&J);
+        lx_fail(st, "%s", msg);
+    }
+    job_free(&J);
+    return st;
+}
