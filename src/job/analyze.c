@@ -6,17 +6,20 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #ifdef _OPENMP
 #include <omp.h>
 #endif
 
 #include "loxstream/analyze.h"
 #include "loxstream/linalg.h"
+#include "loxstream/prefetch.h"
 #include "loxstream/progress.h"
 #include "loxstream/safetensors.h"
 #include "loxstream/util.h"
 
 #define FIXED_OVERHEAD (48u << 20) /* tables, stdio, libraries (as apply) */
+#define PREFETCH_AHEAD (512u << 20) /* input bytes read ahead beyond the current matrix */
 
 void lx_analyze_opts_default(lx_analyze_opts *o)
 {
@@ -299,15 +302,33 @@ static lx_status run(actx *A, FILE *out)
     lx_progress_begin(&prog, "analyze", A->plan.n, A->plan.transform_bytes, o->quiet);
     print_header(A, out);
     uint64_t done = 0;
+    lx_prefetch *pf;
+    if (lx_prefetch_start(&pf) != LX_OK)
+        pf = NULL; /* slower without it, no more */
     for (size_t i = 0; i < A->plan.n && st == LX_OK; i++) {
         const lx_plan_item *it = &A->plan.items[i];
         if (it->action == LX_ACT_LOWRANK) {
+            /* this item's inputs (with the fine-tuned model's) and the next ones' */
+            const lx_plan_item *next[LX_PREFETCH_MAX / 2];
+            size_t nn = 0;
+            for (size_t j = i; j < A->plan.n && nn + 2 <= LX_PREFETCH_MAX / 2; j++) {
+                if (A->plan.items[j].action != LX_ACT_LOWRANK)
+                    continue;
+                next[nn++] = &A->plan.items[j];
+                next[nn++] = ft_item(A, &A->plan.items[j]);
+            }
+            lx_range r[LX_PREFETCH_MAX];
+            lx_prefetch_set(pf, r, lx_prefetch_item_ranges(next, nn, PREFETCH_AHEAD, r));
             for (uint64_t b = 0; b < it->batch && st == LX_OK; b++)
                 st = analyze_matrix(A, it, b, out);
             done += it->aligned->nbytes;
+            lx_plan_item_advise(it, MADV_DONTNEED);
+            if (ft_item(A, it))
+                lx_plan_item_advise(ft_item(A, it), MADV_DONTNEED);
         }
         lx_progress_update(&prog, i + 1, done, it->aligned->name);
     }
+    lx_prefetch_stop(pf);
     if (st == LX_OK && fflush(out) != 0)
         st = lx_fail_errno(LX_EFAIL, errno, "cannot write the analysis to standard output");
     if (st != LX_OK)

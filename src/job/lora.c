@@ -30,8 +30,11 @@
 #include "loxstream/journal.h"
 #include "loxstream/linalg.h"
 #include "loxstream/lora.h"
+#include "loxstream/prefetch.h"
 #include "loxstream/safetensors.h"
 #include "loxstream/util.h"
+
+#define PREFETCH_AHEAD (512u << 20) /* input bytes read ahead beyond the current module */
 
 /* tables, stdio, libraries: counted against --max-memory as apply does */
 #define FIXED_OVERHEAD (48u << 20)
@@ -525,13 +528,22 @@ static lx_status run(lora_job *J)
         return st;
     J->out_open = 1;
     double t0 = lx_now();
+    lx_prefetch *pf;
+    if (lx_prefetch_start(&pf) != LX_OK)
+        pf = NULL; /* slower without it, no more */
     for (size_t i = 0; i < J->nmods && st == LX_OK; i++) {
         const lx_plan_item *it = J->mods[i].item;
-        if (i + 1 < J->nmods)
-            lx_plan_item_advise(J->mods[i + 1].item, MADV_WILLNEED);
+        /* this module's inputs and the next ones', PREFETCH_AHEAD ahead */
+        const lx_plan_item *next[LX_PREFETCH_MAX / 2];
+        size_t nn = 0;
+        for (size_t j = i; j < J->nmods && nn < LX_PREFETCH_MAX / 2; j++)
+            next[nn++] = J->mods[j].item;
+        lx_range r[LX_PREFETCH_MAX];
+        lx_prefetch_set(pf, r, lx_prefetch_item_ranges(next, nn, PREFETCH_AHEAD, r));
         st = run_module(J, i);
         lx_plan_item_advise(it, MADV_DONTNEED);
     }
+    lx_prefetch_stop(pf);
     if (st == LX_OK)
         st = lx_st_out_sync(&J->out);
     if (st != LX_OK)
