@@ -16,6 +16,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include "loxstream/apply.h"
 #include "loxstream/prefetch.h"
 
 static char tmpdir[] = "/var/tmp/lx-test-prefetch-XXXXXX";
@@ -158,12 +159,56 @@ static void test_truncated_file(void **state)
     close(fa);
 }
 
+/* lx_prefetch_item_ranges: aligned then base per item, base left out for a
+ * copy, NULL items skipped, the first item always, the others only while
+ * the bytes beyond it stay under `ahead`, and never more than
+ * LX_PREFETCH_MAX ranges. */
+static void test_item_ranges(void **state)
+{
+    (void)state;
+    static unsigned char mem[4096];
+    lx_tensor t[12];
+    lx_plan_item it[6];
+    memset(t, 0, sizeof t);
+    memset(it, 0, sizeof it);
+    for (int i = 0; i < 6; i++) {
+        t[2 * i] = (lx_tensor){.data = mem + 100 * i, .nbytes = 100};
+        t[2 * i + 1] = (lx_tensor){.data = mem + 1000 + 100 * i, .nbytes = 100};
+        it[i] = (lx_plan_item){.aligned = &t[2 * i], .base = &t[2 * i + 1],
+                               .action = LX_ACT_LOWRANK};
+    }
+    it[1].action = LX_ACT_COPY; /* its base is not read */
+    const lx_plan_item *items[6] = {&it[0], &it[1], NULL, &it[3], &it[4], &it[5]};
+    lx_range r[LX_PREFETCH_MAX];
+    /* ahead 250: item 0 (2 ranges), item 1 (1 range, 100 beyond), item 3
+     * (2 ranges, 300 beyond), then stop */
+    size_t n = lx_prefetch_item_ranges(items, 6, 250, r);
+    assert_int_equal(n, 5);
+    assert_ptr_equal(r[0].addr, mem);
+    assert_ptr_equal(r[1].addr, mem + 1000);
+    assert_ptr_equal(r[2].addr, mem + 100);
+    assert_ptr_equal(r[3].addr, mem + 300);
+    assert_ptr_equal(r[4].addr, mem + 1300);
+    for (size_t i = 0; i < n; i++)
+        assert_int_equal(r[i].len, 100);
+    /* ahead 0: the first item only, however large */
+    assert_int_equal(lx_prefetch_item_ranges(items, 6, 0, r), 2);
+    /* no limit: every range, capped at LX_PREFETCH_MAX */
+    assert_int_equal(lx_prefetch_item_ranges(items, 6, UINT64_MAX, r), 9);
+    const lx_plan_item *many[20];
+    for (int i = 0; i < 20; i++)
+        many[i] = &it[0];
+    assert_int_equal(lx_prefetch_item_ranges(many, 20, UINT64_MAX, r), LX_PREFETCH_MAX);
+    assert_int_equal(lx_prefetch_item_ranges(items, 0, UINT64_MAX, r), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_reads_the_list),
         cmocka_unit_test(test_new_list_and_stop),
         cmocka_unit_test(test_truncated_file),
+        cmocka_unit_test(test_item_ranges),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
