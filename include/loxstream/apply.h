@@ -56,6 +56,21 @@ lx_status lx_plan_build(const lx_checkpoint *base, const lx_checkpoint *aligned,
                         const lx_filter *filter, int rank, int copy_unmatched, lx_plan *out);
 void lx_plan_free(lx_plan *p);
 
+/* Split the plan's items, in plan order, into nparts contiguous ranges:
+ * part p (1-based) owns items [bounds[p-1], bounds[p]); bounds has
+ * nparts + 1 entries, bounds[0] = 0 and bounds[nparts] = p->n.  The ranges
+ * are balanced by bytes of work: an item weighs its tensor's bytes, twice
+ * for a transformed one (two inputs read), once for a copy; item j goes to
+ * the part whose share [(p-1) W / N, p W / N) of the total W holds the
+ * midpoint of j's cumulative byte range.  When there are at least nparts
+ * items, the ranges are then adjusted so that none is empty: each boundary
+ * moved, in order, to at least one past the one before and at most what
+ * leaves one item to each following part.  (A plan of no bytes at all is
+ * split by item count: j to part floor(j N / n) + 1.)  Depends on the plan
+ * and nparts only, never on the machine. */
+void lx_plan_partition(const lx_plan *p, unsigned nparts, size_t *bounds);
+#define LX_MAX_PARTS 9999
+
 /* madvise (MADV_WILLNEED, MADV_DONTNEED, ...) the mapped bytes of the item's
  * aligned tensor and, unless it is copied, its base tensor. */
 void lx_plan_item_advise(const lx_plan_item *it, int advice);
@@ -92,6 +107,8 @@ typedef struct lx_apply_opts {
     int quiet;
     int stats;                     /* print resource use and rates at the end */
     int restart;                   /* discard an earlier run's output in output_path */
+    unsigned part, nparts;         /* --part I/N: compute only part I of N (default 1/1,
+                                    * the whole run); see lx_plan_partition, journal.h */
 } lx_apply_opts;
 
 void lx_apply_opts_default(lx_apply_opts *o);
@@ -103,7 +120,15 @@ void lx_apply_opts_default(lx_apply_opts *o);
  * loxstream.xxh3 and the completion marker.  An output directory holding
  * an earlier run with the same identity is resumed (or found complete);
  * one of another identity is refused (LX_EOUTPUT) unless restart, and one
- * that is not a loxstream output is always refused. */
+ * that is not a loxstream output is always refused.
+ *
+ * With nparts > 1 only the items of the part are computed, into the shared
+ * .partial files, with the part's own journal; then, if the records of all
+ * journals cover every tensor and no other process is writing the output,
+ * the output is completed (each shard read back and checked against the
+ * records), else the run says which parts are missing and returns LX_OK.
+ * Without --part, the records of every part's journal are kept when they
+ * check out, as a resumed run's own.  restart needs nparts == 1. */
 lx_status lx_apply_run(const lx_apply_opts *o);
 
 #endif

@@ -7,11 +7,22 @@
  *                                  size and header XXH3; plus (not compared)
  *                                  the files the run writes
  *   OUTDIR/.loxstream/journal.part-IIII-of-NNNN
- *                                  one per part of the run (today 1 of 1):
- *                                  a header line, then one record per
+ *                                  one per part of the run (apply --part
+ *                                  I/N; 0001-of-0001 without --part): a
+ *                                  header line, then one record per
  *                                  finished tensor, appended only after the
  *                                  tensor's bytes are durable
- *   OUTDIR/.loxstream/lock         flock(2)ed while a process writes OUTDIR
+ *   OUTDIR/.loxstream/lock         the output lock: flock(2)ed exclusively
+ *                                  by a run without --part, shared by each
+ *                                  part while it runs
+ *   OUTDIR/.loxstream/lock.part-IIII-of-NNNN
+ *                                  a part's own lock, exclusive: one process
+ *                                  per part
+ *   OUTDIR/.loxstream/complete.lock
+ *                                  the completion lock, exclusive and waited
+ *                                  for: held while a process prepares the
+ *                                  output (identity, marker, journals) and
+ *                                  while it completes it
  *   OUTDIR/loxstream.xxh3          the checksum list, in the BSD-tag form
  *                                  that `xxhsum -c` reads: XXH3 (FILE) = HEX
  *   OUTDIR/.loxstream/complete     the completion marker, written last
@@ -22,6 +33,22 @@
  * processes can fill disjoint sets of tensors of one output, each with its
  * own journal, and the step that completes the output reads them all.
  * Checksums are XXH3-64 printed as xxhsum prints them (big-endian hex).
+ *
+ * Parts (apply.c): all parts hold the same identity (the part number is not
+ * in it) and share the NAME.partial shards, which a part creates complete
+ * and links into place if absent (lx_st_out_open_shared), never truncating
+ * one.  Locks are taken in the order part lock, completion lock, output
+ * lock, all but the completion lock without waiting (refused: exit status
+ * 5).  A part that has made its tensors durable takes the completion lock,
+ * then tries to turn its shared output lock into an exclusive one: only if
+ * that succeeds (no other process is past its preparation) and the records
+ * of all journals of the identity cover every tensor does it complete the
+ * output; else it reports the parts still missing and leaves the completion
+ * to the last part to finish.  As preparation happens under the completion
+ * lock too, a part never starts while another completes, and an output is
+ * never completed while another part can still write into it.  Without
+ * --part a run takes the output lock exclusively and keeps every part's
+ * records that check out, as its own.
  */
 #ifndef LOXSTREAM_JOURNAL_H
 #define LOXSTREAM_JOURNAL_H
@@ -35,6 +62,9 @@
 #define LX_IDENTITY_PATH ".loxstream/identity"
 #define LX_COMPLETE_PATH ".loxstream/complete"
 #define LX_LOCK_PATH ".loxstream/lock"
+#define LX_COMPLETE_LOCK_PATH ".loxstream/complete.lock"
+#define LX_PART_LOCK_PREFIX "lock.part-"    /* + "IIII-of-NNNN", in .loxstream */
+#define LX_JOURNAL_PREFIX "journal.part-"   /* + "IIII-of-NNNN", in .loxstream */
 #define LX_LIST_NAME "loxstream.xxh3"
 #define LX_PARTIAL_SUFFIX ".partial"
 

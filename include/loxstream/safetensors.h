@@ -92,6 +92,14 @@ typedef struct lx_st_out {
 /* Create (or, with reuse != 0, open an existing file of the right size and
  * header without truncating it) the file at path. */
 lx_status lx_st_out_open(lx_st_out *o, const char *path, const lx_st_layout *L, int reuse);
+/* For several processes filling one file: open the file at path if it is
+ * there (right size and header, else LX_EOUTPUT), else create it complete
+ * (header, full size) as a temporary file in tmpdir, which must be on the
+ * same file system, and link it into place, so that the name never shows a
+ * half-made file and nothing is ever truncated.  Of processes racing to
+ * create it, one creates it (*created = 1) and all end up writing into it. */
+lx_status lx_st_out_open_shared(lx_st_out *o, const char *path, const char *tmpdir,
+                                const lx_st_layout *L, int *created);
 /* Write len bytes at byte offset `off` within tensor `idx` (bounds checked). */
 lx_status lx_st_out_write(lx_st_out *o, size_t idx, uint64_t off, const void *buf, size_t len);
 /* Start writing bytes [off, off+len) of tensor idx back to disk without

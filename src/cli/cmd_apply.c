@@ -1,4 +1,5 @@
 /* cmd_apply.c - loxstream apply: options -> lx_apply_run. */
+#include <ctype.h>
 #include <getopt.h>
 #include <signal.h>
 #include <stdio.h>
@@ -18,6 +19,10 @@ static void usage(FILE *f)
           "  -o, --output DIR        output directory: new or empty, or an earlier run's\n"
           "                          output with the same options and inputs (resumed)\n"
           "      --restart           discard the earlier run's output in DIR and start over\n"
+          "      --part I/N          compute only part I of N (1 <= I <= N <= 9999), so that\n"
+          "                          N processes (GNU parallel, a Slurm job array, other\n"
+          "                          machines sharing DIR) split the run; the last part to\n"
+          "                          finish completes the output\n"
           "  -k, --rank K            rank of the safety subspace (default 6); 0: full rank\n"
           "      --alpha A           extrapolation coefficient (default 1.25)\n"
           "      --tol T             accuracy target: passes go on until the estimated\n"
@@ -40,7 +45,33 @@ static void usage(FILE *f)
           f);
 }
 
-enum { OPT_ALPHA = 256, OPT_COPY, OPT_REPORT, OPT_STATS, OPT_RESTART };
+enum { OPT_ALPHA = 256, OPT_COPY, OPT_REPORT, OPT_STATS, OPT_RESTART, OPT_PART };
+
+/* "I/N", decimal, 1 <= I <= N <= LX_MAX_PARTS. */
+static lx_status parse_part(const char *s, unsigned *part, unsigned *nparts)
+{
+    unsigned long v[2];
+    const char *p = s;
+    for (int k = 0; k < 2; k++) {
+        if (!isdigit((unsigned char)*p))
+            goto bad;
+        v[k] = 0;
+        for (; isdigit((unsigned char)*p); p++)
+            if ((v[k] = v[k] * 10 + (unsigned long)(*p - '0')) > LX_MAX_PARTS)
+                goto bad;
+        if (*p != (k ? '\0' : '/'))
+            goto bad;
+        p++;
+    }
+    if (v[0] < 1 || v[0] > v[1])
+        goto bad;
+    *part = (unsigned)v[0];
+    *nparts = (unsigned)v[1];
+    return LX_OK;
+bad:
+    return lx_fail(LX_EUSAGE, "apply: --part '%s': expected I/N, part I of N, with "
+                   "1 <= I <= N <= %d (e.g. --part 2/4)", s, LX_MAX_PARTS);
+}
 
 int cmd_apply(int argc, char **argv)
 {
@@ -50,6 +81,7 @@ int cmd_apply(int argc, char **argv)
         {"copy-unmatched", no_argument, 0, OPT_COPY},
         {"report", required_argument, 0, OPT_REPORT},
         {"stats", no_argument, 0, OPT_STATS},     {"restart", no_argument, 0, OPT_RESTART},
+        {"part", required_argument, 0, OPT_PART},
         {"quiet", no_argument, 0, 'q'},             {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0}};
     lx_apply_opts o;
@@ -75,6 +107,7 @@ int cmd_apply(int argc, char **argv)
         case OPT_REPORT: o.report_path = optarg; break;
         case OPT_STATS: o.stats = 1; break;
         case OPT_RESTART: o.restart = 1; break;
+        case OPT_PART: st = parse_part(optarg, &o.part, &o.nparts); break;
         case 'q': o.quiet = 1; break;
         case 'h': usage(stdout); return 0;
         default: st = cli_bad_option("apply", c, argv); break;
@@ -82,6 +115,9 @@ int cmd_apply(int argc, char **argv)
     }
     if (st == LX_OK)
         st = cli_stream_finish(&cs, "apply", argc, argv, &o.output_path);
+    if (st == LX_OK && o.restart && o.nparts > 1)
+        st = lx_fail(LX_EUSAGE, "apply: --restart with --part %u/%u would discard the other "
+                     "parts' work: run --restart without --part", o.part, o.nparts);
     if (st != LX_OK)
         return cli_report(st);
     /* Past a file-size limit (ulimit -f) a write must fail with EFBIG, which

@@ -11,9 +11,11 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <jansson.h>
@@ -342,6 +344,123 @@ lx_status lx_st_out_open(lx_st_out *o, const char *path, const lx_st_layout *L, 
     if (!o->path)
         return lx_fail(LX_EFAIL, "out of memory");
     lx_status st = reuse ? reopen_file(o, L) : create_file(o, L);
+    if (st != LX_OK) {
+        free(o->path);
+        o->path = NULL;
+    }
+    return st;
+}
+
+/* The header and the full (sparse) size in a new temporary file of tmpdir;
+ * fd open for writing on success, the file removed on failure. */
+static lx_status make_temp(const lx_st_layout *L, const char *tmpdir, const char *shown,
+                           char **tmp, int *fdp)
+{
+    *fdp = -1;
+    *tmp = NULL;
+    /* a name of its own (O_EXCL), with the mode a plain creation gets */
+    static unsigned counter;
+    int fd = -1;
+    for (int attempt = 0; fd < 0 && attempt < 100; attempt++) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        free(*tmp);
+        if (asprintf(tmp, "%s/shard-%ld-%u-%08lx.tmp", tmpdir, (long)getpid(),
+                     __atomic_fetch_add(&counter, 1, __ATOMIC_RELAXED),
+                     (unsigned long)ts.tv_nsec ^ ((unsigned long)attempt << 20)) < 0) {
+            *tmp = NULL;
+            return lx_fail(LX_EFAIL, "out of memory");
+        }
+        fd = open(*tmp, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
+        if (fd < 0 && errno != EEXIST)
+            break;
+    }
+    if (fd < 0) {
+        lx_status st = lx_fail_errno(LX_EFAIL, errno, "%s: cannot create a temporary file in %s",
+                                     shown, tmpdir);
+        free(*tmp);
+        *tmp = NULL;
+        return st;
+    }
+    lx_status st = LX_OK;
+    if (pwrite_all(fd, L->header, L->header_size, 0) != 0)
+        st = lx_fail_errno(LX_EFAIL, errno, "%s: writing the %" PRIu64 "-byte header failed",
+                           *tmp, L->header_size);
+    else if (ftruncate(fd, (off_t)L->file_size) != 0)
+        st = lx_fail_errno(LX_EFAIL, errno, "%s: cannot extend to %" PRIu64 " bytes", *tmp,
+                           L->file_size);
+    if (st != LX_OK) {
+        close(fd);
+        unlink(*tmp);
+        free(*tmp);
+        *tmp = NULL;
+        return st;
+    }
+    *fdp = fd;
+    return LX_OK;
+}
+
+/* Put the finished temporary file at path unless something is there
+ * already: *placed = 0 then.  link(2) works everywhere, NFS included;
+ * renameat2's RENAME_NOREPLACE serves the file systems without hard links. */
+static lx_status place_temp(const char *tmp, const char *path, int *placed)
+{
+    *placed = 0;
+    if (link(tmp, path) == 0) {
+        *placed = 1;
+        unlink(tmp);
+        return LX_OK;
+    }
+    int err = errno;
+    if (err == EEXIST) {
+        unlink(tmp);
+        return LX_OK;
+    }
+    if (err == EPERM || err == ENOTSUP || err == EOPNOTSUPP || err == ENOSYS || err == EMLINK) {
+        if (renameat2(AT_FDCWD, tmp, AT_FDCWD, path, RENAME_NOREPLACE) == 0) {
+            *placed = 1;
+            return LX_OK;
+        }
+        err = errno;
+        if (err == EEXIST) {
+            unlink(tmp);
+            return LX_OK;
+        }
+    }
+    unlink(tmp);
+    return lx_fail_errno(LX_EFAIL, err, "%s: cannot create (from %s)", path, tmp);
+}
+
+lx_status lx_st_out_open_shared(lx_st_out *o, const char *path, const char *tmpdir,
+                                const lx_st_layout *L, int *created)
+{
+    *created = 0;
+    o->fd = -1;
+    o->layout = L;
+    o->path = strdup(path);
+    if (!o->path)
+        return lx_fail(LX_EFAIL, "out of memory");
+    lx_status st = LX_OK;
+    struct stat sb;
+    if (lstat(path, &sb) != 0 && errno == ENOENT) {
+        char *tmp;
+        int fd, placed = 0;
+        st = make_temp(L, tmpdir, path, &tmp, &fd);
+        if (st == LX_OK) {
+            st = place_temp(tmp, path, &placed);
+            free(tmp);
+            if (st == LX_OK && placed) {
+                o->fd = fd;
+                *created = 1;
+                return LX_OK;
+            }
+            close(fd);
+        }
+    }
+    /* there already, made by another process or just now by a racing one:
+     * complete (the name appears only once the file is) or not ours */
+    if (st == LX_OK)
+        st = reopen_file(o, L);
     if (st != LX_OK) {
         free(o->path);
         o->path = NULL;

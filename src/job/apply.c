@@ -20,6 +20,12 @@
  * whole-file XXH3 for the list is accumulated on the way (kept tensors are
  * read back for their check anyway); a shard not streamed in order is read
  * back at the end.
+ *
+ * Parts (--part I/N, journal.h): the plan is split by lx_plan_partition;
+ * a part computes its items only, into the shards it shares with the other
+ * parts, with its own journal, and the last part to finish completes the
+ * output (finish_part), reading each shard back whole for its checksum, as
+ * the other parts' bytes never pass through this process.
  */
 #include <dirent.h>
 #include <errno.h>
@@ -221,6 +227,51 @@ void lx_plan_free(lx_plan *p)
     memset(p, 0, sizeof *p);
 }
 
+/* See apply.h.  (2 C_j + w_j) N / (2 W) in 128 bits: 2 W N can pass 2^64
+ * for a few TB of work and thousands of parts. */
+static unsigned item_part(uint64_t cum, uint64_t w, uint64_t total, unsigned nparts)
+{
+#ifdef __SIZEOF_INT128__
+    unsigned __int128 q = ((unsigned __int128)cum * 2 + w) * nparts / ((unsigned __int128)total * 2);
+#else
+    long double q = ((long double)cum * 2 + w) * nparts / ((long double)total * 2);
+#endif
+    return q >= nparts ? nparts - 1 : (unsigned)q;
+}
+
+void lx_plan_partition(const lx_plan *p, unsigned nparts, size_t *bounds)
+{
+    size_t n = p->n;
+    uint64_t total = 0;
+    for (size_t j = 0; j < n; j++)
+        total += p->items[j].aligned->nbytes * (p->items[j].action == LX_ACT_COPY ? 1 : 2);
+    /* bounds[q] = the first item of a part >= q + 1 (0-based parts) */
+    for (unsigned q = 0; q <= nparts; q++)
+        bounds[q] = n;
+    bounds[0] = 0;
+    uint64_t cum = 0;
+    unsigned next = 1; /* the next boundary to set */
+    for (size_t j = 0; j < n && next < nparts; j++) {
+        const lx_plan_item *it = &p->items[j];
+        uint64_t w = it->aligned->nbytes * (it->action == LX_ACT_COPY ? 1 : 2);
+        unsigned owner = total ? item_part(cum, w, total, nparts)
+                               : (unsigned)((uint64_t)j * nparts / n);
+        while (next <= owner && next < nparts)
+            bounds[next++] = j;
+        cum += w;
+    }
+    if (n < nparts)
+        return;
+    /* no empty part: each boundary one past the previous at least, and
+     * leaving one item to each later part */
+    for (unsigned q = 1; q < nparts; q++) {
+        if (bounds[q] < bounds[q - 1] + 1)
+            bounds[q] = bounds[q - 1] + 1;
+        if (bounds[q] > n - (nparts - q))
+            bounds[q] = n - (nparts - q);
+    }
+}
+
 /* ---- options ----------------------------------------------------------- */
 
 void lx_apply_opts_default(lx_apply_opts *o)
@@ -231,6 +282,7 @@ void lx_apply_opts_default(lx_apply_opts *o)
     lx_rsvd_opts_default(&o->svd);
     o->max_memory = (uint64_t)1 << 30;
     o->threads = lx_online_cpus();
+    o->part = o->nparts = 1;
 }
 
 /* ---- the job ----------------------------------------------------------- */
@@ -289,6 +341,19 @@ typedef struct job {
     int resuming, complete_already, prepared;
     size_t recorded;               /* tensors with a journal record when the run started */
     size_t kept, computed, redone;
+    /* --part I/N: this process computes items [lo, hi) of the plan */
+    unsigned part, nparts;
+    size_t *bounds;                /* lx_plan_partition: nparts + 1 entries */
+    size_t lo, hi;
+    uint64_t own_transform_bytes, own_copy_bytes;
+    size_t own_transform;          /* transformed items among [lo, hi) */
+    size_t own_recorded;           /* of them, with a record when the run started */
+    lx_journal *others;            /* the output's other journals, by name (index_records) */
+    size_t nothers;
+    int part_lock_fd, complete_fd; /* journal.h: the part's lock, the completion lock */
+    int completed;                 /* this process completed the output */
+    char finish_msg[1024];         /* a part's last line: completed, or what it waits for */
+    int final_message;             /* the error message needs no "run again to resume" */
 } job;
 
 
@@ -638,14 +703,14 @@ static lx_status transform_matrix(job *J, const lx_plan_item *it, out_shard *os,
 static void prefetch_from(job *J, size_t i)
 {
     if (!J->pf) {
-        if (i + 1 < J->plan.n)
+        if (i + 1 < J->hi)
             lx_plan_item_advise(&J->plan.items[i + 1], MADV_WILLNEED);
         return;
     }
     lx_range r[LX_PREFETCH_MAX];
     size_t n = 0;
     uint64_t ahead = 0;
-    for (size_t j = i; j < J->plan.n && n + 2 <= LX_PREFETCH_MAX; j++) {
+    for (size_t j = i; j < J->hi && n + 2 <= LX_PREFETCH_MAX; j++) {
         const lx_plan_item *it = &J->plan.items[j];
         if (j > i) {
             if (ahead >= PREFETCH_AHEAD)
@@ -885,7 +950,7 @@ static lx_status resolve_future(const char *path, char out[PATH_MAX], size_t *ex
 typedef enum out_state { OUT_NEW, OUT_EMPTY, OUT_OURS, OUT_FOREIGN } out_state;
 
 /* Only loxstream's own leftovers of a run stopped before its identity was
- * written: a lock file and temporary files. */
+ * written: lock files and temporary files. */
 static int state_dir_is_bare(const char *out)
 {
     char *sdir = lx_path_join(out, LX_STATE_DIR);
@@ -899,6 +964,8 @@ static int state_dir_is_bare(const char *out)
         const char *nm = de->d_name;
         size_t len = strlen(nm);
         bare = !strcmp(nm, ".") || !strcmp(nm, "..") || !strcmp(nm, "lock") ||
+               !strcmp(nm, "complete.lock") ||
+               !strncmp(nm, LX_PART_LOCK_PREFIX, strlen(LX_PART_LOCK_PREFIX)) ||
                (len > 4 && !strcmp(nm + len - 4, ".tmp"));
     }
     closedir(d);
@@ -941,31 +1008,98 @@ static lx_status classify_output(const char *out, out_state *state)
     }
     closedir(d);
     *state = !others && (!state_dir || state_dir_is_bare(out)) ? OUT_EMPTY : OUT_FOREIGN;
+    /* a part that started meanwhile writes the identity before any other file */
+    if (!(id = lx_path_join(out, LX_IDENTITY_PATH)))
+        return lx_fail(LX_EFAIL, "out of memory");
+    if (lstat(id, &sb) == 0)
+        *state = OUT_OURS;
+    free(id);
     return LX_OK;
 }
 
-/* One writer per output directory: an flock on .loxstream/lock, released
- * by the kernel when the process ends, however it ends. */
+/* classify_output, refusing a directory that is not ours. */
+static lx_status classify_ours(const char *out, out_state *state)
+{
+    lx_status st = classify_output(out, state);
+    if (st == LX_OK && *state == OUT_FOREIGN)
+        st = lx_fail(LX_EOUTPUT, "%s: not empty and not a loxstream output; loxstream does not "
+                     "overwrite files: choose a new or empty directory", out);
+    return st;
+}
+
+static int flock_wait(int fd, int op)
+{
+    while (flock(fd, op) != 0)
+        if (errno != EINTR)
+            return -1;
+    return 0;
+}
+
+static lx_status open_lock(const char *path, int *fd)
+{
+    *fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0666);
+    return *fd < 0 ? lx_fail_errno(LX_EFAIL, errno, "%s: cannot open", path) : LX_OK;
+}
+
+static const char *part_lock_name(unsigned part, unsigned nparts, char *buf, size_t len)
+{
+    snprintf(buf, len, LX_PART_LOCK_PREFIX "%04u-of-%04u", part, nparts);
+    return buf;
+}
+
+/* The locks of journal.h, flock(2)s that the kernel releases when the
+ * process ends, however it ends: with --part, the part's own lock
+ * (exclusive: one process per part); the completion lock, waited for (it
+ * is held only while a process prepares or completes the output); then the
+ * output lock, exclusive for a run without --part, shared by parts.  The
+ * completion lock is released at the end of prepare_output. */
 static lx_status lock_output(job *J)
 {
     if (J->lock_fd >= 0)
         return LX_OK;
-    char *sdir = lx_path_join(J->o->output_path, LX_STATE_DIR);
-    char *path = lx_path_join(J->o->output_path, LX_LOCK_PATH);
-    lx_status st = !sdir || !path ? lx_fail(LX_EFAIL, "out of memory") : lx_mkdir_p(sdir);
+    const char *out = J->o->output_path;
+    char *sdir = lx_path_join(out, LX_STATE_DIR), *path = NULL;
+    lx_status st = !sdir ? lx_fail(LX_EFAIL, "out of memory") : lx_mkdir_p(sdir);
+    if (st == LX_OK && J->nparts > 1) {
+        char name[64];
+        path = lx_path_join(sdir, part_lock_name(J->part, J->nparts, name, sizeof name));
+        st = path ? open_lock(path, &J->part_lock_fd) : lx_fail(LX_EFAIL, "out of memory");
+        if (st == LX_OK && flock(J->part_lock_fd, LOCK_EX | LOCK_NB) != 0)
+            st = errno == EWOULDBLOCK
+                     ? lx_fail(LX_EOUTPUT, "%s: another loxstream process is writing part %u/%u "
+                               "of this output (%s is locked)", out, J->part, J->nparts, path)
+                     : lx_fail_errno(LX_EFAIL, errno, "%s: cannot lock", path);
+        free(path);
+        path = NULL;
+    }
     if (st == LX_OK) {
-        J->lock_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0666);
-        if (J->lock_fd < 0)
-            st = lx_fail_errno(LX_EFAIL, errno, "%s: cannot open", path);
-        else if (flock(J->lock_fd, LOCK_EX | LOCK_NB) != 0)
+        path = lx_path_join(out, LX_COMPLETE_LOCK_PATH);
+        st = path ? open_lock(path, &J->complete_fd) : lx_fail(LX_EFAIL, "out of memory");
+        if (st == LX_OK && flock_wait(J->complete_fd, LOCK_EX) != 0)
+            st = lx_fail_errno(LX_EFAIL, errno, "%s: cannot lock", path);
+        free(path);
+        path = NULL;
+    }
+    if (st == LX_OK) {
+        path = lx_path_join(out, LX_LOCK_PATH);
+        st = path ? open_lock(path, &J->lock_fd) : lx_fail(LX_EFAIL, "out of memory");
+        if (st == LX_OK &&
+            flock(J->lock_fd, (J->nparts > 1 ? LOCK_SH : LOCK_EX) | LOCK_NB) != 0)
             st = errno == EWOULDBLOCK
                      ? lx_fail(LX_EOUTPUT, "%s: another loxstream process is writing this output "
-                               "(%s is locked)", J->o->output_path, path)
+                               "(%s is locked%s)", out, path,
+                               J->nparts > 1 ? " by a run without --part" : "")
                      : lx_fail_errno(LX_EFAIL, errno, "%s: cannot lock", path);
     }
     free(sdir);
     free(path);
     return st;
+}
+
+static void release_completion_lock(job *J)
+{
+    if (J->complete_fd >= 0)
+        flock(J->complete_fd, LOCK_UN);
 }
 
 /* config.json, tokenizer files etc. of the aligned model directory: the
@@ -1288,18 +1422,22 @@ static lx_status reopen_output(job *J)
     return st;
 }
 
-/* J->rec from the journal's records: the last one of each tensor wins.
- * Returns the number of tensors with a record. */
+/* J->rec from the records of the other journals, in name order, then of
+ * the own one: the last record of each tensor wins.  Returns the number of
+ * tensors with a record. */
 static size_t index_records(job *J)
 {
     size_t n = 0;
     memset(J->rec, 0, J->aligned->ntensors * sizeof *J->rec);
-    for (size_t k = 0; k < J->journal.n; k++) {
-        const lx_journal_record *r = &J->journal.records[k];
-        const lx_tensor *t = lx_checkpoint_find(J->aligned, r->tensor);
-        if (t) {
-            n += !J->rec[t - J->aligned->tensors];
-            J->rec[t - J->aligned->tensors] = r;
+    for (size_t k = 0; k <= J->nothers; k++) {
+        const lx_journal *j = k < J->nothers ? &J->others[k] : &J->journal;
+        for (size_t r = 0; r < j->n; r++) {
+            const lx_journal_record *rec = &j->records[r];
+            const lx_tensor *t = lx_checkpoint_find(J->aligned, rec->tensor);
+            if (t) {
+                n += !J->rec[t - J->aligned->tensors];
+                J->rec[t - J->aligned->tensors] = rec;
+            }
         }
     }
     return n;
@@ -1308,10 +1446,82 @@ static size_t index_records(job *J)
 static char *journal_path(const job *J)
 {
     char name[64], *path = NULL;
-    lx_journal_name(1, 1, name, sizeof name);
+    lx_journal_name(J->part, J->nparts, name, sizeof name);
     if (asprintf(&path, "%s/%s/%s", J->o->output_path, LX_STATE_DIR, name) < 0)
         return NULL;
     return path;
+}
+
+static int cmp_journal_path(const void *a, const void *b)
+{
+    return strcmp(((const lx_journal *)a)->path, ((const lx_journal *)b)->path);
+}
+
+static void free_journals(lx_journal *js, size_t n)
+{
+    for (size_t k = 0; k < n; k++)
+        lx_journal_close(&js[k]);
+    free(js);
+}
+
+/* Load every journal of OUTDIR/.loxstream but the one at skip (NULL: all),
+ * sorted by name; those of another identity give no records. */
+static lx_status load_journals(job *J, const char *skip, lx_journal **out, size_t *n)
+{
+    *out = NULL;
+    *n = 0;
+    char *sdir = lx_path_join(J->o->output_path, LX_STATE_DIR);
+    DIR *d = sdir ? opendir(sdir) : NULL;
+    if (!sdir || !d) {
+        lx_status st = !sdir ? lx_fail(LX_EFAIL, "out of memory")
+                             : lx_fail_errno(LX_EFAIL, errno, "%s: cannot list", sdir);
+        free(sdir);
+        return st;
+    }
+    lx_status st = LX_OK;
+    size_t cap = 0;
+    struct dirent *de;
+    while (st == LX_OK && (de = readdir(d))) {
+        const char *nm = de->d_name;
+        size_t len = strlen(nm);
+        if (strncmp(nm, LX_JOURNAL_PREFIX, strlen(LX_JOURNAL_PREFIX)) ||
+            (len > 4 && !strcmp(nm + len - 4, ".tmp")))
+            continue;
+        char *path = lx_path_join(sdir, nm);
+        if (!path) {
+            st = lx_fail(LX_EFAIL, "out of memory");
+            break;
+        }
+        if (skip && !strcmp(path, skip)) {
+            free(path);
+            continue;
+        }
+        if (*n == cap) {
+            cap = cap ? 2 * cap : 8;
+            lx_journal *p = realloc(*out, cap * sizeof *p);
+            if (!p) {
+                free(path);
+                st = lx_fail(LX_EFAIL, "out of memory");
+                break;
+            }
+            *out = p;
+        }
+        st = lx_journal_load(&(*out)[*n], path, J->identity_hash);
+        if (st == LX_OK)
+            (*n)++;
+        free(path);
+    }
+    closedir(d);
+    free(sdir);
+    if (st != LX_OK) {
+        free_journals(*out, *n);
+        *out = NULL;
+        *n = 0;
+        return st;
+    }
+    if (*n > 1)
+        qsort(*out, *n, sizeof **out, cmp_journal_path);
+    return LX_OK;
 }
 
 /* Does record r describe tensor i where this run puts it, computed from
@@ -1388,6 +1598,46 @@ static lx_status check_complete(job *J, int *intact)
     return st;
 }
 
+/* An output of ours: its identity against this run's (or --restart). */
+static lx_status take_over(job *J, out_state *state)
+{
+    const lx_apply_opts *o = J->o;
+    const char *out = o->output_path;
+    lx_identity old;
+    int exists;
+    lx_status st = lx_identity_read(out, &old, &exists);
+    if (st == LX_EOUTPUT && !o->restart) {
+        char msg[1024];
+        snprintf(msg, sizeof msg, "%s", lx_errmsg());
+        return lx_fail(LX_EOUTPUT, "%s (use --restart to discard this output)", msg);
+    }
+    if (st == LX_OK && o->restart) {
+        st = remove_own_files(J, &old);
+        *state = OUT_EMPTY;
+    } else if (st == LX_EOUTPUT) {
+        lx_identity_init(&old);
+        st = remove_own_files(J, &old);
+        *state = OUT_EMPTY;
+    } else if (st == LX_OK) {
+        char ctx[PATH_MAX + 64];
+        snprintf(ctx, sizeof ctx, "%s holds a run with other options or inputs", out);
+        st = lx_identity_compare(&old, &J->identity, ctx);
+        if (st == LX_EOUTPUT) {
+            char msg[2048];
+            snprintf(msg, sizeof msg, "%s", lx_errmsg());
+            st = lx_fail(LX_EOUTPUT, "%s; use --restart to discard it, or choose another "
+                         "output directory", msg);
+        }
+    }
+    lx_identity_free(&old);
+    return st;
+}
+
+/* The state of OUTDIR: refusals, the locks, the identity, a complete
+ * output checked, the earlier runs' records indexed, the shards back under
+ * their temporary names, the journal open.  The completion lock is held
+ * from lock_output to the end, so that parts starting at once see each
+ * other's identity and none prepares while another completes. */
 static lx_status prepare_output(job *J)
 {
     const lx_apply_opts *o = J->o;
@@ -1403,51 +1653,31 @@ static lx_status prepare_output(job *J)
             return lx_fail(LX_EOUTPUT, "%s: output directory is %s the input %s", out,
                            strcmp(ro, ri) ? "inside" : "the directory of", ins[i]->dir);
     out_state state;
-    if ((st = classify_output(out, &state)) != LX_OK)
+    if ((st = classify_ours(out, &state)) != LX_OK)
         return st;
-    if (state == OUT_FOREIGN)
-        return lx_fail(LX_EOUTPUT, "%s: not empty and not a loxstream output; loxstream does not "
-                       "overwrite files: choose a new or empty directory", out);
-    if (state == OUT_OURS) {
-        if ((st = lock_output(J)) != LX_OK)
+    int space_checked = 0;
+    if (state != OUT_OURS) {
+        /* refused for space before anything is created */
+        if ((st = check_space(J, ro, existing)) != LX_OK || (st = lx_mkdir_p(out)) != LX_OK)
             return st;
-        lx_identity old;
-        int exists;
-        st = lx_identity_read(out, &old, &exists);
-        if (st == LX_EOUTPUT && !o->restart) {
-            char msg[1024];
-            snprintf(msg, sizeof msg, "%s", lx_errmsg());
-            return lx_fail(LX_EOUTPUT, "%s (use --restart to discard this output)", msg);
-        }
-        if (st == LX_OK && o->restart) {
-            st = remove_own_files(J, &old);
-            state = OUT_EMPTY;
-        } else if (st == LX_EOUTPUT) {
-            lx_identity_init(&old);
-            st = remove_own_files(J, &old);
-            state = OUT_EMPTY;
-        } else if (st == LX_OK) {
-            char ctx[PATH_MAX + 64];
-            snprintf(ctx, sizeof ctx, "%s holds a run with other options or inputs", out);
-            st = lx_identity_compare(&old, &J->identity, ctx);
-            if (st == LX_EOUTPUT) {
-                char msg[2048];
-                snprintf(msg, sizeof msg, "%s", lx_errmsg());
-                st = lx_fail(LX_EOUTPUT, "%s; use --restart to discard it, or choose another "
-                             "output directory", msg);
-            }
-        }
-        lx_identity_free(&old);
-        if (st != LX_OK)
-            return st;
+        space_checked = 1;
     }
+    if ((st = lock_output(J)) != LX_OK)
+        return st;
+    /* again under the locks: another part may have started it meanwhile */
+    if ((st = classify_ours(out, &state)) != LX_OK)
+        return st;
+    if (state == OUT_OURS && (st = take_over(J, &state)) != LX_OK)
+        return st;
     char *jpath = journal_path(J);
     if (!jpath)
         return lx_fail(LX_EFAIL, "out of memory");
     if (state == OUT_OURS) {
-        int marker;
+        int marker = 0;
         uint64_t mid, mlist;
         st = lx_journal_load(&J->journal, jpath, J->identity_hash);
+        if (st == LX_OK)
+            st = load_journals(J, jpath, &J->others, &J->nothers);
         if (st == LX_OK) {
             index_records(J);
             st = lx_marker_read(out, &marker, &mid, &mlist);
@@ -1468,13 +1698,8 @@ static lx_status prepare_output(job *J)
         }
         J->resuming = 1;
     }
-    if (st == LX_OK)
+    if (st == LX_OK && !space_checked)
         st = check_space(J, ro, existing);
-    if (st == LX_OK && state != OUT_OURS) {
-        st = lx_mkdir_p(out);
-        if (st == LX_OK)
-            st = lock_output(J);
-    }
     /* a resumed run rewrites it too: the side files may have changed */
     if (st == LX_OK)
         st = lx_identity_write(&J->identity, out);
@@ -1483,7 +1708,7 @@ static lx_status prepare_output(job *J)
     if (st == LX_OK && state == OUT_OURS)
         st = reopen_output(J);
     if (st == LX_OK)
-        st = lx_journal_open(&J->journal, jpath, 1, 1, J->identity_hash);
+        st = lx_journal_open(&J->journal, jpath, J->part, J->nparts, J->identity_hash);
     if (st == LX_OK) {
         if (J->journal.foreign)
             lx_warn("%s: written for another run: ignored", jpath);
@@ -1491,9 +1716,13 @@ static lx_status prepare_output(job *J)
             lx_warn("%s: %zu damaged records ignored (their tensors are computed again)", jpath,
                     J->journal.damaged);
         J->recorded = index_records(J);
+        for (size_t i = J->lo; i < J->hi; i++)
+            J->own_recorded += J->rec[i] != NULL;
         J->prepared = 1;
     }
     free(jpath);
+    if (st == LX_OK)
+        release_completion_lock(J);
     return st;
 }
 
@@ -1508,7 +1737,33 @@ static lx_status shard_open(job *J, out_shard *os)
     if (reuse && !S_ISREG(sb.st_mode))
         return lx_fail(LX_EOUTPUT, "%s: not a regular file", os->partial_path);
     lx_status st = LX_OK;
-    if (reuse) {
+    if (J->nparts > 1) {
+        /* shared with the other parts: created whole if absent, never
+         * truncated; a file of another size or header is not replaced, as
+         * other parts may be writing into it */
+        char *sdir = lx_path_join(J->o->output_path, LX_STATE_DIR);
+        int created = 0;
+        st = sdir ? lx_st_out_open_shared(&os->file, os->partial_path, sdir, &os->layout, &created)
+                  : lx_fail(LX_EFAIL, "out of memory");
+        free(sdir);
+        if (st == LX_EOUTPUT) {
+            char msg[1800];
+            snprintf(msg, sizeof msg, "%s", lx_errmsg());
+            return lx_fail(LX_EOUTPUT, "%s; parts do not replace a shard other parts may be "
+                           "filling: run apply without --part to write it again", msg);
+        }
+        /* the name must be durable before any record points into the file */
+        if (st == LX_OK)
+            st = lx_sync_dir(J->o->output_path);
+        if (st == LX_OK && created)
+            lx_test_point("create");
+        if (st != LX_OK) {
+            if (os->file.path)
+                lx_st_out_close(&os->file);
+            return st;
+        }
+        reuse = !created;
+    } else if (reuse) {
         st = lx_st_out_open(&os->file, os->partial_path, &os->layout, 1);
         if (st == LX_EOUTPUT) {
             lx_warn("%s; writing it again", lx_errmsg());
@@ -1517,7 +1772,7 @@ static lx_status shard_open(job *J, out_shard *os)
             return st;
         }
     }
-    if (!reuse) {
+    if (!reuse && J->nparts == 1) {
         st = lx_st_out_open(&os->file, os->partial_path, &os->layout, 0);
         if (st == LX_OK)
             st = lx_sync_dir(J->o->output_path);
@@ -1643,32 +1898,188 @@ static lx_status list_add(lx_listed_file *files, size_t *n, const char *name, ui
     return LX_OK;
 }
 
+/* ---- parts: checking back and completing ------------------------------- */
+
+static int cmp_unsigned(const void *a, const void *b)
+{
+    unsigned x = *(const unsigned *)a, y = *(const unsigned *)b;
+    return (x > y) - (x < y);
+}
+
+/* The part (1-based) that owns item i. */
+static unsigned part_of(const job *J, size_t i)
+{
+    unsigned lo = 1, hi = J->nparts;
+    while (lo < hi) {
+        unsigned mid = lo + (hi - lo) / 2;
+        if (i < J->bounds[mid])
+            hi = mid;
+        else
+            lo = mid + 1;
+    }
+    return lo;
+}
+
+/* "part 3" or "parts 1, 3-5, 8, 9" into buf (ps: ascending, duplicates
+ * allowed), cut short with "..." when buf is full. */
+static void format_parts(const unsigned *ps, size_t n, char *buf, size_t len)
+{
+    size_t at = 0, distinct = 0;
+    for (size_t k = 0; k < n; k++)
+        distinct += k == 0 || ps[k] != ps[k - 1];
+    at += (size_t)snprintf(buf, len, "%s ", distinct == 1 ? "part" : "parts");
+    for (size_t k = 0; k < n && at < len;) {
+        size_t e = k;
+        while (e + 1 < n && (ps[e + 1] == ps[e] || ps[e + 1] == ps[e] + 1))
+            e++;
+        if (at > len - 40) {
+            snprintf(buf + at, len - at, "...");
+            return;
+        }
+        if (ps[e] == ps[k]) {
+            at += (size_t)snprintf(buf + at, len - at, "%s%u", k ? ", " : "", ps[k]);
+        } else if (ps[e] == ps[k] + 1) {
+            /* two in a row: "2, 3" */
+            at += (size_t)snprintf(buf + at, len - at, "%s%u", k ? ", " : "", ps[k]);
+            while (ps[k + 1] == ps[k])
+                k++;
+            k++;
+            continue;
+        } else {
+            at += (size_t)snprintf(buf + at, len - at, "%s%u-%u", k ? ", " : "", ps[k], ps[e]);
+        }
+        k = e + 1;
+    }
+}
+
+/* Read len bytes at off of fd into the checksums (whole file, and t if
+ * not NULL); with expect, the bytes must equal it. */
+static lx_status read_back(job *J, int fd, const char *path, uint64_t off, uint64_t len,
+                           XXH3_state_t *whole, XXH3_state_t *t, const char *expect, int *same)
+{
+    for (uint64_t done = 0; done < len;) {
+        size_t want = len - done < CHECK_CHUNK ? (size_t)(len - done) : CHECK_CHUNK;
+        ssize_t got = pread(fd, J->rbuf, want, (off_t)(off + done));
+        if (got < 0 && errno == EINTR)
+            continue;
+        if (got <= 0)
+            return lx_fail_errno(LX_EFAIL, got < 0 ? errno : EIO,
+                                 "%s: reading back %zu bytes at %" PRIu64 " failed", path, want,
+                                 off + done);
+        XXH3_64bits_update(whole, J->rbuf, (size_t)got);
+        if (t)
+            XXH3_64bits_update(t, J->rbuf, (size_t)got);
+        if (expect && memcmp(J->rbuf, expect + done, (size_t)got))
+            *same = 0;
+        done += (uint64_t)got;
+    }
+    return LX_OK;
+}
+
+/* With several writers the shard's checksum cannot be streamed: read the
+ * shard back whole for it, and check each tensor's bytes against the
+ * record J->rec holds for it; the parts of those that do not match (each
+ * named in a warning) are appended to bad[*nbad]. */
+static lx_status readback_shard(job *J, size_t s, unsigned *bad, size_t *nbad)
+{
+    out_shard *os = &J->shards[s];
+    const char *path = os->partial_path;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return lx_fail_errno(LX_EFAIL, errno, "%s: cannot open", path);
+    struct stat sb;
+    lx_status st = LX_OK;
+    int same = 1;
+    if (fstat(fd, &sb) != 0)
+        st = lx_fail_errno(LX_EFAIL, errno, "%s: cannot stat", path);
+    else if ((uint64_t)sb.st_size != os->layout.file_size)
+        st = lx_fail(LX_EFAIL, "%s: %" PRIu64 " bytes, the run writes %" PRIu64, path,
+                     (uint64_t)sb.st_size, os->layout.file_size);
+    XXH3_64bits_reset(os->stream);
+    if (st == LX_OK)
+        st = read_back(J, fd, path, 0, os->layout.header_size, os->stream, NULL,
+                       os->layout.header, &same);
+    if (st == LX_OK && !same)
+        st = lx_fail(LX_EFAIL, "%s: its header is not the one the run writes", path);
+    for (size_t i = 0; i < J->plan.n && st == LX_OK; i++) {
+        const lx_tensor *t = J->plan.items[i].aligned;
+        if (t->shard != s)
+            continue;
+        XXH3_64bits_reset(J->tstate);
+        st = read_back(J, fd, path, file_offset(os, J->slot[i], 0), t->nbytes, os->stream,
+                       J->tstate, NULL, NULL);
+        if (st == LX_OK && XXH3_64bits_digest(J->tstate) != J->rec[i]->out_xxh3) {
+            char q[LX_NAME_QUOTE];
+            unsigned p = part_of(J, i);
+            lx_warn("%s: tensor '%s' (part %u/%u): its bytes do not match its journal record",
+                    path, lx_st_escape_name(t->name, q, sizeof q), p, J->nparts);
+            bad[(*nbad)++] = p;
+        }
+    }
+    if (st == LX_OK)
+        os->xxh3 = XXH3_64bits_digest(os->stream);
+    close(fd);
+    return st;
+}
+
+/* Leftovers of a part killed while creating a shard (lx_st_out_open_shared):
+ * removed once no other process writes the output. */
+static lx_status remove_stale_temps(const char *out)
+{
+    char *sdir = lx_path_join(out, LX_STATE_DIR);
+    DIR *d = sdir ? opendir(sdir) : NULL;
+    lx_status st = sdir ? LX_OK : lx_fail(LX_EFAIL, "out of memory");
+    struct dirent *de;
+    while (d && st == LX_OK && (de = readdir(d))) {
+        const char *nm = de->d_name;
+        size_t len = strlen(nm);
+        if (!strncmp(nm, "shard-", 6) && len > 10 && !strcmp(nm + len - 4, ".tmp"))
+            st = unlink_in(sdir, nm, "");
+    }
+    if (d)
+        closedir(d);
+    free(sdir);
+    return st;
+}
+
 /* Every tensor is durable and recorded.  Side files, then the shards'
  * final names, then index, checksum list and marker: each step durable
- * before the next, the marker last. */
-static lx_status complete_output(job *J)
+ * before the next, the marker last.  bad: room for one part number per
+ * tensor (parts, readback_shard). */
+static lx_status complete_output(job *J, unsigned *bad)
 {
     const char *out = J->o->output_path;
-    lx_status st = LX_OK;
-    size_t nfiles = 0;
+    lx_status st = remove_stale_temps(out);
+    size_t nfiles = 0, nbad = 0;
     lx_listed_file *files = calloc(J->nshards + J->nside + 1, sizeof *files);
     if (!files)
         return lx_fail(LX_EFAIL, "out of memory");
     for (size_t s = 0; s < J->nshards && st == LX_OK; s++) {
         out_shard *os = &J->shards[s];
         if (!os->open)
-            st = shard_open(J, os); /* a shard without tensors */
+            st = shard_open(J, os); /* a shard without tensors, or of other parts */
         if (st == LX_OK)
             st = lx_st_out_sync(&os->file);
         if (st == LX_OK)
             st = lx_st_out_close(&os->file);
         os->open = 0;
-        if (st == LX_OK && os->stream_at == os->layout.file_size)
+        if (st == LX_OK && J->nparts > 1)
+            st = readback_shard(J, s, bad, &nbad);
+        else if (st == LX_OK && os->stream_at == os->layout.file_size)
             os->xxh3 = XXH3_64bits_digest(os->stream);
         else if (st == LX_OK)
             st = lx_file_xxh3(os->partial_path, 0, &os->xxh3); /* not streamed in order */
         if (st == LX_OK)
             st = list_add(files, &nfiles, os->name, os->xxh3);
+    }
+    if (st == LX_OK && nbad) {
+        char parts[512];
+        qsort(bad, nbad, sizeof *bad, cmp_unsigned);
+        format_parts(bad, nbad, parts, sizeof parts);
+        st = lx_fail(LX_EFAIL, "%s: not completed: %zu tensors do not match their journal "
+                     "records; run %s again (or apply without --part) to compute them again",
+                     out, nbad, parts);
+        J->final_message = 1;
     }
     uint64_t index_h = 0;
     for (size_t i = 0; i < J->nside && st == LX_OK; i++) {
@@ -1725,6 +2136,71 @@ static lx_status complete_output(job *J)
     return st;
 }
 
+/* A part has made its tensors durable.  Under the completion lock: if
+ * every tensor of the plan has a record in one of the journals and no other
+ * process writes the output (the output lock can be taken exclusively),
+ * complete it; else say which parts are missing. */
+static lx_status finish_part(job *J)
+{
+    const lx_apply_opts *o = J->o;
+    if (flock_wait(J->complete_fd, LOCK_EX) != 0)
+        return lx_fail_errno(LX_EFAIL, errno, "%s: cannot lock %s", o->output_path,
+                             LX_COMPLETE_LOCK_PATH);
+    /* (on Linux a refused conversion drops the shared lock: this process
+     * writes nothing more, whatever happens) */
+    int alone = flock(J->lock_fd, LOCK_EX | LOCK_NB) == 0;
+    /* completed meanwhile?  (not while this part ran, by the locks) */
+    int marker = 0;
+    uint64_t mid, mlist;
+    lx_status st = lx_marker_read(o->output_path, &marker, &mid, &mlist);
+    if (st == LX_OK && marker && mid == J->identity_hash) {
+        snprintf(J->finish_msg, sizeof J->finish_msg, "apply: part %u/%u done; %s was completed "
+                 "by another process", J->part, J->nparts, o->output_path);
+        return LX_OK;
+    }
+    /* every journal as it is now, this part's last */
+    char *jpath = journal_path(J);
+    if (!jpath)
+        return lx_fail(LX_EFAIL, "out of memory");
+    lx_journal_close(&J->journal);
+    free_journals(J->others, J->nothers);
+    J->others = NULL;
+    J->nothers = 0;
+    st = lx_journal_load(&J->journal, jpath, J->identity_hash);
+    free(jpath);
+    if (st == LX_OK)
+        st = load_journals(J, J->journal.path, &J->others, &J->nothers);
+    if (st != LX_OK)
+        return st;
+    index_records(J);
+    unsigned *missing = malloc((J->plan.n ? J->plan.n : 1) * sizeof *missing);
+    if (!missing)
+        return lx_fail(LX_EFAIL, "out of memory");
+    size_t nmissing = 0;
+    for (size_t i = 0; i < J->plan.n; i++)
+        if (!J->rec[i] || !record_fits(J, i, J->rec[i]))
+            missing[nmissing++] = part_of(J, i);
+    char parts[512];
+    if (nmissing) {
+        format_parts(missing, nmissing, parts, sizeof parts);
+        snprintf(J->finish_msg, sizeof J->finish_msg, "apply: part %u/%u done; waiting for %s; "
+                 "the last part to finish completes the output", J->part, J->nparts, parts);
+    } else if (!alone) {
+        snprintf(J->finish_msg, sizeof J->finish_msg, "apply: part %u/%u done; every tensor is "
+                 "done, but another process is still writing %s: it completes the output",
+                 J->part, J->nparts, o->output_path);
+    } else {
+        st = complete_output(J, missing);
+        if (st == LX_OK) {
+            J->completed = 1;
+            snprintf(J->finish_msg, sizeof J->finish_msg, "apply: part %u/%u done, the last: "
+                     "%s is complete", J->part, J->nparts, o->output_path);
+        }
+    }
+    free(missing);
+    return st;
+}
+
 static void job_free(job *J)
 {
     for (size_t s = 0; s < J->nshards; s++) {
@@ -1748,9 +2224,15 @@ static void job_free(job *J)
         free(J->side[i]);
     free(J->side);
     lx_journal_close(&J->journal);
+    free_journals(J->others, J->nothers);
+    free(J->bounds);
     lx_identity_free(&J->identity);
     if (J->lock_fd >= 0)
         close(J->lock_fd);
+    if (J->complete_fd >= 0)
+        close(J->complete_fd);
+    if (J->part_lock_fd >= 0)
+        close(J->part_lock_fd);
     if (J->report && J->report != stdout)
         fclose(J->report);
     lx_plan_free(&J->plan);
@@ -1779,7 +2261,7 @@ static void print_stats(job *J)
         }
         fclose(io);
     }
-    uint64_t in_bytes = J->plan.transform_bytes * 2 + J->plan.copy_bytes;
+    uint64_t in_bytes = J->own_transform_bytes * 2 + J->own_copy_bytes;
     fprintf(stderr,
             "stats: wall %.2f s; inputs %.3f GB, output %.3f GB (%.2f GB/s in+out); "
             "storage read %.3f GB, written %.3f GB; SVD %.2f s, %.1f GFLOP (%.1f GFLOP/s); "
@@ -1796,7 +2278,7 @@ static void print_stats(job *J)
 static lx_status run_items(job *J)
 {
     lx_status st = LX_OK;
-    for (size_t i = 0; i < J->plan.n && st == LX_OK; i++) {
+    for (size_t i = J->lo; i < J->hi && st == LX_OK; i++) {
         const lx_plan_item *it = &J->plan.items[i];
         out_shard *os = &J->shards[it->aligned->shard];
         size_t idx = J->slot[i];
@@ -1824,7 +2306,7 @@ static lx_status run_items(job *J)
             }
             J->computed++;
         }
-        lx_progress_update(&J->progress, i + 1, J->done_bytes, it->aligned->name);
+        lx_progress_update(&J->progress, i - J->lo + 1, J->done_bytes, it->aligned->name);
     }
     /* the writer's failure, if it had one, comes before the computation's
      * (it happened first); then the writer is idle */
@@ -1859,6 +2341,21 @@ static lx_status run(job *J)
         st = lx_linalg_init(o->threads);
     if (st != LX_OK)
         return st;
+    /* this part's items (all of them without --part) */
+    if (!(J->bounds = calloc((size_t)J->nparts + 1, sizeof *J->bounds)))
+        return lx_fail(LX_EFAIL, "out of memory");
+    lx_plan_partition(&J->plan, J->nparts, J->bounds);
+    J->lo = J->bounds[J->part - 1];
+    J->hi = J->bounds[J->part];
+    for (size_t i = J->lo; i < J->hi; i++) {
+        const lx_plan_item *it = &J->plan.items[i];
+        if (it->action == LX_ACT_COPY) {
+            J->own_copy_bytes += it->aligned->nbytes;
+        } else {
+            J->own_transform_bytes += it->aligned->nbytes;
+            J->own_transform++;
+        }
+    }
     /* fbuf is a GEMM operand (lx_factors_rows): padded, see linalg.h */
     J->fbuf = lx_falloc((size_t)LX_RSVD_PANEL_ROWS * (J->n_max ? J->n_max : 1));
     J->rbuf = malloc(CHECK_CHUNK);
@@ -1889,11 +2386,17 @@ static lx_status run(job *J)
               "frobenius\tenergy\tsingular_values\tseconds\n",
               J->report);
     }
-    if (J->resuming && !o->quiet)
+    char part[64] = "";
+    if (J->nparts > 1)
+        snprintf(part, sizeof part, "part %u/%u: ", J->part, J->nparts);
+    if (J->resuming && !o->quiet && J->nparts == 1)
         fprintf(stderr, "apply: resuming the run in %s (%zu tensors recorded)\n", o->output_path,
                 J->recorded);
-    lx_progress_begin(&J->progress, "apply", J->plan.n,
-                      J->plan.transform_bytes + J->plan.copy_bytes, o->quiet);
+    else if (J->own_recorded && !o->quiet)
+        fprintf(stderr, "apply: %sresuming in %s (%zu of its %zu tensors recorded)\n", part,
+                o->output_path, J->own_recorded, J->hi - J->lo);
+    lx_progress_begin(&J->progress, "apply", J->hi - J->lo,
+                      J->own_transform_bytes + J->own_copy_bytes, o->quiet);
     /* without a prefetcher the run goes on, only slower */
     if (lx_prefetch_start(&J->pf) != LX_OK)
         J->pf = NULL;
@@ -1904,21 +2407,30 @@ static lx_status run(job *J)
     J->wq = NULL;
     lx_prefetch_stop(J->pf);
     J->pf = NULL;
-    if (st == LX_OK)
-        st = complete_output(J);
     if (st == LX_OK && J->report && fflush(J->report) != 0)
         st = lx_fail_errno(LX_EFAIL, errno, "%s: cannot write report", o->report_path);
+    if (st == LX_OK && J->nparts > 1) {
+        st = finish_part(J);
+    } else if (st == LX_OK) {
+        if (flock_wait(J->complete_fd, LOCK_EX) != 0)
+            st = lx_fail_errno(LX_EFAIL, errno, "%s: cannot lock %s", o->output_path,
+                               LX_COMPLETE_LOCK_PATH);
+        else
+            st = complete_output(J, NULL);
+    }
     if (st == LX_OK && o->stats)
         print_stats(J);
     if (st == LX_OK) {
         lx_progress_end(&J->progress);
-        if (!o->quiet && J->resuming)
-            fprintf(stderr, "apply: %zu tensors kept from the earlier run, %zu computed (%zu of "
-                    "them again)\n", J->kept, J->computed, J->redone);
+        if (!o->quiet && (J->nparts == 1 ? J->resuming : J->own_recorded > 0))
+            fprintf(stderr, "apply: %s%zu tensors kept from the earlier run, %zu computed (%zu "
+                    "of them again)\n", part, J->kept, J->computed, J->redone);
         if (!o->quiet)
-            fprintf(stderr, "apply: %zu tensors transformed, %zu copied; SVD %.2f s; output %s\n",
-                    J->plan.ntransform, J->plan.n - J->plan.ntransform, J->svd_seconds,
-                    o->output_path);
+            fprintf(stderr, "apply: %s%zu tensors transformed, %zu copied; SVD %.2f s; output "
+                    "%s\n", part, J->own_transform, J->hi - J->lo - J->own_transform,
+                    J->svd_seconds, o->output_path);
+        if (!o->quiet && J->finish_msg[0])
+            fprintf(stderr, "%s\n", J->finish_msg);
     }
     return st;
 }
@@ -1928,12 +2440,23 @@ lx_status lx_apply_run(const lx_apply_opts *o)
     job J;
     memset(&J, 0, sizeof J);
     J.o = o;
-    J.lock_fd = -1;
+    J.lock_fd = J.complete_fd = J.part_lock_fd = -1;
     J.journal.fd = -1;
-    lx_status st = run(&J);
+    J.part = o->part ? o->part : 1;
+    J.nparts = o->nparts ? o->nparts : 1;
+    lx_status st = LX_OK;
+    if (J.part < 1 || J.part > J.nparts || J.nparts > LX_MAX_PARTS)
+        st = lx_fail(LX_EUSAGE, "--part %u/%u: expected I/N with 1 <= I <= N <= %d", J.part,
+                     J.nparts, LX_MAX_PARTS);
+    else if (o->restart && J.nparts > 1)
+        st = lx_fail(LX_EUSAGE, "--restart with --part %u/%u would discard the other parts' "
+                     "work: run it without --part", J.part, J.nparts);
+    if (st != LX_OK)
+        return st;
+    st = run(&J);
     /* A failure once the output exists (a full disk, EIO, a file-size
      * limit): say that the state on disk is resumable. */
-    if (st == LX_EFAIL && J.prepared) {
+    if (st == LX_EFAIL && J.prepared && !J.final_message) {
         char msg[1800];
         snprintf(msg, sizeof msg, "%s", lx_errmsg());
         lx_fail(st, "%s; the output is incomplete: fix the cause and run the same command "

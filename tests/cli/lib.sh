@@ -58,6 +58,18 @@ expect_eq() {
     [ "$2" = "$3" ] || fail "$1: got '$2', expected '$3'"
 }
 
+# same_output REF DIR: DIR holds the same files as REF (hidden state aside),
+# byte for byte
+same_output() {
+    NCHECKS=$((NCHECKS + 1))
+    (cd "$1" && ls) >"$TMP/ls1"
+    (cd "$2" && ls) >"$TMP/ls2"
+    cmp -s "$TMP/ls1" "$TMP/ls2" || fail "$2 holds other files than $1: $(diff "$TMP/ls1" "$TMP/ls2" | tr '\n' ' ')"
+    for f in "$1"/*; do
+        cmp "$f" "$2/${f##*/}" || fail "$2/${f##*/} differs from $1/${f##*/}"
+    done
+}
+
 # poke_nan CKPT TENSOR ROW COL: overwrite element (ROW, COL) of the f32
 # matrix TENSOR of the checkpoint directory CKPT with a NaN, in place.
 poke_nan() {

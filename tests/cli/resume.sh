@@ -20,17 +20,6 @@ killed_at() {
     NCHECKS=$((NCHECKS + 1))
     [ "$got" = 137 ] || fail "the run to be killed at $at ended with status $got"
 }
-# same_output REF DIR: DIR holds the same files as REF (hidden state aside),
-# byte for byte
-same_output() {
-    NCHECKS=$((NCHECKS + 1))
-    (cd "$1" && ls) >"$TMP/ls1"
-    (cd "$2" && ls) >"$TMP/ls2"
-    cmp -s "$TMP/ls1" "$TMP/ls2" || fail "$2 holds other files than $1: $(diff "$TMP/ls1" "$TMP/ls2" | tr '\n' ' ')"
-    for f in "$1"/*; do
-        cmp "$f" "$2/${f##*/}" || fail "$2/${f##*/} differs from the uninterrupted run's"
-    done
-}
 # flip FILE OFFSET: invert the bits of one byte
 flip() {
     b=$(od -An -tu1 -j "$2" -N1 "$1" | tr -d ' ')
