@@ -8,6 +8,7 @@
 #ifndef LOXSTREAM_APPLY_H
 #define LOXSTREAM_APPLY_H
 
+#include <limits.h>
 #include <regex.h>
 #include <stdint.h>
 
@@ -74,6 +75,13 @@ void lx_plan_partition(const lx_plan *p, unsigned nparts, size_t *bounds);
 /* madvise (MADV_WILLNEED, MADV_DONTNEED, ...) the mapped bytes of the item's
  * aligned tensor and, unless it is copied, its base tensor. */
 void lx_plan_item_advise(const lx_plan_item *it, int advice);
+
+/* Refuse (LX_EOUTPUT) an output directory `out` that is, or is inside, the
+ * directory of one of the n inputs (NULL entries skipped): writing there
+ * could overwrite them.  out may not exist yet; its absolute, symlink-free
+ * form goes to resolved, and the length of its existing part to *existing. */
+lx_status lx_output_outside(const char *out, const lx_checkpoint *const *ins, size_t n,
+                            char resolved[PATH_MAX], size_t *existing);
 
 /* Embedding tables, by name (POSIX ERE), for the jobs that treat them apart
  * (lora: lora_embedding_A/B; analyze: out of the means). */

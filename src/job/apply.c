@@ -900,6 +900,23 @@ static int is_within(const char *inner, const char *outer)
                                          (n > 0 && outer[n - 1] == '/'));
 }
 
+/* forward: defined below */
+static lx_status resolve_future(const char *path, char out[PATH_MAX], size_t *existing);
+
+lx_status lx_output_outside(const char *out, const lx_checkpoint *const *ins, size_t n,
+                            char resolved[PATH_MAX], size_t *existing)
+{
+    char ri[PATH_MAX];
+    lx_status st = resolve_future(out, resolved, existing);
+    if (st != LX_OK)
+        return st;
+    for (size_t i = 0; i < n; i++)
+        if (ins[i] && realpath(ins[i]->dir, ri) && is_within(resolved, ri))
+            return lx_fail(LX_EOUTPUT, "%s: output directory is %s the input %s", out,
+                           strcmp(resolved, ri) ? "inside" : "the directory of", ins[i]->dir);
+    return LX_OK;
+}
+
 /* The absolute, symlink-free form of a path that may not exist yet: its
  * deepest existing ancestor through realpath, then the rest lexically.
  * *existing gets the length of the part that exists. */
@@ -1642,16 +1659,12 @@ static lx_status prepare_output(job *J)
 {
     const lx_apply_opts *o = J->o;
     const char *out = o->output_path;
-    char ro[PATH_MAX], ri[PATH_MAX];
+    char ro[PATH_MAX];
     size_t existing = 0;
-    lx_status st = resolve_future(out, ro, &existing);
+    const lx_checkpoint *ins[2] = {J->base, J->aligned};
+    lx_status st = lx_output_outside(out, ins, 2, ro, &existing);
     if (st != LX_OK)
         return st;
-    const lx_checkpoint *ins[2] = {J->base, J->aligned};
-    for (int i = 0; i < 2; i++)
-        if (realpath(ins[i]->dir, ri) && is_within(ro, ri))
-            return lx_fail(LX_EOUTPUT, "%s: output directory is %s the input %s", out,
-                           strcmp(ro, ri) ? "inside" : "the directory of", ins[i]->dir);
     out_state state;
     if ((st = classify_ours(out, &state)) != LX_OK)
         return st;

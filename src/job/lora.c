@@ -12,6 +12,7 @@
  */
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <math.h>
 #include <regex.h>
@@ -215,6 +216,7 @@ static lx_status check_memory(lora_job *J)
 /* New (created) or an empty directory; anything else is refused. */
 static lx_status prepare_dir(lora_job *J)
 {
+    /* new or empty: so no input can be in it, and nothing is overwritten */
     const char *out = J->o->output_path;
     struct stat sb;
     if (stat(out, &sb) != 0) {
@@ -523,7 +525,14 @@ static lx_status run(lora_job *J)
         return lx_fail(LX_EFAIL, "out of memory");
     if ((st = lx_linalg_init(o->threads)) != LX_OK || (st = prepare_dir(J)) != LX_OK)
         return st;
-    J->partial_made = 1; /* whatever a failed open left there goes too */
+    /* claimed exclusively, so that two runs into one empty directory cannot
+     * write into the same file (the second is refused, exit 5) */
+    int fd = open(J->partial_path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
+    if (fd < 0)
+        return lx_fail_errno(LX_EOUTPUT, errno, "%s: cannot create it (is another loxstream "
+                             "lora writing into %s?)", J->partial_path, o->output_path);
+    close(fd);
+    J->partial_made = 1; /* from here on, a failure removes it */
     if ((st = lx_st_out_open(&J->out, J->partial_path, &J->layout, 0)) != LX_OK)
         return st;
     J->out_open = 1;
