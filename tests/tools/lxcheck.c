@@ -23,55 +23,27 @@
 #include "loxstream/checkpoint.h"
 #include "loxstream/dtype.h"
 #include "loxstream/linalg.h"
+#include "exact.h"
 
 static int check_matrix(const char *name, uint64_t b, lx_dtype dt, const unsigned char *al,
                         const unsigned char *ba, const unsigned char *out, size_t m, size_t n,
                         int rank, double alpha, double maxerr)
 {
-    size_t es = lx_dtype_bits(dt) / 8, p = m < n ? m : n;
-    float *a = malloc(m * n * sizeof *a), *bb = malloc(m * n * sizeof *bb);
-    float *o = malloc(m * n * sizeof *o), *A = malloc(m * n * sizeof *A);
-    float *U = malloc(m * p * sizeof *U), *S = malloc(p * sizeof *S), *VT = malloc(p * n * sizeof *VT);
-    double *T = malloc(m * n * sizeof *T);
+    size_t es = lx_dtype_bits(dt) / 8;
+    float *o = malloc(m * n * sizeof *o), *e = malloc(m * n * sizeof *e);
     float *expect_f = malloc(m * n * sizeof *expect_f);
     unsigned char *expect = malloc(m * n * es);
-    if (!a || !bb || !o || !A || !U || !S || !VT || !T || !expect_f || !expect) {
+    if (!o || !e || !expect_f || !expect) {
         fprintf(stderr, "lxcheck: out of memory\n");
         exit(2);
     }
-    lx_to_f32(dt, al, a, m * n);
-    lx_to_f32(dt, ba, bb, m * n);
     lx_to_f32(dt, out, o, m * n);
-    /* column-major dW for LAPACK */
-    for (size_t i = 0; i < m; i++)
-        for (size_t j = 0; j < n; j++)
-            A[j * m + i] = (float)((double)a[i * n + j] - (double)bb[i * n + j]);
-    int k = rank;
-    if (k > (int)p)
-        k = (int)p;
-    if (rank == 0) {
-        for (size_t i = 0; i < m; i++)
-            for (size_t j = 0; j < n; j++)
-                T[i * n + j] = A[j * m + i];
-    } else {
-        if (lx_svd_thin(A, m, n, m, U, m, S, VT, p) != LX_OK) {
-            fprintf(stderr, "lxcheck: %s: %s\n", name, lx_errmsg());
-            exit(2);
-        }
-        for (size_t i = 0; i < m; i++)
-            for (size_t j = 0; j < n; j++) {
-                double s = 0;
-                for (int t = 0; t < k; t++)
-                    s += (double)U[t * m + i] * S[t] * VT[j * p + t];
-                T[i * n + j] = s;
-            }
-    }
+    double *T = exact_truncation("lxcheck", name, dt, al, ba, m, n, rank);
     double num = 0, den = 0;
     for (size_t i = 0; i < m * n; i++)
         expect_f[i] = (float)(alpha * T[i]);
     lx_add_f32(dt, al, expect_f, expect, m * n);
-    float *e = A; /* reuse: expected output as f32 */
-    lx_to_f32(dt, expect, e, m * n);
+    lx_to_f32(dt, expect, e, m * n); /* expected output as f32 */
     for (size_t i = 0; i < m * n; i++) {
         double d = (double)o[i] - (double)e[i];
         num += d * d;
@@ -87,8 +59,7 @@ static int check_matrix(const char *name, uint64_t b, lx_dtype dt, const unsigne
         bad = !(err <= maxerr);
     }
     printf("%s\t%llu\t%.3e%s\n", name, (unsigned long long)b, err, bad ? "\tFAIL" : "");
-    free(a); free(bb); free(o); free(A); free(U); free(S); free(VT); free(T);
-    free(expect_f); free(expect);
+    free(o); free(e); free(T); free(expect_f); free(expect);
     return bad;
 }
 

@@ -38,6 +38,7 @@
 #include "loxstream/checkpoint.h"
 #include "loxstream/dtype.h"
 #include "loxstream/linalg.h"
+#include "exact.h"
 
 #define PREFIX "base_model.model."
 #define EMB_DEFAULT "(^|\\.)(embed_tokens|wte|word_embeddings|embed_in)\\.weight$"
@@ -72,35 +73,6 @@ typedef struct expect {
     char *module, *leaf, *key_a, *key_b;
     int embedding;
 } expect;
-
-/* Exact rank-k truncation of dW (m x n, row-major, double) as in lxcheck. */
-static double *truncation(const lx_tensor *al, const lx_tensor *ba, size_t m, size_t n, int rank)
-{
-    size_t p = m < n ? m : n;
-    float *a = xmalloc(m * n * sizeof *a), *b = xmalloc(m * n * sizeof *b);
-    float *A = xmalloc(m * n * sizeof *A), *U = xmalloc(m * p * sizeof *U);
-    float *S = xmalloc(p * sizeof *S), *VT = xmalloc(p * n * sizeof *VT);
-    double *T = xmalloc(m * n * sizeof *T);
-    lx_to_f32(al->dtype, al->data, a, m * n);
-    lx_to_f32(ba->dtype, ba->data, b, m * n);
-    for (size_t i = 0; i < m; i++)
-        for (size_t j = 0; j < n; j++)
-            A[j * m + i] = (float)((double)a[i * n + j] - (double)b[i * n + j]);
-    if (lx_svd_thin(A, m, n, m, U, m, S, VT, p) != LX_OK) {
-        fprintf(stderr, "lxlora: %s: %s\n", al->name, lx_errmsg());
-        exit(2);
-    }
-    int k = rank > (int)p ? (int)p : rank;
-    for (size_t i = 0; i < m; i++)
-        for (size_t j = 0; j < n; j++) {
-            double s = 0;
-            for (int t = 0; t < k; t++)
-                s += (double)U[t * m + i] * S[t] * VT[j * p + t];
-            T[i * n + j] = s;
-        }
-    free(a); free(b); free(A); free(U); free(S); free(VT);
-    return T;
-}
 
 static float *read_f32(const lx_tensor *t)
 {
@@ -150,7 +122,8 @@ static void check_module(const expect *e, const lx_checkpoint *ad, const lx_chec
     }
     if (nonzero)
         problem("%s: rows of A or columns of B beyond rank min(m, n) are not zero%s", e->module, "");
-    double *T = truncation(e->al, e->ba, m, n, rank);
+    double *T = exact_truncation("lxlora", e->al->name, e->al->dtype, e->al->data, e->ba->data, m,
+                                 n, rank);
     double *D = xmalloc(m * n * sizeof *D);
     for (size_t i = 0; i < m; i++)
         for (size_t j = 0; j < n; j++) {
