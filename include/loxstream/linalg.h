@@ -67,4 +67,9 @@ lx_status lx_qr_orthonormalize(float *A, size_t m, size_t n, size_t lda);
 lx_status lx_svd_thin(float *A, size_t m, size_t n, size_t lda, float *U, size_t ldu,
                       float *S, float *VT, size_t ldvt);
 
+/* The same in double (libFLAME's dgesvd): the dense factorisation of the
+ * matrices rsvd.c factors exactly. */
+lx_status lx_dsvd_thin(double *A, size_t m, size_t n, size_t lda, double *U, size_t ldu,
+                       double *S, double *VT, size_t ldvt);
+
 #endif

@@ -16,11 +16,12 @@
  * are kept; then the iteration restarts from the best l right Ritz vectors
  * (thick restart, no extra pass), so memory stays O((m + n) l).
  *
- * Measured (1024 x 2752 and 4096 x 11008, power-law planted spectra + dense
- * bulk, k = 6, p = 10): the error of the rank-6 truncation falls 5-100x per
- * pass; 3-5 passes reach 1e-3, up to 2 fewer than subspace iteration (3 at
- * 1e-4).  Spectra with s_k ~ s_k+1 converge slowly whatever the method;
- * they end at max_passes with converged = 0.
+ * After every pass an upper estimate of the error of the rank-k result
+ * (from the residuals of the Ritz pairs and the gap to sigma_k+1, see
+ * rsvd.c) is compared with tol: converged means err_est <= tol, never a
+ * guess from the change between passes.  Spectra with s_k ~ s_k+1 (no gap)
+ * end at max_passes with converged = 0.  Matrices with min(m, n) < 2 l are
+ * factored densely in double instead (exact = 1): LoRA factors, small heads.
  *
  * Panel boundaries, the test matrix and all reductions are fixed by the
  * matrix shape and the options only, so results are bit-identical whatever
@@ -63,9 +64,8 @@ typedef struct lx_rsvd_opts {
     int rank;            /* k >= 1; larger than min(m, n): clamped to it */
     int oversample;      /* p: the block has l = min(k + p, min(m,n)) columns */
     int passes;          /* > 0: exactly this many passes; 0: adaptive */
-    double tol;          /* adaptive: stop when err_est <= tol (>= 2 passes);
-                          * below ~5e-5 the float32 noise floor may keep it
-                          * from being reached (then: max_passes) */
+    double tol;          /* stop when err_est <= tol; a result is reported
+                          * converged only when err_est <= tol */
     int max_passes;      /* adaptive cap (>= 2) */
     uint64_t seed;       /* seed of the Gaussian test matrix */
     int exact;           /* full SVD of the materialised matrix (validation) */
@@ -85,13 +85,20 @@ typedef struct lx_factors {
     float *Vt;           /* k x n, row-major: V transposed (lx_factors_add_rows) */
     int l;               /* block width used */
     float *S_block;      /* l Ritz values of the last pass (spectrum estimate) */
-    int passes;          /* passes over A made */
-    int converged;       /* adaptive: tol reached (1) or cap hit (0); fixed: 1 */
-    double change;       /* ||A_k(last) - A_k(previous pass)||_F / ||A_k(last)||_F
-                          * (1 after a single pass) */
-    double err_est;      /* estimated ||A_k - exact A_k||_F / ||exact A_k||_F:
-                          * change extrapolated with the contraction of the
-                          * last two passes; 0 in exact mode */
+    int passes;          /* passes over A made (1 for a dense SVD) */
+    int exact;           /* factored by a dense SVD in double (method "exact"):
+                          * on request, or min(m, n) < 2 l; 0: randomized */
+    int converged;       /* err_est <= tol */
+    double err_est;      /* upper estimate of ||U_k S_k V_k^T - exact A_k||_F /
+                          * ||exact A_k||_F, A_k the rank-k truncation of the
+                          * f32 matrix the row source gives: from the residual
+                          * norms of the Ritz pairs and the gap to sigma_k+1
+                          * (see rsvd.c, "The bound"); infinite-like (>= 1)
+                          * when no gap is seen */
+    double gap;          /* (s_k - hi) / s_k, hi an upper estimate of sigma_k+1:
+                          * the relative gap the bound rests on; <= 0: none was
+                          * seen (ill-posed: sigma_k ~ sigma_k+1, or the passes
+                          * did not resolve it); 0 when s_k = 0 */
     double frob2;        /* ||A||_F^2, accumulated in double during the first pass */
 } lx_factors;
 

@@ -4,7 +4,8 @@
  * LAPACK-compatible entry points (sgeqrf_, sorgqr_, sgesvd_) are declared by
  * FLAME.h; libFLAME 5.2 takes its own BLAS from BLIS (-lflame -lblis).
  * These run on small matrices only (n x l, m x l with l ~ 16), never on a
- * whole weight matrix except in exact (validation) mode.
+ * whole weight matrix except in exact mode (dgesvd, in double: the small
+ * and capped matrices that rsvd.c factors densely, and --exact).
  */
 #include <limits.h>
 #include <stdlib.h>
@@ -24,7 +25,7 @@ lx_status lx_flame_init(void)
 
 const char *lx_flame_version(void)
 {
-    return "5.2 (LAPACK interface: sgeqrf, sorgqr, sgesvd)";
+    return "5.2 (LAPACK interface: sgeqrf, sorgqr, sgesvd, dgesvd)";
 }
 
 static int fits_int(size_t v)
@@ -88,6 +89,36 @@ lx_status lx_svd_thin(float *A, size_t m, size_t n, size_t lda, float *U, size_t
         return lx_fail(LX_EFAIL, "SVD: out of memory for a %zu x %zu matrix", m, n);
     sgesvd_(&ju, &jv, &im, &in, A, &ilda, S, U ? U : &dummy, &ildu, VT ? VT : &dummy, &ildvt, work,
             &lwork, &info);
+    free(work);
+    if (info != 0)
+        return lx_fail(LX_EFAIL, "SVD of a %zu x %zu matrix did not converge (LAPACK info %d)", m,
+                       n, info);
+    return LX_OK;
+}
+
+lx_status lx_dsvd_thin(double *A, size_t m, size_t n, size_t lda, double *U, size_t ldu,
+                       double *S, double *VT, size_t ldvt)
+{
+    size_t p = m < n ? m : n;
+    if (p == 0)
+        return LX_OK;
+    if (!fits_int(m) || !fits_int(n) || !fits_int(lda) || lda < m)
+        return lx_fail(LX_EFAIL, "SVD: invalid shape %zu x %zu (lda %zu)", m, n, lda);
+    int im = (int)m, in = (int)n, ilda = (int)lda, info = 0, query = -1;
+    int ildu = U ? (int)ldu : 1, ildvt = VT ? (int)ldvt : 1;
+    double dummy = 0;
+    char ju = U ? 'S' : 'N', jv = VT ? 'S' : 'N';
+    double wq = 0;
+    dgesvd_(&ju, &jv, &im, &in, A, &ilda, S, U ? U : &dummy, &ildu, VT ? VT : &dummy, &ildvt,
+            &wq, &query, &info);
+    int lwork = (int)wq;
+    if (lwork < 1)
+        lwork = 1;
+    double *work = malloc((size_t)lwork * sizeof *work);
+    if (!work)
+        return lx_fail(LX_EFAIL, "SVD: out of memory for a %zu x %zu matrix", m, n);
+    dgesvd_(&ju, &jv, &im, &in, A, &ilda, S, U ? U : &dummy, &ildu, VT ? VT : &dummy, &ildvt,
+            work, &lwork, &info);
     free(work);
     if (info != 0)
         return lx_fail(LX_EFAIL, "SVD of a %zu x %zu matrix did not converge (LAPACK info %d)", m,

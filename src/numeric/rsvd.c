@@ -18,7 +18,32 @@
  * Dividing by s_j amplifies the float rounding of Z by s_1 / s_j, so
  * directions with s_j <= LEFT_MIN_RATIO * s_1 use the A V V^T estimate
  * u_j^T A V V^T = s_j (V w_j)^T instead, which needs no division.
+ *
+ * The bound (err_est; tests/unit/test_calibrate holds it to the truth).  The
+ * right Ritz triplets of A Vd Vd^T (Vd: the blocks applied so far), from
+ * R = UR diag(s) W^T, have A v_j = s_j u_j exactly, and their residuals
+ * r_j = A^T A v_j - s_j^2 v_j = Vb (H w_j - s_j^2 [w_j; 0]) are small
+ * products.  For the exact top-k right subspace, Davis-Kahan on A^T A gives
+ * sin(v_j, V*) <= ||r_j|| / (s_j^2 - sigma_k+1^2); the left vectors are then
+ * off by at most sigma_k+1 / s_j times that, and the error of the rank-k
+ * sum is that of its directions, weighted by s_j, in quadrature.  Two
+ * refinements make it tight: the Ritz vectors k+1 .. q-1, themselves
+ * accurate to sin(Phi) <= ||R_cluster|| / separation, shield v_j from
+ * sigma_k+1 .. sigma_q (r_j is orthogonal to them, so only sin(Phi) of it
+ * can lie along their exact vectors), and the best q is taken.  sigma_k+1
+ * and sigma_q+1 are bounded by s_i^2 + ||r_i|| (the Ritz values approximate
+ * the top singular values: an eigenvalue of A^T A lies within ||r_i|| of
+ * s_i^2) and by ||A||_F^2 - sum s_j^2 (always).  Float rounding enters as an
+ * uncertainty of the measured residuals (H_NOISE, larger past STEEP_RATIO,
+ * where A^T A in float keeps little of direction j) and as a turn of the
+ * Ritz vectors by the rounding of R (R_NOISE), which nothing shields.  The
+ * left-projection estimate that the passes otherwise return differs from
+ * the right Ritz one by a small matrix D, so its error is at most the bound
+ * plus ||D||_F; whichever of the two has the smaller bound is returned.
+ * Without a gap (sigma_k ~ sigma_k+1) the bound stays large and the matrix
+ * is reported not converged, with the gap estimate.
  */
+#include <float.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -35,6 +60,12 @@
 /* Directions whose Ritz value s_j of A Vb is below this fraction of s_1 use
  * the division-free estimate (see the file comment). */
 #define LEFT_MIN_RATIO 1e-2
+
+/* The exact path's error estimate: residuals of EXACT_RESIDUAL * DBL_EPSILON
+ * * s_1 (dgesvd is backward stable), plus EXACT_ROUNDING * FLT_EPSILON for
+ * the factors rounded to float. */
+#define EXACT_RESIDUAL 64.0
+#define EXACT_ROUNDING 4.0
 
 /* lx_factors_rows scales rows of U by S into a stack buffer of this many
  * floats (64 KiB), so that it needs no allocation and stays one GEMM for a
@@ -127,8 +158,9 @@ typedef struct rsvd_work {
     float *Rt, *UR, *SR, *WT, *WS; /* SVD of R = UR diag(SR) W^T, W rescaled */
     float *Gs, *Up, *Sig, *XT;     /* SVD of Vb^T A^T QY UR = Up diag(Sig) X^T */
     float *M;            /* dmax x k */
-    float *small;        /* 4 k x k: the change estimate */
-    float *U[2], *S[2], *Vk[2]; /* current and previous estimates, row-major */
+    float *U, *S, *Vk;   /* the estimate of the last pass, row-major */
+    double *gv;          /* 4 (dmax + l) + 1: scratch of the error bound */
+    double frob2;        /* ||A||_F^2 (from the first pass) */
 } rsvd_work;
 
 /* Sum of squares in double; four partial sums, because one accumulator
@@ -365,9 +397,9 @@ static lx_status extend_bases(rsvd_work *w)
     return extend_right(w);
 }
 
-/* Rayleigh-Ritz on the Krylov space into estimate slot `cur` (see the file
+/* Rayleigh-Ritz on the Krylov space into w->U, S, Vk (see the file
  * comment); all SVDs are of d x d or (d + l) x d matrices. */
-static lx_status estimate(rsvd_work *w, int cur)
+static lx_status estimate(rsvd_work *w)
 {
     size_t m = w->m, n = w->n, k = w->k, d = w->nblk * w->l, de = w->dext;
     size_t dmax = w->dmax, ldh = dmax + w->l;
@@ -403,12 +435,24 @@ static lx_status estimate(rsvd_work *w, int cur)
     /* U = QY UR X[:, :k] (X(a, b) = XT[b + a*d]), V = Vb Up[:, :k] */
     lx_sgemm(d, k, d, 1.0f, w->UR, 1, (ptrdiff_t)d, w->XT, (ptrdiff_t)d, 1, 0.0f, w->M, 1,
              (ptrdiff_t)d);
-    lx_sgemm(m, k, d, 1.0f, w->QY, 1, (ptrdiff_t)m, w->M, 1, (ptrdiff_t)d, 0.0f, w->U[cur],
+    lx_sgemm(m, k, d, 1.0f, w->QY, 1, (ptrdiff_t)m, w->M, 1, (ptrdiff_t)d, 0.0f, w->U,
              (ptrdiff_t)k, 1);
     lx_sgemm(n, k, de, 1.0f, w->Vb, 1, (ptrdiff_t)n, w->Up, 1, (ptrdiff_t)de, 0.0f,
-             w->Vk[cur], (ptrdiff_t)k, 1);
-    memcpy(w->S[cur], w->Sig, k * sizeof(float));
+             w->Vk, (ptrdiff_t)k, 1);
+    memcpy(w->S, w->Sig, k * sizeof(float));
     return LX_OK;
+}
+
+/* The right Rayleigh-Ritz estimate in place of the last one: the triplets
+ * (QY UR_j, SR_j, Vd W_j) of A Vd Vd^T, j < k. */
+static void use_right_ritz(rsvd_work *w)
+{
+    size_t m = w->m, n = w->n, k = w->k, d = w->nblk * w->l;
+    lx_sgemm(m, k, d, 1.0f, w->QY, 1, (ptrdiff_t)m, w->UR, 1, (ptrdiff_t)d, 0.0f, w->U,
+             (ptrdiff_t)k, 1);
+    lx_sgemm(n, k, d, 1.0f, w->Vb, 1, (ptrdiff_t)n, w->WT, (ptrdiff_t)d, 1, 0.0f, w->Vk,
+             (ptrdiff_t)k, 1);
+    memcpy(w->S, w->SR, k * sizeof(float));
 }
 
 /* Restart when the kept blocks are full (bounded memory).  Thick restart:
@@ -445,78 +489,153 @@ static lx_status restart(rsvd_work *w)
     return extend_right(w);
 }
 
-/* C (k x k, row-major) = X^T Y for row-major rows x k X and Y */
-static void gram(const float *X, const float *Y, size_t rows, size_t k, float *C)
+/* Upper estimate of the relative error ||B - A_k||_F / ||A_k||_F of the
+ * rank-k estimate B = sum_{j<k} s_j u_j v_j^T made of the first k of d Ritz
+ * triplets (s_j descending, u_j = A v_j / s_j), from the measured residual
+ * norms rg_j of A^T A v_j - s_j^2 v_j (j < d), their uncertainty nuG, the
+ * rounding nuA of the small problem the triplets come from (in units of A)
+ * and frob2 = ||A||_F^2; see the file comment, "The bound".
+ * *gap = (s_k - hi) / s_k, hi the upper estimate of sigma_k+1.  lh: d - k + 1
+ * doubles of scratch. */
+static double ritz_bound(const double *s, const double *rg, double nuG, double nuA, size_t k,
+                         size_t d, double frob2, double *gap, double *lh)
 {
-    lx_sgemm(k, k, rows, 1.0f, X, 1, (ptrdiff_t)k, Y, (ptrdiff_t)k, 1, 0.0f, C,
-             (ptrdiff_t)k, 1);
-}
-
-/* ||X - Y||_F / ||X||_F for the estimates X (slot cur) and Y (the other
- * slot), without forming either and without the cancellation of
- * ||X||^2 + ||Y||^2 - 2 <X, Y>, which would hide changes below
- * sqrt(float eps) ~ 3e-4: with P = Ux^T Uy, Q = Vx^T Vy, U_ = Uy - Ux P and
- * V_ = Vy - Vx Q (the parts of Y's vectors outside X's, both small once the
- * iteration settles), X - Y splits into four mutually orthogonal terms
- *   Ux (Sx - P Sy Q^T) Vx^T,  Ux P Sy V_^T,  U_ Sy Q^T Vx^T,  U_ Sy V_^T,
- * each of which is small and computed directly. */
-static double change_between(rsvd_work *w, int cur)
-{
-    size_t m = w->m, n = w->n, k = w->k, kk = k * k;
-    int oth = 1 - cur;
-    const float *Ux = w->U[cur], *Vx = w->Vk[cur], *Sx = w->S[cur];
-    const float *Uy = w->U[oth], *Vy = w->Vk[oth], *Sy = w->S[oth];
-    float *P = w->small, *Q = P + kk, *Gu = Q + kk, *Gv = Gu + kk;
-    float *Up = w->Yp, *Vp = w->Tn; /* both free between passes */
-    gram(Ux, Uy, m, k, P);
-    gram(Vx, Vy, n, k, Q);
-    memcpy(Up, Uy, m * k * sizeof(float));
-    memcpy(Vp, Vy, n * k * sizeof(float));
-    lx_sgemm(m, k, k, -1.0f, Ux, (ptrdiff_t)k, 1, P, (ptrdiff_t)k, 1, 1.0f, Up, (ptrdiff_t)k, 1);
-    lx_sgemm(n, k, k, -1.0f, Vx, (ptrdiff_t)k, 1, Q, (ptrdiff_t)k, 1, 1.0f, Vp, (ptrdiff_t)k, 1);
-    gram(Up, Up, m, k, Gu);
-    gram(Vp, Vp, n, k, Gv);
-
-    double xx = 0, d2 = 0;
-    for (size_t a = 0; a < k; a++) {
-        xx += (double)Sx[a] * Sx[a];
-        for (size_t b = 0; b < k; b++) {
-            /* (Sx - P Sy Q^T)_ab */
-            double t = a == b ? Sx[a] : 0.0;
-            for (size_t c = 0; c < k; c++)
-                t -= (double)P[a * k + c] * Sy[c] * Q[b * k + c];
-            /* ||P Sy V_^T||^2, ||U_ Sy Q^T||^2 and ||U_ Sy V_^T||^2, entry ab */
-            double ps = 0, qs = 0;
-            for (size_t c = 0; c < k; c++) {
-                ps += (double)P[c * k + a] * P[c * k + b];
-                qs += (double)Q[c * k + a] * Q[c * k + b];
-            }
-            double sab = (double)Sy[a] * Sy[b];
-            d2 += t * t + sab * (ps * Gv[a * k + b] + qs * Gu[a * k + b] +
-                                 (double)Gu[a * k + b] * Gv[a * k + b]);
-        }
+    if (k == 0 || s[0] <= 0) {
+        *gap = 0;
+        return 0;
     }
-    if (d2 < 0)
-        d2 = 0;
-    if (xx <= 0)
-        return d2 > 0 ? 1.0 : 0.0;
-    return sqrt(d2 / xx);
+    /* lh[i - k] >= sigma_i+1^2, i = k .. d: the smaller of s_i^2 + r_i (an
+     * eigenvalue of A^T A lies within r_i of s_i^2, and the Ritz values
+     * approximate the top ones) and ||A||_F^2 - sum_{j<=i} s_j^2 (always,
+     * as s_j <= sigma_j), non-increasing in i */
+    double hd = 0;
+    for (size_t j = 0; j < k; j++)
+        hd += s[j] * s[j];
+    for (size_t i = k; i <= d; i++) {
+        double v = frob2 > hd ? frob2 - hd : 0;
+        if (i < d) {
+            double r = s[i] * s[i] + rg[i] + nuG;
+            if (r < v)
+                v = r;
+            hd += s[i] * s[i];
+        }
+        if (i > k && lh[i - k - 1] < v)
+            v = lh[i - k - 1];
+        lh[i - k] = v;
+    }
+    double lk = lh[0], hk = sqrt(lk);
+    *gap = (s[k - 1] - hk) / s[k - 1];
+    if (!(*gap > -1))
+        *gap = -1;
+    /* q = k: v_j against sigma_k+1 alone (Davis-Kahan); q > k: the Ritz
+     * vectors k .. q-1 shield v_j from sigma_k+1 .. sigma_q: only a part
+     * sin(Phi) of r_j can lie along their exact vectors, the rest is
+     * divided by the gap to sigma_q+1.  The rounding of the small problem
+     * turns v_j by up to nuA / (s_j - sigma_k+1), which nothing shields. */
+    double best = INFINITY, rc2 = 0;
+    for (size_t q = k; q <= d; q++) {
+        double sphi = 1, lq = lk;
+        if (q > k) {
+            rc2 += (rg[q - 1] + nuG) * (rg[q - 1] + nuG);
+            lq = lh[q - k];
+            double sa = s[k - 1] * s[k - 1] - s[k] * s[k];
+            double sb = s[q - 1] * s[q - 1] - lq;
+            double sep = sa < sb ? sa : sb;
+            sphi = sep > 0 && sqrt(rc2) < sep ? sqrt(rc2) / sep : 1;
+        }
+        double num = 0, den = 0, hdj = 0;
+        for (size_t j = 0; j < k; j++) {
+            double th = s[j] * s[j], d1 = th - lk, d2 = th - lq, sn = 1, r = rg[j] + nuG;
+            double tail = frob2 > hdj ? sqrt(frob2 - hdj) : 0;
+            hdj += th;
+            if (d1 > 0 && d2 > 0) {
+                double a2 = q == k ? 1 / (d1 * d1) : sphi * sphi / (d1 * d1) + 1 / (d2 * d2);
+                double turn = nuA / (s[j] - hk);
+                a2 = r * r * a2 + turn * turn;
+                sn = a2 < 1 ? sqrt(a2) : 1;
+            }
+            /* right and left vectors: ||(I - P*) u_j|| <= sigma_k+1 / s_j ||(I - Q*) v_j|| */
+            double c = th > 0 ? s[j] * sn * sqrt(1 + lk / th) : 0;
+            /* and a direction is no further off than s_j + sigma_j */
+            double cap = s[j] + (sqrt(th + r) < tail ? sqrt(th + r) : tail);
+            if (c > cap)
+                c = cap;
+            num += c * c;
+            den += th;
+        }
+        double e = den > 0 ? sqrt(num / den) : 0;
+        if (e < best)
+            best = e;
+    }
+    return best;
 }
 
-/* Error of the current estimate, extrapolated from the changes c[] of the
- * last passes: if each pass contracts the error by rho, what remains after
- * the change c_p is c_p * rho / (1 - rho).  rho = c_p / c_p-1, and from the
- * fourth pass the larger of that and c_p-1 / c_p-2 (one ratio alone was too
- * optimistic when the change oscillates, as it does when s_k ~ s_k+1; c_1
- * compares the first estimate with zero, so c_2 / c_1 is no rate).  The
- * factor is capped at 10 (rho -> 1: stagnation or the float32 noise floor). */
-static double extrapolate(const double *c, int pass)
+/* The rounding behind the measured residuals (H = Vb^T A^T A V in float),
+ * in units of FLT_EPSILON s_1^2, and behind the right Ritz triplets (the SVD
+ * of R = QY^T A Vd, from float products of A), in units of FLT_EPSILON s_1.
+ * Calibrated by tests/unit/test_calibrate (near-degenerate gaps). */
+#define H_NOISE 0.25
+#define R_NOISE 4.0
+/* Beyond s_1 / s_k = STEEP_RATIO, float32 products of A^T A keep less and
+ * less of direction k (its share s_k^2 / s_1^2 nears FLT_EPSILON): the
+ * uncertainty of the measured residuals grows with s_1 / s_k. */
+#define STEEP_RATIO 100.0
+
+/* Error bounds after a pass, for the left-projection estimate in w->U, S,
+ * Vk (*eL) and for the right Ritz estimate (*eR), both relative to the
+ * larger of their ||S_k||_F (<= ||A_k||_F); *gap as ritz_bound's.  The
+ * right Ritz pairs v_j = Vd W_j, u_j = QY UR_j have A v_j = s_j u_j
+ * exactly and A^T A v_j - s_j^2 v_j = Vb (H W_j - s_j^2 [W_j; 0]), so their
+ * residuals are small products.  The left estimate differs from the right
+ * one by D (in the orthonormal coordinates of QY and Vb), so its error is
+ * at most eR + ||D||_F. */
+static void certify(rsvd_work *w, double *eL, double *eR, double *gap)
 {
-    double rho = c[pass - 1] > 0 ? c[pass] / c[pass - 1] : 0;
-    if (pass >= 4 && c[pass - 2] > 0 && c[pass - 1] / c[pass - 2] > rho)
-        rho = c[pass - 1] / c[pass - 2];
-    double f = rho < 10.0 / 11.0 ? rho / (1.0 - rho) : 10.0;
-    return c[pass] * f;
+    size_t k = w->k, d = w->nblk * w->l, de = w->dext, ldh = w->dmax + w->l;
+    double *g = w->gv, *s = g + ldh, *rg = s + ldh, *lh = rg + ldh;
+    double s1 = w->SR[0];
+    for (size_t j = 0; j < d; j++) {
+        s[j] = w->SR[j];
+        /* W(a, j) = WT[j + a*d] */
+        for (size_t a = 0; a < de; a++) {
+            double acc = 0;
+            for (size_t b = 0; b < d; b++)
+                acc += (double)w->H[a + b * ldh] * w->WT[j + b * d];
+            g[a] = a < d ? acc - s[j] * s[j] * w->WT[j + a * d] : acc;
+        }
+        double r2 = 0;
+        for (size_t a = 0; a < de; a++)
+            r2 += g[a] * g[a];
+        rg[j] = sqrt(r2);
+    }
+    double nuG = H_NOISE * FLT_EPSILON * s1 * s1;
+    for (size_t j = 0; j < k; j++)
+        if (s[j] * STEEP_RATIO < s1)
+            rg[j] += nuG * (s1 / (s[j] * STEEP_RATIO) - 1);
+    double eRr = ritz_bound(s, rg, nuG, R_NOISE * FLT_EPSILON * s1, k, d, w->frob2, gap, lh);
+    double nR = 0, nL = 0, dd = 0;
+    for (size_t t = 0; t < k; t++) {
+        nR += (double)w->SR[t] * w->SR[t];
+        nL += (double)w->Sig[t] * w->Sig[t];
+    }
+    /* D = M diag(Sig) Up_k^T - UR_k diag(SR) [W_k; 0]^T, d x de */
+    for (size_t a = 0; a < d; a++)
+        for (size_t b = 0; b < de; b++) {
+            double x = 0;
+            for (size_t t = 0; t < k; t++) {
+                x += (double)w->M[a + t * d] * w->Sig[t] * w->Up[b + t * de];
+                if (b < d)
+                    x -= (double)w->UR[a + t * d] * w->SR[t] * w->WT[t + b * d];
+            }
+            dd += x * x;
+        }
+    double den = sqrt(nL > nR ? nL : nR);
+    if (den <= 0) {
+        *eL = *eR = 0;
+        return;
+    }
+    *eR = eRr * sqrt(nR) / den;
+    *eL = *eR + sqrt(dd) / den;
 }
 
 static size_t block_width(size_t m, size_t n, size_t k, int p)
@@ -599,7 +718,7 @@ static void pass_chunks(size_t m, size_t n, size_t l, rsvd_work *w)
  * lx_rsvd_workspace_bytes counts exactly what randomized() allocates. */
 enum {
     B_PANEL, B_ZC, B_VB, B_ZB, B_QY, B_YP, B_TN, B_R, B_H, B_C, B_RT, B_UR, B_SR, B_WT, B_WS,
-    B_GS, B_UP, B_SIG, B_XT, B_M, B_SMALL, B_U0, B_S0, B_V0, B_U1, B_S1, B_V1, B_VR, NBUF
+    B_GS, B_UP, B_SIG, B_XT, B_M, B_U, B_S, B_V, B_VR, NBUF
 };
 
 /* Shape of the run (k, l, blocks, panel height) and the float count of each
@@ -627,11 +746,16 @@ static void plan(size_t m, size_t n, const lx_rsvd_opts *o, rsvd_work *w, size_t
     sz[B_C] = dx * l;
     sz[B_SR] = sz[B_SIG] = dmax;
     sz[B_M] = dmax * k;
-    sz[B_SMALL] = 4 * k * k;
-    sz[B_U0] = sz[B_U1] = m * k;
-    sz[B_S0] = sz[B_S1] = k;
-    sz[B_V0] = sz[B_V1] = n * k;
+    sz[B_U] = m * k;
+    sz[B_S] = k;
+    sz[B_V] = n * k;
     sz[B_VR] = n * l;
+}
+
+/* Doubles of rsvd_work.gv. */
+static size_t gv_count(const rsvd_work *w)
+{
+    return 4 * (w->dmax + w->l) + 1;
 }
 
 static int pass_cap(const lx_rsvd_opts *o)
@@ -656,14 +780,13 @@ static lx_status randomized(const lx_rowsrc *A, const lx_rsvd_opts *o, lx_factor
         [B_YP] = &w.Yp, [B_TN] = &w.Tn, [B_R] = &w.R, [B_H] = &w.H, [B_C] = &w.C,
         [B_RT] = &w.Rt, [B_UR] = &w.UR, [B_SR] = &w.SR, [B_WT] = &w.WT, [B_WS] = &w.WS,
         [B_GS] = &w.Gs, [B_UP] = &w.Up, [B_SIG] = &w.Sig, [B_XT] = &w.XT, [B_M] = &w.M,
-        [B_SMALL] = &w.small, [B_U0] = &w.U[0], [B_S0] = &w.S[0], [B_V0] = &w.Vk[0],
-        [B_U1] = &w.U[1], [B_S1] = &w.S[1], [B_V1] = &w.Vk[1], [B_VR] = &w.Vr,
+        [B_U] = &w.U, [B_S] = &w.S, [B_V] = &w.Vk, [B_VR] = &w.Vr,
     };
     lx_status st = LX_OK;
     for (int i = 0; i < NBUF; i++)
         *buf[i] = alloc_floats(sz[i], &st, m, n);
-    double *c = st == LX_OK ? calloc((size_t)cap + 1, sizeof(double)) : NULL; /* c[pass] */
-    if (st == LX_OK && !c)
+    w.gv = st == LX_OK ? calloc(gv_count(&w), sizeof(double)) : NULL;
+    if (st == LX_OK && !w.gv)
         st = lx_fail(LX_EFAIL, "randomized SVD of a %zu x %zu matrix: out of memory", m, n);
     if (st != LX_OK)
         goto done;
@@ -677,32 +800,31 @@ static lx_status randomized(const lx_rowsrc *A, const lx_rsvd_opts *o, lx_factor
     if (st != LX_OK)
         goto done;
 
-    int cur = 0, pass = 0, converged = 0;
-    double err_est = 1.0;
+    int pass = 0, right = 0;
+    double err_est = INFINITY, gap = 0;
     while (pass < cap) {
-        st = stream_pass(&w, pass == 0 ? &out->frob2 : NULL);
+        st = stream_pass(&w, pass == 0 ? &w.frob2 : NULL);
         if (st == LX_OK)
             st = extend_bases(&w);
         if (st == LX_OK)
-            st = estimate(&w, cur);
+            st = estimate(&w);
         if (st != LX_OK)
             goto done;
         pass++;
-        c[pass] = pass > 1 ? change_between(&w, cur) : (w.S[cur][0] > 0 ? 1.0 : 0.0);
-        err_est = pass > 1 ? extrapolate(c, pass) : c[pass];
-        if (!fixed && pass >= 2 && err_est <= o->tol) {
-            converged = 1;
-            break;
-        }
-        if (pass == cap)
+        double eL, eR;
+        certify(&w, &eL, &eR, &gap);
+        right = eR < eL;
+        err_est = right ? eR : eL;
+        if ((!fixed && err_est <= o->tol) || pass == cap)
             break;
         if (w.nblk == w.maxblk) {
             st = restart(&w);
             if (st != LX_OK)
                 goto done;
         }
-        cur = 1 - cur;
     }
+    if (right)
+        use_right_ritz(&w);
     for (size_t j = 0; j < l; j++) {
         if (!isfinite(w.Sig[j])) {
             st = lx_fail(LX_EFAIL, "randomized SVD of a %zu x %zu matrix: non-finite "
@@ -713,21 +835,22 @@ static lx_status randomized(const lx_rowsrc *A, const lx_rsvd_opts *o, lx_factor
 
     out->k = (int)k;
     out->l = (int)l;
-    out->U = w.U[cur];
-    out->S = w.S[cur];
-    out->V = w.Vk[cur];
-    w.U[cur] = w.S[cur] = w.Vk[cur] = NULL;
-    out->S_block = w.Sig; /* the first l of d Ritz values */
-    w.Sig = NULL;
+    out->U = w.U;
+    out->S = w.S;
+    out->V = w.Vk;
+    w.U = w.S = w.Vk = NULL;
+    out->S_block = right ? w.SR : w.Sig; /* the first l of d Ritz values */
+    *(right ? &w.SR : &w.Sig) = NULL;
     out->passes = pass;
-    out->converged = fixed ? 1 : converged;
-    out->change = c[pass];
+    out->frob2 = w.frob2;
     out->err_est = err_est;
+    out->gap = gap;
+    out->converged = err_est <= o->tol;
 
 done:
     for (int i = 0; i < NBUF; i++)
         free(*buf[i]);
-    free(c);
+    free(w.gv);
     return st;
 }
 
@@ -739,37 +862,38 @@ static lx_status exact(const lx_rowsrc *A, const lx_rsvd_opts *o, lx_factors *ou
     size_t k = clamp_rank(m, n, o->rank);
     size_t l = block_width(m, n, k, o->oversample);
     lx_status st = LX_OK;
-    float *a = alloc_floats(m * n, &st, m, n);
-    float *ua = alloc_floats(n * p, &st, m, n); /* left vectors of A^T = V of A */
-    float *vta = alloc_floats(p * m, &st, m, n); /* right vectors of A^T = U^T of A */
-    float *s = alloc_floats(p, &st, m, n);
+    float *row = alloc_floats(LX_RSVD_PANEL_ROWS * n, &st, m, n);
     float *U = alloc_floats(m * k, &st, m, n);
     float *S = alloc_floats(k, &st, m, n);
     float *V = alloc_floats(n * k, &st, m, n);
     float *sb = alloc_floats(l, &st, m, n);
+    /* A^T column-major (= A row-major), its left vectors (V of A), its
+     * right vectors (U^T of A), the singular values and the bound's scratch */
+    double *a = NULL, *ua = NULL, *vta = NULL, *s = NULL;
+    if (st == LX_OK) {
+        a = malloc(m * n * sizeof *a);
+        ua = malloc(n * p * sizeof *ua);
+        vta = malloc(p * m * sizeof *vta);
+        s = malloc((3 * p + 1) * sizeof *s);
+        if (!a || !ua || !vta || !s)
+            st = lx_fail(LX_EFAIL, "SVD of a %zu x %zu matrix: out of memory", m, n);
+    }
     if (st != LX_OK)
         goto done;
 
     double f2 = 0;
     for (size_t r0 = 0; r0 < m; r0 += LX_RSVD_PANEL_ROWS) {
         size_t h = m - r0 < LX_RSVD_PANEL_ROWS ? m - r0 : LX_RSVD_PANEL_ROWS;
-        st = A->rows(A->ctx, r0, h, a + r0 * n, n);
+        st = A->rows(A->ctx, r0, h, row, n);
         if (st != LX_OK)
             goto done;
-        f2 += col_norm2(a + r0 * n, h * n);
+        f2 += col_norm2(row, h * n);
+        for (size_t i = 0; i < h * n; i++)
+            a[r0 * n + i] = row[i];
     }
-    /* row-major A is column-major A^T = V S U^T */
-    st = lx_svd_thin(a, n, m, n, ua, n, s, vta, p);
+    st = lx_dsvd_thin(a, n, m, n, ua, n, s, vta, p);
     if (st != LX_OK)
         goto done;
-    for (size_t i = 0; i < m; i++)
-        for (size_t j = 0; j < k; j++)
-            U[i * k + j] = vta[j + i * p];
-    for (size_t i = 0; i < n; i++)
-        for (size_t j = 0; j < k; j++)
-            V[i * k + j] = ua[i + j * n];
-    memcpy(S, s, k * sizeof(float));
-    memcpy(sb, s, l * sizeof(float));
     for (size_t j = 0; j < p; j++) {
         if (!isfinite(s[j])) {
             st = lx_fail(LX_EFAIL, "SVD of a %zu x %zu matrix: non-finite singular values "
@@ -777,6 +901,25 @@ static lx_status exact(const lx_rowsrc *A, const lx_rsvd_opts *o, lx_factors *ou
             goto done;
         }
     }
+    for (size_t i = 0; i < m; i++)
+        for (size_t j = 0; j < k; j++)
+            U[i * k + j] = (float)vta[j + i * p];
+    for (size_t i = 0; i < n; i++)
+        for (size_t j = 0; j < k; j++)
+            V[i * k + j] = (float)ua[i + j * n];
+    for (size_t j = 0; j < k; j++)
+        S[j] = (float)s[j];
+    for (size_t j = 0; j < l; j++)
+        sb[j] = (float)s[j];
+    /* the bound with the backward error of a double SVD as residuals, plus
+     * the rounding of the factors to float */
+    double *rg = s + p, gap;
+    for (size_t j = 0; j < p; j++)
+        rg[j] = 0;
+    double nu = EXACT_RESIDUAL * DBL_EPSILON * s[0];
+    out->err_est = ritz_bound(s, rg, nu * s[0], nu, k, p, f2, &gap, rg + p) +
+                   EXACT_ROUNDING * FLT_EPSILON;
+    out->gap = gap;
     out->k = (int)k;
     out->l = (int)l;
     out->U = U;
@@ -785,12 +928,12 @@ static lx_status exact(const lx_rowsrc *A, const lx_rsvd_opts *o, lx_factors *ou
     out->S_block = sb;
     U = S = V = sb = NULL;
     out->passes = 1;
-    out->converged = 1;
-    out->change = 0;
-    out->err_est = 0;
+    out->converged = out->err_est <= o->tol;
+    out->exact = 1;
     out->frob2 = f2;
 
 done:
+    free(row);
     free(a);
     free(ua);
     free(vta);
@@ -800,6 +943,16 @@ done:
     free(V);
     free(sb);
     return st;
+}
+
+/* Factored densely: on request, or when the block would span a large part
+ * of the smaller dimension (min(m, n) < 2 l: at most one Krylov block fits,
+ * and a dense SVD of so thin a matrix costs less than the passes). */
+static int use_exact(size_t m, size_t n, const lx_rsvd_opts *o)
+{
+    size_t k = clamp_rank(m, n, o->rank);
+    size_t mn = m < n ? m : n;
+    return o->exact || mn < 2 * block_width(m, n, k, o->oversample);
 }
 
 lx_status lx_rsvd_topk(const lx_rowsrc *A, const lx_rsvd_opts *o, lx_factors *out)
@@ -812,7 +965,7 @@ lx_status lx_rsvd_topk(const lx_rowsrc *A, const lx_rsvd_opts *o, lx_factors *ou
         return lx_fail(LX_EUSAGE, "randomized SVD: rank must be >= 1 (got %d)", o->rank);
     if (A->m == 0 || A->n == 0)
         return LX_OK;
-    lx_status st = o->exact ? exact(A, o, out) : randomized(A, o, out);
+    lx_status st = use_exact(A->m, A->n, o) ? exact(A, o, out) : randomized(A, o, out);
     if (st == LX_OK && out->k > 0) {
         size_t n = out->n, k = (size_t)out->k;
         out->Vt = malloc(n * k * sizeof(float));
@@ -849,11 +1002,13 @@ size_t lx_rsvd_workspace_bytes(size_t m, size_t n, const lx_rsvd_opts *o)
     size_t k = clamp_rank(m, n, o->rank);
     size_t l = block_width(m, n, k, o->oversample);
     size_t floats;
-    if (o->exact) {
-        /* A, both factor sets of the full SVD, the results, and sgesvd's
-         * work array (about p*p + 5*max(m, n) on its QR path) */
-        floats = m * n + n * p + p * m + p + (m + 2 * n + 1) * k + l + p * p + 5 * big;
-        return floats * sizeof(float);
+    if (use_exact(m, n, o)) {
+        /* in double: A, both factor sets of the full SVD, the singular values
+         * and dgesvd's work array (about p*p + 5*max(m, n) on its QR path);
+         * in float: a panel, the results (with Vt) */
+        size_t dbl = m * n + n * p + p * m + 3 * p + 1 + p * p + 5 * big;
+        floats = LX_RSVD_PANEL_ROWS * n + (m + 2 * n + 1) * k + l;
+        return dbl * sizeof(double) + floats * sizeof(float);
     }
     /* the buffers of randomized(), its change history, and an allowance for
      * the work arrays libFLAME's QRs and small SVDs allocate (BLIS's packing
@@ -866,7 +1021,7 @@ size_t lx_rsvd_workspace_bytes(size_t m, size_t n, const lx_rsvd_opts *o)
         floats += sz[i];
     size_t dx = w.dmax + w.l;
     floats += 64 * dx + 8 * dx * dx + n * k; /* + Vt */
-    return floats * sizeof(float) + ((size_t)pass_cap(o) + 1) * sizeof(double);
+    return floats * sizeof(float) + gv_count(&w) * sizeof(double);
 }
 
 void lx_factors_rows(const lx_factors *f, int kk, float alpha, size_t r0, size_t h,

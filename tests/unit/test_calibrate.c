@@ -1,0 +1,333 @@
+/* test_calibrate.c - is --tol a promise?  The reported err_est of the
+ * randomized SVD (and of its dense path) against the true error, over
+ * matrices of the spectra real alignment deltas and LoRA factors have.
+ *
+ * Every matrix is A = Q1 diag(sigma) Q2^T (Q1, Q2 from a QR of Gaussian
+ * matrices, in double), stored as float32; the reference is the exact rank-k
+ * truncation of that float32 matrix, from LAPACK's dgesvd in double called
+ * here directly (the code under test factors in float, or through its own
+ * wrapper).  For every matrix and tol in {3e-4, 1e-5}:
+ *     true = ||U_k S_k V_k^T - A_k||_F / ||A_k||_F
+ * and the test fails when
+ *   - a matrix reported converged has true > 2 tol (the factor 2 allows
+ *     for the estimate's randomness, nothing more), or
+ *   - any err_est < true / 2 (err_est must bound, converged or not), or
+ *   - fewer than 80% of the well-posed matrices converge within the
+ *     default max_passes.
+ * Well-posed: relative gap (sigma_k - sigma_k+1) / sigma_k >= 1e-2, or
+ * sigma_k so small that the choice within the tie cannot matter
+ * (sigma_k <= tol / 100 * ||A_k||_F).
+ * Prints one line per matrix and tol; "-v" prints the spectra too.
+ */
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "loxstream/linalg.h"
+#include "loxstream/rsvd.h"
+
+/* LAPACK in double, straight from libFLAME (not through loxstream). */
+void dgesvd_(const char *jobu, const char *jobvt, const int *m, const int *n, double *a,
+             const int *lda, double *s, double *u, const int *ldu, double *vt, const int *ldvt,
+             double *work, const int *lwork, int *info);
+void dgeqrf_(const int *m, const int *n, double *a, const int *lda, double *tau, double *work,
+             const int *lwork, int *info);
+void dorgqr_(const int *m, const int *n, const int *k, double *a, const int *lda,
+             const double *tau, double *work, const int *lwork, int *info);
+
+static void die(const char *what)
+{
+    fprintf(stderr, "test_calibrate: %s\n", what);
+    exit(2);
+}
+
+static void *xmalloc(size_t bytes)
+{
+    void *p = malloc(bytes ? bytes : 1);
+    if (!p)
+        die("out of memory");
+    return p;
+}
+
+/* ---- a private PRNG -------------------------------------------------------- */
+
+static uint64_t rng_state;
+
+static uint64_t rng_next(void)
+{
+    uint64_t z = (rng_state += 0x9e3779b97f4a7c15ULL);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    return z ^ (z >> 31);
+}
+
+static double rng_gauss(void)
+{
+    double u1 = ((double)(rng_next() >> 11) + 0.5) * 0x1p-53;
+    double u2 = ((double)(rng_next() >> 11) + 0.5) * 0x1p-53;
+    return sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2);
+}
+
+/* rows x cols (cols <= rows) orthonormal, column-major: Q of a Gaussian. */
+static double *orthonormal(int rows, int cols)
+{
+    double *q = xmalloc((size_t)rows * cols * sizeof *q);
+    for (size_t i = 0; i < (size_t)rows * cols; i++)
+        q[i] = rng_gauss();
+    double *tau = xmalloc((size_t)cols * sizeof *tau), wq;
+    int info = 0, query = -1;
+    dgeqrf_(&rows, &cols, q, &rows, tau, &wq, &query, &info);
+    int lwork = (int)wq + 64 * cols;
+    double *work = xmalloc((size_t)lwork * sizeof *work);
+    dgeqrf_(&rows, &cols, q, &rows, tau, work, &lwork, &info);
+    if (info == 0)
+        dorgqr_(&rows, &cols, &cols, q, &rows, tau, work, &lwork, &info);
+    if (info != 0)
+        die("QR failed");
+    free(tau);
+    free(work);
+    return q;
+}
+
+/* ---- the matrices ------------------------------------------------------------ */
+
+typedef struct mat {
+    char name[64];
+    int m, n;
+    float *a;        /* row-major, what the code under test sees */
+} mat;
+
+/* sigma of family `fam` (p values), by name */
+static void spectrum(const char *fam, double x, int p, double *s)
+{
+    for (int i = 0; i < p; i++) {
+        double t = i + 1;
+        if (!strcmp(fam, "lora")) {
+            /* rank-8 LoRA factor product: geometric from 1 to 1/x at i = 6 */
+            s[i] = i < 8 ? pow(x, -(double)i / 5.0) : 0;
+        } else if (!strcmp(fam, "power")) {
+            s[i] = pow(t, -x);
+        } else if (!strcmp(fam, "bulk")) {
+            /* power-law top over a dense bulk at x of sigma_1 */
+            s[i] = pow(t, -1.0) + x * (1.0 - 0.3 * (double)i / p);
+        } else if (!strcmp(fam, "gap")) {
+            /* power law with sigma_6 / sigma_7 = x */
+            s[i] = pow(t, -0.5) * (i >= 6 ? 1.0 / x * pow(6.0 / 7.0, -0.5) : 1.0);
+        } else if (!strcmp(fam, "flat")) {
+            s[i] = 1.0;
+        } else if (!strcmp(fam, "lowrank")) {
+            s[i] = i < (int)x ? pow(t, -0.7) : 0;
+        } else if (!strcmp(fam, "steep")) {
+            /* sigma_1 / sigma_6 = x, then a bulk at sigma_6 / 4 */
+            s[i] = i < 6 ? pow(x, -(double)i / 5.0) : pow(x, -1.0) / 4 * (1.0 - 0.5 * (double)i / p);
+        } else {
+            die("unknown family");
+        }
+    }
+}
+
+static mat planted(const char *fam, double x, int m, int n, uint64_t seed)
+{
+    mat M;
+    snprintf(M.name, sizeof M.name, "%s(%g) %dx%d", fam, x, m, n);
+    M.m = m;
+    M.n = n;
+    rng_state = seed;
+    int p = m < n ? m : n;
+    double *s = xmalloc((size_t)p * sizeof *s);
+    double *q1 = orthonormal(m, p), *q2 = orthonormal(n, p);
+    M.a = xmalloc((size_t)m * n * sizeof *M.a);
+    if (!strcmp(fam, "noise")) {
+        for (size_t i = 0; i < (size_t)m * n; i++)
+            M.a[i] = (float)rng_gauss();
+    } else {
+        spectrum(fam, x, p, s);
+        /* A = Q1 diag(s) Q2^T, row-major */
+        for (int i = 0; i < m; i++)
+            for (int j = 0; j < n; j++) {
+                double v = 0;
+                for (int t = 0; t < p; t++)
+                    if (s[t] != 0)
+                        v += q1[i + (size_t)t * m] * s[t] * q2[j + (size_t)t * n];
+                M.a[(size_t)i * n + j] = (float)v;
+            }
+    }
+    free(s);
+    free(q1);
+    free(q2);
+    return M;
+}
+
+/* ---- the reference: exact truncation in double ------------------------------- */
+
+typedef struct ref {
+    int k, p;
+    double *s;       /* all p singular values */
+    double *T;       /* m x n row-major: the rank-k truncation */
+    double tnorm;    /* ||T||_F */
+} ref;
+
+static ref reference(const mat *M, int k)
+{
+    int m = M->m, n = M->n, p = m < n ? m : n, info = 0, query = -1;
+    double *a = xmalloc((size_t)m * n * sizeof *a);
+    for (int i = 0; i < m; i++)
+        for (int j = 0; j < n; j++)
+            a[i + (size_t)j * m] = M->a[(size_t)i * n + j];
+    ref R = {.k = k < p ? k : p, .p = p};
+    R.s = xmalloc((size_t)p * sizeof *R.s);
+    double *u = xmalloc((size_t)m * p * sizeof *u), *vt = xmalloc((size_t)p * n * sizeof *vt);
+    double wq;
+    dgesvd_("S", "S", &m, &n, a, &m, R.s, u, &m, vt, &p, &wq, &query, &info);
+    int lwork = (int)wq;
+    double *work = xmalloc((size_t)lwork * sizeof *work);
+    dgesvd_("S", "S", &m, &n, a, &m, R.s, u, &m, vt, &p, work, &lwork, &info);
+    if (info != 0)
+        die("dgesvd failed");
+    R.T = xmalloc((size_t)m * n * sizeof *R.T);
+    double t2 = 0;
+    for (int i = 0; i < m; i++)
+        for (int j = 0; j < n; j++) {
+            double v = 0;
+            for (int t = 0; t < R.k; t++)
+                v += u[i + (size_t)t * m] * R.s[t] * vt[t + (size_t)j * p];
+            R.T[(size_t)i * n + j] = v;
+            t2 += v * v;
+        }
+    R.tnorm = sqrt(t2);
+    free(a);
+    free(u);
+    free(vt);
+    free(work);
+    return R;
+}
+
+/* ---- the code under test ----------------------------------------------------- */
+
+static lx_status rows_of(void *ctx, size_t r0, size_t h, float *dst, size_t ld)
+{
+    const mat *M = ctx;
+    for (size_t i = 0; i < h; i++)
+        memcpy(dst + i * ld, M->a + (r0 + i) * (size_t)M->n, (size_t)M->n * sizeof(float));
+    return LX_OK;
+}
+
+static double true_error(const mat *M, const ref *R, const lx_factors *f)
+{
+    int m = M->m, n = M->n;
+    double e2 = 0;
+    for (int i = 0; i < m; i++)
+        for (int j = 0; j < n; j++) {
+            double v = 0;
+            for (int t = 0; t < f->k; t++)
+                v += (double)f->U[(size_t)i * f->k + t] * f->S[t] * f->V[(size_t)j * f->k + t];
+            double d = v - R->T[(size_t)i * n + j];
+            e2 += d * d;
+        }
+    return R->tnorm > 0 ? sqrt(e2) / R->tnorm : sqrt(e2);
+}
+
+typedef struct tally {
+    int runs, bad_converged, bad_bound, wellposed, wellposed_converged;
+    int wp_default, wpc_default; /* the same two at the default tol */
+} tally;
+
+static double o_default_tol(void)
+{
+    lx_rsvd_opts o;
+    lx_rsvd_opts_default(&o);
+    return o.tol;
+}
+
+static void check(const mat *M, const ref *R, double tol, int verbose, tally *t)
+{
+    lx_rsvd_opts o;
+    lx_rsvd_opts_default(&o);
+    o.tol = tol;
+    o.seed = 0x5eed;
+    lx_rowsrc src = {.m = (size_t)M->m, .n = (size_t)M->n, .rows = rows_of, .ctx = (void *)M};
+    lx_factors f;
+    if (lx_rsvd_topk(&src, &o, &f) != LX_OK)
+        die(lx_errmsg());
+    double e = true_error(M, R, &f);
+    int k = R->k;
+    double sk = R->s[k - 1], sk1 = k < R->p ? R->s[k] : 0;
+    double gap = sk > 0 ? (sk - sk1) / sk : 1;
+    int wellposed = gap >= 1e-2 || sk <= tol / 100 * R->tnorm;
+    int badc = f.converged && e > 2 * tol;
+    int badb = f.err_est < e / 2;
+    t->runs++;
+    t->bad_converged += badc;
+    t->bad_bound += badb;
+    t->wellposed += wellposed;
+    t->wellposed_converged += wellposed && f.converged;
+    if (tol == o_default_tol()) {
+        t->wp_default += wellposed;
+        t->wpc_default += wellposed && f.converged;
+    }
+    printf("%-28s tol %-6g %s gap %-8.2g s1/sk %-8.3g %-10s passes %2d %-3s "
+           "err_est %-9.3g true %-9.3g%s%s\n",
+           M->name, tol, wellposed ? "well" : "ill ", gap, sk > 0 ? R->s[0] / sk : INFINITY,
+           f.exact ? "exact" : "randomized", f.passes, f.converged ? "yes" : "no", f.err_est, e,
+           badc ? "  CONVERGED BEYOND TOL" : "", badb ? "  ESTIMATE BELOW TRUE/2" : "");
+    if (verbose) {
+        printf("    exact:");
+        for (int i = 0; i < k + 2 && i < R->p; i++)
+            printf(" %.6g", R->s[i]);
+        printf("\n    found:");
+        for (int i = 0; i < f.k; i++)
+            printf(" %.6g", f.S[i]);
+        printf("  (gap estimate %.3g)\n", f.gap);
+    }
+    lx_factors_free(&f);
+}
+
+int main(int argc, char **argv)
+{
+    int verbose = argc > 1 && !strcmp(argv[1], "-v");
+    if (lx_linalg_init(1) != LX_OK)
+        die(lx_errmsg());
+    struct {
+        const char *fam;
+        double x;
+        int m, n;
+    } cases[] = {
+        /* LoRA factor products, capped shapes of LoRA factors themselves */
+        {"lora", 30, 300, 200},     {"lora", 300, 400, 250},    {"lora", 3000, 256, 600},
+        {"lora", 30, 8, 300},       {"lora", 3000, 8, 768},     {"power", 1, 768, 8},
+        {"power", 1, 16, 500},      {"power", 0.3, 4, 300},     {"lora", 300, 40, 500},
+        /* power laws, with and without a dense bulk */
+        {"power", 0.5, 500, 300},   {"power", 1, 300, 700},     {"power", 2, 400, 400},
+        {"bulk", 0.05, 1376, 512},  {"bulk", 0.02, 600, 300},   {"bulk", 0.1, 300, 500},
+        /* near-degenerate and clear gaps at sigma_6 / sigma_7 */
+        {"gap", 1.0003, 300, 400},  {"gap", 1.001, 400, 300},   {"gap", 1.003, 700, 300},
+        {"gap", 1.01, 400, 300},    {"gap", 1.05, 300, 500},
+        {"gap", 1.3, 500, 300},
+        /* flat, noise, exact low rank */
+        {"flat", 0, 300, 200},      {"noise", 0, 400, 300},     {"lowrank", 3, 300, 400},
+        {"lowrank", 6, 400, 300},   {"lowrank", 10, 300, 300},
+        /* steep: sigma_1 / sigma_6 up to 1e4 */
+        {"steep", 100, 500, 300},   {"steep", 1000, 400, 600},  {"steep", 1e4, 600, 400},
+    };
+    tally t = {0};
+    size_t ncases = sizeof cases / sizeof cases[0];
+    for (size_t c = 0; c < ncases; c++) {
+        mat M = planted(cases[c].fam, cases[c].x, cases[c].m, cases[c].n, 1000 + c);
+        ref R = reference(&M, 6);
+        check(&M, &R, 3e-4, verbose, &t);
+        check(&M, &R, 1e-5, verbose, &t);
+        free(R.s);
+        free(R.T);
+        free(M.a);
+    }
+    double share = t.wellposed ? (double)t.wellposed_converged / t.wellposed : 1;
+    double share_d = t.wp_default ? (double)t.wpc_default / t.wp_default : 1;
+    printf("%d runs: %d converged beyond 2 tol, %d estimates below true/2; well-posed "
+           "converged: %d of %d at both tols (%.0f%%, need 80%%), %d of %d at the default "
+           "tol (%.0f%%, need 80%%)\n",
+           t.runs, t.bad_converged, t.bad_bound, t.wellposed_converged, t.wellposed, 100 * share,
+           t.wpc_default, t.wp_default, 100 * share_d);
+    return t.bad_converged || t.bad_bound || share < 0.8 || share_d < 0.8;
+}
