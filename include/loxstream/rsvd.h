@@ -133,6 +133,16 @@ void lx_factors_rows(const lx_factors *f, int kk, float alpha, size_t r0, size_t
 void lx_factors_add_rows(const lx_factors *f, int kk, float alpha, size_t r0, size_t h,
                          lx_dtype dt, const void *base, void *dst);
 
+/* A gap estimate below this (lx_factors.gap) counts as none: the report
+ * calls such a matrix ill-posed at rank k. */
+#define LX_RSVD_GAP_MIN 1e-2
+
+/* One warning (lx_warn) for a run of `job` in which `unconverged` of
+ * `matrices` matrices missed tol, `ungapped` of them with gap <
+ * LX_RSVD_GAP_MIN; nothing when all converged. */
+void lx_rsvd_warn_unconverged(const char *job, size_t unconverged, size_t ungapped,
+                              size_t matrices, const lx_rsvd_opts *o);
+
 /* Seed of one matrix: XXH3_64bits_withSeed(le64(batch_index),
  * XXH3_64bits_withSeed(tensor, strlen(tensor), seed)), i.e. a hash of the
  * global seed, the tensor name and the matrix's index within a stacked (N-D)

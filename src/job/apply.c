@@ -354,6 +354,8 @@ typedef struct job {
     int completed;                 /* this process completed the output */
     char finish_msg[1024];         /* a part's last line: completed, or what it waits for */
     int final_message;             /* the error message needs no "run again to resume" */
+    size_t matrices;               /* factored in this run */
+    size_t unconverged, ungapped;  /* of them: err_est > tol; and with no gap seen */
 } job;
 
 
@@ -520,10 +522,11 @@ static void report_line(job *J, const lx_plan_item *it, uint64_t b, const lx_fac
                 f->frob2 > 0 ? top / f->frob2 : 0.0);
         for (int j = 0; j < f->k; j++)
             fprintf(J->report, "%s%.6g", j ? "," : "", f->S[j]);
+        fprintf(J->report, "\t%.3f\t%s\t%.3g\n", seconds, f->exact ? "exact" : "randomized",
+                f->gap);
     } else {
-        fputs("\t\t\t\t\t\t\t", J->report);
+        fprintf(J->report, "\t\t\t\t\t\t\t\t%.3f\t\t\n", seconds);
     }
-    fprintf(J->report, "\t%.3f\n", seconds);
 }
 
 /* Feed the shard's whole-file checksum, if the bytes continue it. */
@@ -665,6 +668,11 @@ static lx_status transform_matrix(job *J, const lx_plan_item *it, out_shard *os,
         J->svd_seconds += lx_now() - s0;
         if (st != LX_OK)
             return st;
+        J->matrices++;
+        if (!f.converged) {
+            J->unconverged++;
+            J->ungapped += f.gap < LX_RSVD_GAP_MIN;
+        }
         /* two GEMMs of m x n x l per pass (Y = A V, Z += A^T Y) */
         J->svd_flops += 4.0 * (double)f.passes * (double)m * (double)n * (double)f.l;
         have_factors = 1;
@@ -2396,7 +2404,7 @@ static lx_status run(job *J)
         if (!J->report)
             return lx_fail_errno(LX_EFAIL, errno, "%s: cannot create report", o->report_path);
         fputs("tensor\tmatrix\trows\tcols\tdtype\taction\trank\tpasses\tconverged\terr_est\t"
-              "frobenius\tenergy\tsingular_values\tseconds\n",
+              "frobenius\tenergy\tsingular_values\tseconds\tmethod\tgap\n",
               J->report);
     }
     char part[64] = "";
@@ -2444,6 +2452,7 @@ static lx_status run(job *J)
                     J->svd_seconds, o->output_path);
         if (!o->quiet && J->finish_msg[0])
             fprintf(stderr, "%s\n", J->finish_msg);
+        lx_rsvd_warn_unconverged("apply", J->unconverged, J->ungapped, J->matrices, &o->svd);
     }
     return st;
 }

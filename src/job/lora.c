@@ -70,6 +70,7 @@ typedef struct lora_job {
     size_t buf_elems;              /* r * max(m, n) over the modules */
     float *fbuf;
     unsigned char *obuf;
+    size_t unconverged, ungapped;  /* modules whose factors missed --tol; no gap seen */
 } lora_job;
 
 void lx_lora_opts_default(lx_lora_opts *o)
@@ -325,6 +326,10 @@ static lx_status run_module(lora_job *J, size_t i)
     lx_status st = lx_rsvd_topk(&src, &so, &f);
     if (st != LX_OK)
         return st;
+    if (!f.converged) {
+        J->unconverged++;
+        J->ungapped += f.gap < LX_RSVD_GAP_MIN;
+    }
     float *s = malloc((f.k > 0 ? (size_t)f.k : 1) * sizeof *s);
     if (!s) {
         lx_factors_free(&f);
@@ -568,6 +573,7 @@ static lx_status run(lora_job *J)
     if ((st = write_config(J)) != LX_OK || (st = lx_sync_dir(o->output_path)) != LX_OK)
         return st;
     J->final_made = 0; /* complete: kept */
+    lx_rsvd_warn_unconverged("lora", J->unconverged, J->ungapped, J->nmods, &o->svd);
     if (!o->quiet)
         fprintf(stderr, "lora: %zu module%s, r %d, lora_alpha %g, in %.2f s: %s and %s written "
                 "in %s\n", J->nmods, J->nmods == 1 ? "" : "s", o->rank, o->alpha * o->rank,

@@ -1137,3 +1137,17 @@ uint64_t lx_matrix_seed(uint64_t seed, const char *tensor, uint64_t batch_index)
         b[i] = (unsigned char)(batch_index >> (8 * i));
     return XXH3_64bits_withSeed(b, sizeof b, h);
 }
+
+void lx_rsvd_warn_unconverged(const char *job, size_t unconverged, size_t ungapped,
+                              size_t matrices, const lx_rsvd_opts *o)
+{
+    if (unconverged == 0)
+        return;
+    char why[160] = "";
+    if (ungapped)
+        snprintf(why, sizeof why, "; %zu of them with no gap between sigma_k and sigma_k+1 "
+                 "(their rank-k truncation is ill-posed)", ungapped);
+    lx_warn("%s: %zu of %zu matrices did not reach --tol %g within %d passes%s; their err_est "
+            "is in the report", job, unconverged, matrices, o->tol,
+            o->passes > 0 ? o->passes : o->max_passes, why);
+}
