@@ -1623,11 +1623,8 @@ static lx_status take_over(job *J, out_state *state)
     lx_identity old;
     int exists;
     lx_status st = lx_identity_read(out, &old, &exists);
-    if (st == LX_EOUTPUT && !o->restart) {
-        char msg[1024];
-        snprintf(msg, sizeof msg, "%s", lx_errmsg());
-        return lx_fail(LX_EOUTPUT, "%s (use --restart to discard this output)", msg);
-    }
+    if (st == LX_EOUTPUT && !o->restart)
+        return lx_fail_append(LX_EOUTPUT, " (use --restart to discard this output)");
     if (st == LX_OK && o->restart) {
         st = remove_own_files(J, &old);
         *state = OUT_EMPTY;
@@ -1639,12 +1636,9 @@ static lx_status take_over(job *J, out_state *state)
         char ctx[PATH_MAX + 64];
         snprintf(ctx, sizeof ctx, "%s holds a run with other options or inputs", out);
         st = lx_identity_compare(&old, &J->identity, ctx);
-        if (st == LX_EOUTPUT) {
-            char msg[2048];
-            snprintf(msg, sizeof msg, "%s", lx_errmsg());
-            st = lx_fail(LX_EOUTPUT, "%s; use --restart to discard it, or choose another "
-                         "output directory", msg);
-        }
+        if (st == LX_EOUTPUT)
+            st = lx_fail_append(LX_EOUTPUT, "; use --restart to discard it, or choose another "
+                                "output directory");
     }
     lx_identity_free(&old);
     return st;
@@ -1759,12 +1753,9 @@ static lx_status shard_open(job *J, out_shard *os)
         st = sdir ? lx_st_out_open_shared(&os->file, os->partial_path, sdir, &os->layout, &created)
                   : lx_fail(LX_EFAIL, "out of memory");
         free(sdir);
-        if (st == LX_EOUTPUT) {
-            char msg[1800];
-            snprintf(msg, sizeof msg, "%s", lx_errmsg());
-            return lx_fail(LX_EOUTPUT, "%s; parts do not replace a shard other parts may be "
-                           "filling: run apply without --part to write it again", msg);
-        }
+        if (st == LX_EOUTPUT)
+            return lx_fail_append(LX_EOUTPUT, "; parts do not replace a shard other parts may be "
+                                  "filling: run apply without --part to write it again");
         /* the name must be durable before any record points into the file */
         if (st == LX_OK)
             st = lx_sync_dir(J->o->output_path);
@@ -2330,10 +2321,9 @@ static lx_status run_items(job *J)
         return flush_pending(J);
     /* keep what was done before the failure: a later run resumes from it */
     if (J->pending && J->pending_shard->open) {
-        char msg[2048];
-        snprintf(msg, sizeof msg, "%s", lx_errmsg());
+        char *msg = lx_err_save();
         flush_pending(J);
-        lx_fail(st, "%s", msg);
+        lx_err_restore(st, msg);
     }
     return st;
 }
@@ -2469,12 +2459,9 @@ lx_status lx_apply_run(const lx_apply_opts *o)
     st = run(&J);
     /* A failure once the output exists (a full disk, EIO, a file-size
      * limit): say that the state on disk is resumable. */
-    if (st == LX_EFAIL && J.prepared && !J.final_message) {
-        char msg[1800];
-        snprintf(msg, sizeof msg, "%s", lx_errmsg());
-        lx_fail(st, "%s; the output is incomplete: fix the cause and run the same command "
-                "again to resume", msg);
-    }
+    if (st == LX_EFAIL && J.prepared && !J.final_message)
+        lx_fail_append(st, "; the output is incomplete: fix the cause and run the same command "
+                       "again to resume");
     job_free(&J);
     return st;
 }

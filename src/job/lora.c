@@ -626,10 +626,9 @@ lx_status lx_lora_run(const lx_lora_opts *o)
     J.out.fd = -1;
     lx_status st = run(&J);
     if (st != LX_OK) {
-        char msg[2048];
-        snprintf(msg, sizeof msg, "%s", lx_errmsg());
+        char *msg = lx_err_save();
         undo_output(&J);
-        lx_fail(st, "%s", msg);
+        lx_err_restore(st, msg);
     }
     job_free(&J);
     return st;

@@ -519,7 +519,7 @@ static void gen_row(const tensor_gen *g, uint64_t i, float *restrict wb, float *
 typedef struct region_status {
     int failed;
     lx_status st;
-    char msg[1024];
+    char *msg;                     /* lx_err_save */
 } region_status;
 
 static void region_fail(region_status *rs, lx_status st)
@@ -528,7 +528,7 @@ static void region_fail(region_status *rs, lx_status st)
     {
         if (!rs->failed) {
             rs->st = st;
-            snprintf(rs->msg, sizeof rs->msg, "%s", lx_errmsg());
+            rs->msg = lx_err_save();
 #pragma omp atomic write
             rs->failed = 1;
         }
@@ -587,9 +587,7 @@ static lx_status write_tensor(const tensor_gen *g, lx_dtype dt, lx_st_out *outs,
         free(w);
         free(chunk);
     }
-    if (rs.failed)
-        return lx_fail(rs.st, "%s", rs.msg);
-    return LX_OK;
+    return rs.failed ? lx_err_restore(rs.st, rs.msg) : LX_OK;
 }
 
 static lx_status tensor_gen_init(tensor_gen *g, const synth_tensor *t, const lx_synth_opts *o)
