@@ -7,7 +7,7 @@
 #include "cli.h"
 #include "loxstream/error.h"
 #include "loxstream/synth.h"
-#include "loxstream/util.h"
+#include "loxstream/parse.h"
 
 static void usage(FILE *f)
 {

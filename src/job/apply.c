@@ -56,7 +56,11 @@
 #include "loxstream/prefetch.h"
 #include "loxstream/progress.h"
 #include "loxstream/simd.h"
-#include "loxstream/util.h"
+#include "loxstream/fs.h"
+#include "loxstream/hash.h"
+#include "loxstream/parse.h"
+#include "loxstream/sys.h"
+#include "loxstream/testhook.h"
 #include "loxstream/verify.h"
 #include "loxstream/wqueue.h"
 
@@ -1276,20 +1280,13 @@ static lx_status build_identity(job *J)
     return st;
 }
 
-static lx_status unlink_if(const char *path)
-{
-    if (unlink(path) != 0 && errno != ENOENT)
-        return lx_fail_errno(LX_EFAIL, errno, "%s: cannot remove", path);
-    return LX_OK;
-}
-
 /* unlink dir/name+suffix, if it exists */
 static lx_status unlink_in(const char *dir, const char *name, const char *suffix)
 {
     char *p = NULL;
     if (asprintf(&p, "%s%s%s%s", dir, dir[strlen(dir) - 1] == '/' ? "" : "/", name, suffix) < 0)
         return lx_fail(LX_EFAIL, "out of memory");
-    lx_status st = unlink_if(p);
+    lx_status st = lx_unlink_if(p);
     free(p);
     return st;
 }
@@ -1389,10 +1386,7 @@ static lx_status check_space(job *J, const char *resolved, size_t existing)
     if (statvfs(dir, &vs) != 0)
         return lx_fail_errno(LX_EFAIL, errno, "%s: cannot query free space", dir);
     uint64_t avail = (uint64_t)vs.f_bavail * (uint64_t)vs.f_frsize;
-    /* test-only: pretend the file system has this many bytes available */
-    const char *fake = getenv("LOXSTREAM_TEST_AVAIL");
-    if (fake && *fake)
-        avail = strtoull(fake, NULL, 10);
+    lx_test_avail(&avail); /* test-only: pretend the file system has this much */
     if (need > avail) {
         char a[32], b[32], c[32];
         return lx_fail(LX_EFAIL, "%s: not enough free space: the output needs %s more (%s in "
@@ -1414,7 +1408,7 @@ static lx_status reopen_output(job *J)
     lx_status st = !sdir || !marker ? lx_fail(LX_EFAIL, "out of memory") : LX_OK;
     struct stat sb;
     if (st == LX_OK && lstat(marker, &sb) == 0) {
-        st = unlink_if(marker);
+        st = lx_unlink_if(marker);
         if (st == LX_OK)
             st = lx_sync_dir(sdir);
         if (st == LX_OK)
@@ -2090,7 +2084,7 @@ static lx_status complete_output(job *J, unsigned *bad)
         char *src = lx_path_join(J->aligned->dir, J->side[i]), *dst = lx_path_join(out, J->side[i]);
         uint64_t h;
         /* replaced, not written through: what is there under our name may be a link */
-        st = src && dst ? unlink_if(dst) : lx_fail(LX_EFAIL, "out of memory");
+        st = src && dst ? lx_unlink_if(dst) : lx_fail(LX_EFAIL, "out of memory");
         if (st == LX_OK)
             st = lx_copy_file(src, dst);
         if (st == LX_OK)

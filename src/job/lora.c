@@ -33,7 +33,9 @@
 #include "loxstream/lora.h"
 #include "loxstream/prefetch.h"
 #include "loxstream/safetensors.h"
-#include "loxstream/util.h"
+#include "loxstream/fs.h"
+#include "loxstream/parse.h"
+#include "loxstream/sys.h"
 
 #define PREFETCH_AHEAD (512u << 20) /* input bytes read ahead beyond the current module */
 

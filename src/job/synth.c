@@ -74,7 +74,8 @@
 #include "loxstream/progress.h"
 #include "loxstream/safetensors.h"
 #include "loxstream/synth.h"
-#include "loxstream/util.h"
+#include "loxstream/fs.h"
+#include "loxstream/parse.h"
 
 /* ---- the model's constants (see the block above) ---------------------- */
 #define INIT_STD 0.02f

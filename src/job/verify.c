@@ -22,7 +22,8 @@
 
 #include "loxstream/journal.h"
 #include "loxstream/safetensors.h"
-#include "loxstream/util.h"
+#include "loxstream/fs.h"
+#include "loxstream/parse.h"
 #include "loxstream/verify.h"
 
 #define CHUNK (4u << 20)

@@ -1,21 +1,14 @@
-/* util.h - small shared helpers of the command line and the jobs. */
-#ifndef LOXSTREAM_UTIL_H
-#define LOXSTREAM_UTIL_H
+/* fs.h - file-system primitives shared by every layer (src/base/fs.c):
+ * whole writes and reads, atomic replacement, copies, directories and
+ * their durability, removal.  Every function names the path in its
+ * message. */
+#ifndef LOXSTREAM_FS_H
+#define LOXSTREAM_FS_H
 
 #include <stddef.h>
 #include <stdint.h>
 
 #include "loxstream/error.h"
-
-/* Parse a size such as "4096", "512M", "1G", "1.5GiB", "64k" (binary units,
- * case-insensitive, optional "B"/"iB").  Rejects negatives, garbage and
- * overflow with LX_EUSAGE naming `what` (e.g. "--max-memory"). */
-lx_status lx_parse_size(const char *s, const char *what, uint64_t *out);
-/* Strict integer / double parsing with range checks, LX_EUSAGE on error. */
-lx_status lx_parse_u64(const char *s, const char *what, uint64_t lo, uint64_t hi, uint64_t *out);
-lx_status lx_parse_double(const char *s, const char *what, double lo, double hi, double *out);
-/* "1.50 GiB", "312 MiB", "12 B" into buf. */
-const char *lx_format_size(uint64_t bytes, char *buf, size_t len);
 
 /* Join dir and name with one '/'; malloc'd (NULL on OOM). */
 char *lx_path_join(const char *dir, const char *name);
@@ -31,9 +24,12 @@ lx_status lx_copy_file(const char *src, const char *dst);
 /* mkdir -p for one directory level chain; mode 0777 & ~umask. */
 lx_status lx_mkdir_p(const char *path);
 
-/* Monotonic seconds. */
-double lx_now(void);
-/* Online CPUs (at least 1): the default thread count. */
-int lx_online_cpus(void);
+/* fsync a directory (after creating, renaming or removing entries). */
+lx_status lx_sync_dir(const char *dir);
+/* lx_sync_dir of the directory that holds path. */
+lx_status lx_sync_parent(const char *path);
+
+/* unlink(2) that is content if there is nothing to remove. */
+lx_status lx_unlink_if(const char *path);
 
 #endif
