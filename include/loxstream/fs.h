@@ -14,7 +14,7 @@
 char *lx_path_join(const char *dir, const char *name);
 /* Write a whole buffer with write(2), retrying on EINTR/short writes. */
 lx_status lx_write_all(int fd, const void *buf, size_t len, const char *path);
-/* Write a whole file atomically: path.tmp, fsync, rename, fsync dir. */
+/* Write a whole file atomically: path.tmp, fsync, rename, lx_sync_parent. */
 lx_status lx_write_file_atomic(const char *path, const void *buf, size_t len);
 /* Read up to size bytes of fd (fewer if the file shrank) into a malloc'd,
  * NUL-terminated buffer; path names the file in messages.  fd stays open. */
@@ -24,7 +24,10 @@ lx_status lx_copy_file(const char *src, const char *dst);
 /* mkdir -p for one directory level chain; mode 0777 & ~umask. */
 lx_status lx_mkdir_p(const char *path);
 
-/* fsync a directory (after creating, renaming or removing entries). */
+/* fsync a directory after creating, renaming or removing entries in it,
+ * so that the change survives a crash.  A failure is an error (LX_EFAIL
+ * naming the directory), except on a file system that cannot fsync a
+ * directory at all (EINVAL, ENOTSUP: see fs.c). */
 lx_status lx_sync_dir(const char *dir);
 /* lx_sync_dir of the directory that holds path. */
 lx_status lx_sync_parent(const char *path);

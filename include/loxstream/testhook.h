@@ -9,9 +9,11 @@
  *       that kind, the process kills itself with SIGKILL (crash tests)
  *   LOXSTREAM_TEST_TRACE=1
  *       print each durability point on stderr ("loxstream: test: point N
- *       KIND")
+ *       KIND") and each directory sync ("loxstream: test: dirsync N DIR")
  *   LOXSTREAM_TEST_AVAIL=BYTES
  *       the free space apply's check believes the output file system has
+ *   LOXSTREAM_TEST_DIRSYNC_EIO=N
+ *       the N-th directory sync of the process (lx_sync_dir) fails with EIO
  */
 #ifndef LOXSTREAM_TESTHOOK_H
 #define LOXSTREAM_TESTHOOK_H
@@ -26,5 +28,8 @@ void lx_test_point(const char *kind);
 int lx_test_hooks(void);
 /* With LOXSTREAM_TEST_AVAIL set, *avail becomes its value. */
 void lx_test_avail(uint64_t *avail);
+/* Called by lx_sync_dir for each directory it syncs: the errno to fail that
+ * sync with (EIO for the N-th of LOXSTREAM_TEST_DIRSYNC_EIO), else 0. */
+int lx_test_dirsync_error(const char *dir);
 
 #endif

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "loxstream/fs.h"
+#include "loxstream/testhook.h"
 
 char *lx_path_join(const char *dir, const char *name)
 {
@@ -42,18 +43,18 @@ lx_status lx_write_all(int fd, const void *buf, size_t len, const char *path)
     return LX_OK;
 }
 
-static lx_status fsync_parent(const char *path)
+/* The one rule for syncing a directory.  After a rename, a create or an
+ * unlink, the entry is durable only once its directory is fsync'ed: a
+ * failure there (EIO, ENOSPC on some file systems, EACCES opening it) means
+ * that a crash may undo the change, and is an error like any failed write.
+ * Only "this file system cannot fsync a directory" is not: EINVAL (the
+ * descriptor does not support synchronisation, as fsync(2) documents for
+ * some special and network file systems) and ENOTSUP/EOPNOTSUPP (FUSE and
+ * 9p file systems without an fsync for directories) say that there is
+ * nothing more the process can do, and its earlier writes stand. */
+static int cannot_sync_dirs(int err)
 {
-    char *copy = strdup(path);
-    if (!copy)
-        return lx_fail(LX_EFAIL, "out of memory");
-    int dfd = open(dirname(copy), O_RDONLY | O_DIRECTORY);
-    free(copy);
-    if (dfd < 0)
-        return LX_OK; /* not fatal: the rename itself happened */
-    fsync(dfd);
-    close(dfd);
-    return LX_OK;
+    return err == EINVAL || err == ENOTSUP || err == EOPNOTSUPP;
 }
 
 lx_status lx_sync_dir(const char *dir)
@@ -61,12 +62,12 @@ lx_status lx_sync_dir(const char *dir)
     int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (fd < 0)
         return lx_fail_errno(LX_EFAIL, errno, "%s: cannot open directory", dir);
-    lx_status st = LX_OK;
-    /* some file systems cannot sync a directory (EINVAL): nothing to do there */
-    if (fsync(fd) != 0 && errno != EINVAL)
-        st = lx_fail_errno(LX_EFAIL, errno, "%s: fsync of the directory failed", dir);
+    int injected = lx_test_dirsync_error(dir);
+    int rc = injected ? -1 : fsync(fd), err = injected ? injected : errno;
     close(fd);
-    return st;
+    if (rc != 0 && !cannot_sync_dirs(err))
+        return lx_fail_errno(LX_EFAIL, err, "%s: fsync of the directory failed", dir);
+    return LX_OK;
 }
 
 lx_status lx_sync_parent(const char *path)
@@ -111,7 +112,7 @@ lx_status lx_write_file_atomic(const char *path, const void *buf, size_t len)
         unlink(tmp);
     free(tmp);
     if (st == LX_OK)
-        st = fsync_parent(path);
+        st = lx_sync_parent(path);
     return st;
 }
 

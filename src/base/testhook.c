@@ -1,5 +1,6 @@
 /* testhook.c - the test-only hooks (see testhook.h): the environment is
  * read once per process; points and syncs are counted across threads. */
+#include <errno.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -16,9 +17,10 @@ static struct {
     char kind[32];                 /* count only this kind ("" = all) */
     int has_avail;
     uint64_t avail;
+    unsigned long dirsync_fail;    /* fail this directory sync (0: none) */
 } hook;
 
-static atomic_ulong points, counted;
+static atomic_ulong points, counted, dirsyncs;
 static pthread_once_t once = PTHREAD_ONCE_INIT;
 
 static void hook_init(void)
@@ -43,6 +45,9 @@ static void hook_init(void)
         hook.has_avail = 1;
         hook.avail = strtoull(a, NULL, 10);
     }
+    const char *d = getenv("LOXSTREAM_TEST_DIRSYNC_EIO");
+    if (d && *d)
+        hook.dirsync_fail = strtoul(d, NULL, 10);
 }
 
 int lx_test_hooks(void)
@@ -70,4 +75,15 @@ void lx_test_avail(uint64_t *avail)
     pthread_once(&once, hook_init);
     if (hook.has_avail)
         *avail = hook.avail;
+}
+
+int lx_test_dirsync_error(const char *dir)
+{
+    pthread_once(&once, hook_init);
+    if (!hook.trace && !hook.dirsync_fail)
+        return 0;
+    unsigned long n = ++dirsyncs;
+    if (hook.trace)
+        fprintf(stderr, "loxstream: test: dirsync %lu %s\n", n, dir);
+    return n == hook.dirsync_fail ? EIO : 0;
 }

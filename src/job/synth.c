@@ -767,19 +767,6 @@ static lx_status check_model_dir(const char *path)
     return LX_OK;
 }
 
-static lx_status fsync_dir(const char *path)
-{
-    int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd < 0)
-        return lx_fail_errno(LX_EFAIL, errno, "%s: cannot open directory", path);
-    int rc = fsync(fd);
-    int err = errno;
-    close(fd);
-    if (rc != 0)
-        return lx_fail_errno(LX_EFAIL, err, "%s: fsync failed", path);
-    return LX_OK;
-}
-
 /* ---- the job ------------------------------------------------------------------- */
 
 typedef struct synth_run {
@@ -866,7 +853,7 @@ static lx_status write_indexes(synth_run *run)
     const synth_plan *p = &run->plan;
     if (p->nshards == 1) {
         for (int md = 0; md < run->nmodels; md++) {
-            lx_status st = fsync_dir(run->dirs[md]);
+            lx_status st = lx_sync_dir(run->dirs[md]);
             if (st != LX_OK)
                 return st;
         }
