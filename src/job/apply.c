@@ -473,6 +473,29 @@ void lx_plan_item_advise(const lx_plan_item *it, int advice)
         advise(it->base->data, it->base->nbytes, advice);
 }
 
+size_t lx_prefetch_item_ranges(const lx_plan_item *const *items, size_t n, uint64_t ahead,
+                               lx_range *r)
+{
+    size_t k = 0;
+    uint64_t beyond = 0;
+    for (size_t j = 0; j < n && k + 2 <= LX_PREFETCH_MAX; j++) {
+        const lx_plan_item *it = items[j];
+        if (!it)
+            continue;
+        if (j > 0 && beyond >= ahead)
+            break;
+        uint64_t bytes = it->aligned->nbytes;
+        r[k++] = (lx_range){it->aligned->data, it->aligned->nbytes};
+        if (it->base && it->action != LX_ACT_COPY) {
+            r[k++] = (lx_range){it->base->data, it->base->nbytes};
+            bytes += it->base->nbytes;
+        }
+        if (j > 0)
+            beyond += bytes;
+    }
+    return k;
+}
+
 /* Output rows [r0, r0+h) of a matrix (h <= LX_RSVD_PANEL_ROWS) into obuf
  * (a buffer of the writer's pool):
  * round(aligned + alpha * U_k S_k V_k^T rows), or with f == NULL (full rank)
