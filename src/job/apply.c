@@ -1799,6 +1799,8 @@ static lx_status shard_open(job *J, out_shard *os)
             st = lx_sync_dir(J->o->output_path);
         if (st == LX_OK)
             lx_test_point("create");
+        else if (os->file.path)
+            lx_st_out_close(&os->file); /* not open for the job: close it here */
     }
     if (st != LX_OK)
         return st;
