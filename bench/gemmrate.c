@@ -14,7 +14,7 @@
 #endif
 
 #include "loxstream/linalg.h"
-#include "loxstream/util.h"
+#include "loxstream/sys.h"
 
 int main(int argc, char **argv)
 {

@@ -13,6 +13,7 @@
 #include <stdint.h>
 
 #include "loxstream/checkpoint.h"
+#include "loxstream/prefetch.h"
 #include "loxstream/rsvd.h"
 
 typedef enum lx_action {
@@ -75,6 +76,14 @@ void lx_plan_partition(const lx_plan *p, unsigned nparts, size_t *bounds);
 /* madvise (MADV_WILLNEED, MADV_DONTNEED, ...) the mapped bytes of the item's
  * aligned tensor and, unless it is copied, its base tensor. */
 void lx_plan_item_advise(const lx_plan_item *it, int advice);
+
+/* The input ranges of plan items for lx_prefetch_set: for each of items[0..n)
+ * in order (NULL entries skipped) its aligned tensor and, unless the item is
+ * a copy, its base tensor; after the first item, only while the bytes
+ * beyond it stay under `ahead`.  At most LX_PREFETCH_MAX ranges into r;
+ * returns their number. */
+size_t lx_prefetch_item_ranges(const lx_plan_item *const *items, size_t n, uint64_t ahead,
+                               lx_range *r);
 
 /* Refuse (LX_EOUTPUT) an output directory `out` that is, or is inside, the
  * directory of one of the n inputs (NULL entries skipped): writing there

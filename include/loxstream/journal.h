@@ -68,21 +68,9 @@
 #define LX_LIST_NAME "loxstream.xxh3"
 #define LX_PARTIAL_SUFFIX ".partial"
 
-/* "XXXXXXXXXXXXXXXX": 16 lower-case hex digits and a NUL. */
-#define LX_HEX64 17
-const char *lx_hex64(uint64_t v, char buf[LX_HEX64]);
-/* Exactly 16 hex digits; 0 on success, -1 otherwise. */
-int lx_parse_hex64(const char *s, size_t len, uint64_t *out);
-
 /* Inverse of lx_st_escape_name on s[0..len): malloc'd, NULL if s is not
  * such an escaped name (or out of memory). */
 char *lx_unescape_name(const char *s, size_t len);
-
-/* XXH3-64 of a whole file, read with pread; with sync != 0 the file is also
- * fsync'ed (it was just written by us). */
-lx_status lx_file_xxh3(const char *path, int sync, uint64_t *out);
-/* fsync a directory (after creating, renaming or removing entries). */
-lx_status lx_sync_dir(const char *dir);
 
 /* ---- identity ----------------------------------------------------------- */
 
@@ -172,15 +160,5 @@ lx_status lx_marker_write(const char *outdir, uint64_t identity, uint64_t list_x
 /* *exists = 0 if absent; LX_EVERIFY if malformed. */
 lx_status lx_marker_read(const char *outdir, int *exists, uint64_t *identity,
                          uint64_t *list_xxh3);
-
-/* ---- test hooks (crash tests only; not a user interface) ---------------- */
-
-/* A durability point of kind `kind` ("data", "record", "rename", "marker",
- * ...).  With LOXSTREAM_TEST_KILL_AT=N in the environment the process kills
- * itself with SIGKILL at the N-th point; with KIND or KIND:N at the (N-th)
- * point of that kind.  LOXSTREAM_TEST_TRACE=1 prints each point on stderr. */
-void lx_test_point(const char *kind);
-/* True when a test hook is active (writes are then split to expose tears). */
-int lx_test_hooks(void);
 
 #endif

@@ -11,7 +11,8 @@
  * Only page-cache pages and page tables are made: no anonymous memory.  A
  * range that cannot be read (a file truncated meanwhile, an I/O error) is
  * skipped silently: the computation itself reads the same bytes and
- * reports it (sigbus.h).
+ * reports it (sigbus.h).  The thread knows ranges only: which ranges a
+ * job's plan needs is the plan's to say (lx_prefetch_item_ranges, apply.h).
  */
 #ifndef LOXSTREAM_PREFETCH_H
 #define LOXSTREAM_PREFETCH_H
@@ -30,16 +31,6 @@ typedef struct lx_range {
     const void *addr;
     size_t len;
 } lx_range;
-
-struct lx_plan_item;
-
-/* The input ranges of plan items for lx_prefetch_set: for each of items[0..n)
- * in order (NULL entries skipped) its aligned tensor and, unless the item is
- * a copy, its base tensor; after the first item, only while the bytes
- * beyond it stay under `ahead`.  At most LX_PREFETCH_MAX ranges into r;
- * returns their number. */
-size_t lx_prefetch_item_ranges(const struct lx_plan_item *const *items, size_t n, uint64_t ahead,
-                               lx_range *r);
 
 /* Start the thread.  *out is NULL on failure (the caller may go on without). */
 lx_status lx_prefetch_start(lx_prefetch **out);

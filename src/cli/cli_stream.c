@@ -5,7 +5,7 @@
 #endif
 
 #include "cli.h"
-#include "loxstream/util.h"
+#include "loxstream/parse.h"
 
 int cli_stream_option(cli_stream *s, int c, const char *arg, lx_status *st)
 {

@@ -5,7 +5,7 @@
 
 #include "cli.h"
 #include "loxstream/analyze.h"
-#include "loxstream/util.h"
+#include "loxstream/parse.h"
 
 static void usage(FILE *f)
 {

@@ -7,7 +7,7 @@
 
 #include "cli.h"
 #include "loxstream/apply.h"
-#include "loxstream/util.h"
+#include "loxstream/parse.h"
 
 static void usage(FILE *f)
 {

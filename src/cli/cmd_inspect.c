@@ -12,7 +12,7 @@
 #include "cli.h"
 #include "loxstream/checkpoint.h"
 #include "loxstream/error.h"
-#include "loxstream/util.h"
+#include "loxstream/parse.h"
 
 static void usage(FILE *f)
 {

@@ -6,7 +6,7 @@
 
 #include "cli.h"
 #include "loxstream/lora.h"
-#include "loxstream/util.h"
+#include "loxstream/parse.h"
 
 static void usage(FILE *f)
 {

@@ -7,7 +7,7 @@
 #include "cli.h"
 #include "loxstream/error.h"
 #include "loxstream/synth.h"
-#include "loxstream/util.h"
+#include "loxstream/parse.h"
 
 static void usage(FILE *f)
 {
@@ -79,11 +79,8 @@ typedef struct overrides {
 static lx_status apply_overrides(const overrides *ov, lx_synth_opts *o)
 {
     lx_status st = lx_synth_preset(ov->preset ? ov->preset : "small", o);
-    if (st != LX_OK) {
-        char msg[256];
-        snprintf(msg, sizeof msg, "%s", lx_errmsg()); /* lx_fail overwrites the message it formats */
-        return lx_fail(st, "--preset: %s", msg);
-    }
+    if (st != LX_OK)
+        return lx_fail_ctx(st, "--preset");
     if (ov->hidden && (st = lx_parse_u64(ov->hidden, "--hidden", 1, 1u << 20, &o->hidden)))
         return st;
     if (ov->intermediate &&

@@ -5,7 +5,7 @@
 #include <stdio.h>
 
 #include "cli.h"
-#include "loxstream/util.h"
+#include "loxstream/parse.h"
 #include "loxstream/verify.h"
 
 static void usage(FILE *f)

@@ -19,7 +19,7 @@
 
 #include "loxstream/checkpoint.h"
 #include "loxstream/sigbus.h"
-#include "loxstream/util.h"
+#include "loxstream/fs.h"
 
 #define INDEX_NAME "model.safetensors.index.json"
 #define SINGLE_NAME "model.safetensors"

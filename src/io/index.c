@@ -13,7 +13,7 @@
 #include <jansson.h>
 
 #include "loxstream/checkpoint.h"
-#include "loxstream/util.h"
+#include "loxstream/fs.h"
 
 int lx_is_plain_filename(const char *name)
 {

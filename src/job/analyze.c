@@ -16,7 +16,8 @@
 #include "loxstream/prefetch.h"
 #include "loxstream/progress.h"
 #include "loxstream/safetensors.h"
-#include "loxstream/util.h"
+#include "loxstream/parse.h"
+#include "loxstream/sys.h"
 
 #define FIXED_OVERHEAD (48u << 20) /* tables, stdio, libraries (as apply) */
 #define PREFETCH_AHEAD (512u << 20) /* input bytes read ahead beyond the current matrix */

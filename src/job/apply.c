@@ -56,7 +56,11 @@
 #include "loxstream/prefetch.h"
 #include "loxstream/progress.h"
 #include "loxstream/simd.h"
-#include "loxstream/util.h"
+#include "loxstream/fs.h"
+#include "loxstream/hash.h"
+#include "loxstream/parse.h"
+#include "loxstream/sys.h"
+#include "loxstream/testhook.h"
 #include "loxstream/verify.h"
 #include "loxstream/wqueue.h"
 
@@ -469,6 +473,29 @@ void lx_plan_item_advise(const lx_plan_item *it, int advice)
     advise(it->aligned->data, it->aligned->nbytes, advice);
     if (it->base && it->action != LX_ACT_COPY)
         advise(it->base->data, it->base->nbytes, advice);
+}
+
+size_t lx_prefetch_item_ranges(const lx_plan_item *const *items, size_t n, uint64_t ahead,
+                               lx_range *r)
+{
+    size_t k = 0;
+    uint64_t beyond = 0;
+    for (size_t j = 0; j < n && k + 2 <= LX_PREFETCH_MAX; j++) {
+        const lx_plan_item *it = items[j];
+        if (!it)
+            continue;
+        if (j > 0 && beyond >= ahead)
+            break;
+        uint64_t bytes = it->aligned->nbytes;
+        r[k++] = (lx_range){it->aligned->data, it->aligned->nbytes};
+        if (it->base && it->action != LX_ACT_COPY) {
+            r[k++] = (lx_range){it->base->data, it->base->nbytes};
+            bytes += it->base->nbytes;
+        }
+        if (j > 0)
+            beyond += bytes;
+    }
+    return k;
 }
 
 /* Output rows [r0, r0+h) of a matrix (h <= LX_RSVD_PANEL_ROWS) into obuf
@@ -1284,20 +1311,13 @@ static lx_status build_identity(job *J)
     return st;
 }
 
-static lx_status unlink_if(const char *path)
-{
-    if (unlink(path) != 0 && errno != ENOENT)
-        return lx_fail_errno(LX_EFAIL, errno, "%s: cannot remove", path);
-    return LX_OK;
-}
-
 /* unlink dir/name+suffix, if it exists */
 static lx_status unlink_in(const char *dir, const char *name, const char *suffix)
 {
     char *p = NULL;
     if (asprintf(&p, "%s%s%s%s", dir, dir[strlen(dir) - 1] == '/' ? "" : "/", name, suffix) < 0)
         return lx_fail(LX_EFAIL, "out of memory");
-    lx_status st = unlink_if(p);
+    lx_status st = lx_unlink_if(p);
     free(p);
     return st;
 }
@@ -1397,10 +1417,7 @@ static lx_status check_space(job *J, const char *resolved, size_t existing)
     if (statvfs(dir, &vs) != 0)
         return lx_fail_errno(LX_EFAIL, errno, "%s: cannot query free space", dir);
     uint64_t avail = (uint64_t)vs.f_bavail * (uint64_t)vs.f_frsize;
-    /* test-only: pretend the file system has this many bytes available */
-    const char *fake = getenv("LOXSTREAM_TEST_AVAIL");
-    if (fake && *fake)
-        avail = strtoull(fake, NULL, 10);
+    lx_test_avail(&avail); /* test-only: pretend the file system has this much */
     if (need > avail) {
         char a[32], b[32], c[32];
         return lx_fail(LX_EFAIL, "%s: not enough free space: the output needs %s more (%s in "
@@ -1422,7 +1439,7 @@ static lx_status reopen_output(job *J)
     lx_status st = !sdir || !marker ? lx_fail(LX_EFAIL, "out of memory") : LX_OK;
     struct stat sb;
     if (st == LX_OK && lstat(marker, &sb) == 0) {
-        st = unlink_if(marker);
+        st = lx_unlink_if(marker);
         if (st == LX_OK)
             st = lx_sync_dir(sdir);
         if (st == LX_OK)
@@ -1631,11 +1648,8 @@ static lx_status take_over(job *J, out_state *state)
     lx_identity old;
     int exists;
     lx_status st = lx_identity_read(out, &old, &exists);
-    if (st == LX_EOUTPUT && !o->restart) {
-        char msg[1024];
-        snprintf(msg, sizeof msg, "%s", lx_errmsg());
-        return lx_fail(LX_EOUTPUT, "%s (use --restart to discard this output)", msg);
-    }
+    if (st == LX_EOUTPUT && !o->restart)
+        return lx_fail_append(LX_EOUTPUT, " (use --restart to discard this output)");
     if (st == LX_OK && o->restart) {
         st = remove_own_files(J, &old);
         *state = OUT_EMPTY;
@@ -1647,12 +1661,9 @@ static lx_status take_over(job *J, out_state *state)
         char ctx[PATH_MAX + 64];
         snprintf(ctx, sizeof ctx, "%s holds a run with other options or inputs", out);
         st = lx_identity_compare(&old, &J->identity, ctx);
-        if (st == LX_EOUTPUT) {
-            char msg[2048];
-            snprintf(msg, sizeof msg, "%s", lx_errmsg());
-            st = lx_fail(LX_EOUTPUT, "%s; use --restart to discard it, or choose another "
-                         "output directory", msg);
-        }
+        if (st == LX_EOUTPUT)
+            st = lx_fail_append(LX_EOUTPUT, "; use --restart to discard it, or choose another "
+                                "output directory");
     }
     lx_identity_free(&old);
     return st;
@@ -1767,12 +1778,9 @@ static lx_status shard_open(job *J, out_shard *os)
         st = sdir ? lx_st_out_open_shared(&os->file, os->partial_path, sdir, &os->layout, &created)
                   : lx_fail(LX_EFAIL, "out of memory");
         free(sdir);
-        if (st == LX_EOUTPUT) {
-            char msg[1800];
-            snprintf(msg, sizeof msg, "%s", lx_errmsg());
-            return lx_fail(LX_EOUTPUT, "%s; parts do not replace a shard other parts may be "
-                           "filling: run apply without --part to write it again", msg);
-        }
+        if (st == LX_EOUTPUT)
+            return lx_fail_append(LX_EOUTPUT, "; parts do not replace a shard other parts may be "
+                                  "filling: run apply without --part to write it again");
         /* the name must be durable before any record points into the file */
         if (st == LX_OK)
             st = lx_sync_dir(J->o->output_path);
@@ -1799,6 +1807,8 @@ static lx_status shard_open(job *J, out_shard *os)
             st = lx_sync_dir(J->o->output_path);
         if (st == LX_OK)
             lx_test_point("create");
+        else if (os->file.path)
+            lx_st_out_close(&os->file); /* not open for the job: close it here */
     }
     if (st != LX_OK)
         return st;
@@ -2107,7 +2117,7 @@ static lx_status complete_output(job *J, unsigned *bad)
         char *src = lx_path_join(J->aligned->dir, J->side[i]), *dst = lx_path_join(out, J->side[i]);
         uint64_t h;
         /* replaced, not written through: what is there under our name may be a link */
-        st = src && dst ? unlink_if(dst) : lx_fail(LX_EFAIL, "out of memory");
+        st = src && dst ? lx_unlink_if(dst) : lx_fail(LX_EFAIL, "out of memory");
         if (st == LX_OK)
             st = lx_copy_file(src, dst);
         if (st == LX_OK)
@@ -2338,10 +2348,9 @@ static lx_status run_items(job *J)
         return flush_pending(J);
     /* keep what was done before the failure: a later run resumes from it */
     if (J->pending && J->pending_shard->open) {
-        char msg[2048];
-        snprintf(msg, sizeof msg, "%s", lx_errmsg());
+        char *msg = lx_err_save();
         flush_pending(J);
-        lx_fail(st, "%s", msg);
+        lx_err_restore(st, msg);
     }
     return st;
 }
@@ -2478,12 +2487,9 @@ lx_status lx_apply_run(const lx_apply_opts *o)
     st = run(&J);
     /* A failure once the output exists (a full disk, EIO, a file-size
      * limit): say that the state on disk is resumable. */
-    if (st == LX_EFAIL && J.prepared && !J.final_message) {
-        char msg[1800];
-        snprintf(msg, sizeof msg, "%s", lx_errmsg());
-        lx_fail(st, "%s; the output is incomplete: fix the cause and run the same command "
-                "again to resume", msg);
-    }
+    if (st == LX_EFAIL && J.prepared && !J.final_message)
+        lx_fail_append(st, "; the output is incomplete: fix the cause and run the same command "
+                       "again to resume");
     job_free(&J);
     return st;
 }

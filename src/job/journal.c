@@ -1,5 +1,5 @@
 /* journal.c - identity, journal, checksum list and completion marker of an
- * output directory (see journal.h), and the crash tests' durability points.
+ * output directory (see journal.h).
  *
  * All files here are small text files.  The identity, the list and the
  * marker are replaced atomically (write, fsync, rename, fsync directory);
@@ -9,7 +9,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,87 +18,18 @@
 #include "config.h"
 #include "loxstream/xxh.h"
 
+#include "loxstream/fs.h"
 #include "loxstream/journal.h"
+#include "loxstream/parse.h"
 #include "loxstream/safetensors.h"
-#include "loxstream/util.h"
+#include "loxstream/testhook.h"
 
 #define IDENTITY_MAGIC "loxstream-identity 1"
 #define JOURNAL_MAGIC "loxstream-journal\t1"
 #define MARKER_MAGIC "loxstream-complete 1"
 #define SMALL_FILE_MAX (256u << 20) /* identity, journal, list: far below this */
-#define READ_CHUNK (1u << 20)
 
 /* ---- small helpers ------------------------------------------------------- */
-
-const char *lx_hex64(uint64_t v, char buf[LX_HEX64])
-{
-    snprintf(buf, LX_HEX64, "%016" PRIx64, v);
-    return buf;
-}
-
-int lx_parse_hex64(const char *s, size_t len, uint64_t *out)
-{
-    if (len != 16)
-        return -1;
-    uint64_t v = 0;
-    for (size_t i = 0; i < 16; i++) {
-        char c = s[i];
-        int d = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
-        if (d < 0)
-            return -1;
-        v = v << 4 | (uint64_t)d;
-    }
-    *out = v;
-    return 0;
-}
-
-lx_status lx_file_xxh3(const char *path, int sync, uint64_t *out)
-{
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return lx_fail_errno(LX_EFAIL, errno, "%s: cannot open", path);
-    XXH3_state_t *s = XXH3_createState();
-    char *buf = malloc(READ_CHUNK);
-    lx_status st = LX_OK;
-    if (!s || !buf) {
-        st = lx_fail(LX_EFAIL, "out of memory");
-    } else {
-        XXH3_64bits_reset(s);
-        for (;;) {
-            ssize_t r = read(fd, buf, READ_CHUNK);
-            if (r < 0 && errno == EINTR)
-                continue;
-            if (r < 0) {
-                st = lx_fail_errno(LX_EFAIL, errno, "%s: read failed", path);
-                break;
-            }
-            if (r == 0)
-                break;
-            XXH3_64bits_update(s, buf, (size_t)r);
-        }
-        if (st == LX_OK && sync && fsync(fd) != 0)
-            st = lx_fail_errno(LX_EFAIL, errno, "%s: fsync failed", path);
-        if (st == LX_OK)
-            *out = XXH3_64bits_digest(s);
-    }
-    free(buf);
-    XXH3_freeState(s);
-    close(fd);
-    return st;
-}
-
-lx_status lx_sync_dir(const char *dir)
-{
-    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd < 0)
-        return lx_fail_errno(LX_EFAIL, errno, "%s: cannot open directory", dir);
-    lx_status st = LX_OK;
-    /* some file systems cannot sync a directory (EINVAL): nothing to do there */
-    if (fsync(fd) != 0 && errno != EINVAL)
-        st = lx_fail_errno(LX_EFAIL, errno, "%s: fsync of the directory failed", dir);
-    close(fd);
-    return st;
-}
 
 /* Read a small file whole (NUL-terminated); *exists = 0 if it is absent. */
 static lx_status read_text(const char *path, char **out, size_t *len, int *exists)
@@ -144,8 +74,8 @@ static lx_status write_state_file(const char *outdir, const char *rel, const cha
                        ? lx_fail(LX_EFAIL, "out of memory") : LX_OK;
     if (st == LX_OK && strchr(rel, '/'))
         st = lx_mkdir_p(dir);
-    if (st == LX_OK && unlink(tmp) != 0 && errno != ENOENT)
-        st = lx_fail_errno(LX_EFAIL, errno, "%s: cannot remove", tmp);
+    if (st == LX_OK)
+        st = lx_unlink_if(tmp);
     if (st == LX_OK)
         st = lx_write_file_atomic(path, text, len);
     free(tmp);
@@ -681,11 +611,8 @@ lx_status lx_journal_open(lx_journal *j, const char *path, unsigned part, unsign
         st = append_line(j, &t);
         free(t.s);
         /* the new file's directory entry must be durable too */
-        const char *slash = strrchr(path, '/');
-        char *dir = slash ? strndup(path, (size_t)(slash - path)) : strdup(".");
         if (st == LX_OK)
-            st = dir ? lx_sync_dir(*dir ? dir : "/") : lx_fail(LX_EFAIL, "out of memory");
-        free(dir);
+            st = lx_sync_parent(path);
     } else if (st == LX_OK && keep != len && fdatasync(j->fd) != 0) {
         st = lx_fail_errno(LX_EFAIL, errno, "%s: fdatasync failed", path);
     }
@@ -854,58 +781,4 @@ lx_status lx_marker_read(const char *outdir, int *exists, uint64_t *identity, ui
     free(buf);
     free(path);
     return st;
-}
-
-/* ---- test hooks ----------------------------------------------------------- */
-
-/* Test-only: the crash tests (tests/cli/crash.sh, bench/crash.sh) make the
- * process kill itself at chosen durability points.  Not documented for
- * users; without the variables these cost one getenv per process. */
-static struct {
-    int init, active, trace;
-    unsigned long target;          /* kill at this count (0: never) */
-    char kind[32];                 /* count only this kind ("" = all) */
-    unsigned long all, counted;
-} hook;
-
-static void hook_init(void)
-{
-    if (hook.init)
-        return;
-    hook.init = 1;
-    const char *t = getenv("LOXSTREAM_TEST_TRACE"), *k = getenv("LOXSTREAM_TEST_KILL_AT");
-    hook.trace = t && *t && strcmp(t, "0");
-    if (k && *k) {
-        const char *colon = strchr(k, ':');
-        if (*k >= '0' && *k <= '9') {
-            hook.target = strtoul(k, NULL, 10);
-        } else {
-            size_t n = colon ? (size_t)(colon - k) : strlen(k);
-            if (n >= sizeof hook.kind)
-                n = sizeof hook.kind - 1;
-            memcpy(hook.kind, k, n);
-            hook.target = colon ? strtoul(colon + 1, NULL, 10) : 1;
-        }
-    }
-    hook.active = hook.trace || hook.target > 0;
-}
-
-int lx_test_hooks(void)
-{
-    hook_init();
-    return hook.active;
-}
-
-void lx_test_point(const char *kind)
-{
-    hook_init();
-    if (!hook.active)
-        return;
-    hook.all++;
-    if (hook.trace)
-        fprintf(stderr, "loxstream: test: point %lu %s\n", hook.all, kind);
-    if (hook.kind[0] && strcmp(hook.kind, kind))
-        return;
-    if (hook.target && ++hook.counted == hook.target)
-        kill(getpid(), SIGKILL);
 }

@@ -33,7 +33,9 @@
 #include "loxstream/lora.h"
 #include "loxstream/prefetch.h"
 #include "loxstream/safetensors.h"
-#include "loxstream/util.h"
+#include "loxstream/fs.h"
+#include "loxstream/parse.h"
+#include "loxstream/sys.h"
 
 #define PREFETCH_AHEAD (512u << 20) /* input bytes read ahead beyond the current module */
 
@@ -632,10 +634,9 @@ lx_status lx_lora_run(const lx_lora_opts *o)
     J.out.fd = -1;
     lx_status st = run(&J);
     if (st != LX_OK) {
-        char msg[2048];
-        snprintf(msg, sizeof msg, "%s", lx_errmsg());
+        char *msg = lx_err_save();
         undo_output(&J);
-        lx_fail(st, "%s", msg);
+        lx_err_restore(st, msg);
     }
     job_free(&J);
     return st;

@@ -8,7 +8,6 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
-#include "loxstream/apply.h"
 #include "loxstream/prefetch.h"
 
 #ifndef MADV_POPULATE_READ
@@ -79,29 +78,6 @@ static void *worker(void *arg)
     }
     pthread_mutex_unlock(&pf->mu);
     return NULL;
-}
-
-size_t lx_prefetch_item_ranges(const struct lx_plan_item *const *items, size_t n, uint64_t ahead,
-                               lx_range *r)
-{
-    size_t k = 0;
-    uint64_t beyond = 0;
-    for (size_t j = 0; j < n && k + 2 <= LX_PREFETCH_MAX; j++) {
-        const lx_plan_item *it = items[j];
-        if (!it)
-            continue;
-        if (j > 0 && beyond >= ahead)
-            break;
-        uint64_t bytes = it->aligned->nbytes;
-        r[k++] = (lx_range){it->aligned->data, it->aligned->nbytes};
-        if (it->base && it->action != LX_ACT_COPY) {
-            r[k++] = (lx_range){it->base->data, it->base->nbytes};
-            bytes += it->base->nbytes;
-        }
-        if (j > 0)
-            beyond += bytes;
-    }
-    return k;
 }
 
 lx_status lx_prefetch_start(lx_prefetch **out)

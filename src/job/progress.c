@@ -4,7 +4,8 @@
 #include <unistd.h>
 
 #include "loxstream/progress.h"
-#include "loxstream/util.h"
+#include "loxstream/parse.h"
+#include "loxstream/sys.h"
 
 #define PLAIN_INTERVAL 5.0 /* seconds between plain lines when not on a TTY */
 #define TTY_INTERVAL 0.2

@@ -74,7 +74,8 @@
 #include "loxstream/progress.h"
 #include "loxstream/safetensors.h"
 #include "loxstream/synth.h"
-#include "loxstream/util.h"
+#include "loxstream/fs.h"
+#include "loxstream/parse.h"
 
 /* ---- the model's constants (see the block above) ---------------------- */
 #define INIT_STD 0.02f
@@ -519,7 +520,7 @@ static void gen_row(const tensor_gen *g, uint64_t i, float *restrict wb, float *
 typedef struct region_status {
     int failed;
     lx_status st;
-    char msg[1024];
+    char *msg;                     /* lx_err_save */
 } region_status;
 
 static void region_fail(region_status *rs, lx_status st)
@@ -528,7 +529,7 @@ static void region_fail(region_status *rs, lx_status st)
     {
         if (!rs->failed) {
             rs->st = st;
-            snprintf(rs->msg, sizeof rs->msg, "%s", lx_errmsg());
+            rs->msg = lx_err_save();
 #pragma omp atomic write
             rs->failed = 1;
         }
@@ -587,9 +588,7 @@ static lx_status write_tensor(const tensor_gen *g, lx_dtype dt, lx_st_out *outs,
         free(w);
         free(chunk);
     }
-    if (rs.failed)
-        return lx_fail(rs.st, "%s", rs.msg);
-    return LX_OK;
+    return rs.failed ? lx_err_restore(rs.st, rs.msg) : LX_OK;
 }
 
 static lx_status tensor_gen_init(tensor_gen *g, const synth_tensor *t, const lx_synth_opts *o)
@@ -768,19 +767,6 @@ static lx_status check_model_dir(const char *path)
     return LX_OK;
 }
 
-static lx_status fsync_dir(const char *path)
-{
-    int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd < 0)
-        return lx_fail_errno(LX_EFAIL, errno, "%s: cannot open directory", path);
-    int rc = fsync(fd);
-    int err = errno;
-    close(fd);
-    if (rc != 0)
-        return lx_fail_errno(LX_EFAIL, err, "%s: fsync failed", path);
-    return LX_OK;
-}
-
 /* ---- the job ------------------------------------------------------------------- */
 
 typedef struct synth_run {
@@ -867,7 +853,7 @@ static lx_status write_indexes(synth_run *run)
     const synth_plan *p = &run->plan;
     if (p->nshards == 1) {
         for (int md = 0; md < run->nmodels; md++) {
-            lx_status st = fsync_dir(run->dirs[md]);
+            lx_status st = lx_sync_dir(run->dirs[md]);
             if (st != LX_OK)
                 return st;
         }

@@ -22,7 +22,8 @@
 
 #include "loxstream/journal.h"
 #include "loxstream/safetensors.h"
-#include "loxstream/util.h"
+#include "loxstream/fs.h"
+#include "loxstream/parse.h"
 #include "loxstream/verify.h"
 
 #define CHUNK (4u << 20)
@@ -362,7 +363,7 @@ lx_status lx_verify_output(const char *dir, lx_verify_report report, void *ctx,
     int exists;
     lx_status st = lx_identity_read(dir, &id, &exists);
     if (st == LX_EOUTPUT)
-        return lx_fail(LX_EVERIFY, "%s", lx_errmsg());
+        return LX_EVERIFY; /* the message names the malformed identity */
     if (st != LX_OK)
         return st;
     if (!exists)

@@ -21,7 +21,7 @@ struct lx_wqueue {
     size_t nbuf;
     int stop;
     lx_status failed;              /* first failure, or LX_OK */
-    char msg[2048];
+    char *msg;                     /* its message (lx_err_save) */
 };
 
 static void release(struct lx_wqueue *q, int slot)
@@ -50,7 +50,7 @@ static void *writer(void *arg)
         q->busy = 0;
         if (st != LX_OK && q->failed == LX_OK) {
             q->failed = st;
-            snprintf(q->msg, sizeof q->msg, "%s", lx_errmsg());
+            q->msg = lx_err_save();
         }
         release(q, job.slot);
         pthread_cond_broadcast(&q->cv);
@@ -62,7 +62,7 @@ static void *writer(void *arg)
 /* The queue's failure, as the caller's own error. */
 static lx_status failure(struct lx_wqueue *q)
 {
-    return q->failed == LX_OK ? LX_OK : lx_fail(q->failed, "%s", q->msg);
+    return q->failed == LX_OK ? LX_OK : lx_err_restore(q->failed, q->msg ? strdup(q->msg) : NULL);
 }
 
 static void destroy(struct lx_wqueue *q)
@@ -72,6 +72,7 @@ static void destroy(struct lx_wqueue *q)
     free(q->buf);
     free(q->used);
     free(q->jobs);
+    free(q->msg);
     free(q);
 }
 

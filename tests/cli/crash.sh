@@ -6,7 +6,7 @@
 #
 # Kills come from a seeded generator: at a durability point chosen by
 # number or by kind (the test-only hook LOXSTREAM_TEST_KILL_AT, see
-# src/job/journal.c: tensor data written / synced, journal record half
+# src/base/testhook.c: tensor data written / synced, journal record half
 # written / written / synced, shard created, side file copied, shard
 # renamed, index, list, marker), or from outside with kill -9 after a random
 # delay.  The first round goes through every kind once.

@@ -4,7 +4,7 @@
 # for byte the output of a plain run; a part killed and run again, a plain
 # run over some parts' work, the partition of the tensors, and the
 # refusals (bad values, --restart, other options, the same part twice).
-# Kills use the test-only hook LOXSTREAM_TEST_KILL_AT (src/job/journal.c).
+# Kills use the test-only hook LOXSTREAM_TEST_KILL_AT (src/base/testhook.c).
 . "$TESTS_SRCDIR/cli/lib.sh"
 
 M="$TMP/m"

@@ -4,7 +4,7 @@
 # inputs, a foreign or nested output directory, damaged outputs, a write
 # failure and too little space are each handled as loxstream(1) says.
 # Runs are stopped with the test-only hook LOXSTREAM_TEST_KILL_AT=KIND:N
-# (SIGKILL at the N-th durability point of that kind, src/job/journal.c).
+# (SIGKILL at the N-th durability point of that kind, src/base/testhook.c).
 . "$TESTS_SRCDIR/cli/lib.sh"
 
 M="$TMP/m"

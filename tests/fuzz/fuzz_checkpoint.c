@@ -21,7 +21,7 @@
 #include <unistd.h>
 
 #include "loxstream/checkpoint.h"
-#include "loxstream/util.h"
+#include "loxstream/fs.h"
 
 int LLVMFuzzerInitialize(int *argc, char ***argv);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);

@@ -1,4 +1,6 @@
-/* test_util.c - size/number parsing, formatting, paths and file helpers. */
+/* test_util.c - the base layer's helpers: size/number parsing and
+ * formatting (parse.h), paths and file-system primitives (fs.h), the clock
+ * (sys.h). */
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -16,7 +18,9 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "loxstream/util.h"
+#include "loxstream/fs.h"
+#include "loxstream/parse.h"
+#include "loxstream/sys.h"
 
 /* ---- helpers ------------------------------------------------------------- */
 
@@ -415,6 +419,45 @@ static void test_mkdir_p(void **state)
     assert_int_equal(lx_mkdir_p(""), LX_EFAIL);
 }
 
+static void test_hex64(void **state)
+{
+    char buf[LX_HEX64];
+    uint64_t v = 0;
+    assert_string_equal(lx_hex64(0x00ab00cd00ef0012ull, buf), "00ab00cd00ef0012");
+    assert_int_equal(lx_parse_hex64(buf, 16, &v), LX_OK);
+    assert_true(v == 0x00ab00cd00ef0012ull);
+    assert_int_equal(lx_parse_hex64("ffffffffffffffff", 16, &v), LX_OK);
+    assert_true(v == UINT64_MAX);
+    /* not 16 digits, upper case, a sign or a blank: LX_EINPUT, v unchanged */
+    const char *bad[] = {"00ab00cd00ef001", "00ab00cd00ef00123", "00AB00CD00EF0012", "+0ab00cd00ef0012",
+                         " 0ab00cd00ef0012", "00ab00cd00ef001g"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        v = 7;
+        assert_int_equal(lx_parse_hex64(bad[i], strlen(bad[i]), &v), LX_EINPUT);
+        assert_true(v == 7);
+        assert_non_null(strstr(lx_errmsg(), "hex digits"));
+    }
+}
+
+static void test_sync_and_unlink(void **state)
+{
+    assert_int_equal(lx_sync_dir(tmpdir), LX_OK);
+    const char *missing = tmp_path(0, "no-such-dir");
+    assert_int_equal(lx_sync_dir(missing), LX_EFAIL);
+    assert_non_null(strstr(lx_errmsg(), "no-such-dir"));
+    const char *file = tmp_path(1, "to-remove");
+    assert_int_equal(lx_write_file_atomic(file, "x", 1), LX_OK);
+    assert_int_equal(lx_sync_parent(file), LX_OK);
+    assert_int_equal(lx_unlink_if(file), LX_OK);
+    assert_int_equal(access(file, F_OK), -1);
+    assert_int_equal(lx_unlink_if(file), LX_OK); /* nothing to remove: fine */
+    /* a directory is not unlinked: an error naming it */
+    const char *dir = tmp_path(2, "a-dir");
+    assert_int_equal(lx_mkdir_p(dir), LX_OK);
+    assert_int_equal(lx_unlink_if(dir), LX_EFAIL);
+    assert_non_null(strstr(lx_errmsg(), "a-dir: cannot remove"));
+}
+
 static void test_now(void **state)
 {
     double t0 = lx_now();
@@ -439,6 +482,8 @@ int main(void)
         cmocka_unit_test(test_write_file_atomic),
         cmocka_unit_test(test_copy_file),
         cmocka_unit_test(test_mkdir_p),
+        cmocka_unit_test(test_hex64),
+        cmocka_unit_test(test_sync_and_unlink),
         cmocka_unit_test(test_now),
     };
     return cmocka_run_group_tests(tests, setup, teardown);

@@ -1,99 +1,17 @@
-/* util.c - sizes, numbers, paths and whole-file writes shared by the CLI and the jobs. */
-#include <ctype.h>
+/* fs.c - the file-system primitives of every layer (see fs.h): whole
+ * writes and reads, atomic replacement, copies, directories and their
+ * durability (the one lx_sync_dir), and removal. */
 #include <errno.h>
 #include <fcntl.h>
-#include <inttypes.h>
 #include <libgen.h>
-#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 #include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
 
-#include "loxstream/util.h"
-
-lx_status lx_parse_size(const char *s, const char *what, uint64_t *out)
-{
-    if (!s || !*s)
-        return lx_fail(LX_EUSAGE, "%s: empty size", what);
-    /* The number is plain decimal digits with an optional fraction: strtod
-     * alone would also take leading blanks, signs, hex, exponents and "inf". */
-    size_t span = strspn(s, "0123456789.");
-    char *end;
-    double v = strtod(s, &end);   /* too many digits give +Inf: "too large" below */
-    if (span == 0 || end != s + span)
-        return lx_fail(LX_EUSAGE, "%s: invalid size '%s' (expected e.g. 512M, 1G, 4096)", what, s);
-    double mult = 1;
-    switch (*end) {
-    case 'k': case 'K': mult = 1024.0; end++; break;
-    case 'm': case 'M': mult = 1024.0 * 1024; end++; break;
-    case 'g': case 'G': mult = 1024.0 * 1024 * 1024; end++; break;
-    case 't': case 'T': mult = 1024.0 * 1024 * 1024 * 1024; end++; break;
-    default: break;
-    }
-    if (mult > 1 && (*end == 'i' || *end == 'I'))
-        end++;
-    if (*end == 'b' || *end == 'B')
-        end++;
-    if (*end)
-        return lx_fail(LX_EUSAGE, "%s: invalid size '%s' (expected e.g. 512M, 1G, 4096)", what, s);
-    double bytes = floor(v * mult);
-    if (bytes >= 18446744073709551616.0)
-        return lx_fail(LX_EUSAGE, "%s: size '%s' is too large", what, s);
-    *out = (uint64_t)bytes;
-    return LX_OK;
-}
-
-lx_status lx_parse_u64(const char *s, const char *what, uint64_t lo, uint64_t hi, uint64_t *out)
-{
-    /* strtoull skips blanks and negates "-1" into 2^64 - 1: insist on a digit */
-    if (!s || !isdigit((unsigned char)*s))
-        return lx_fail(LX_EUSAGE, "%s: invalid number '%s'", what, s ? s : "");
-    errno = 0;
-    char *end;
-    unsigned long long v = strtoull(s, &end, 10);
-    if (*end || errno)
-        return lx_fail(LX_EUSAGE, "%s: invalid number '%s'", what, s);
-    if (v < lo || v > hi)
-        return lx_fail(LX_EUSAGE, "%s: %s is out of range [%" PRIu64 ", %" PRIu64 "]", what, s, lo, hi);
-    *out = v;
-    return LX_OK;
-}
-
-lx_status lx_parse_double(const char *s, const char *what, double lo, double hi, double *out)
-{
-    if (!s || !*s || isspace((unsigned char)*s))
-        return lx_fail(LX_EUSAGE, "%s: invalid number '%s'", what, s ? s : "");
-    errno = 0;
-    char *end;
-    double v = strtod(s, &end);
-    if (*end || errno || !isfinite(v))
-        return lx_fail(LX_EUSAGE, "%s: invalid number '%s' (a finite decimal number is expected)", what, s);
-    if (v < lo || v > hi)
-        return lx_fail(LX_EUSAGE, "%s: %s is out of range [%g, %g]", what, s, lo, hi);
-    *out = v;
-    return LX_OK;
-}
-
-const char *lx_format_size(uint64_t bytes, char *buf, size_t len)
-{
-    static const char *units[] = {"B", "KiB", "MiB", "GiB", "TiB", "PiB"};
-    double v = (double)bytes;
-    int u = 0;
-    /* 1023.995 and up would print as "1024.00": take the next unit */
-    while (v >= 1023.995 && u < 5) {
-        v /= 1024;
-        u++;
-    }
-    if (u == 0)
-        snprintf(buf, len, "%" PRIu64 " B", bytes);
-    else
-        snprintf(buf, len, "%.2f %s", v, units[u]);
-    return buf;
-}
+#include "loxstream/fs.h"
+#include "loxstream/testhook.h"
 
 char *lx_path_join(const char *dir, const char *name)
 {
@@ -125,17 +43,47 @@ lx_status lx_write_all(int fd, const void *buf, size_t len, const char *path)
     return LX_OK;
 }
 
-static lx_status fsync_parent(const char *path)
+/* The one rule for syncing a directory.  After a rename, a create or an
+ * unlink, the entry is durable only once its directory is fsync'ed: a
+ * failure there (EIO, ENOSPC on some file systems, EACCES opening it) means
+ * that a crash may undo the change, and is an error like any failed write.
+ * Only "this file system cannot fsync a directory" is not: EINVAL (the
+ * descriptor does not support synchronisation, as fsync(2) documents for
+ * some special and network file systems) and ENOTSUP/EOPNOTSUPP (FUSE and
+ * 9p file systems without an fsync for directories) say that there is
+ * nothing more the process can do, and its earlier writes stand. */
+static int cannot_sync_dirs(int err)
+{
+    return err == EINVAL || err == ENOTSUP || err == EOPNOTSUPP;
+}
+
+lx_status lx_sync_dir(const char *dir)
+{
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0)
+        return lx_fail_errno(LX_EFAIL, errno, "%s: cannot open directory", dir);
+    int injected = lx_test_dirsync_error(dir);
+    int rc = injected ? -1 : fsync(fd), err = injected ? injected : errno;
+    close(fd);
+    if (rc != 0 && !cannot_sync_dirs(err))
+        return lx_fail_errno(LX_EFAIL, err, "%s: fsync of the directory failed", dir);
+    return LX_OK;
+}
+
+lx_status lx_sync_parent(const char *path)
 {
     char *copy = strdup(path);
     if (!copy)
         return lx_fail(LX_EFAIL, "out of memory");
-    int dfd = open(dirname(copy), O_RDONLY | O_DIRECTORY);
+    lx_status st = lx_sync_dir(dirname(copy));
     free(copy);
-    if (dfd < 0)
-        return LX_OK; /* not fatal: the rename itself happened */
-    fsync(dfd);
-    close(dfd);
+    return st;
+}
+
+lx_status lx_unlink_if(const char *path)
+{
+    if (unlink(path) != 0 && errno != ENOENT)
+        return lx_fail_errno(LX_EFAIL, errno, "%s: cannot remove", path);
     return LX_OK;
 }
 
@@ -164,7 +112,7 @@ lx_status lx_write_file_atomic(const char *path, const void *buf, size_t len)
         unlink(tmp);
     free(tmp);
     if (st == LX_OK)
-        st = fsync_parent(path);
+        st = lx_sync_parent(path);
     return st;
 }
 
@@ -253,17 +201,4 @@ lx_status lx_mkdir_p(const char *path)
     }
     free(p);
     return st;
-}
-
-double lx_now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-int lx_online_cpus(void)
-{
-    long n = sysconf(_SC_NPROCESSORS_ONLN);
-    return n > 0 && n < 1 << 20 ? (int)n : 1;
 }

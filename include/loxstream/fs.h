@@ -1,0 +1,38 @@
+/* fs.h - file-system primitives shared by every layer (src/base/fs.c):
+ * whole writes and reads, atomic replacement, copies, directories and
+ * their durability, removal.  Every function names the path in its
+ * message. */
+#ifndef LOXSTREAM_FS_H
+#define LOXSTREAM_FS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "loxstream/error.h"
+
+/* Join dir and name with one '/'; malloc'd (NULL on OOM). */
+char *lx_path_join(const char *dir, const char *name);
+/* Write a whole buffer with write(2), retrying on EINTR/short writes. */
+lx_status lx_write_all(int fd, const void *buf, size_t len, const char *path);
+/* Write a whole file atomically: path.tmp, fsync, rename, lx_sync_parent. */
+lx_status lx_write_file_atomic(const char *path, const void *buf, size_t len);
+/* Read up to size bytes of fd (fewer if the file shrank) into a malloc'd,
+ * NUL-terminated buffer; path names the file in messages.  fd stays open. */
+lx_status lx_read_fd_text(int fd, size_t size, const char *path, char **out, size_t *len);
+/* Copy a regular file (for config/tokenizer files). */
+lx_status lx_copy_file(const char *src, const char *dst);
+/* mkdir -p for one directory level chain; mode 0777 & ~umask. */
+lx_status lx_mkdir_p(const char *path);
+
+/* fsync a directory after creating, renaming or removing entries in it,
+ * so that the change survives a crash.  A failure is an error (LX_EFAIL
+ * naming the directory), except on a file system that cannot fsync a
+ * directory at all (EINVAL, ENOTSUP: see fs.c). */
+lx_status lx_sync_dir(const char *dir);
+/* lx_sync_dir of the directory that holds path. */
+lx_status lx_sync_parent(const char *path);
+
+/* unlink(2) that is content if there is nothing to remove. */
+lx_status lx_unlink_if(const char *path);
+
+#endif
