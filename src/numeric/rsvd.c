@@ -311,7 +311,7 @@ static lx_status stream_pass(rsvd_work *w, double *frob2)
             w->Vr[i * l + j] = V[j * n + i];
     long failed = -1;
     lx_status fst = LX_OK;
-    char fmsg[2048] = "";
+    char *fmsg = NULL;
 #pragma omp parallel num_threads(w->nthr) if (w->nthr > 1)
     {
         int t = 0;
@@ -328,13 +328,14 @@ static lx_status stream_pass(rsvd_work *w, double *frob2)
                 if (failed < 0 || c < failed) {
                     failed = c;
                     fst = st;
-                    snprintf(fmsg, sizeof fmsg, "%s", lx_errmsg());
+                    free(fmsg);
+                    fmsg = lx_err_save();
                 }
             }
         }
     }
     if (failed >= 0)
-        return lx_fail(fst, "%s", fmsg);
+        return lx_err_restore(fst, fmsg);
     /* Z_i = ((Z_0 + Z_1) + Z_2) + ..., element by element */
     if (nch > 1) {
         size_t len = n * l;
