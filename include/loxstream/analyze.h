@@ -13,7 +13,8 @@
  * One factorisation at the largest rank asked serves every rank: the
  * factors of a smaller rank are a prefix.
  *
- * Output: one TSV line per matrix on `out` (header first);
+ * Output: one TSV line per matrix on `out` (header first; names whole,
+ * escaped by lx_st_escape_name);
  * on stderr, unless quiet, the mean R_align over the linear layers (every
  * analysed matrix except embedding tables, as the paper averages) and the
  * means of R_ft and R_ft / R_align over those the fine-tuned model has,

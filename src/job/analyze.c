@@ -192,10 +192,17 @@ static lx_status analyze_matrix(actx *A, const lx_plan_item *it, uint64_t b, FIL
         have_ft = 1;
     }
     int linear = !(A->has_embed && regexec(&A->embed, it->aligned->name, 0, NULL, 0) == 0);
-    char q[LX_NAME_QUOTE];
-    fprintf(out, "%s\t%" PRIu64 "\t%zu\t%zu\t%s\t%d\t%.3g\t%.6g",
-            lx_st_escape_name(it->aligned->name, q, sizeof q), b, m, n, linear ? "yes" : "no",
-            f.passes, f.err_est, sqrt(fro2));
+    /* the whole name, escaped as everywhere (one TSV field, one line) */
+    char *q = lx_st_escape_dup(it->aligned->name);
+    if (!q) {
+        free(cum);
+        free(pk);
+        lx_factors_free(&f);
+        return lx_fail(LX_EFAIL, "out of memory");
+    }
+    fprintf(out, "%s\t%" PRIu64 "\t%zu\t%zu\t%s\t%d\t%.3g\t%.6g", q, b, m, n,
+            linear ? "yes" : "no", f.passes, f.err_est, sqrt(fro2));
+    free(q);
     for (size_t i = 0; i < o->nranks; i++) {
         int r = o->ranks[i] < f.k ? o->ranks[i] : f.k;
         double e = r > 0 && fro2 > 0 ? cum[r - 1] / fro2 : 0;

@@ -3,6 +3,7 @@
 # checked by lxrcheck against an exact SVD and exact projections computed
 # from the stored values (tests/tools/lxrcheck.c).
 . "$TESTS_SRCDIR/cli/lib.sh"
+. "$TESTS_SRCDIR/cli/stlib.sh"
 : "${LXRCHECK:?}"
 
 # tsv FILE PROGRAM: awk PROGRAM over analyze's TSV FILE, fields by column
@@ -98,6 +99,28 @@ expect_eq "rows with --include embed" "$(sed 1d "$TMP/out" | wc -l | tr -d ' ')"
 sed 1d "$TMP/out" >"$TMP/emb.row"
 grep '^model\.embed_tokens\.weight	' "$TMP/ft.tsv" >"$TMP/emb.want"
 cmp -s "$TMP/emb.row" "$TMP/emb.want" || fail "embed_tokens row differs: $(cat "$TMP/emb.row")"
+
+# ---- names longer than 255 bytes: whole and escaped -------------------------
+# one file per model: the 8 x 6 f32 values at the start of q_proj of layer
+# 0 of each model, under a 300-byte name with a tab (JSON "\t")
+long=$(printf 'x%.0s' $(seq 1 300))
+name="model.layers.0.$long\\tq.weight" # as JSON spells it, and as the TSV escapes it
+hdr="{\"$name\":{\"dtype\":\"F32\",\"shape\":[8,6],\"data_offsets\":[0,192]}}"
+for w in base aligned finetuned; do
+    line=$("$LOXSTREAM" inspect -q --json "$TMP/m/$w" | grep '"model.layers.0.self_attn.q_proj.weight"')
+    shard=$(printf '%s\n' "$line" | sed 's/.*"shard": *"\([^"]*\)".*/\1/')
+    offset=$(printf '%s\n' "$line" | sed 's/.*"offset": *\([0-9]*\).*/\1/')
+    mkdir "$TMP/long-$w"
+    { le64 "$(nbytes "$hdr")"; printf %s "$hdr"
+      dd if="$TMP/m/$w/$shard" bs=1 skip="$offset" count=192 2>/dev/null; } \
+        >"$TMP/long-$w/model.safetensors"
+done
+expect_exit 0 "$LOXSTREAM" analyze -q -b "$TMP/long-base" -a "$TMP/long-aligned" \
+    -f "$TMP/long-finetuned"
+cp "$TMP/out" "$TMP/long.tsv"
+expect_eq "the long name in the TSV" "$(sed -n 2p "$TMP/long.tsv" | cut -f1)" "$name"
+expect_exit 0 "$LXRCHECK" "$TMP/long-base" "$TMP/long-aligned" "$TMP/long-finetuned" 6 \
+    "$TMP/long.tsv" 1e-4
 
 # ---- errors ----------------------------------------------------------------
 expect_exit 2 "$LOXSTREAM" analyze -b "$TMP/m/base"

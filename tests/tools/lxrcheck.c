@@ -9,7 +9,8 @@
  *   energy_r = sum_{i<r} s_i^2 / ||dW||_F^2, R_align = sqrt(energy_RANK),
  *   R_ft = ||U_RANK^T dW_ft||_F / ||dW_ft||_F with U the exact left vectors,
  *   retention = R_ft / R_align, and the singular values (relative check).
- * A matrix the fine-tuned model lacks (or has in another dtype or shape) must have
+ * Names are unescaped (lx_unescape_name) before the look-up.  A matrix the
+ * fine-tuned model lacks (or has in another dtype or shape) must have
  * empty frobenius_ft, r_ft and retention fields.
  * Every matrix must have exactly one line and every line a matrix; each
  * value must be within MAXERR (absolute for the ratios in [0, 1],
@@ -24,6 +25,7 @@
 
 #include "loxstream/checkpoint.h"
 #include "loxstream/dtype.h"
+#include "loxstream/journal.h"
 #include "loxstream/linalg.h"
 
 #define MAXCOL 64
@@ -227,9 +229,11 @@ int main(int argc, char **argv)
             failures++;
             continue;
         }
-        const lx_tensor *t = lx_checkpoint_find(al, fields[0]);
-        const lx_tensor *b = lx_checkpoint_find(base, fields[0]);
-        const lx_tensor *f = ft ? lx_checkpoint_find(ft, fields[0]) : NULL;
+        char *name = lx_unescape_name(fields[0], strlen(fields[0]));
+        const lx_tensor *t = name ? lx_checkpoint_find(al, name) : NULL;
+        const lx_tensor *b = name ? lx_checkpoint_find(base, name) : NULL;
+        const lx_tensor *f = ft && name ? lx_checkpoint_find(ft, name) : NULL;
+        free(name);
         if (!t || !b || t->ndim < 2) {
             printf("%s: not a matrix of both models\tFAIL\n", fields[0]);
             failures++;
