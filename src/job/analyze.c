@@ -86,7 +86,7 @@ typedef struct actx {
      * ratio over the nlinear_ft that the fine-tuned model has */
     size_t nlinear, nlinear_ft;
     double sum_ralign, sum_rft, sum_ratio;
-    size_t nmatrices;
+    size_t nmatrices, unconverged;
 } actx;
 
 /* The plan item of the fine-tuned model for aligned item it, or NULL when the
@@ -137,7 +137,7 @@ static lx_status project_ft(actx *A, const lx_plan_item *f, uint64_t b, const lx
 
 static void print_header(actx *A, FILE *out)
 {
-    fputs("tensor\tmatrix\trows\tcols\tlinear\tpasses\terr_est\tfrobenius", out);
+    fputs("tensor\tmatrix\trows\tcols\tlinear\tpasses\tconverged\terr_est\tfrobenius", out);
     for (size_t i = 0; i < A->o->nranks; i++)
         fprintf(out, "\tenergy_%d", A->o->ranks[i]);
     fprintf(out, "\tr_align\t%s", A->ft ? "frobenius_ft\tr_ft\tretention\t" : "");
@@ -200,8 +200,8 @@ static lx_status analyze_matrix(actx *A, const lx_plan_item *it, uint64_t b, FIL
         lx_factors_free(&f);
         return lx_fail(LX_EFAIL, "out of memory");
     }
-    fprintf(out, "%s\t%" PRIu64 "\t%zu\t%zu\t%s\t%d\t%.3g\t%.6g", q, b, m, n,
-            linear ? "yes" : "no", f.passes, f.err_est, sqrt(fro2));
+    fprintf(out, "%s\t%" PRIu64 "\t%zu\t%zu\t%s\t%d\t%s\t%.3g\t%.6g", q, b, m, n,
+            linear ? "yes" : "no", f.passes, f.converged ? "yes" : "no", f.err_est, sqrt(fro2));
     free(q);
     for (size_t i = 0; i < o->nranks; i++) {
         int r = o->ranks[i] < f.k ? o->ranks[i] : f.k;
@@ -221,6 +221,7 @@ static lx_status analyze_matrix(actx *A, const lx_plan_item *it, uint64_t b, FIL
         fprintf(out, "%s%.6g", i ? "," : "", f.S[i]);
     fputc('\n', out);
     A->nmatrices++;
+    A->unconverged += !f.converged;
     if (linear) {
         A->nlinear++;
         A->sum_ralign += r_align;
@@ -389,6 +390,10 @@ static lx_status run(actx *A, FILE *out)
     if (st != LX_OK)
         return st;
     lx_progress_end(&prog);
+    if (A->unconverged)
+        lx_warn("analyze: %zu of %zu matrices did not reach --tol %g within --max-passes %d "
+                "(converged = no): their values are less accurate", A->unconverged,
+                A->nmatrices, o->svd.tol, o->svd.max_passes);
     if (!o->quiet)
         print_means(A);
     return LX_OK;

@@ -19,7 +19,7 @@ expect_exit 0 "$LOXSTREAM" analyze -b "$TMP/m/base" -a "$TMP/m/aligned" -f "$TMP
 cp "$TMP/out" "$TMP/ft.tsv"
 cp "$TMP/err" "$TMP/ft.err"
 expect_err 'mean R_align [0-9.]+ at k = 6; 15 of them in the fine-tuned model: mean R_ft [0-9.]+, mean R_ft/R_align [0-9.]+'
-head -1 "$TMP/ft.tsv" | grep -q '^tensor	matrix	rows	cols	linear	passes	err_est	frobenius	energy_1	energy_2	energy_3	energy_4	energy_6	energy_8	r_align	frobenius_ft	r_ft	retention	singular_values$' ||
+head -1 "$TMP/ft.tsv" | grep -q '^tensor	matrix	rows	cols	linear	passes	converged	err_est	frobenius	energy_1	energy_2	energy_3	energy_4	energy_6	energy_8	r_align	frobenius_ft	r_ft	retention	singular_values$' ||
     fail "header: $(head -1 "$TMP/ft.tsv")"
 expect_exit 0 "$LXRCHECK" "$TMP/m/base" "$TMP/m/aligned" "$TMP/m/finetuned" 6 "$TMP/ft.tsv" 1e-4
 # the embedding table is analysed but not linear (out of the means)
@@ -99,6 +99,30 @@ expect_eq "rows with --include embed" "$(sed 1d "$TMP/out" | wc -l | tr -d ' ')"
 sed 1d "$TMP/out" >"$TMP/emb.row"
 grep '^model\.embed_tokens\.weight	' "$TMP/ft.tsv" >"$TMP/emb.want"
 cmp -s "$TMP/emb.row" "$TMP/emb.want" || fail "embed_tokens row differs: $(cat "$TMP/emb.row")"
+
+# ---- converged: no when --max-passes stops the passes first, with one warning
+expect_exit 0 "$LOXSTREAM" analyze -q -b "$TMP/m/base" -a "$TMP/m/aligned" --max-passes 2 \
+    --tol 1e-9
+cp "$TMP/out" "$TMP/cap.tsv"
+rows=$(sed 1d "$TMP/cap.tsv" | wc -l | tr -d ' ')
+expect_eq "unconverged rows at --max-passes 2 --tol 1e-9" \
+    "$(tsv "$TMP/cap.tsv" 'NR > 1 && $c["converged"] == "no" && $c["passes"] == 2' | wc -l | tr -d ' ')" "$rows"
+expect_eq "warnings" "$(grep -c 'did not reach' "$TMP/err")" 1
+expect_err "warning: analyze: $rows of $rows matrices did not reach --tol 1e-09 within --max-passes 2"
+expect_exit 0 "$LXRCHECK" "$TMP/m/base" "$TMP/m/aligned" - 6 "$TMP/cap.tsv" 1e-2
+# the default run: a matrix is no exactly when the cap was hit, and the
+# warning counts them (none: no warning)
+tsv "$TMP/ft.tsv" 'NR > 1 && (($c["converged"] == "no") != ($c["passes"] == 12)) { exit 1 }' ||
+    fail "converged disagrees with the passes in the default run"
+nno=$(tsv "$TMP/ft.tsv" 'NR > 1 && $c["converged"] == "no"' | wc -l | tr -d ' ')
+if [ "$nno" = 0 ]; then
+    grep -q 'did not reach' "$TMP/ft.err" && fail "a warning with every matrix converged"
+else
+    grep -q "warning: analyze: $nno of " "$TMP/ft.err" || fail "no warning for $nno unconverged"
+fi
+# exact mode: every matrix converged, err_est 0
+tsv "$TMP/exact.tsv" 'NR > 1 && ($c["converged"] != "yes" || $c["err_est"] != 0) { exit 1 }' ||
+    fail "--exact: a row not converged or with err_est != 0"
 
 # ---- names longer than 255 bytes: whole and escaped -------------------------
 # one file per model: the 8 x 6 f32 values at the start of q_proj of layer

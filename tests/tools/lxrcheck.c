@@ -11,7 +11,8 @@
  *   retention = R_ft / R_align, and the singular values (relative check).
  * Names are unescaped (lx_unescape_name) before the look-up.  A matrix the
  * fine-tuned model lacks (or has in another dtype or shape) must have
- * empty frobenius_ft, r_ft and retention fields.
+ * empty frobenius_ft, r_ft and retention fields; converged, when there,
+ * must be yes or no.
  * Every matrix must have exactly one line and every line a matrix; each
  * value must be within MAXERR (absolute for the ratios in [0, 1],
  * relative for ||dW||_F, ||dW_ft||_F and the singular values).  Prints the
@@ -139,6 +140,11 @@ static int check(const lx_tensor *t, const lx_tensor *b, const lx_tensor *f, uin
                        fields[col(hdr, nh, names[i])]);
                 bad++;
             }
+    }
+    int cc = col(hdr, nh, "converged");
+    if (cc >= 0 && strcmp(fields[cc], "yes") && strcmp(fields[cc], "no")) {
+        printf("  converged: '%s'\tFAIL\n", fields[cc]);
+        bad++;
     }
     if (f) {
         double pr = 0;
