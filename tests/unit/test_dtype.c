@@ -629,12 +629,19 @@ static void test_precision_of_f64_and_rounding(void **state)
     assert_int_equal(r, 0x7c00);
 }
 
+/* Exponent and mantissa widths of the transformable dtypes. */
+static void float_fields(lx_dtype dt, int *ebits, int *mbits)
+{
+    *ebits = dt == LX_DT_F64 ? 11 : dt == LX_DT_F32 || dt == LX_DT_BF16 ? 8 : 5;
+    *mbits = dt == LX_DT_F64 ? 52 : dt == LX_DT_F32 ? 23 : dt == LX_DT_BF16 ? 7 : 10;
+}
+
 /* Reference of lx_find_nonfinite from the format definitions: the exponent
  * field (ebits wide, above mbits mantissa bits) all ones. */
 static int ref_nonfinite(lx_dtype dt, const unsigned char *p)
 {
-    int ebits = dt == LX_DT_F64 ? 11 : dt == LX_DT_F32 || dt == LX_DT_BF16 ? 8 : 5;
-    int mbits = dt == LX_DT_F64 ? 52 : dt == LX_DT_F32 ? 23 : dt == LX_DT_BF16 ? 7 : 10;
+    int ebits, mbits;
+    float_fields(dt, &ebits, &mbits);
     uint64_t u = 0;
     memcpy(&u, p, lx_dtype_bits(dt) / 8); /* little-endian, as safetensors */
     uint64_t e = (u >> mbits) & ((1u << ebits) - 1);
@@ -645,8 +652,8 @@ static int ref_nonfinite(lx_dtype dt, const unsigned char *p)
  * exponent is all ones. */
 static void finite_element(lx_dtype dt, unsigned char *p)
 {
-    int mbits = dt == LX_DT_F64 ? 52 : dt == LX_DT_F32 ? 23 : dt == LX_DT_BF16 ? 7 : 10;
-    int ebits = dt == LX_DT_F64 ? 11 : dt == LX_DT_F32 || dt == LX_DT_BF16 ? 8 : 5;
+    int ebits, mbits;
+    float_fields(dt, &ebits, &mbits);
     uint64_t u = rng();
     memcpy(p, &u, lx_dtype_bits(dt) / 8);
     if (ref_nonfinite(dt, p)) {
@@ -687,7 +694,7 @@ static void test_find_nonfinite(void **state)
                 memcpy(p + at2 * size, &nans[t], size);
                 memcpy(p + at * size, &infs[t], size);
                 assert_int_equal(lx_find_nonfinite(dt, p, n), at);
-                /* the largest finite value is finite; the next step up is not */
+                /* the largest finite value (both places) is not flagged */
                 unsigned char e[8];
                 if (dt == LX_DT_F64) {
                     double d = lx_dtype_max(dt);
