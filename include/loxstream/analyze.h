@@ -13,9 +13,15 @@
  * One factorisation at the largest rank asked serves every rank: the
  * factors of a smaller rank are a prefix.
  *
- * Output: one TSV line per matrix on `out` (header first); the means over
- * the linear layers (every analysed matrix except embedding tables, as the
- * paper averages) on stderr, unless quiet.
+ * Output: one TSV line per matrix on `out` (header first; names whole,
+ * escaped by lx_st_escape_name; converged and err_est from lx_factors);
+ * on stderr, unless quiet, the mean R_align over the linear layers (every
+ * analysed matrix except embedding tables, as the paper averages) and the
+ * means of R_ft and R_ft / R_align over those the fine-tuned model has,
+ * with their count; one warning with the count of unconverged matrices.
+ * Statuses besides apply's: LX_EUSAGE when the filters leave no matrix
+ * (before any output; only embedding tables is LX_OK, without means),
+ * LX_EINPUT when the fine-tuned model has none of the analysed matrices.
  */
 #ifndef LOXSTREAM_ANALYZE_H
 #define LOXSTREAM_ANALYZE_H

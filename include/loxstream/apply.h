@@ -145,7 +145,10 @@ void lx_apply_opts_default(lx_apply_opts *o);
  * the output is completed (each shard read back and checked against the
  * records), else the run says which parts are missing and returns LX_OK.
  * Without --part, the records of every part's journal are kept when they
- * check out, as a resumed run's own.  restart needs nparts == 1. */
+ * check out, as a resumed run's own.  restart needs nparts == 1.
+ * An output value that rounds to Inf or NaN in its dtype (an overflow:
+ * the inputs are finite) is LX_EINPUT naming the tensor, row, column and
+ * the dtype's largest finite value, before the tensor is journaled. */
 lx_status lx_apply_run(const lx_apply_opts *o);
 
 #endif

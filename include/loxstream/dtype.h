@@ -53,4 +53,13 @@ void lx_sub_to_f32(lx_dtype dt, const void *a, const void *b, float *dst, size_t
  * and rounded once to dt. */
 void lx_add_f32(lx_dtype dt, const void *base, const float *delta, void *dst, size_t n);
 
+/* Index of the first element of src[0..n) (dtype dt, transformable; may be
+ * unaligned) that is an Inf or a NaN, or n when every element is finite
+ * (or dt is not transformable).  A vectorised scan of the exponent bits:
+ * meant for every converted output row, as an overflow check. */
+size_t lx_find_nonfinite(lx_dtype dt, const void *src, size_t n);
+/* The largest finite value of a transformable dtype (65504 for F16,
+ * 3.38953139e38 for BF16, FLT_MAX, DBL_MAX); 0 for any other dtype. */
+double lx_dtype_max(lx_dtype dt);
+
 #endif

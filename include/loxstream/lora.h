@@ -62,7 +62,8 @@ lx_status lx_lora_parse_dtype(const char *s, lx_dtype *out);
 
 /* The whole job.  Statuses: LX_EUSAGE (rank 0, a bad regex, --max-memory
  * too small, no module selected while --include/--exclude are given),
- * LX_EINPUT (inputs rejected, NaN/Inf in dW, no module in the model),
+ * LX_EINPUT (inputs rejected, NaN/Inf in dW, no module in the model, a
+ * factor value beyond the range of the adapter's dtype),
  * LX_EOUTPUT (DIR exists and is not an empty directory), LX_EFAIL. */
 lx_status lx_lora_run(const lx_lora_opts *o);
 

@@ -83,9 +83,11 @@ typedef struct actx {
     int kmax;
     float *panel;                  /* LX_RSVD_PANEL_ROWS x n_max */
     float *proj;                   /* kmax x n_max: U^T dW_ft */
-    /* means over linear layers */
-    size_t nlinear;
+    /* means over linear layers: R_align over all nlinear, R_ft and the
+     * ratio over the nlinear_ft that the fine-tuned model has */
+    size_t nlinear, nlinear_ft;
     double sum_ralign, sum_rft, sum_ratio;
+    size_t nmatrices, unconverged;
 } actx;
 
 /* The plan item of the fine-tuned model for aligned item it, or NULL when the
@@ -136,7 +138,7 @@ static lx_status project_ft(actx *A, const lx_plan_item *f, uint64_t b, const lx
 
 static void print_header(actx *A, FILE *out)
 {
-    fputs("tensor\tmatrix\trows\tcols\tlinear\tpasses\terr_est\tfrobenius", out);
+    fputs("tensor\tmatrix\trows\tcols\tlinear\tpasses\tconverged\terr_est\tfrobenius", out);
     for (size_t i = 0; i < A->o->nranks; i++)
         fprintf(out, "\tenergy_%d", A->o->ranks[i]);
     fprintf(out, "\tr_align\t%s", A->ft ? "frobenius_ft\tr_ft\tretention\t" : "");
@@ -191,10 +193,17 @@ static lx_status analyze_matrix(actx *A, const lx_plan_item *it, uint64_t b, FIL
         have_ft = 1;
     }
     int linear = !(A->has_embed && regexec(&A->embed, it->aligned->name, 0, NULL, 0) == 0);
-    char q[LX_NAME_QUOTE];
-    fprintf(out, "%s\t%" PRIu64 "\t%zu\t%zu\t%s\t%d\t%.3g\t%.6g",
-            lx_st_escape_name(it->aligned->name, q, sizeof q), b, m, n, linear ? "yes" : "no",
-            f.passes, f.err_est, sqrt(fro2));
+    /* the whole name, escaped as everywhere (one TSV field, one line) */
+    char *q = lx_st_escape_dup(it->aligned->name);
+    if (!q) {
+        free(cum);
+        free(pk);
+        lx_factors_free(&f);
+        return lx_fail(LX_EFAIL, "out of memory");
+    }
+    fprintf(out, "%s\t%" PRIu64 "\t%zu\t%zu\t%s\t%d\t%s\t%.3g\t%.6g", q, b, m, n,
+            linear ? "yes" : "no", f.passes, f.converged ? "yes" : "no", f.err_est, sqrt(fro2));
+    free(q);
     for (size_t i = 0; i < o->nranks; i++) {
         int r = o->ranks[i] < f.k ? o->ranks[i] : f.k;
         double e = r > 0 && fro2 > 0 ? cum[r - 1] / fro2 : 0;
@@ -212,10 +221,13 @@ static lx_status analyze_matrix(actx *A, const lx_plan_item *it, uint64_t b, FIL
     for (int i = 0; i < f.k; i++)
         fprintf(out, "%s%.6g", i ? "," : "", f.S[i]);
     fputc('\n', out);
+    A->nmatrices++;
+    A->unconverged += !f.converged;
     if (linear) {
         A->nlinear++;
         A->sum_ralign += r_align;
         if (have_ft) {
+            A->nlinear_ft++;
             A->sum_rft += r_ft;
             A->sum_ratio += r_align > 0 ? r_ft / r_align : 0;
         }
@@ -260,6 +272,48 @@ static lx_status check_memory(actx *A, size_t *n_max)
     return LX_OK;
 }
 
+/* Before any output: something to analyse (else exit 2, as a filter that
+ * selects nothing), and a fine-tuned model that has at least one of those
+ * matrices (else its R_ft would be empty everywhere: exit 3). */
+static lx_status check_selection(actx *A)
+{
+    size_t n = 0, shared = 0;
+    for (size_t i = 0; i < A->plan.n; i++) {
+        if (A->plan.items[i].action != LX_ACT_LOWRANK)
+            continue;
+        n++;
+        shared += ft_item(A, &A->plan.items[i]) != NULL;
+    }
+    if (n == 0)
+        return lx_fail(LX_EUSAGE, "analyze: no matrix to analyse (check --include/--exclude)");
+    if (A->ft && shared == 0)
+        return lx_fail(LX_EINPUT, "%s: the fine-tuned model shares no matrix with the base and "
+                       "aligned models (none of the %zu tensors analysed is in it with the "
+                       "same dtype and shape)", A->o->finetuned_path, n);
+    return LX_OK;
+}
+
+/* The means on stderr: R_align over the linear matrices, R_ft and R_ft /
+ * R_align over those of them that the fine-tuned model has. */
+static void print_means(const actx *A)
+{
+    const lx_analyze_opts *o = A->o;
+    if (A->nlinear == 0) {
+        fprintf(stderr, "analyze: %zu matri%s, all embedding tables (--embedding): no means "
+                "over linear matrices\n", A->nmatrices, A->nmatrices == 1 ? "x" : "ces");
+        return;
+    }
+    fprintf(stderr, "analyze: %zu linear matrices (embedding tables excluded): mean R_align "
+            "%.4f at k = %d", A->nlinear, A->sum_ralign / (double)A->nlinear, o->rank);
+    if (A->ft && A->nlinear_ft > 0)
+        fprintf(stderr, "; %zu of them in the fine-tuned model: mean R_ft %.4f, mean "
+                "R_ft/R_align %.4f", A->nlinear_ft, A->sum_rft / (double)A->nlinear_ft,
+                A->sum_ratio / (double)A->nlinear_ft);
+    else if (A->ft)
+        fputs("; none of them in the fine-tuned model: no mean R_ft", stderr);
+    fputc('\n', stderr);
+}
+
 static lx_status run(actx *A, FILE *out)
 {
     const lx_analyze_opts *o = A->o;
@@ -290,6 +344,8 @@ static lx_status run(actx *A, FILE *out)
         return st;
     for (size_t i = 0; i < A->ftplan.n; i++)
         A->ftplan.items[i].role = "fine-tuned";
+    if ((st = check_selection(A)) != LX_OK)
+        return st;
     size_t n_max;
     if ((st = check_memory(A, &n_max)) != LX_OK)
         return st;
@@ -335,16 +391,12 @@ static lx_status run(actx *A, FILE *out)
     if (st != LX_OK)
         return st;
     lx_progress_end(&prog);
-    if (A->nlinear == 0)
-        return lx_fail(LX_EUSAGE, "analyze: no matrix to analyse (check --include/--exclude)");
-    if (!o->quiet) {
-        fprintf(stderr, "analyze: %zu linear matrices (embedding tables excluded): mean R_align "
-                "%.4f at k = %d", A->nlinear, A->sum_ralign / (double)A->nlinear, o->rank);
-        if (A->ft)
-            fprintf(stderr, ", mean R_ft %.4f, mean R_ft/R_align %.4f",
-                    A->sum_rft / (double)A->nlinear, A->sum_ratio / (double)A->nlinear);
-        fputc('\n', stderr);
-    }
+    if (A->unconverged)
+        lx_warn("analyze: %zu of %zu matrices did not reach --tol %g within --max-passes %d "
+                "(converged = no): their values are less accurate", A->unconverged,
+                A->nmatrices, o->svd.tol, o->svd.max_passes);
+    if (!o->quiet)
+        print_means(A);
     return LX_OK;
 }
 

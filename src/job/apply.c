@@ -505,28 +505,51 @@ size_t lx_prefetch_item_ranges(const lx_plan_item *const *items, size_t n, uint6
  * OUT_TILE rows are shared out among the threads; each tile's f32 rows are
  * made in its own part of fbuf and rounded while still in cache, rather
  * than in a pass over the whole panel after the GEMM.  The tiles depend on
- * the shape only, so the bits do not depend on the thread count. */
+ * the shape only, so the bits do not depend on the thread count.  Each
+ * tile's rounded rows are scanned for Inf/NaN (an overflow of the dtype:
+ * the inputs are finite); returns the index in obuf of the first one, or
+ * h * n. */
 #define OUT_TILE 8
-static void output_rows(job *J, lx_dtype dt, const lx_factors *f, float alpha,
+static size_t output_rows(job *J, lx_dtype dt, const lx_factors *f, float alpha,
                         const unsigned char *al, size_t r0, size_t h, size_t n, size_t esize,
                         unsigned char *obuf)
 {
     long tiles = (long)((h + OUT_TILE - 1) / OUT_TILE);
-#pragma omp parallel for schedule(static) num_threads(J->o->threads) if (J->o->threads > 1 && h * n >= (1u << 16))
+    size_t first = h * n;
+#pragma omp parallel for schedule(static) num_threads(J->o->threads) if (J->o->threads > 1 && h * n >= (1u << 16)) reduction(min:first)
     for (long ti = 0; ti < tiles; ti++) {
         size_t i0 = (size_t)ti * OUT_TILE, th = h - i0 < OUT_TILE ? h - i0 : OUT_TILE;
         if (f) {
             lx_factors_add_rows(f, f->k, alpha, r0 + i0, th, dt, al + (r0 + i0) * n * esize,
                                 obuf + i0 * n * esize);
-            continue;
+        } else {
+            float *d = J->fbuf + i0 * n;
+            for (size_t i = 0; i < th * n; i++)
+                d[i] *= alpha;
+            for (size_t i = 0; i < th; i++)
+                lx_add_f32(dt, al + (r0 + i0 + i) * n * esize, d + i * n,
+                           obuf + (i0 + i) * n * esize, n);
         }
-        float *d = J->fbuf + i0 * n;
-        for (size_t i = 0; i < th * n; i++)
-            d[i] *= alpha;
-        for (size_t i = 0; i < th; i++)
-            lx_add_f32(dt, al + (r0 + i0 + i) * n * esize, d + i * n,
-                       obuf + (i0 + i) * n * esize, n);
+        size_t bad = lx_find_nonfinite(dt, obuf + i0 * n * esize, th * n);
+        if (bad < th * n && i0 * n + bad < first)
+            first = i0 * n + bad;
     }
+    return first;
+}
+
+/* Output element (r, c) of matrix b rounded to Inf or NaN (output_rows). */
+static lx_status overflow_error(const lx_plan_item *it, uint64_t b, const unsigned char *al,
+                                size_t r, size_t c)
+{
+    const lx_tensor *t = it->aligned;
+    float a;
+    lx_to_f32(t->dtype, al + (r * it->n + c) * (lx_dtype_bits(t->dtype) / 8), &a, 1);
+    char where[64] = "";
+    if (it->batch > 1)
+        snprintf(where, sizeof where, "matrix %" PRIu64 ", ", b);
+    return lx_fail(LX_EINPUT, "tensor '%s': %srow %zu, column %zu: aligned %g plus the update "
+                   "overflows %s (largest finite value %.9g); lower --alpha",
+                   t->name, where, r, c, a, lx_dtype_name(t->dtype), lx_dtype_max(t->dtype));
 }
 
 static void report_line(job *J, const lx_plan_item *it, uint64_t b, const lx_factors *f,
@@ -719,8 +742,14 @@ static lx_status transform_matrix(job *J, const lx_plan_item *it, out_shard *os,
             break;
         }
         double o0 = lx_now();
-        output_rows(J, t->dtype, have_factors ? &f : NULL, alpha, al, r0, h, n, esize, obuf);
+        size_t bad = output_rows(J, t->dtype, have_factors ? &f : NULL, alpha, al, r0, h, n,
+                                 esize, obuf);
         J->out_seconds += lx_now() - o0;
+        if (bad < h * n) {
+            /* before the put: the tensor is never finished, so never journaled */
+            st = overflow_error(it, b, al, r0 + bad / n, bad % n);
+            break;
+        }
         st = put(J, os, idx, b * mat_bytes + r0 * n * esize, obuf, h * n * esize, slot);
         J->done_bytes += h * n * esize;
         lx_progress_update(&J->progress, J->progress.done_items, J->done_bytes, t->name);

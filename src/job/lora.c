@@ -306,9 +306,19 @@ static void factor_cols(const float *X, size_t len, int k, int r, const float *s
     }
 }
 
+/* Round entry idx's factor (fbuf, f32) to the adapter's dtype and write it;
+ * a value beyond the dtype's range (Inf after rounding) is refused. */
 static lx_status write_factor(lora_job *J, const module *md, size_t idx, size_t nelem)
 {
     lx_from_f32(md->dtype, J->fbuf, J->obuf, nelem);
+    size_t bad = lx_find_nonfinite(md->dtype, J->obuf, nelem);
+    if (bad < nelem) {
+        const lx_st_entry *e = &J->entries[idx];
+        return lx_fail(LX_EINPUT, "tensor '%s': row %zu, column %zu: %g overflows %s (largest "
+                       "finite value %.9g): use --dtype f32", e->name, bad / e->shape[1],
+                       bad % e->shape[1], J->fbuf[bad], lx_dtype_name(md->dtype),
+                       lx_dtype_max(md->dtype));
+    }
     return lx_st_out_write(&J->out, idx, 0, J->obuf, nelem * dtype_size(md->dtype));
 }
 

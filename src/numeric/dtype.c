@@ -11,6 +11,8 @@
  * runtime alias checks) vectorise them, and staging through a local block
  * makes lx_add_f32 safe when dst aliases base.
  */
+#include <float.h>
+#include <math.h>
 #include <string.h>
 
 #include "loxstream/dtype.h"
@@ -368,6 +370,43 @@ static LX_ALWAYS_INLINE void add_block(lx_dtype dt, const unsigned char *base, c
     encode_block(dt, sum, dst);
 }
 
+/* Nonzero when one of the BLOCK elements has every exponent bit set (Inf
+ * or NaN): an OR over the block, no early exit, so that it vectorises. */
+static LX_ALWAYS_INLINE unsigned nonfinite_block(lx_dtype dt, const unsigned char *restrict p)
+{
+    unsigned bad = 0;
+    size_t i;
+    switch (dt) {
+    case LX_DT_BF16:
+    case LX_DT_F16: {
+        uint16_t mask = dt == LX_DT_F16 ? 0x7c00u : 0x7f80u;
+        for (i = 0; i < BLOCK; i++) {
+            uint16_t h;
+            memcpy(&h, p + 2 * i, 2);
+            bad |= (uint16_t)(h & mask) == mask;
+        }
+        break;
+    }
+    case LX_DT_F32:
+        for (i = 0; i < BLOCK; i++) {
+            uint32_t u;
+            memcpy(&u, p + 4 * i, 4);
+            bad |= (u & 0x7f800000u) == 0x7f800000u;
+        }
+        break;
+    case LX_DT_F64:
+        for (i = 0; i < BLOCK; i++) {
+            uint64_t u;
+            memcpy(&u, p + 8 * i, 8);
+            bad |= (u & 0x7ff0000000000000u) == 0x7ff0000000000000u;
+        }
+        break;
+    default:
+        break;
+    }
+    return bad;
+}
+
 /* ---- array API ----------------------------------------------------------
  * dt must be transformable; for any other dtype the calls do nothing.  Full
  * blocks run in place; the last partial block goes through local buffers. */
@@ -457,5 +496,49 @@ void lx_add_f32(lx_dtype dt, const void *base, const float *delta, void *dst, si
         stage(d, sizeof d, delta + i, sizeof(float) * (n - i));
         add_block(dt, in, d, out);
         memcpy(pd + size * i, out, size * (n - i));
+    }
+}
+
+/* The first non-finite element of a block known to hold one. */
+static size_t first_nonfinite(lx_dtype dt, const unsigned char *p, size_t len)
+{
+    for (size_t i = 0; i < len; i++) {
+        double v = dt == LX_DT_BF16  ? load_bf16(p, i)
+                   : dt == LX_DT_F16 ? load_f16(p, i)
+                   : dt == LX_DT_F32 ? load_f32(p, i)
+                                     : load_f64(p, i);
+        if (!isfinite(v))
+            return i;
+    }
+    return len;
+}
+
+LX_VECTOR_CLONES
+size_t lx_find_nonfinite(lx_dtype dt, const void *src, size_t n)
+{
+    const unsigned char *s = src;
+    size_t size = elem_size(dt), i = 0;
+    if (!size)
+        return n;
+    for (; i + BLOCK <= n; i += BLOCK)
+        if (nonfinite_block(dt, s + size * i))
+            return i + first_nonfinite(dt, s + size * i, BLOCK);
+    if (i < n) {
+        unsigned char in[BLOCK * MAX_ELEM_SIZE]; /* zero padding: finite */
+        stage(in, sizeof in, s + size * i, size * (n - i));
+        if (nonfinite_block(dt, in))
+            return i + first_nonfinite(dt, in, n - i);
+    }
+    return n;
+}
+
+double lx_dtype_max(lx_dtype dt)
+{
+    switch (dt) {
+    case LX_DT_F16: return 65504.0;
+    case LX_DT_BF16: return (double)lx_bf16_to_f32(0x7f7fu);
+    case LX_DT_F32: return FLT_MAX;
+    case LX_DT_F64: return DBL_MAX;
+    default: return 0;
     }
 }

@@ -9,6 +9,10 @@
  *   energy_r = sum_{i<r} s_i^2 / ||dW||_F^2, R_align = sqrt(energy_RANK),
  *   R_ft = ||U_RANK^T dW_ft||_F / ||dW_ft||_F with U the exact left vectors,
  *   retention = R_ft / R_align, and the singular values (relative check).
+ * Names are unescaped (lx_unescape_name) before the look-up.  A matrix the
+ * fine-tuned model lacks (or has in another dtype or shape) must have
+ * empty frobenius_ft, r_ft and retention fields; converged, when there,
+ * must be yes or no.
  * Every matrix must have exactly one line and every line a matrix; each
  * value must be within MAXERR (absolute for the ratios in [0, 1],
  * relative for ||dW||_F, ||dW_ft||_F and the singular values).  Prints the
@@ -22,6 +26,7 @@
 
 #include "loxstream/checkpoint.h"
 #include "loxstream/dtype.h"
+#include "loxstream/journal.h"
 #include "loxstream/linalg.h"
 
 #define MAXCOL 64
@@ -127,6 +132,20 @@ static int check(const lx_tensor *t, const lx_tensor *b, const lx_tensor *f, uin
         cum += (double)S[i] * S[i];
     double ra = fro2 > 0 ? sqrt(cum / fro2) : 0;
     bad += near("r_align", fields[col(hdr, nh, "r_align")], ra, tol, 0);
+    if (!f && col(hdr, nh, "r_ft") >= 0) {
+        const char *names[] = {"frobenius_ft", "r_ft", "retention"};
+        for (int i = 0; i < 3; i++)
+            if (*fields[col(hdr, nh, names[i])]) {
+                printf("  %s: '%s' for a matrix the fine-tuned model lacks\tFAIL\n", names[i],
+                       fields[col(hdr, nh, names[i])]);
+                bad++;
+            }
+    }
+    int cc = col(hdr, nh, "converged");
+    if (cc >= 0 && strcmp(fields[cc], "yes") && strcmp(fields[cc], "no")) {
+        printf("  converged: '%s'\tFAIL\n", fields[cc]);
+        bad++;
+    }
     if (f) {
         double pr = 0;
         for (int i = 0; i < kk; i++) {
@@ -216,14 +235,19 @@ int main(int argc, char **argv)
             failures++;
             continue;
         }
-        const lx_tensor *t = lx_checkpoint_find(al, fields[0]);
-        const lx_tensor *b = lx_checkpoint_find(base, fields[0]);
-        const lx_tensor *f = ft ? lx_checkpoint_find(ft, fields[0]) : NULL;
+        char *name = lx_unescape_name(fields[0], strlen(fields[0]));
+        const lx_tensor *t = name ? lx_checkpoint_find(al, name) : NULL;
+        const lx_tensor *b = name ? lx_checkpoint_find(base, name) : NULL;
+        const lx_tensor *f = ft && name ? lx_checkpoint_find(ft, name) : NULL;
+        free(name);
         if (!t || !b || t->ndim < 2) {
             printf("%s: not a matrix of both models\tFAIL\n", fields[0]);
             failures++;
             continue;
         }
+        if (f && (f->dtype != t->dtype || f->ndim != t->ndim ||
+                  memcmp(f->shape, t->shape, t->ndim * sizeof t->shape[0])))
+            f = NULL; /* not comparable: no R_ft expected */
         worst = 0;
         int bad = check(t, b, f, strtoull(fields[1], NULL, 10), rank, hdr, nh, tol);
         printf("%s\t%s\tworst %.3e%s\n", fields[0], fields[1], worst, bad ? "\tFAIL" : "");

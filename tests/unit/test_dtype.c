@@ -629,6 +629,99 @@ static void test_precision_of_f64_and_rounding(void **state)
     assert_int_equal(r, 0x7c00);
 }
 
+/* Exponent and mantissa widths of the transformable dtypes. */
+static void float_fields(lx_dtype dt, int *ebits, int *mbits)
+{
+    *ebits = dt == LX_DT_F64 ? 11 : dt == LX_DT_F32 || dt == LX_DT_BF16 ? 8 : 5;
+    *mbits = dt == LX_DT_F64 ? 52 : dt == LX_DT_F32 ? 23 : dt == LX_DT_BF16 ? 7 : 10;
+}
+
+/* Reference of lx_find_nonfinite from the format definitions: the exponent
+ * field (ebits wide, above mbits mantissa bits) all ones. */
+static int ref_nonfinite(lx_dtype dt, const unsigned char *p)
+{
+    int ebits, mbits;
+    float_fields(dt, &ebits, &mbits);
+    uint64_t u = 0;
+    memcpy(&u, p, lx_dtype_bits(dt) / 8); /* little-endian, as safetensors */
+    uint64_t e = (u >> mbits) & ((1u << ebits) - 1);
+    return e == (1u << ebits) - 1;
+}
+
+/* Random bits made finite by clearing the top exponent bit when the
+ * exponent is all ones. */
+static void finite_element(lx_dtype dt, unsigned char *p)
+{
+    int ebits, mbits;
+    float_fields(dt, &ebits, &mbits);
+    uint64_t u = rng();
+    memcpy(p, &u, lx_dtype_bits(dt) / 8);
+    if (ref_nonfinite(dt, p)) {
+        u &= ~((uint64_t)1 << (mbits + ebits - 1));
+        memcpy(p, &u, lx_dtype_bits(dt) / 8);
+    }
+}
+
+/* Every 16-bit pattern alone, then arrays of every length and alignment
+ * with one Inf/NaN (or two: the first is found) planted anywhere. */
+static void test_find_nonfinite(void **state)
+{
+    (void)state;
+    for (uint32_t h = 0; h < 65536; h++) {
+        uint16_t x = (uint16_t)h;
+        const unsigned char *p = (const unsigned char *)&x;
+        assert_int_equal(lx_find_nonfinite(LX_DT_F16, &x, 1), ref_nonfinite(LX_DT_F16, p) ? 0 : 1);
+        assert_int_equal(lx_find_nonfinite(LX_DT_BF16, &x, 1), ref_nonfinite(LX_DT_BF16, p) ? 0 : 1);
+    }
+    /* in the order of transformable[]: BF16, F16, F32, F64 */
+    static const uint64_t infs[4] = {0x7f80, 0x7c00, 0x7f800000u, 0x7ff0000000000000u};
+    static const uint64_t nans[4] = {0xffc1, 0xfe01, 0xffc00001u, 0xfff8000000000001u};
+    unsigned char *buf = malloc(3001 * 8 + 8);
+    assert_non_null(buf);
+    for (size_t t = 0; t < 4; t++) {
+        lx_dtype dt = transformable[t];
+        size_t size = lx_dtype_bits(dt) / 8;
+        for (size_t li = 0; li < sizeof lengths / sizeof lengths[0]; li++) {
+            size_t n = lengths[li];
+            for (size_t off = 0; off < 3; off++) {
+                unsigned char *p = buf + off;
+                for (size_t i = 0; i < n; i++)
+                    finite_element(dt, p + i * size);
+                assert_int_equal(lx_find_nonfinite(dt, p, n), n);
+                if (n == 0)
+                    continue;
+                size_t at = (size_t)(rng() % n), at2 = at + (size_t)(rng() % (n - at));
+                memcpy(p + at2 * size, &nans[t], size);
+                memcpy(p + at * size, &infs[t], size);
+                assert_int_equal(lx_find_nonfinite(dt, p, n), at);
+                /* the largest finite value (both places) is not flagged */
+                unsigned char e[8];
+                if (dt == LX_DT_F64) {
+                    double d = lx_dtype_max(dt);
+                    memcpy(e, &d, 8);
+                } else {
+                    scalar_store(dt, e, (float)lx_dtype_max(dt));
+                }
+                memcpy(p + at * size, e, size);
+                memcpy(p + at2 * size, e, size);
+                assert_int_equal(lx_find_nonfinite(dt, p, n), n);
+                /* only the elements asked about are scanned */
+                memcpy(p + (n - 1) * size, &infs[t], size);
+                assert_int_equal(lx_find_nonfinite(dt, p, n - 1), n - 1);
+            }
+        }
+    }
+    free(buf);
+    /* the largest finite values, from the format definitions */
+    assert_true(lx_dtype_max(LX_DT_F16) == ldexp(2 - ldexp(1, -10), 15));
+    assert_true(lx_dtype_max(LX_DT_BF16) == ldexp(2 - ldexp(1, -7), 127));
+    assert_true(lx_dtype_max(LX_DT_F32) == ldexp(2 - ldexp(1, -23), 127));
+    assert_true(lx_dtype_max(LX_DT_F64) == ldexp(2 - ldexp(1, -52), 1023));
+    assert_true(lx_dtype_max(LX_DT_I32) == 0);
+    assert_true(lx_f32_to_f16((float)lx_dtype_max(LX_DT_F16)) == 0x7bff);
+    assert_true(lx_f32_to_f16(65520.0f) == 0x7c00); /* half a step above: rounds to Inf */
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -647,6 +740,7 @@ int main(void)
         cmocka_unit_test(test_sub_to_f32),
         cmocka_unit_test(test_add_f32),
         cmocka_unit_test(test_precision_of_f64_and_rounding),
+        cmocka_unit_test(test_find_nonfinite),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
