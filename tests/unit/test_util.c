@@ -7,7 +7,6 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,31 +16,15 @@
 #include <unistd.h>
 
 #include "loxstream/util.h"
+#include "tmpdir.h"
 
 /* ---- helpers ------------------------------------------------------------- */
-
-static char tmpdir[] = "/tmp/lx-test-util-XXXXXX";
-
-static int setup(void **state)
-{
-    return mkdtemp(tmpdir) ? 0 : -1;
-}
-
-static int remove_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
-{
-    return remove(path);
-}
-
-static int teardown(void **state)
-{
-    return nftw(tmpdir, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
-}
 
 /* A path inside the test's temporary directory (static buffer per slot). */
 static const char *tmp_path(int slot, const char *name)
 {
     static char buf[4][512];
-    snprintf(buf[slot], sizeof buf[slot], "%s/%s", tmpdir, name);
+    snprintf(buf[slot], sizeof buf[slot], "%s/%s", tmpdir_root(), name);
     return buf[slot];
 }
 
@@ -441,5 +424,5 @@ int main(void)
         cmocka_unit_test(test_mkdir_p),
         cmocka_unit_test(test_now),
     };
-    return cmocka_run_group_tests(tests, setup, teardown);
+    return cmocka_run_group_tests(tests, tmpdir_setup, tmpdir_teardown);
 }
