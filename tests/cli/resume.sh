@@ -31,7 +31,6 @@ tensor_offset() {
     "$LOXSTREAM" inspect -q --json "$1" | grep "\"name\": *\"$2\"" |
         sed 's/.*"offset": *\([0-9]*\).*/\1/'
 }
-have() { command -v "$1" >/dev/null 2>&1; }
 
 "$LOXSTREAM" synth -q --preset tiny --seed 5 --no-finetuned "$M" || fail "synth"
 
@@ -43,7 +42,7 @@ if have xxhsum; then
     (cd "$TMP/ref" && xxhsum -c loxstream.xxh3 >/dev/null) || fail "xxhsum -c rejects loxstream.xxh3"
     NCHECKS=$((NCHECKS + 1))
 else
-    echo "note: xxhsum not found (Debian package xxhash): its check is skipped"
+    skipped "xxhsum -c of a complete output (xxhsum not found: Debian package xxhash)"
 fi
 # run again on the complete output: checked, nothing rewritten
 cp -p "$TMP/ref/model-00001-of-00004.safetensors" "$TMP/before"
@@ -132,6 +131,8 @@ expect_err 'complete but damaged: 2 problems \(1 of 9 files and 1 of 21 tensors 
 if have xxhsum; then
     (cd "$TMP/f" && xxhsum -c loxstream.xxh3 >/dev/null 2>&1) && fail "xxhsum -c accepts a flipped byte"
     NCHECKS=$((NCHECKS + 1))
+else
+    skipped "xxhsum -c of a damaged output (xxhsum not found: Debian package xxhash)"
 fi
 cp -r "$TMP/f" "$TMP/f2"
 expect_exit 0 "$LOXSTREAM" apply -j 1 -b "$M/base" -a "$M/aligned" -o "$TMP/f"
@@ -176,7 +177,7 @@ if have prlimit; then
     expect_exit 0 "$LOXSTREAM" apply -q -j 1 -b "$TMP/big/base" -a "$TMP/big/aligned" -o "$TMP/h-ref"
     same_output "$TMP/h-ref" "$TMP/h"
 else
-    echo "note: prlimit not found: the write-failure check is skipped"
+    skipped "the write-failure check (prlimit not found: Debian package util-linux)"
 fi
 
 # ---- too little space: refused before the first byte --------------------
@@ -209,6 +210,8 @@ if have flock; then
     expect_exit 5 lox -o "$TMP/l"
     expect_err 'another loxstream process is writing this output'
     wait
+else
+    skipped "the lock check (flock not found: Debian package util-linux)"
 fi
 
 # ---- a single-file checkpoint (no index): resumed the same way ----------
