@@ -246,8 +246,18 @@ static void test_torn_last_line(void **state)
 /* ---- forged and damaged lines ----------------------------------------------------- */
 
 /* Each line carries a correct checksum (anyone can compute one), so only
- * the record's own checks stand between it and the run. */
+ * the record's own checks stand between it and the run.  A byte range
+ * must lie within what a file can hold: offset + length <= INT64_MAX
+ * (off_t), without overflow. */
 static const char *const rejected[] = {
+    /* byte ranges no file holds */
+    "T\tw\ts\t18446744073709551615\t0\t1111111111111111\t2222222222222222\t-",
+    "T\tw\ts\t18446744073709551606\t10\t1111111111111111\t2222222222222222\t-", /* sum 2^64 */
+    "T\tw\ts\t18446744073709551615\t18446744073709551615\t1111111111111111\t2222222222222222\t-",
+    "T\tw\ts\t10\t18446744073709551615\t1111111111111111\t2222222222222222\t-",
+    "T\tw\ts\t9223372036854775808\t1\t1111111111111111\t2222222222222222\t-",  /* 2^63 */
+    "T\tw\ts\t9223372036854775806\t2\t1111111111111111\t2222222222222222\t-",  /* ends 2^63 */
+    "T\tw\ts\t0\t9223372036854775808\t1111111111111111\t2222222222222222\t-",
     /* numbers that are not plain decimal u64 */
     "T\tw\ts\t18446744073709551616\t1\t1111111111111111\t2222222222222222\t-",  /* 2^64 */
     "T\tw\ts\t000000000000000000080\t1\t1111111111111111\t2222222222222222\t-", /* 21 digits */
