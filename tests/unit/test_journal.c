@@ -91,9 +91,16 @@ static void expect_record(const lx_journal_record *r, const char *tensor, const 
     assert_int_equal(r->has_base, has_base);
 }
 
-/* Two valid record lines. */
+/* Two valid record lines, and a check that a journal loaded both. */
 #define REC_A "T\tlayer.0.w\tmodel.safetensors\t80\t24\t1111111111111111\t2222222222222222\t3333333333333333"
 #define REC_B "T\tlayer.1.b\tmodel.safetensors\t104\t8\taaaaaaaaaaaaaaaa\taaaaaaaaaaaaaaaa\t-"
+
+static void expect_a_and_b(const lx_journal *j)
+{
+    assert_int_equal(j->n, 2);
+    expect_record(&j->records[0], "layer.0.w", "model.safetensors", 80, 24, 1);
+    expect_record(&j->records[1], "layer.1.b", "model.safetensors", 104, 8, 0);
+}
 
 /* ---- the format ---------------------------------------------------------------- */
 
@@ -200,9 +207,7 @@ static void test_torn_last_line(void **state)
         assert_int_equal(j.torn, 1);
         assert_int_equal(j.damaged, 0);
         assert_int_equal(j.foreign, 0);
-        assert_int_equal(j.n, 2);
-        expect_record(&j.records[0], "layer.0.w", "model.safetensors", 80, 24, 1);
-        expect_record(&j.records[1], "layer.1.b", "model.safetensors", 104, 8, 0);
+        expect_a_and_b(&j);
         lx_journal_close(&j);
     }
     /* opening cuts the torn bytes, so the next record gets a line of its own */
@@ -305,8 +310,7 @@ static void test_forged_lines(void **state)
         if (j.n != 2 || j.damaged != 1)
             fail_msg("line %zu accepted (%zu records, %zu damaged): %s", i, j.n, j.damaged,
                      rejected[i]);
-        expect_record(&j.records[0], "layer.0.w", "model.safetensors", 80, 24, 1);
-        expect_record(&j.records[1], "layer.1.b", "model.safetensors", 104, 8, 0);
+        expect_a_and_b(&j);
         assert_int_equal(j.torn, 0);
         lx_journal_close(&j);
     }
@@ -349,9 +353,7 @@ static void test_damaged_lines(void **state)
     lx_journal j;
     assert_int_equal(lx_journal_load(&j, path, ID), LX_OK);
     assert_int_equal(j.damaged, 4);
-    assert_int_equal(j.n, 2);
-    expect_record(&j.records[0], "layer.0.w", "model.safetensors", 80, 24, 1);
-    expect_record(&j.records[1], "layer.1.b", "model.safetensors", 104, 8, 0);
+    expect_a_and_b(&j);
     lx_journal_close(&j);
 }
 
