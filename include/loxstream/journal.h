@@ -105,7 +105,8 @@ lx_status lx_identity_compare(const lx_identity *journal, const lx_identity *now
 
 typedef struct lx_journal_record {
     char *tensor, *shard;          /* unescaped */
-    uint64_t offset, length;       /* absolute byte range in the shard file */
+    uint64_t offset, length;       /* absolute byte range in the shard file; a
+                                    * loaded one ends at or before INT64_MAX */
     uint64_t out_xxh3;             /* of those output bytes */
     uint64_t aligned_xxh3;         /* of the aligned input tensor's bytes */
     int has_base;                  /* 0 for a copied tensor */

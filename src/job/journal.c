@@ -446,6 +446,10 @@ static int parse_record(const char *line, size_t len, lx_journal_record *r)
     if (parse_u64_field(f[3], fl[3], &r->offset) || parse_u64_field(f[4], fl[4], &r->length) ||
         lx_parse_hex64(f[5], fl[5], &r->out_xxh3) || lx_parse_hex64(f[6], fl[6], &r->aligned_xxh3))
         return -1;
+    /* a range no file can hold (past off_t, or offset + length overflowing):
+     * forged or damaged, never a byte range to read or add up */
+    if (r->offset > (uint64_t)INT64_MAX || r->length > (uint64_t)INT64_MAX - r->offset)
+        return -1;
     if (fl[7] == 1 && f[7][0] == '-')
         r->has_base = 0;
     else if (lx_parse_hex64(f[7], fl[7], &r->base_xxh3) == 0)

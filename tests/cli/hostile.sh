@@ -330,7 +330,7 @@ if [ "$(id -u)" = 0 ]; then
 fi
 if [ "$AS" = none ] ||
     { [ -n "$AS" ] && $AS cat "$W/unr/shard/$S1" >/dev/null 2>&1; }; then
-    echo "note: skipped the unreadable-file cases (root without setpriv)" >&2
+    skipped "the unreadable-file cases (root, and setpriv cannot drop the capability)"
 else
     # shellcheck disable=SC2086 # AS is a command prefix or nothing
     hostile 1 "unr/shard/$S1: shard '$S1' \(listed for tensor 'a'\): Permission denied" \

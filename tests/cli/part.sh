@@ -8,7 +8,6 @@
 . "$TESTS_SRCDIR/cli/lib.sh"
 
 M="$TMP/m"
-have() { command -v "$1" >/dev/null 2>&1; }
 lox() { "$LOXSTREAM" apply -j 1 -b "$M/base" -a "$M/aligned" "$@"; }
 # part DIR I/N [OPTION]...: one part, expected to succeed
 part() {
@@ -25,6 +24,8 @@ complete_ok() {
     if have xxhsum; then
         NCHECKS=$((NCHECKS + 1))
         (cd "$1" && xxhsum -c loxstream.xxh3 >/dev/null) || fail "xxhsum -c rejects $1/loxstream.xxh3"
+    else
+        skipped "xxhsum -c of $1 (xxhsum not found: Debian package xxhash)"
     fi
 }
 # not_complete DIR: no marker, no shard under its final name, verify says incomplete
@@ -328,6 +329,6 @@ if have flock; then
     wait
     complete_ok "$TMP/l"
 else
-    echo "note: flock not found (util-linux): the lock checks are skipped"
+    skipped "the lock checks (flock not found: Debian package util-linux)"
 fi
 pass

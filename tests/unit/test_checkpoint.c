@@ -21,8 +21,7 @@
 #include <xxhash.h>
 
 #include "loxstream/checkpoint.h"
-
-static char tmpdir[256];
+#include "tmpdir.h"
 
 /* ---- fixtures -------------------------------------------------------- */
 
@@ -32,9 +31,9 @@ static char *path_in(const char *sub, const char *name)
     static int k;
     char *p = buf[k++ % 16];
     if (name)
-        snprintf(p, 512, "%s/%s/%s", tmpdir, sub, name);
+        snprintf(p, 512, "%s/%s/%s", tmpdir_root(), sub, name);
     else
-        snprintf(p, 512, "%s/%s", tmpdir, sub);
+        snprintf(p, 512, "%s/%s", tmpdir_root(), sub);
     return p;
 }
 
@@ -70,37 +69,6 @@ static void write_st(const char *path, const char *json, size_t data_len, unsign
 static void write_text(const char *path, const char *text)
 {
     write_bytes(path, text, strlen(text));
-}
-
-static int rm_tree(const char *p)
-{
-    DIR *d = opendir(p);
-    if (!d)
-        return unlink(p);
-    struct dirent *e;
-    while ((e = readdir(d))) {
-        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
-            continue;
-        char sub[1024];
-        snprintf(sub, sizeof sub, "%s/%s", p, e->d_name);
-        rm_tree(sub);
-    }
-    closedir(d);
-    return rmdir(p);
-}
-
-static int setup(void **state)
-{
-    (void)state;
-    snprintf(tmpdir, sizeof tmpdir, "%s/lxckpt.XXXXXX", getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
-    return mkdtemp(tmpdir) ? 0 : -1;
-}
-
-static int teardown(void **state)
-{
-    (void)state;
-    rm_tree(tmpdir);
-    return 0;
 }
 
 #define T_A "{\"a\":{\"dtype\":\"F32\",\"shape\":[2,2],\"data_offsets\":[0,16]}"
@@ -639,5 +607,5 @@ int main(void)
         cmocka_unit_test(index_write_as_transformers),
         cmocka_unit_test(lookup_100k),
     };
-    return cmocka_run_group_tests(tests, setup, teardown);
+    return cmocka_run_group_tests(tests, tmpdir_setup, tmpdir_teardown);
 }

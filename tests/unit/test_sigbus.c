@@ -19,28 +19,26 @@
 #include <unistd.h>
 
 #include "loxstream/sigbus.h"
+#include "tmpdir.h"
 
 /* ---- helpers ------------------------------------------------------------- */
 
-static char tmpdir[] = "/tmp/lx-test-sigbus-XXXXXX";
 static char file_a[600], file_b[600];
 static size_t page;
 
 static int setup(void **state)
 {
     page = (size_t)sysconf(_SC_PAGESIZE);
-    if (!mkdtemp(tmpdir))
+    if (tmpdir_make(NULL) != 0)
         return -1;
-    snprintf(file_a, sizeof file_a, "%s/a.safetensors", tmpdir);
-    snprintf(file_b, sizeof file_b, "%s/b.safetensors", tmpdir);
+    snprintf(file_a, sizeof file_a, "%s", tmpdir_file("a.safetensors"));
+    snprintf(file_b, sizeof file_b, "%s", tmpdir_file("b.safetensors"));
     return 0;
 }
 
 static int teardown(void **state)
 {
-    unlink(file_a);
-    unlink(file_b);
-    return rmdir(tmpdir);
+    return tmpdir_remove();
 }
 
 /* Create path with `pages` pages of bytes and map all of it read-only. */

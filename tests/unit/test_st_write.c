@@ -20,28 +20,12 @@
 #include <unistd.h>
 
 #include "loxstream/safetensors.h"
-
-static char tmpdir[256];
-
-static int make_tmpdir(void **state)
-{
-    (void)state;
-    snprintf(tmpdir, sizeof tmpdir, "%s/lxstw.XXXXXX", getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
-    return mkdtemp(tmpdir) ? 0 : -1;
-}
-
-static int remove_tmpdir(void **state)
-{
-    (void)state;
-    char cmd[300];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
-    return system(cmd) == 0 ? 0 : -1;
-}
+#include "tmpdir.h"
 
 static char *tmp_path(const char *name)
 {
     static char buf[512];
-    snprintf(buf, sizeof buf, "%s/%s", tmpdir, name);
+    snprintf(buf, sizeof buf, "%s/%s", tmpdir_root(), name);
     return buf;
 }
 
@@ -512,5 +496,5 @@ int main(void)
         cmocka_unit_test(refuses_non_regular_file),
         cmocka_unit_test(reference_writer_bytes),
     };
-    return cmocka_run_group_tests(tests, make_tmpdir, remove_tmpdir);
+    return cmocka_run_group_tests(tests, tmpdir_setup, tmpdir_teardown);
 }

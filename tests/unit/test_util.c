@@ -9,7 +9,6 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,31 +20,15 @@
 #include "loxstream/fs.h"
 #include "loxstream/parse.h"
 #include "loxstream/sys.h"
+#include "tmpdir.h"
 
 /* ---- helpers ------------------------------------------------------------- */
-
-static char tmpdir[] = "/tmp/lx-test-util-XXXXXX";
-
-static int setup(void **state)
-{
-    return mkdtemp(tmpdir) ? 0 : -1;
-}
-
-static int remove_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
-{
-    return remove(path);
-}
-
-static int teardown(void **state)
-{
-    return nftw(tmpdir, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
-}
 
 /* A path inside the test's temporary directory (static buffer per slot). */
 static const char *tmp_path(int slot, const char *name)
 {
     static char buf[4][512];
-    snprintf(buf[slot], sizeof buf[slot], "%s/%s", tmpdir, name);
+    snprintf(buf[slot], sizeof buf[slot], "%s/%s", tmpdir_root(), name);
     return buf[slot];
 }
 
@@ -441,7 +424,7 @@ static void test_hex64(void **state)
 
 static void test_sync_and_unlink(void **state)
 {
-    assert_int_equal(lx_sync_dir(tmpdir), LX_OK);
+    assert_int_equal(lx_sync_dir(tmpdir_root()), LX_OK);
     const char *missing = tmp_path(0, "no-such-dir");
     assert_int_equal(lx_sync_dir(missing), LX_EFAIL);
     assert_non_null(strstr(lx_errmsg(), "no-such-dir"));
@@ -486,5 +469,5 @@ int main(void)
         cmocka_unit_test(test_sync_and_unlink),
         cmocka_unit_test(test_now),
     };
-    return cmocka_run_group_tests(tests, setup, teardown);
+    return cmocka_run_group_tests(tests, tmpdir_setup, tmpdir_teardown);
 }
