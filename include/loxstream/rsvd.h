@@ -20,7 +20,7 @@
  * (from the residuals of the Ritz pairs and the gap to sigma_k+1, see
  * rsvd.c) is compared with tol: converged means err_est <= tol, never a
  * guess from the change between passes.  Spectra with s_k ~ s_k+1 (no gap)
- * end at max_passes with converged = 0.  Matrices with min(m, n) < 2 l are
+ * end at max_passes with converged = 0.  Matrices with min(m, n) < 4 l are
  * factored densely in double instead (exact = 1): LoRA factors, small heads.
  *
  * Panel boundaries, the test matrix and all reductions are fixed by the
@@ -87,7 +87,7 @@ typedef struct lx_factors {
     float *S_block;      /* l Ritz values of the last pass (spectrum estimate) */
     int passes;          /* passes over A made (1 for a dense SVD) */
     int exact;           /* factored by a dense SVD in double (method "exact"):
-                          * on request, or min(m, n) < 2 l; 0: randomized */
+                          * on request, or min(m, n) < 4 l; 0: randomized */
     int converged;       /* err_est <= tol */
     double err_est;      /* upper estimate of ||U_k S_k V_k^T - exact A_k||_F /
                           * ||exact A_k||_F, A_k the rank-k truncation of the

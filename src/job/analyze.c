@@ -87,7 +87,7 @@ typedef struct actx {
      * ratio over the nlinear_ft that the fine-tuned model has */
     size_t nlinear, nlinear_ft;
     double sum_ralign, sum_rft, sum_ratio;
-    size_t nmatrices, unconverged;
+    size_t nmatrices, unconverged, ungapped;
 } actx;
 
 /* The plan item of the fine-tuned model for aligned item it, or NULL when the
@@ -223,6 +223,7 @@ static lx_status analyze_matrix(actx *A, const lx_plan_item *it, uint64_t b, FIL
     fputc('\n', out);
     A->nmatrices++;
     A->unconverged += !f.converged;
+    A->ungapped += !f.converged && f.gap < LX_RSVD_GAP_MIN;
     if (linear) {
         A->nlinear++;
         A->sum_ralign += r_align;
@@ -391,10 +392,7 @@ static lx_status run(actx *A, FILE *out)
     if (st != LX_OK)
         return st;
     lx_progress_end(&prog);
-    if (A->unconverged)
-        lx_warn("analyze: %zu of %zu matrices did not reach --tol %g within --max-passes %d "
-                "(converged = no): their values are less accurate", A->unconverged,
-                A->nmatrices, o->svd.tol, o->svd.max_passes);
+    lx_rsvd_warn_unconverged("analyze", A->unconverged, A->ungapped, A->nmatrices, &o->svd);
     if (!o->quiet)
         print_means(A);
     return LX_OK;

@@ -637,6 +637,8 @@ static void certify(rsvd_work *w, double *eL, double *eR, double *gap)
     }
     *eR = eRr * sqrt(nR) / den;
     *eL = *eR + sqrt(dd) / den;
+    if (getenv("LX_DEBUG_BOUND"))
+        fprintf(stderr, "d=%zu eR %.3g D %.3g gap %.3g\n", d, *eR, sqrt(dd) / den, *gap);
 }
 
 static size_t block_width(size_t m, size_t n, size_t k, int p)
@@ -946,14 +948,17 @@ done:
     return st;
 }
 
-/* Factored densely: on request, or when the block would span a large part
- * of the smaller dimension (min(m, n) < 2 l: at most one Krylov block fits,
- * and a dense SVD of so thin a matrix costs less than the passes). */
+/* Factored densely: on request, or when fewer than LX_RSVD_KRYLOV_BLOCKS
+ * blocks fit in the smaller side (min(m, n) < 4 l): the Krylov space would
+ * be cut short (below 2 l to plain subspace iteration), and a dense SVD in
+ * double of so thin a matrix (O(m n min(m, n)): under a millisecond at
+ * 8 x 768, a few at 60 x 172) costs less than the passes, whose small SVDs
+ * and QRs alone take ~1 ms each. */
 static int use_exact(size_t m, size_t n, const lx_rsvd_opts *o)
 {
     size_t k = clamp_rank(m, n, o->rank);
     size_t mn = m < n ? m : n;
-    return o->exact || mn < 2 * block_width(m, n, k, o->oversample);
+    return o->exact || mn < LX_RSVD_KRYLOV_BLOCKS * block_width(m, n, k, o->oversample);
 }
 
 lx_status lx_rsvd_topk(const lx_rowsrc *A, const lx_rsvd_opts *o, lx_factors *out)

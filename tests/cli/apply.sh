@@ -57,8 +57,13 @@ for f in "$TMP"/bf/lox1/*; do
 done
 # another seed gives other bytes (the seed is used), within tolerance
 expect_exit 0 "$LOXSTREAM" apply -q -b "$TMP/bf/base" -a "$TMP/bf/aligned" -o "$TMP/bf/lox4" --seed 99
-cmp -s "$TMP/bf/lox1/model-00001-of-00002.safetensors" "$TMP/bf/lox4/model-00001-of-00002.safetensors" &&
-    [ "$(ls "$TMP"/bf/lox1/*.safetensors | wc -l)" -gt 0 ] && fail "seed has no effect"
+same=1
+for f in "$TMP"/bf/lox1/*.safetensors; do
+    cmp -s "$f" "$TMP/bf/lox4/$(basename "$f")" || same=0
+done
+NCHECKS=$((NCHECKS + 1))
+[ "$same" = 0 ] || fail "seed has no effect"
+expect_exit 0 "$LXCHECK" "$TMP/bf/base" "$TMP/bf/aligned" "$TMP/bf/lox4" 6 1.25 2e-2
 
 # ---- dW = 0: base == aligned gives the aligned model's bytes back -------
 expect_exit 0 "$LOXSTREAM" apply -q -b "$TMP/bf/aligned" -a "$TMP/bf/aligned" -o "$TMP/bf/zero"
@@ -97,7 +102,7 @@ expect_exit 0 "$LXCHECK" "$r/checkpoint-500/adapter_model.safetensors" \
     "$r/checkpoint-2400/adapter_model.safetensors" "$TMP/roberta/adapter_model.safetensors" 2 0.7 1e-3
 expect_out 'classifier.dense.weight'
 # issue 9: at the paper's setting every matrix of both runs meets a strict
-# tolerance, the LoRA factors (min(m, n) = 8 < 2 l) by the dense SVD
+# tolerance, the LoRA factors (min(m, n) = 8 < 4 l) by the dense SVD
 for pair in "$g/checkpoint-2000 $g/checkpoint-7500" "$r/checkpoint-500 $r/checkpoint-2400"; do
     set -- $pair
     rm -rf "$TMP/real6" "$TMP/real6.tsv"
@@ -107,7 +112,7 @@ for pair in "$g/checkpoint-2000 $g/checkpoint-7500" "$r/checkpoint-500 $r/checkp
     expect_exit 0 "$LXCHECK" "$1/adapter_model.safetensors" "$2/adapter_model.safetensors" \
         "$TMP/real6/adapter_model.safetensors" 6 1.25 1e-5
     awk -F '\t' 'NR > 1 && $6 == "lowrank" && ($9 != "yes" || $10 > 1e-5 ||
-        (($3 < 32 || $4 < 32) && $15 != "exact")) { print; bad = 1 } END { exit bad }' \
+        (($3 < 64 || $4 < 64) && $15 != "exact")) { print; bad = 1 } END { exit bad }' \
         "$TMP/real6.tsv" >"$TMP/out" ||
         fail "$2: a LoRA factor not exact, or not converged to 1e-5: $(cat "$TMP/out")"
     NCHECKS=$((NCHECKS + 1))
