@@ -13,7 +13,8 @@
  *     for the estimate's randomness, nothing more), or
  *   - any err_est < true / 2 (err_est must bound, converged or not), or
  *   - fewer than 80% of the well-posed matrices converge within the
- *     default max_passes.
+ *     default max_passes, or fewer than 95% at the default tol (all of them
+ *     did when this was written: the steep ones only through deflation).
  * Well-posed: relative gap (sigma_k - sigma_k+1) / sigma_k >= 1e-2, or
  * sigma_k so small that the choice within the tie cannot matter
  * (sigma_k <= tol / 100 * ||A_k||_F).
@@ -348,8 +349,8 @@ int main(int argc, char **argv)
     double share_d = t.wp_default ? (double)t.wpc_default / t.wp_default : 1;
     printf("%d runs: %d converged beyond 2 tol, %d estimates below true/2; well-posed "
            "converged: %d of %d at both tols (%.0f%%, need 80%%), %d of %d at the default "
-           "tol (%.0f%%, need 80%%)\n",
+           "tol (%.0f%%, need 95%%)\n",
            t.runs, t.bad_converged, t.bad_bound, t.wellposed_converged, t.wellposed, 100 * share,
            t.wpc_default, t.wp_default, 100 * share_d);
-    return t.bad_converged || t.bad_bound || share < 0.8 || share_d < 0.8;
+    return t.bad_converged || t.bad_bound || share < 0.8 || share_d < 0.95;
 }
