@@ -66,62 +66,37 @@ lx_status lx_qr_orthonormalize(float *A, size_t m, size_t n, size_t lda)
     return LX_OK;
 }
 
-lx_status lx_svd_thin(float *A, size_t m, size_t n, size_t lda, float *U, size_t ldu, float *S,
-                      float *VT, size_t ldvt)
-{
-    size_t p = m < n ? m : n;
-    if (p == 0)
-        return LX_OK;
-    if (!fits_int(m) || !fits_int(n) || !fits_int(lda) || lda < m)
-        return lx_fail(LX_EFAIL, "SVD: invalid shape %zu x %zu (lda %zu)", m, n, lda);
-    int im = (int)m, in = (int)n, ilda = (int)lda, info = 0, query = -1;
-    int ildu = U ? (int)ldu : 1, ildvt = VT ? (int)ldvt : 1;
-    float dummy = 0;
-    char ju = U ? 'S' : 'N', jv = VT ? 'S' : 'N';
-    float wq = 0;
-    sgesvd_(&ju, &jv, &im, &in, A, &ilda, S, U ? U : &dummy, &ildu, VT ? VT : &dummy, &ildvt, &wq,
-            &query, &info);
-    int lwork = (int)wq;
-    if (lwork < 1)
-        lwork = 1;
-    float *work = malloc((size_t)lwork * sizeof *work);
-    if (!work)
-        return lx_fail(LX_EFAIL, "SVD: out of memory for a %zu x %zu matrix", m, n);
-    sgesvd_(&ju, &jv, &im, &in, A, &ilda, S, U ? U : &dummy, &ildu, VT ? VT : &dummy, &ildvt, work,
-            &lwork, &info);
-    free(work);
-    if (info != 0)
-        return lx_fail(LX_EFAIL, "SVD of a %zu x %zu matrix did not converge (LAPACK info %d)", m,
-                       n, info);
-    return LX_OK;
-}
+/* lx_svd_thin (float, sgesvd) and lx_dsvd_thin (double, dgesvd): one body,
+ * the workspace query then the factorisation. */
+#define SVD_THIN(NAME, T, GESVD)                                                            \
+    lx_status NAME(T *A, size_t m, size_t n, size_t lda, T *U, size_t ldu, T *S, T *VT,     \
+                   size_t ldvt)                                                             \
+    {                                                                                       \
+        size_t p = m < n ? m : n;                                                           \
+        if (p == 0)                                                                         \
+            return LX_OK;                                                                   \
+        if (!fits_int(m) || !fits_int(n) || !fits_int(lda) || lda < m)                      \
+            return lx_fail(LX_EFAIL, "SVD: invalid shape %zu x %zu (lda %zu)", m, n, lda);  \
+        int im = (int)m, in = (int)n, ilda = (int)lda, info = 0, query = -1;                \
+        int ildu = U ? (int)ldu : 1, ildvt = VT ? (int)ldvt : 1;                            \
+        T dummy = 0, wq = 0;                                                                \
+        char ju = U ? 'S' : 'N', jv = VT ? 'S' : 'N';                                       \
+        GESVD(&ju, &jv, &im, &in, A, &ilda, S, U ? U : &dummy, &ildu, VT ? VT : &dummy,     \
+              &ildvt, &wq, &query, &info);                                                  \
+        int lwork = (int)wq;                                                                \
+        if (lwork < 1)                                                                      \
+            lwork = 1;                                                                      \
+        T *work = malloc((size_t)lwork * sizeof *work);                                     \
+        if (!work)                                                                          \
+            return lx_fail(LX_EFAIL, "SVD: out of memory for a %zu x %zu matrix", m, n);    \
+        GESVD(&ju, &jv, &im, &in, A, &ilda, S, U ? U : &dummy, &ildu, VT ? VT : &dummy,     \
+              &ildvt, work, &lwork, &info);                                                 \
+        free(work);                                                                         \
+        if (info != 0)                                                                      \
+            return lx_fail(LX_EFAIL, "SVD of a %zu x %zu matrix did not converge (LAPACK "  \
+                           "info %d)", m, n, info);                                         \
+        return LX_OK;                                                                       \
+    }
 
-lx_status lx_dsvd_thin(double *A, size_t m, size_t n, size_t lda, double *U, size_t ldu,
-                       double *S, double *VT, size_t ldvt)
-{
-    size_t p = m < n ? m : n;
-    if (p == 0)
-        return LX_OK;
-    if (!fits_int(m) || !fits_int(n) || !fits_int(lda) || lda < m)
-        return lx_fail(LX_EFAIL, "SVD: invalid shape %zu x %zu (lda %zu)", m, n, lda);
-    int im = (int)m, in = (int)n, ilda = (int)lda, info = 0, query = -1;
-    int ildu = U ? (int)ldu : 1, ildvt = VT ? (int)ldvt : 1;
-    double dummy = 0;
-    char ju = U ? 'S' : 'N', jv = VT ? 'S' : 'N';
-    double wq = 0;
-    dgesvd_(&ju, &jv, &im, &in, A, &ilda, S, U ? U : &dummy, &ildu, VT ? VT : &dummy, &ildvt,
-            &wq, &query, &info);
-    int lwork = (int)wq;
-    if (lwork < 1)
-        lwork = 1;
-    double *work = malloc((size_t)lwork * sizeof *work);
-    if (!work)
-        return lx_fail(LX_EFAIL, "SVD: out of memory for a %zu x %zu matrix", m, n);
-    dgesvd_(&ju, &jv, &im, &in, A, &ilda, S, U ? U : &dummy, &ildu, VT ? VT : &dummy, &ildvt,
-            work, &lwork, &info);
-    free(work);
-    if (info != 0)
-        return lx_fail(LX_EFAIL, "SVD of a %zu x %zu matrix did not converge (LAPACK info %d)", m,
-                       n, info);
-    return LX_OK;
-}
+SVD_THIN(lx_svd_thin, float, sgesvd_)
+SVD_THIN(lx_dsvd_thin, double, dgesvd_)

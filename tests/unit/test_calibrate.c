@@ -28,6 +28,7 @@
 
 #include "loxstream/linalg.h"
 #include "loxstream/rsvd.h"
+#include "prng.h"
 
 /* LAPACK in double, straight from libFLAME (not through loxstream). */
 void dgesvd_(const char *jobu, const char *jobvt, const int *m, const int *n, double *a,
@@ -50,25 +51,6 @@ static void *xmalloc(size_t bytes)
     if (!p)
         die("out of memory");
     return p;
-}
-
-/* ---- a private PRNG -------------------------------------------------------- */
-
-static uint64_t rng_state;
-
-static uint64_t rng_next(void)
-{
-    uint64_t z = (rng_state += 0x9e3779b97f4a7c15ULL);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-    return z ^ (z >> 31);
-}
-
-static double rng_gauss(void)
-{
-    double u1 = ((double)(rng_next() >> 11) + 0.5) * 0x1p-53;
-    double u2 = ((double)(rng_next() >> 11) + 0.5) * 0x1p-53;
-    return sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2);
 }
 
 /* rows x cols (cols <= rows) orthonormal, column-major: Q of a Gaussian. */

@@ -20,6 +20,7 @@
 
 #include "loxstream/linalg.h"
 #include "loxstream/rsvd.h"
+#include "prng.h"
 
 #define assert_le(a, b)                                                                  \
     do {                                                                                 \
@@ -28,24 +29,7 @@
             fail_msg("%s = %.6g, expected <= %s = %.6g", #a, a_, #b, b_);                \
     } while (0)
 
-/* ---- a private PRNG and orthonormal matrices ------------------------------ */
-
-static uint64_t rng_state;
-
-static uint64_t rng_next(void)
-{
-    uint64_t z = (rng_state += 0x9e3779b97f4a7c15ULL);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-    return z ^ (z >> 31);
-}
-
-static double rng_gauss(void)
-{
-    double u1 = ((double)(rng_next() >> 11) + 0.5) * 0x1p-53;
-    double u2 = ((double)(rng_next() >> 11) + 0.5) * 0x1p-53;
-    return sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2);
-}
+/* ---- orthonormal matrices (PRNG: prng.h) ------------------------------------ */
 
 /* rows x cols (cols <= rows) with orthonormal columns, column-major double:
  * Gaussian columns, Gram-Schmidt applied twice. */
