@@ -18,6 +18,9 @@
  * Well-posed: relative gap (sigma_k - sigma_k+1) / sigma_k >= 1e-2, or
  * sigma_k so small that the choice within the tie cannot matter
  * (sigma_k <= tol / 100 * ||A_k||_F).
+ * Beside the generated matrices, every 2-D tensor of the real PEFT
+ * training pairs in tests/data/real (GPT-2: checkpoint-2000 -> 7500,
+ * RoBERTa: 500 -> 2400; $TESTS_SRCDIR) is checked the same way.
  * Prints one line per matrix and tol; "-v" prints the spectra too.
  */
 #include <math.h>
@@ -26,6 +29,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "loxstream/checkpoint.h"
+#include "loxstream/dtype.h"
 #include "loxstream/linalg.h"
 #include "loxstream/rsvd.h"
 #include "prng.h"
@@ -267,6 +272,42 @@ static void check(const mat *M, const ref *R, double tol, int verbose, tally *t)
     lx_factors_free(&f);
 }
 
+/* Every 2-D float tensor in both checkpoints: dW = aligned - base, in f32
+ * as the row source computes it (both converted exactly, one rounding). */
+static void real_pair(const char *base, const char *aligned, int verbose, tally *t)
+{
+    lx_checkpoint *B, *A;
+    if (lx_checkpoint_open(base, &B) != LX_OK || lx_checkpoint_open(aligned, &A) != LX_OK)
+        die(lx_errmsg());
+    for (size_t i = 0; i < A->ntensors; i++) {
+        const lx_tensor *ta = &A->tensors[i], *tb = lx_checkpoint_find(B, ta->name);
+        if (!tb || ta->ndim != 2 || tb->ndim != 2 || ta->nelem != tb->nelem ||
+            !lx_dtype_is_transformable(ta->dtype) || !lx_dtype_is_transformable(tb->dtype))
+            continue;
+        mat M;
+        snprintf(M.name, sizeof M.name, "%.40s", ta->name + (strlen(ta->name) > 40 ? strlen(ta->name) - 40 : 0));
+        M.m = (int)ta->shape[0];
+        M.n = (int)ta->shape[1];
+        size_t len = ta->nelem;
+        float *a = xmalloc(len * sizeof *a), *b = xmalloc(len * sizeof *b);
+        lx_to_f32(ta->dtype, ta->data, a, len);
+        lx_to_f32(tb->dtype, tb->data, b, len);
+        M.a = xmalloc(len * sizeof *M.a);
+        for (size_t j = 0; j < len; j++)
+            M.a[j] = (float)((double)a[j] - (double)b[j]);
+        ref R = reference(&M, 6);
+        check(&M, &R, 3e-4, verbose, t);
+        check(&M, &R, 1e-5, verbose, t);
+        free(R.s);
+        free(R.T);
+        free(M.a);
+        free(a);
+        free(b);
+    }
+    lx_checkpoint_close(A);
+    lx_checkpoint_close(B);
+}
+
 int main(int argc, char **argv)
 {
     int verbose = argc > 1 && !strcmp(argv[1], "-v");
@@ -326,6 +367,21 @@ int main(int argc, char **argv)
             free(R.T);
             free(M.a);
         }
+    }
+    const char *src = getenv("TESTS_SRCDIR");
+    if (src && !only) {
+        static const char *pairs[][2] = {
+            {"gpt2-lora-run/checkpoint-2000", "gpt2-lora-run/checkpoint-7500"},
+            {"roberta-lora/checkpoint-500", "roberta-lora/checkpoint-2400"},
+        };
+        for (size_t i = 0; i < 2; i++) {
+            char b[4096], a[4096];
+            snprintf(b, sizeof b, "%s/data/real/%s/adapter_model.safetensors", src, pairs[i][0]);
+            snprintf(a, sizeof a, "%s/data/real/%s/adapter_model.safetensors", src, pairs[i][1]);
+            real_pair(b, a, verbose, &t);
+        }
+    } else if (!only) {
+        printf("note: TESTS_SRCDIR unset: the real pairs were not checked\n");
     }
     double share = t.wellposed ? (double)t.wellposed_converged / t.wellposed : 1;
     double share_d = t.wp_default ? (double)t.wpc_default / t.wp_default : 1;
