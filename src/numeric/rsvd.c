@@ -555,17 +555,23 @@ static double ritz_bound(const double *s, const double *rg, double nuG, double n
         }
         double num = 0, den = 0, hdj = 0;
         for (size_t j = 0; j < k; j++) {
-            double th = s[j] * s[j], d1 = th - lk, d2 = th - lq, sn = 1, r = rg[j] + nuG;
+            double th = s[j] * s[j], d1 = th - lk, d2 = th - lq, r = rg[j] + nuG;
             double tail = frob2 > hdj ? sqrt(frob2 - hdj) : 0;
             hdj += th;
+            /* sin^2 of v_j against the exact top-k right subspace, in two
+             * parts: along the exact vectors k+1 .. q (singular values up to
+             * sigma_k+1) and beyond (up to sigma_q+1); the left vector u_j =
+             * A v_j / s_j is off by those singular values / s_j times each */
+            double near = 1, far = 0;
             if (d1 > 0 && d2 > 0) {
-                double a2 = q == k ? 1 / (d1 * d1) : sphi * sphi / (d1 * d1) + 1 / (d2 * d2);
                 double turn = nuA / (s[j] - hk);
-                a2 = r * r * a2 + turn * turn;
-                sn = a2 < 1 ? sqrt(a2) : 1;
+                near = (q == k ? r * r / (d1 * d1) : r * r * sphi * sphi / (d1 * d1)) +
+                       turn * turn;
+                far = q == k ? 0 : r * r / (d2 * d2);
+                if (near + far > 1)
+                    near = 1, far = 0;
             }
-            /* right and left vectors: ||(I - P*) u_j|| <= sigma_k+1 / s_j ||(I - Q*) v_j|| */
-            double c = th > 0 ? s[j] * sn * sqrt(1 + lk / th) : 0;
+            double c = th > 0 ? s[j] * sqrt(near * (1 + lk / th) + far * (1 + lq / th)) : 0;
             /* and a direction is no further off than s_j + sigma_j */
             double cap = s[j] + (sqrt(th + r) < tail ? sqrt(th + r) : tail);
             if (c > cap)
