@@ -23,13 +23,13 @@ typedef struct lx_apply_finish {
 /* A run without --part: complete the output under the completion lock. */
 lx_status lx_finish_run(lx_apply_finish *fin, const lx_inputs *in, const lx_part *pt,
                         lx_apply_writer *w, const lx_apply_identity *ri, lx_apply_resume *rs,
-                        lx_outdir_locks *locks);
+                        lx_locks *locks);
 /* A part has made its tensors durable.  Under the completion lock: if
  * every tensor of the plan has a record in one of the journals and no other
- * process writes the output (lx_outdir_alone), complete it; else say which
+ * process writes the output (lx_locks_alone), complete it; else say which
  * parts are missing (fin->msg). */
 lx_status lx_finish_part(lx_apply_finish *fin, const lx_inputs *in, const lx_part *pt,
                          lx_apply_writer *w, const lx_apply_identity *ri, lx_apply_resume *rs,
-                         lx_outdir_locks *locks);
+                         lx_locks *locks);
 
 #endif

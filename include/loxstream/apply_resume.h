@@ -38,7 +38,7 @@ void lx_resume_free(lx_apply_resume *rs);
  * another completes. */
 lx_status lx_resume_prepare(lx_apply_resume *rs, const lx_apply_opts *o, const lx_inputs *in,
                             const lx_part *pt, lx_apply_writer *w, const lx_apply_identity *ri,
-                            lx_outdir_locks *locks);
+                            lx_locks *locks);
 
 /* Keep tensor i from the earlier run if its record fits, its inputs are
  * unchanged and its bytes in the .partial still match; its bytes then

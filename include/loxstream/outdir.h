@@ -1,7 +1,7 @@
 /* outdir.h - apply's output directory before a byte is written: where it
  * really is (never inside an input), what is in it (new, empty, an output
- * of ours, something else), its locks (the protocol of journal.h) and
- * whether the file system has room for what is still to be written.
+ * of ours, something else) and whether the file system has room for what
+ * is still to be written.  (Its state directory and locks: journal.h.)
  */
 #ifndef LOXSTREAM_OUTDIR_H
 #define LOXSTREAM_OUTDIR_H
@@ -37,29 +37,6 @@ lx_status lx_outdir_classify(const char *out, lx_out_state *state);
  * what the whole output takes, for the message. */
 lx_status lx_outdir_check_space(const char *out, const char *resolved, size_t existing,
                                 uint64_t need, uint64_t total);
-
-/* The locks of journal.h, flock(2)s that the kernel releases when the
- * process ends, however it ends (descriptors, -1 when not held). */
-typedef struct lx_outdir_locks {
-    int lock_fd;                   /* the output lock */
-    int complete_fd;               /* the completion lock */
-    int part_lock_fd;              /* the part's own lock (--part only) */
-} lx_outdir_locks;
-
-void lx_outdir_locks_init(lx_outdir_locks *l);
-/* Take them in journal.h's order: the part's own lock (nparts > 1), the
- * completion lock (waited for), the output lock (exclusive without --part,
- * shared by parts).  Refused: LX_EOUTPUT naming the process's rival. */
-lx_status lx_outdir_lock(lx_outdir_locks *l, const char *out, unsigned part, unsigned nparts);
-/* Let the completion lock go (at the end of the preparation) and wait for it
- * again (before completing). */
-void lx_outdir_release_completion(lx_outdir_locks *l);
-lx_status lx_outdir_wait_completion(lx_outdir_locks *l, const char *out);
-/* Turn the shared output lock into an exclusive one, without waiting: 1 if
- * no other process writes the output.  (On Linux a refused conversion drops
- * the shared lock.) */
-int lx_outdir_alone(lx_outdir_locks *l);
-void lx_outdir_locks_close(lx_outdir_locks *l);
 
 /* Unlink dir/name+suffix, if it exists. */
 lx_status lx_unlink_in(const char *dir, const char *name, const char *suffix);

@@ -62,7 +62,7 @@ typedef struct job {
     lx_part part;                  /* this process's items [lo, hi) */
     lx_apply_writer w;
     lx_apply_identity id;
-    lx_outdir_locks locks;
+    lx_locks locks;
     lx_apply_resume rs;
     lx_apply_finish fin;
     /* the transform */
@@ -347,7 +347,7 @@ static void job_free(job *J)
     lx_writer_free(&J->w);
     lx_resume_free(&J->rs);
     lx_apply_identity_free(&J->id);
-    lx_outdir_locks_close(&J->locks);
+    lx_locks_close(&J->locks);
     free(J->fbuf);
     if (J->report && J->report != stdout)
         fclose(J->report);
@@ -527,7 +527,7 @@ lx_status lx_apply_run(const lx_apply_opts *o)
     job J;
     memset(&J, 0, sizeof J);
     J.o = o;
-    lx_outdir_locks_init(&J.locks);
+    lx_locks_init(&J.locks);
     J.w.journal.fd = -1;
     unsigned part = o->part ? o->part : 1, nparts = o->nparts ? o->nparts : 1;
     lx_status st = LX_OK;

@@ -29,7 +29,7 @@ typedef struct fin_run {
     lx_apply_writer *w;
     const lx_apply_identity *ri;
     lx_apply_resume *rs;
-    lx_outdir_locks *locks;
+    lx_locks *locks;
     lx_apply_finish *fin;
     unsigned char *buf;            /* CHECK_CHUNK bytes */
     XXH3_state_t *t;               /* a tensor's checksum */
@@ -177,26 +177,6 @@ static lx_status readback_shard(fin_run *J, size_t s, unsigned *bad, size_t *nba
     return st;
 }
 
-/* Leftovers of a part killed while creating a shard (lx_st_out_open_shared):
- * removed once no other process writes the output. */
-static lx_status remove_stale_temps(const char *out)
-{
-    char *sdir = lx_path_join(out, LX_STATE_DIR);
-    DIR *d = sdir ? opendir(sdir) : NULL;
-    lx_status st = sdir ? LX_OK : lx_fail(LX_EFAIL, "out of memory");
-    struct dirent *de;
-    while (d && st == LX_OK && (de = readdir(d))) {
-        const char *nm = de->d_name;
-        size_t len = strlen(nm);
-        if (!strncmp(nm, "shard-", 6) && len > 10 && !strcmp(nm + len - 4, ".tmp"))
-            st = lx_unlink_in(sdir, nm, "");
-    }
-    if (d)
-        closedir(d);
-    free(sdir);
-    return st;
-}
-
 /* Every tensor is durable and recorded.  Side files, then the shards'
  * final names, then index, checksum list and marker: each step durable
  * before the next, the marker last.  bad: room for one part number per
@@ -204,7 +184,9 @@ static lx_status remove_stale_temps(const char *out)
 static lx_status complete_output(fin_run *J, unsigned *bad)
 {
     const char *out = J->w->output_path;
-    lx_status st = remove_stale_temps(out);
+    /* leftovers of a part killed while creating a shard (lx_st_out_open_shared):
+     * removed once no other process writes the output */
+    lx_status st = lx_state_remove(out, 1u << LX_STATE_SHARD_TEMP);
     size_t nfiles = 0, nbad = 0;
     lx_listed_file *files = calloc(J->w->nshards + J->ri->nside + 1, sizeof *files);
     if (!files)
@@ -294,12 +276,12 @@ static lx_status complete_output(fin_run *J, unsigned *bad)
 static lx_status finish_part(fin_run *J)
 {
     const char *out = J->w->output_path;
-    lx_status st = lx_outdir_wait_completion(J->locks, out);
+    lx_status st = lx_locks_wait_completion(J->locks, out);
     if (st != LX_OK)
         return st;
     /* (on Linux a refused conversion drops the shared lock: this process
      * writes nothing more, whatever happens) */
-    int alone = lx_outdir_alone(J->locks);
+    int alone = lx_locks_alone(J->locks);
     /* completed meanwhile?  (not while this part ran, by the locks) */
     int marker = 0;
     uint64_t mid, mlist;
@@ -343,7 +325,7 @@ static lx_status finish_part(fin_run *J)
 
 static lx_status with_run(lx_apply_finish *fin, const lx_inputs *in, const lx_part *pt,
                           lx_apply_writer *w, const lx_apply_identity *ri, lx_apply_resume *rs,
-                          lx_outdir_locks *locks, int part)
+                          lx_locks *locks, int part)
 {
     fin_run J = {in, pt, w, ri, rs, locks, fin, malloc(CHECK_CHUNK), XXH3_createState()};
     lx_status st;
@@ -351,7 +333,7 @@ static lx_status with_run(lx_apply_finish *fin, const lx_inputs *in, const lx_pa
         st = lx_fail(LX_EFAIL, "out of memory allocating buffers");
     else if (part)
         st = finish_part(&J);
-    else if ((st = lx_outdir_wait_completion(locks, w->output_path)) == LX_OK)
+    else if ((st = lx_locks_wait_completion(locks, w->output_path)) == LX_OK)
         st = complete_output(&J, NULL);
     free(J.buf);
     XXH3_freeState(J.t);
@@ -360,14 +342,14 @@ static lx_status with_run(lx_apply_finish *fin, const lx_inputs *in, const lx_pa
 
 lx_status lx_finish_run(lx_apply_finish *fin, const lx_inputs *in, const lx_part *pt,
                         lx_apply_writer *w, const lx_apply_identity *ri, lx_apply_resume *rs,
-                        lx_outdir_locks *locks)
+                        lx_locks *locks)
 {
     return with_run(fin, in, pt, w, ri, rs, locks, 0);
 }
 
 lx_status lx_finish_part(lx_apply_finish *fin, const lx_inputs *in, const lx_part *pt,
                          lx_apply_writer *w, const lx_apply_identity *ri, lx_apply_resume *rs,
-                         lx_outdir_locks *locks)
+                         lx_locks *locks)
 {
     return with_run(fin, in, pt, w, ri, rs, locks, 1);
 }

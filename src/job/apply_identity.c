@@ -69,26 +69,6 @@ static lx_status list_side_files(lx_apply_identity *J, const lx_checkpoint *alig
     return st;
 }
 
-static lx_status add_named(lx_identity *id, const char *prefix, const char *name, const char *value)
-{
-    /* an output's name goes on a line of loxstream.xxh3: refuse it before any work */
-    if (!strncmp(prefix, "output ", 7) && strpbrk(name, "\n\r")) {
-        char q[LX_NAME_QUOTE];
-        return lx_fail(LX_EINPUT, "file name '%s' holds a line break, which the checksum list "
-                       "%s cannot hold", lx_st_escape_name(name, q, sizeof q), LX_LIST_NAME);
-    }
-    size_t cap = strlen(prefix) + 4 * strlen(name) + 1;
-    char *key = malloc(cap);
-    if (!key)
-        return lx_fail(LX_EFAIL, "out of memory");
-    size_t pl = strlen(prefix);
-    memcpy(key, prefix, pl);
-    lx_st_escape_name(name, key + pl, cap - pl);
-    lx_status st = lx_identity_add(id, key, value);
-    free(key);
-    return st;
-}
-
 /* The shortest decimal that reads back as the same double ("0.0003", not
  * "0.00029999999999999997"). */
 static const char *format_double(double x, char *buf, size_t len)
@@ -151,25 +131,20 @@ static lx_status build_identity(lx_apply_identity *J, const lx_apply_opts *o,
     if (st == LX_OK && o->exclude)
         st = add_escaped(id, "option exclude", o->exclude);
     const struct { const char *role; const lx_checkpoint *ck; } ins[] = {
-        {"input base/", base}, {"input aligned/", aligned}};
+        {"base", base}, {"aligned", aligned}};
     for (int r = 0; r < 2 && st == LX_OK; r++) {
         for (size_t s = 0; s < ins[r].ck->nshards && st == LX_OK; s++) {
             const lx_shard *sh = &ins[r].ck->shards[s];
-            char hex[LX_HEX64];
-            snprintf(v, sizeof v, "size %" PRIu64 " header %s", sh->size,
-                     lx_hex64(sh->header_xxh3, hex));
-            st = add_named(id, ins[r].role, sh->name, v);
+            st = lx_identity_add_input(id, ins[r].role, sh->name, sh->size, sh->header_xxh3);
         }
     }
-    for (size_t s = 0; s < w->nshards && st == LX_OK; s++) {
-        snprintf(v, sizeof v, "shard size %" PRIu64 " tensors %zu", w->shards[s].layout.file_size,
-                 w->shards[s].layout.n);
-        st = add_named(id, "output ", w->shards[s].name, v);
-    }
+    for (size_t s = 0; s < w->nshards && st == LX_OK; s++)
+        st = lx_identity_add_output_shard(id, w->shards[s].name, w->shards[s].layout.file_size,
+                                          w->shards[s].layout.n);
     if (st == LX_OK && aligned->has_index)
-        st = add_named(id, "output ", LX_INDEX_NAME, "index");
+        st = lx_identity_add_output(id, LX_INDEX_NAME, "index");
     for (size_t i = 0; i < J->nside && st == LX_OK; i++)
-        st = add_named(id, "output ", J->side[i], "side");
+        st = lx_identity_add_output(id, J->side[i], "side");
     J->hash = lx_identity_hash(id);
     return st;
 }

@@ -27,22 +27,19 @@
 
 static lx_status unlink_outputs(const char *out, const lx_identity *id)
 {
-    lx_status st = LX_OK;
-    for (size_t i = 0; i < id->n && st == LX_OK; i++) {
-        if (strncmp(id->keys[i], "output ", 7))
-            continue;
-        char *name = lx_unescape_name(id->keys[i] + 7, strlen(id->keys[i] + 7));
-        if (!name || !lx_is_plain_filename(name)) {
-            free(name);
+    lx_identity_output *f;
+    size_t n;
+    lx_status st = lx_identity_outputs(id, &f, &n);
+    for (size_t i = 0; i < n && st == LX_OK; i++) {
+        if (!f[i].name || !lx_is_plain_filename(f[i].name))
             continue; /* never follow a damaged entry outside the directory */
-        }
-        st = lx_unlink_in(out, name, "");
+        st = lx_unlink_in(out, f[i].name, "");
         if (st == LX_OK)
-            st = lx_unlink_in(out, name, LX_PARTIAL_SUFFIX);
+            st = lx_unlink_in(out, f[i].name, LX_PARTIAL_SUFFIX);
         if (st == LX_OK)
-            st = lx_unlink_in(out, name, ".tmp");
-        free(name);
+            st = lx_unlink_in(out, f[i].name, ".tmp");
     }
+    lx_identity_outputs_free(f, n);
     return st;
 }
 
@@ -66,18 +63,9 @@ static lx_status remove_own_files(const char *out, const lx_apply_identity *ri,
         st = unlink_outputs(out, old);
     if (st == LX_OK)
         st = unlink_outputs(out, &ri->id);
-    DIR *d = st == LX_OK ? opendir(sdir) : NULL;
-    if (st == LX_OK && !d)
-        st = lx_fail_errno(LX_EFAIL, errno, "%s: cannot list", sdir);
-    struct dirent *de;
-    while (st == LX_OK && (de = readdir(d))) {
-        const char *nm = de->d_name;
-        size_t len = strlen(nm);
-        if (!strncmp(nm, "journal.part-", 13) || (len > 4 && !strcmp(nm + len - 4, ".tmp")))
-            st = lx_unlink_in(sdir, nm, "");
-    }
-    if (d)
-        closedir(d);
+    if (st == LX_OK)
+        st = lx_state_remove(out, 1u << LX_STATE_JOURNAL | 1u << LX_STATE_TEMP |
+                                      1u << LX_STATE_SHARD_TEMP);
     if (st == LX_OK)
         st = lx_sync_dir(sdir);
     if (st == LX_OK)
@@ -152,104 +140,18 @@ static lx_status reopen_output(const char *out, const lx_inputs *in, lx_apply_wr
     return st;
 }
 
+/* lx_tensor_index over the aligned checkpoint (plan items are in its order) */
+static long aligned_index(void *ctx, const char *tensor)
+{
+    const lx_checkpoint *ck = ctx;
+    const lx_tensor *t = lx_checkpoint_find(ck, tensor);
+    return t ? (long)(t - ck->tensors) : -1;
+}
+
 size_t lx_resume_index(lx_apply_resume *rs, const lx_inputs *in, const lx_apply_writer *w)
 {
-    size_t n = 0;
-    memset(rs->rec, 0, in->aligned->ntensors * sizeof *rs->rec);
-    for (size_t k = 0; k <= rs->nothers; k++) {
-        const lx_journal *j = k < rs->nothers ? &rs->others[k] : &w->journal;
-        for (size_t r = 0; r < j->n; r++) {
-            const lx_journal_record *rec = &j->records[r];
-            const lx_tensor *t = lx_checkpoint_find(in->aligned, rec->tensor);
-            if (t) {
-                n += !rs->rec[t - in->aligned->tensors];
-                rs->rec[t - in->aligned->tensors] = rec;
-            }
-        }
-    }
-    return n;
-}
-
-static char *journal_path(const char *out, const lx_part *pt)
-{
-    char name[64], *path = NULL;
-    lx_journal_name(pt->part, pt->nparts, name, sizeof name);
-    if (asprintf(&path, "%s/%s/%s", out, LX_STATE_DIR, name) < 0)
-        return NULL;
-    return path;
-}
-
-static int cmp_journal_path(const void *a, const void *b)
-{
-    return strcmp(((const lx_journal *)a)->path, ((const lx_journal *)b)->path);
-}
-
-static void free_journals(lx_journal *js, size_t n)
-{
-    for (size_t k = 0; k < n; k++)
-        lx_journal_close(&js[k]);
-    free(js);
-}
-
-/* Load every journal of OUTDIR/.loxstream but the one at skip (NULL: all),
- * sorted by name; those of another identity give no records. */
-static lx_status load_journals(const char *outdir, uint64_t identity, const char *skip,
-                               lx_journal **out, size_t *n)
-{
-    *out = NULL;
-    *n = 0;
-    char *sdir = lx_path_join(outdir, LX_STATE_DIR);
-    DIR *d = sdir ? opendir(sdir) : NULL;
-    if (!sdir || !d) {
-        lx_status st = !sdir ? lx_fail(LX_EFAIL, "out of memory")
-                             : lx_fail_errno(LX_EFAIL, errno, "%s: cannot list", sdir);
-        free(sdir);
-        return st;
-    }
-    lx_status st = LX_OK;
-    size_t cap = 0;
-    struct dirent *de;
-    while (st == LX_OK && (de = readdir(d))) {
-        const char *nm = de->d_name;
-        size_t len = strlen(nm);
-        if (strncmp(nm, LX_JOURNAL_PREFIX, strlen(LX_JOURNAL_PREFIX)) ||
-            (len > 4 && !strcmp(nm + len - 4, ".tmp")))
-            continue;
-        char *path = lx_path_join(sdir, nm);
-        if (!path) {
-            st = lx_fail(LX_EFAIL, "out of memory");
-            break;
-        }
-        if (skip && !strcmp(path, skip)) {
-            free(path);
-            continue;
-        }
-        if (*n == cap) {
-            cap = cap ? 2 * cap : 8;
-            lx_journal *p = realloc(*out, cap * sizeof *p);
-            if (!p) {
-                free(path);
-                st = lx_fail(LX_EFAIL, "out of memory");
-                break;
-            }
-            *out = p;
-        }
-        st = lx_journal_load(&(*out)[*n], path, identity);
-        if (st == LX_OK)
-            (*n)++;
-        free(path);
-    }
-    closedir(d);
-    free(sdir);
-    if (st != LX_OK) {
-        free_journals(*out, *n);
-        *out = NULL;
-        *n = 0;
-        return st;
-    }
-    if (*n > 1)
-        qsort(*out, *n, sizeof **out, cmp_journal_path);
-    return LX_OK;
+    return lx_journal_latest(rs->others, rs->nothers, &w->journal, aligned_index, in->aligned,
+                             rs->rec, in->aligned->ntensors);
 }
 
 /* Does record r describe tensor i where this run puts it, computed from
@@ -361,7 +263,7 @@ static lx_status take_over(const lx_apply_opts *o, const lx_apply_identity *ri,
 /* See apply_resume.h. */
 lx_status lx_resume_prepare(lx_apply_resume *rs, const lx_apply_opts *o, const lx_inputs *in,
                             const lx_part *pt, lx_apply_writer *w, const lx_apply_identity *ri,
-                            lx_outdir_locks *locks)
+                            lx_locks *locks)
 {
     const char *out = o->output_path;
     char ro[PATH_MAX];
@@ -380,14 +282,14 @@ lx_status lx_resume_prepare(lx_apply_resume *rs, const lx_apply_opts *o, const l
             return st;
         space_checked = 1;
     }
-    if ((st = lx_outdir_lock(locks, out, pt->part, pt->nparts)) != LX_OK)
+    if ((st = lx_locks_take(locks, out, pt->part, pt->nparts)) != LX_OK)
         return st;
     /* again under the locks: another part may have started it meanwhile */
     if ((st = lx_outdir_classify(out, &state)) != LX_OK)
         return st;
     if (state == LX_OUT_OURS && (st = take_over(o, ri, &state)) != LX_OK)
         return st;
-    char *jpath = journal_path(out, pt);
+    char *jpath = lx_journal_path(out, pt->part, pt->nparts);
     if (!jpath)
         return lx_fail(LX_EFAIL, "out of memory");
     if (state == LX_OUT_OURS) {
@@ -395,7 +297,7 @@ lx_status lx_resume_prepare(lx_apply_resume *rs, const lx_apply_opts *o, const l
         uint64_t mid, mlist;
         st = lx_journal_load(&w->journal, jpath, ri->hash);
         if (st == LX_OK)
-            st = load_journals(out, ri->hash, jpath, &rs->others, &rs->nothers);
+            st = lx_journal_load_all(out, ri->hash, jpath, &rs->others, &rs->nothers, NULL);
         if (st == LX_OK) {
             lx_resume_index(rs, in, w);
             st = lx_marker_read(out, &marker, &mid, &mlist);
@@ -440,7 +342,7 @@ lx_status lx_resume_prepare(lx_apply_resume *rs, const lx_apply_opts *o, const l
     }
     free(jpath);
     if (st == LX_OK)
-        lx_outdir_release_completion(locks);
+        lx_locks_release_completion(locks);
     return st;
 }
 
@@ -491,17 +393,18 @@ lx_status lx_resume_check_kept(lx_apply_resume *rs, const lx_inputs *in, lx_appl
 lx_status lx_resume_reload(lx_apply_resume *rs, const lx_part *pt, lx_apply_writer *w,
                            const lx_apply_identity *ri)
 {
-    char *jpath = journal_path(w->output_path, pt);
+    char *jpath = lx_journal_path(w->output_path, pt->part, pt->nparts);
     if (!jpath)
         return lx_fail(LX_EFAIL, "out of memory");
     lx_journal_close(&w->journal);
-    free_journals(rs->others, rs->nothers);
+    lx_journals_free(rs->others, rs->nothers);
     rs->others = NULL;
     rs->nothers = 0;
     lx_status st = lx_journal_load(&w->journal, jpath, ri->hash);
     free(jpath);
     if (st == LX_OK)
-        st = load_journals(w->output_path, ri->hash, w->journal.path, &rs->others, &rs->nothers);
+        st = lx_journal_load_all(w->output_path, ri->hash, w->journal.path, &rs->others, &rs->nothers,
+                                 NULL);
     return st;
 }
 
@@ -523,6 +426,6 @@ void lx_resume_free(lx_apply_resume *rs)
     free(rs->rec);
     XXH3_freeState(rs->tstate);
     XXH3_freeState(rs->snap);
-    free_journals(rs->others, rs->nothers);
+    lx_journals_free(rs->others, rs->nothers);
     memset(rs, 0, sizeof *rs);
 }

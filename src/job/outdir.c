@@ -1,6 +1,6 @@
 /* outdir.c - the output directory before a byte is written (see
  * outdir.h): its resolved path and the inside-an-input refusal, what it
- * holds, its locks (journal.h's protocol) and the free-space check.
+ * holds and the free-space check.
  */
 #include <dirent.h>
 #include <errno.h>
@@ -10,7 +10,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <unistd.h>
@@ -92,29 +91,6 @@ static lx_status resolve_future(const char *path, char out[PATH_MAX], size_t *ex
     return LX_OK;
 }
 
-/* Only loxstream's own leftovers of a run stopped before its identity was
- * written: lock files and temporary files. */
-static int state_dir_is_bare(const char *out)
-{
-    char *sdir = lx_path_join(out, LX_STATE_DIR);
-    DIR *d = sdir ? opendir(sdir) : NULL;
-    free(sdir);
-    if (!d)
-        return 0;
-    int bare = 1;
-    struct dirent *de;
-    while (bare && (de = readdir(d))) {
-        const char *nm = de->d_name;
-        size_t len = strlen(nm);
-        bare = !strcmp(nm, ".") || !strcmp(nm, "..") || !strcmp(nm, "lock") ||
-               !strcmp(nm, "complete.lock") ||
-               !strncmp(nm, LX_PART_LOCK_PREFIX, strlen(LX_PART_LOCK_PREFIX)) ||
-               (len > 4 && !strcmp(nm + len - 4, ".tmp"));
-    }
-    closedir(d);
-    return bare;
-}
-
 static lx_status classify_output(const char *out, lx_out_state *state)
 {
     struct stat sb;
@@ -150,7 +126,7 @@ static lx_status classify_output(const char *out, lx_out_state *state)
             others = 1;
     }
     closedir(d);
-    *state = !others && (!state_dir || state_dir_is_bare(out)) ? LX_OUT_EMPTY : LX_OUT_FOREIGN;
+    *state = !others && (!state_dir || lx_state_is_bare(out)) ? LX_OUT_EMPTY : LX_OUT_FOREIGN;
     /* a part that started meanwhile writes the identity before any other file */
     if (!(id = lx_path_join(out, LX_IDENTITY_PATH)))
         return lx_fail(LX_EFAIL, "out of memory");
@@ -169,80 +145,6 @@ lx_status lx_outdir_classify(const char *out, lx_out_state *state)
     return st;
 }
 
-static int flock_wait(int fd, int op)
-{
-    while (flock(fd, op) != 0)
-        if (errno != EINTR)
-            return -1;
-    return 0;
-}
-
-static lx_status open_lock(const char *path, int *fd)
-{
-    *fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0666);
-    return *fd < 0 ? lx_fail_errno(LX_EFAIL, errno, "%s: cannot open", path) : LX_OK;
-}
-
-static const char *part_lock_name(unsigned part, unsigned nparts, char *buf, size_t len)
-{
-    snprintf(buf, len, LX_PART_LOCK_PREFIX "%04u-of-%04u", part, nparts);
-    return buf;
-}
-
-/* The locks of journal.h, flock(2)s that the kernel releases when the
- * process ends, however it ends: with --part, the part's own lock
- * (exclusive: one process per part); the completion lock, waited for (it
- * is held only while a process prepares or completes the output); then the
- * output lock, exclusive for a run without --part, shared by parts.  The
- * completion lock is released at the end of the preparation. */
-lx_status lx_outdir_lock(lx_outdir_locks *l, const char *out, unsigned part, unsigned nparts)
-{
-    if (l->lock_fd >= 0)
-        return LX_OK;
-    char *sdir = lx_path_join(out, LX_STATE_DIR), *path = NULL;
-    lx_status st = !sdir ? lx_fail(LX_EFAIL, "out of memory") : lx_mkdir_p(sdir);
-    if (st == LX_OK && nparts > 1) {
-        char name[64];
-        path = lx_path_join(sdir, part_lock_name(part, nparts, name, sizeof name));
-        st = path ? open_lock(path, &l->part_lock_fd) : lx_fail(LX_EFAIL, "out of memory");
-        if (st == LX_OK && flock(l->part_lock_fd, LOCK_EX | LOCK_NB) != 0)
-            st = errno == EWOULDBLOCK
-                     ? lx_fail(LX_EOUTPUT, "%s: another loxstream process is writing part %u/%u "
-                               "of this output (%s is locked)", out, part, nparts, path)
-                     : lx_fail_errno(LX_EFAIL, errno, "%s: cannot lock", path);
-        free(path);
-        path = NULL;
-    }
-    if (st == LX_OK) {
-        path = lx_path_join(out, LX_COMPLETE_LOCK_PATH);
-        st = path ? open_lock(path, &l->complete_fd) : lx_fail(LX_EFAIL, "out of memory");
-        if (st == LX_OK && flock_wait(l->complete_fd, LOCK_EX) != 0)
-            st = lx_fail_errno(LX_EFAIL, errno, "%s: cannot lock", path);
-        free(path);
-        path = NULL;
-    }
-    if (st == LX_OK) {
-        path = lx_path_join(out, LX_LOCK_PATH);
-        st = path ? open_lock(path, &l->lock_fd) : lx_fail(LX_EFAIL, "out of memory");
-        if (st == LX_OK &&
-            flock(l->lock_fd, (nparts > 1 ? LOCK_SH : LOCK_EX) | LOCK_NB) != 0)
-            st = errno == EWOULDBLOCK
-                     ? lx_fail(LX_EOUTPUT, "%s: another loxstream process is writing this output "
-                               "(%s is locked%s)", out, path,
-                               nparts > 1 ? " by a run without --part" : "")
-                     : lx_fail_errno(LX_EFAIL, errno, "%s: cannot lock", path);
-    }
-    free(sdir);
-    free(path);
-    return st;
-}
-
-void lx_outdir_release_completion(lx_outdir_locks *l)
-{
-    if (l->complete_fd >= 0)
-        flock(l->complete_fd, LOCK_UN);
-}
-
 lx_status lx_unlink_in(const char *dir, const char *name, const char *suffix)
 {
     char *p = NULL;
@@ -251,34 +153,6 @@ lx_status lx_unlink_in(const char *dir, const char *name, const char *suffix)
     lx_status st = lx_unlink_if(p);
     free(p);
     return st;
-}
-
-void lx_outdir_locks_init(lx_outdir_locks *l)
-{
-    l->lock_fd = l->complete_fd = l->part_lock_fd = -1;
-}
-
-lx_status lx_outdir_wait_completion(lx_outdir_locks *l, const char *out)
-{
-    if (flock_wait(l->complete_fd, LOCK_EX) != 0)
-        return lx_fail_errno(LX_EFAIL, errno, "%s: cannot lock %s", out, LX_COMPLETE_LOCK_PATH);
-    return LX_OK;
-}
-
-int lx_outdir_alone(lx_outdir_locks *l)
-{
-    return flock(l->lock_fd, LOCK_EX | LOCK_NB) == 0;
-}
-
-void lx_outdir_locks_close(lx_outdir_locks *l)
-{
-    if (l->lock_fd >= 0)
-        close(l->lock_fd);
-    if (l->complete_fd >= 0)
-        close(l->complete_fd);
-    if (l->part_lock_fd >= 0)
-        close(l->part_lock_fd);
-    lx_outdir_locks_init(l);
 }
 
 lx_status lx_outdir_check_space(const char *out, const char *resolved, size_t existing,
