@@ -28,7 +28,7 @@
 
 #include <stdio.h>
 
-#include "loxstream/apply.h"
+#include "loxstream/plan.h"
 
 #define LX_ANALYZE_MAX_RANKS 32
 

@@ -1,5 +1,10 @@
 /* journal.h - the durable state of an apply run inside its output directory,
  * which makes a run resumable after a crash and its result verifiable.
+ * This module owns these formats: the file names, the scan of the state
+ * directory, the identity and its entries, the journals and the rule that
+ * picks each tensor's record, the locks, the checksum list and the marker
+ * (journal.c, journal_identity.c, journal_state.c); apply and verify call
+ * it and never parse these files themselves.
  *
  *   OUTDIR/.loxstream/identity     what the output is a function of: the
  *                                  options that change its bytes, the
@@ -34,7 +39,17 @@
  * own journal, and the step that completes the output reads them all.
  * Checksums are XXH3-64 printed as xxhsum prints them (big-endian hex).
  *
- * Parts (apply.c): all parts hold the same identity (the part number is not
+ * In OUTDIR/.loxstream, one rule (lx_state_classify): a name ending in
+ * ".tmp" is a temporary file, whatever it starts with (a journal's, the
+ * identity's, a shard being created by a part: "shard-*.tmp"), never a
+ * journal; a journal is a name starting with "journal.part-" otherwise.
+ *
+ * Records: over the journals in order (apply: the other journals in name
+ * order, then its own; verify: all in name order), the last record of a
+ * tensor wins, and a record naming a tensor the run does not write is
+ * ignored (lx_journal_latest).
+ *
+ * Parts (apply): all parts hold the same identity (the part number is not
  * in it) and share the NAME.partial shards, which a part creates complete
  * and links into place if absent (lx_st_out_open_shared), never truncating
  * one.  Locks are taken in the order part lock, completion lock, output
@@ -101,6 +116,30 @@ lx_status lx_identity_read(const char *outdir, lx_identity *id, int *exists);
 lx_status lx_identity_compare(const lx_identity *journal, const lx_identity *now,
                               const char *context);
 
+/* The entries that say what a run reads and writes (key and value formats
+ * of this module): "input ROLE/SHARD" (role "base" or "aligned", the
+ * shard's size and header XXH3) and "output NAME" (a shard with its size
+ * and tensor count, the index, a side file).  A name with a line break
+ * cannot be an output (it goes on a line of the checksum list): LX_EINPUT. */
+lx_status lx_identity_add_input(lx_identity *id, const char *role, const char *shard,
+                                uint64_t size, uint64_t header_xxh3);
+lx_status lx_identity_add_output_shard(lx_identity *id, const char *name, uint64_t size,
+                                       size_t ntensors);
+/* kind: "index" or "side" */
+lx_status lx_identity_add_output(lx_identity *id, const char *name, const char *kind);
+
+typedef struct lx_identity_output {
+    const char *key;               /* the entry's key, as in the file */
+    char *name;                    /* unescaped; NULL for a malformed entry */
+    int shard;                     /* a shard: size and tensors set */
+    uint64_t size;
+    size_t tensors;
+} lx_identity_output;
+
+/* The "output" entries, in file order. */
+lx_status lx_identity_outputs(const lx_identity *id, lx_identity_output **out, size_t *n);
+void lx_identity_outputs_free(lx_identity_output *out, size_t n);
+
 /* ---- journal ------------------------------------------------------------ */
 
 typedef struct lx_journal_record {
@@ -125,6 +164,8 @@ typedef struct lx_journal {
 
 /* "journal.part-0001-of-0001" into buf (at least 32 bytes). */
 const char *lx_journal_name(unsigned part, unsigned nparts, char *buf, size_t len);
+/* OUTDIR/.loxstream/journal.part-IIII-of-NNNN, malloc'd (NULL: out of memory). */
+char *lx_journal_path(const char *outdir, unsigned part, unsigned nparts);
 
 /* Read the journal at path for the identity hash: a missing file gives no
  * records; a header of another identity sets foreign and gives none. */
@@ -138,6 +179,71 @@ lx_status lx_journal_open(lx_journal *j, const char *path, unsigned part, unsign
  * durable first. */
 lx_status lx_journal_append(lx_journal *j, const lx_journal_record *r);
 void lx_journal_close(lx_journal *j);
+
+/* Load every journal of OUTDIR/.loxstream but the one at path skip (NULL:
+ * all), sorted by name; those of another identity give no records (foreign
+ * set).  A state directory that cannot be listed is LX_EFAIL, or, with
+ * unlisted not NULL, LX_OK with no journals and *unlisted = the errno. */
+lx_status lx_journal_load_all(const char *outdir, uint64_t identity, const char *skip,
+                              lx_journal **js, size_t *n, int *unlisted);
+void lx_journals_free(lx_journal *js, size_t n);
+
+/* The index in the run's tensors of the tensor named, or -1 if the run does
+ * not write it. */
+typedef long (*lx_tensor_index)(void *ctx, const char *tensor);
+
+/* The one rule for records: over js[0..nj) in order, then `last` (NULL:
+ * none), the last record of each tensor wins; a record whose tensor the run
+ * does not write is ignored.  latest[0..ntensors) gets each tensor's record
+ * or NULL; returns the number of tensors with one. */
+size_t lx_journal_latest(const lx_journal *js, size_t nj, const lx_journal *last,
+                         lx_tensor_index index, void *ctx, const lx_journal_record **latest,
+                         size_t ntensors);
+
+/* ---- the state directory -------------------------------------------------- */
+
+typedef enum lx_state_kind {
+    LX_STATE_OTHER,                /* identity, marker, anything else */
+    LX_STATE_JOURNAL,              /* journal.part-* */
+    LX_STATE_LOCK,                 /* lock, complete.lock, lock.part-* */
+    LX_STATE_TEMP,                 /* *.tmp */
+    LX_STATE_SHARD_TEMP            /* shard-*.tmp: a shard a part was creating */
+} lx_state_kind;
+
+/* What a name in OUTDIR/.loxstream is, by the one rule above. */
+lx_state_kind lx_state_classify(const char *name);
+/* 1 if OUTDIR/.loxstream exists and holds only locks and temporary files:
+ * loxstream's leftovers of a run stopped before its identity was written. */
+int lx_state_is_bare(const char *outdir);
+/* Unlink, in OUTDIR/.loxstream, every name of one of the kinds (a mask of
+ * 1 << lx_state_kind). */
+lx_status lx_state_remove(const char *outdir, unsigned kinds);
+
+/* ---- the locks ------------------------------------------------------------ */
+
+/* The locks above, flock(2)s that the kernel releases when the process
+ * ends, however it ends (descriptors, -1 when not held). */
+typedef struct lx_locks {
+    int lock_fd;                   /* the output lock */
+    int complete_fd;               /* the completion lock */
+    int part_lock_fd;              /* the part's own lock (--part only) */
+} lx_locks;
+
+void lx_locks_init(lx_locks *l);
+/* Take them in the order above: the part's own lock (nparts > 1), the
+ * completion lock (waited for), the output lock (exclusive without --part,
+ * shared by parts); OUTDIR/.loxstream is created first.  Refused:
+ * LX_EOUTPUT naming the lock held by another process. */
+lx_status lx_locks_take(lx_locks *l, const char *outdir, unsigned part, unsigned nparts);
+/* Let the completion lock go (at the end of the preparation) and wait for it
+ * again (before completing). */
+void lx_locks_release_completion(lx_locks *l);
+lx_status lx_locks_wait_completion(lx_locks *l, const char *outdir);
+/* Turn the shared output lock into an exclusive one, without waiting: 1 if
+ * no other process writes the output.  (On Linux a refused conversion drops
+ * the shared lock.) */
+int lx_locks_alone(lx_locks *l);
+void lx_locks_close(lx_locks *l);
 
 /* ---- checksum list and completion marker ------------------------------ */
 

@@ -1,6 +1,6 @@
 /* lora.h - the LoX update as a PEFT LoRA adapter (loxstream lora).
  *
- * The plan is apply's (apply.h: same filters, same pairing and checks);
+ * The plan is apply's (plan.h: same filters, same pairing and checks);
  * every transformed 2-D tensor whose name ends in ".weight" becomes one
  * adapter module, factored by the same randomized SVD as apply (same
  * options, same per-matrix seed), so that merging the adapter onto the
@@ -29,7 +29,7 @@
 
 #include <stdint.h>
 
-#include "loxstream/apply.h"
+#include "loxstream/plan.h"
 #include "loxstream/dtype.h"
 #include "loxstream/error.h"
 #include "loxstream/rsvd.h"
@@ -38,7 +38,7 @@
 #define LX_LORA_CONFIG_NAME "adapter_config.json"
 #define LX_LORA_KEY_PREFIX "base_model.model."
 /* POSIX ERE: the embedding tables of Llama, GPT-2, BLOOM and GPT-NeoX */
-#define LX_LORA_EMBEDDING_DEFAULT LX_EMBEDDING_REGEX /* apply.h */
+#define LX_LORA_EMBEDDING_DEFAULT LX_EMBEDDING_REGEX /* plan.h */
 
 typedef struct lx_lora_opts {
     const char *base_path, *aligned_path, *output_path;

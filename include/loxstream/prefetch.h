@@ -12,7 +12,7 @@
  * range that cannot be read (a file truncated meanwhile, an I/O error) is
  * skipped silently: the computation itself reads the same bytes and
  * reports it (sigbus.h).  The thread knows ranges only: which ranges a
- * job's plan needs is the plan's to say (lx_prefetch_item_ranges, apply.h).
+ * job's plan needs is the plan's to say (lx_prefetch_item_ranges, plan.h).
  */
 #ifndef LOXSTREAM_PREFETCH_H
 #define LOXSTREAM_PREFETCH_H

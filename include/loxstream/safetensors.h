@@ -41,6 +41,10 @@ typedef struct lx_st_header {
  * its strings; free with lx_st_header_free.  fname is used in messages only. */
 lx_status lx_st_parse(const unsigned char *buf, uint64_t size, const char *fname,
                       lx_st_header *out);
+/* The same from the file's first len bytes only (at least the 8 + N of the
+ * header), for a file of size bytes whose data is not at hand. */
+lx_status lx_st_parse_header(const unsigned char *buf, uint64_t len, uint64_t size,
+                             const char *fname, lx_st_header *out);
 void lx_st_header_free(lx_st_header *h);
 
 /* Escape an untrusted name (tensor, shard) for one line of text: '\\', tab,

@@ -408,8 +408,14 @@ static uint64_t read_le64(const unsigned char *p)
 lx_status lx_st_parse(const unsigned char *buf, uint64_t size, const char *fname,
                       lx_st_header *out)
 {
+    return lx_st_parse_header(buf, size, size, fname, out);
+}
+
+lx_status lx_st_parse_header(const unsigned char *buf, uint64_t len, uint64_t size,
+                             const char *fname, lx_st_header *out)
+{
     memset(out, 0, sizeof *out);
-    if (size < 8)
+    if (size < 8 || len < 8)
         return lx_fail(LX_EINPUT,
                        "%s: file is %" PRIu64 " bytes, shorter than the 8-byte header length",
                        fname, size);
@@ -422,6 +428,9 @@ lx_status lx_st_parse(const unsigned char *buf, uint64_t size, const char *fname
                        "%s: header length %" PRIu64 " runs past the end of the file (%" PRIu64
                        " bytes)",
                        fname, n, size);
+    if (8 + n > len)
+        return lx_fail(LX_EINPUT, "%s: header length %" PRIu64 ": only %" PRIu64 " bytes read",
+                       fname, n, len);
     size_t bad = utf8_invalid_at(buf + 8, n);
     if (bad < n)
         return lx_fail(LX_EINPUT,

@@ -27,7 +27,7 @@
 #include <jansson.h>
 
 #include "config.h"
-#include "loxstream/apply.h"
+#include "loxstream/plan.h"
 #include "loxstream/journal.h"
 #include "loxstream/linalg.h"
 #include "loxstream/lora.h"

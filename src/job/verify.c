@@ -6,7 +6,6 @@
  * Nothing is mapped, so a file that shrinks meanwhile is a read error, not a
  * SIGBUS.
  */
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -27,7 +26,6 @@
 #include "loxstream/verify.h"
 
 #define CHUNK (4u << 20)
-#define JOURNAL_PREFIX "journal.part-"
 
 typedef struct vctx {
     const char *dir;
@@ -62,18 +60,6 @@ typedef struct out_file {
     size_t nrec;
 } out_file;
 
-typedef struct rec_ref {
-    const lx_journal_record *r;
-    size_t seq;
-} rec_ref;
-
-static int cmp_ref_name(const void *a, const void *b)
-{
-    const rec_ref *x = a, *y = b;
-    int c = strcmp(x->r->tensor, y->r->tensor);
-    return c ? c : (x->seq > y->seq) - (x->seq < y->seq);
-}
-
 static int cmp_rec_offset(const void *a, const void *b)
 {
     const lx_journal_record *x = *(const lx_journal_record *const *)a,
@@ -81,78 +67,157 @@ static int cmp_rec_offset(const void *a, const void *b)
     return (x->offset > y->offset) - (x->offset < y->offset);
 }
 
-/* All journal.part-* files of dir/.loxstream. */
+/* Every journal of dir/.loxstream (journal.h's scan), the foreign ones named. */
 static lx_status load_journals(vctx *v, uint64_t identity, lx_journal **out, size_t *n)
 {
-    *out = NULL;
-    *n = 0;
-    char *sdir = lx_path_join(v->dir, LX_STATE_DIR);
-    if (!sdir)
-        return lx_fail(LX_EFAIL, "out of memory");
-    DIR *d = opendir(sdir);
-    if (!d) {
-        problem(v, "%s: cannot list: %s", sdir, strerror(errno));
-        free(sdir);
-        return LX_OK;
-    }
-    lx_status st = LX_OK;
-    size_t cap = 0;
-    struct dirent *de;
-    while (st == LX_OK && (de = readdir(d))) {
-        if (strncmp(de->d_name, JOURNAL_PREFIX, strlen(JOURNAL_PREFIX)) ||
-            strstr(de->d_name, ".tmp"))
-            continue;
-        if (*n == cap) {
-            cap = cap ? 2 * cap : 4;
-            lx_journal *p = realloc(*out, cap * sizeof *p);
-            if (!p) {
-                st = lx_fail(LX_EFAIL, "out of memory");
-                break;
-            }
-            *out = p;
-        }
-        char *path = lx_path_join(sdir, de->d_name);
-        if (!path) {
-            st = lx_fail(LX_EFAIL, "out of memory");
-            break;
-        }
-        st = lx_journal_load(&(*out)[*n], path, identity);
-        if (st == LX_OK) {
-            if ((*out)[*n].foreign)
-                problem(v, "%s: belongs to another run (its identity differs)", path);
-            (*n)++;
-        }
-        free(path);
-    }
-    closedir(d);
-    free(sdir);
+    int unlisted = 0;
+    lx_status st = lx_journal_load_all(v->dir, identity, NULL, out, n, &unlisted);
+    if (st == LX_OK && unlisted)
+        problem(v, "%s/%s: cannot list: %s", v->dir, LX_STATE_DIR, strerror(unlisted));
+    for (size_t k = 0; st == LX_OK && k < *n; k++)
+        if ((*out)[k].foreign)
+            problem(v, "%s: belongs to another run (its identity differs)", (*out)[k].path);
     return st;
 }
 
 /* The files named by the identity's "output NAME" entries. */
 static lx_status expected_outputs(vctx *v, const lx_identity *id, out_file **out, size_t *n)
 {
-    *out = calloc(id->n ? id->n : 1, sizeof **out);
+    lx_identity_output *o;
+    size_t no;
     *n = 0;
-    if (!*out)
-        return lx_fail(LX_EFAIL, "out of memory");
-    for (size_t i = 0; i < id->n; i++) {
-        const char *k = id->keys[i];
-        if (strncmp(k, "output ", 7))
-            continue;
-        out_file *f = &(*out)[*n];
-        if (!(f->name = lx_unescape_name(k + 7, strlen(k + 7)))) {
-            problem(v, "%s: malformed entry '%s'", LX_IDENTITY_PATH, k);
+    lx_status st = lx_identity_outputs(id, &o, &no);
+    if (st == LX_OK && !(*out = calloc(no ? no : 1, sizeof **out)))
+        st = lx_fail(LX_EFAIL, "out of memory");
+    for (size_t i = 0; st == LX_OK && i < no; i++) {
+        if (!o[i].name) {
+            problem(v, "%s: malformed entry '%s'", LX_IDENTITY_PATH, o[i].key);
             continue;
         }
-        uint64_t tensors;
-        if (sscanf(id->values[i], "shard size %" SCNu64 " tensors %" SCNu64, &f->size, &tensors) == 2) {
-            f->shard = 1;
-            f->tensors = (size_t)tensors;
-        }
-        (*n)++;
+        out_file *f = &(*out)[(*n)++];
+        f->name = o[i].name;
+        o[i].name = NULL;
+        f->shard = o[i].shard;
+        f->size = o[i].size;
+        f->tensors = o[i].tensors;
     }
+    lx_identity_outputs_free(o, no);
+    return st;
+}
+
+/* Before completion a shard has its temporary name. */
+static lx_status shard_path(vctx *v, const out_file *f, char **path, int *partial)
+{
+    char *final = lx_path_join(v->dir, f->name), *tmp = NULL;
+    if (!final || asprintf(&tmp, "%s" LX_PARTIAL_SUFFIX, final) < 0) {
+        free(final);
+        return lx_fail(LX_EFAIL, "out of memory");
+    }
+    struct stat sb;
+    *partial = !v->res->complete && f->shard && stat(tmp, &sb) == 0;
+    *path = *partial ? tmp : final;
+    free(*partial ? final : tmp);
     return LX_OK;
+}
+
+/* The names of the tensors in the shard's header; *known = 0 if it cannot be
+ * read (missing, short, malformed). */
+static lx_status header_names(vctx *v, const out_file *f, lx_st_header *h, int *known)
+{
+    *known = 0;
+    memset(h, 0, sizeof *h);
+    char *path;
+    int partial;
+    lx_status st = shard_path(v, f, &path, &partial);
+    if (st != LX_OK)
+        return st;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    struct stat sb;
+    unsigned char len8[8];
+    if (fd >= 0 && fstat(fd, &sb) == 0 && S_ISREG(sb.st_mode) &&
+        pread(fd, len8, 8, 0) == 8) {
+        uint64_t n = 0;
+        for (int b = 7; b >= 0; b--)
+            n = n << 8 | len8[b];
+        unsigned char *buf = n <= LX_ST_MAX_HEADER ? malloc(8 + n) : NULL;
+        if (buf && pread(fd, buf, 8 + n, 0) == (ssize_t)(8 + n)) {
+            *known = lx_st_parse_header(buf, 8 + n, (uint64_t)sb.st_size, path, h) == LX_OK;
+        }
+        free(buf);
+    }
+    if (fd >= 0)
+        close(fd);
+    free(path);
+    return st;
+}
+
+static int cmp_name(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* lx_tensor_index over the sorted names of the run's tensors */
+typedef struct names {
+    char **v;
+    size_t n;
+} names;
+
+static long name_index(void *ctx, const char *tensor)
+{
+    const names *t = ctx;
+    char *const *hit = bsearch(&tensor, t->v, t->n, sizeof *t->v, cmp_name);
+    return hit ? (long)(hit - t->v) : -1;
+}
+
+/* The tensors the run writes: those of the shards' headers, and for a shard
+ * whose header cannot be read, every tensor a record puts in it. */
+static lx_status run_tensors(vctx *v, const out_file *files, size_t nfiles, const lx_journal *js,
+                             size_t nj, names *t)
+{
+    size_t cap = 0;
+    lx_status st = LX_OK;
+    for (size_t i = 0; st == LX_OK && i < nfiles; i++) {
+        if (!files[i].shard)
+            continue;
+        lx_st_header h;
+        int known;
+        if ((st = header_names(v, &files[i], &h, &known)) != LX_OK)
+            break;
+        size_t nr = 0;
+        for (size_t j = 0; !known && j < nj; j++)
+            nr += js[j].n;
+        if (t->n + h.ntensors + nr > cap) {
+            cap = 2 * (t->n + h.ntensors + nr) + 16;
+            char **p = realloc(t->v, cap * sizeof *p);
+            if (!p) {
+                lx_st_header_free(&h);
+                return lx_fail(LX_EFAIL, "out of memory");
+            }
+            t->v = p;
+        }
+        for (size_t k = 0; k < h.ntensors; k++) {
+            t->v[t->n++] = h.tensors[k].name;
+            h.tensors[k].name = NULL;
+        }
+        for (size_t j = 0; !known && j < nj; j++)
+            for (size_t k = 0; k < js[j].n; k++)
+                if (!strcmp(js[j].records[k].shard, files[i].name) &&
+                    !(t->v[t->n++] = strdup(js[j].records[k].tensor)))
+                    st = lx_fail(LX_EFAIL, "out of memory");
+        lx_st_header_free(&h);
+    }
+    if (st == LX_OK && t->n > 1) {
+        qsort(t->v, t->n, sizeof *t->v, cmp_name);
+        size_t u = 0;
+        for (size_t k = 0; k < t->n; k++) {
+            if (u && !strcmp(t->v[k], t->v[u - 1]))
+                free(t->v[k]);
+            else
+                t->v[u++] = t->v[k];
+        }
+        t->n = u;
+    }
+    return st;
 }
 
 /* Read the file once: its XXH3 (when file_hash) and the XXH3 of each record's
@@ -309,17 +374,12 @@ static lx_status check_files(vctx *v, out_file *files, size_t nfiles, const lx_l
             problem(v, "%s: not in %s", shown, LX_LIST_NAME);
         if (!f->shard && !l)
             continue;
-        /* before completion a shard has its temporary name */
-        char *final = lx_path_join(v->dir, f->name), *partial = NULL;
-        if (!final || asprintf(&partial, "%s" LX_PARTIAL_SUFFIX, final) < 0) {
-            free(final);
-            return lx_fail(LX_EFAIL, "out of memory");
-        }
-        const char *path = final;
+        char *path;
+        int partial;
+        if ((st = shard_path(v, f, &path, &partial)) != LX_OK)
+            return st;
         char shown_partial[LX_NAME_QUOTE + 16];
-        struct stat sb;
-        if (!res->complete && f->shard && stat(partial, &sb) == 0) {
-            path = partial;
+        if (partial) {
             snprintf(shown_partial, sizeof shown_partial, "%s" LX_PARTIAL_SUFFIX, shown);
             shown = shown_partial;
         }
@@ -348,8 +408,7 @@ static lx_status check_files(vctx *v, out_file *files, size_t nfiles, const lx_l
                         f->tensors);
             check_coverage(v, shown, f, hs, size);
         }
-        free(final);
-        free(partial);
+        free(path);
     }
     return st;
 }
@@ -371,9 +430,8 @@ lx_status lx_verify_output(const char *dir, lx_verify_report report, void *ctx,
                        LX_IDENTITY_PATH);
     uint64_t ih = lx_identity_hash(&id);
     lx_journal *js = NULL;
-    size_t nj = 0, nfiles = 0, nrefs = 0, nlist = 0;
+    size_t nj = 0, nfiles = 0, nlist = 0;
     out_file *files = NULL;
-    rec_ref *refs = NULL;
     lx_listed_file *list = NULL;
     const lx_journal_record **latest = NULL;
     if (!(v.buf = malloc(CHUNK)))
@@ -382,38 +440,6 @@ lx_status lx_verify_output(const char *dir, lx_verify_report report, void *ctx,
         st = load_journals(&v, ih, &js, &nj);
     if (st == LX_OK)
         st = expected_outputs(&v, &id, &files, &nfiles);
-
-    /* the latest record of each tensor, grouped by shard */
-    for (size_t j = 0; j < nj; j++)
-        nrefs += js[j].n;
-    if (st == LX_OK && (!(refs = malloc((nrefs ? nrefs : 1) * sizeof *refs)) ||
-                        !(latest = malloc((nrefs ? nrefs : 1) * sizeof *latest))))
-        st = lx_fail(LX_EFAIL, "out of memory");
-    size_t nlatest = 0;
-    if (st == LX_OK) {
-        size_t at = 0;
-        for (size_t j = 0; j < nj; j++)
-            for (size_t k = 0; k < js[j].n; k++, at++)
-                refs[at] = (rec_ref){&js[j].records[k], at};
-        qsort(refs, nrefs, sizeof *refs, cmp_ref_name);
-        for (size_t k = 0; k < nrefs; k++)
-            if (k + 1 == nrefs || strcmp(refs[k].r->tensor, refs[k + 1].r->tensor))
-                latest[nlatest++] = refs[k].r;
-        qsort(latest, nlatest, sizeof *latest, cmp_rec_offset);
-    }
-    for (size_t i = 0; st == LX_OK && i < nfiles; i++) {
-        out_file *f = &files[i];
-        if (!f->shard)
-            continue;
-        res->tensors += f->tensors;
-        if (!(f->recs = malloc((nlatest ? nlatest : 1) * sizeof *f->recs))) {
-            st = lx_fail(LX_EFAIL, "out of memory");
-            break;
-        }
-        for (size_t k = 0; k < nlatest; k++)
-            if (!strcmp(latest[k]->shard, f->name))
-                f->recs[f->nrec++] = latest[k];
-    }
 
     uint64_t mid = 0, mlist = 0, lh = 0;
     if (st == LX_OK)
@@ -435,6 +461,37 @@ lx_status lx_verify_output(const char *dir, lx_verify_report report, void *ctx,
                     LX_LIST_NAME, LX_COMPLETE_PATH);
         }
     }
+    /* the latest record of each tensor the run writes (journal.h's rule),
+     * grouped by shard, by offset */
+    names run = {NULL, 0};
+    size_t nlatest = 0;
+    if (st == LX_OK)
+        st = run_tensors(&v, files, nfiles, js, nj, &run);
+    if (st == LX_OK && !(latest = calloc(run.n ? run.n : 1, sizeof *latest)))
+        st = lx_fail(LX_EFAIL, "out of memory");
+    if (st == LX_OK) {
+        lx_journal_latest(js, nj, NULL, name_index, &run, latest, run.n);
+        for (size_t k = 0; k < run.n; k++)
+            if (latest[k])
+                latest[nlatest++] = latest[k];
+        qsort(latest, nlatest, sizeof *latest, cmp_rec_offset);
+    }
+    for (size_t i = 0; st == LX_OK && i < nfiles; i++) {
+        out_file *f = &files[i];
+        if (!f->shard)
+            continue;
+        res->tensors += f->tensors;
+        if (!(f->recs = malloc((nlatest ? nlatest : 1) * sizeof *f->recs))) {
+            st = lx_fail(LX_EFAIL, "out of memory");
+            break;
+        }
+        for (size_t k = 0; k < nlatest; k++)
+            if (!strcmp(latest[k]->shard, f->name))
+                f->recs[f->nrec++] = latest[k];
+    }
+    for (size_t k = 0; k < run.n; k++)
+        free(run.v[k]);
+    free(run.v);
     if (st == LX_OK)
         st = check_files(&v, files, nfiles, list, nlist);
     /* files listed but not among the outputs (the list was edited) */
@@ -467,12 +524,9 @@ lx_status lx_verify_output(const char *dir, lx_verify_report report, void *ctx,
         free(files[i].recs);
     }
     free(files);
-    free(refs);
     free(latest);
     lx_list_free(list, nlist);
-    for (size_t j = 0; j < nj; j++)
-        lx_journal_close(&js[j]);
-    free(js);
+    lx_journals_free(js, nj);
     free(v.buf);
     lx_identity_free(&id);
     return st;

@@ -167,10 +167,10 @@ expect_exit 0 "$LOXSTREAM" verify "$TMP/g"
 # After its first record, a record of a tensor and shard the run does not
 # have, and one of the first tensor whose byte range wraps around 2^64 (a
 # tensor's last record wins): the first is ignored, the second is damaged,
-# and the run ends as an uninterrupted one.  (A record of an unknown tensor
-# in a shard of the run is ignored by apply but counted by verify, which
-# then finds the completed output damaged: not tested here until verify
-# and apply share one rule.)
+# and the run ends as an uninterrupted one.  Then a record of an unknown
+# tensor in one of the run's own shards, over the bytes of its first
+# tensor: apply and verify share one rule (journal.h), so both ignore it,
+# before and after the run completes.
 if have xxhsum; then
     killed_at data-sync:9 "$TMP/fg"
     j="$TMP/fg/.loxstream/journal.part-0001-of-0001"
@@ -189,6 +189,16 @@ if have xxhsum; then
     expect_err '8 tensors kept from the earlier run, 13 computed \(0 of them again\)'
     same_output "$TMP/ref" "$TMP/fg"
     expect_exit 0 "$LOXSTREAM" verify "$TMP/fg"
+    killed_at data-sync:9 "$TMP/fu"
+    j="$TMP/fu/.loxstream/journal.part-0001-of-0001"
+    first=$(sed -n 2p "$j" | cut -f1-8)
+    forge "$(printf '%s\n' "$first" | awk -F '\t' -v OFS='\t' '{ $2 = "no.such.tensor"; print }')"
+    expect_exit 4 "$LOXSTREAM" verify "$TMP/fu"
+    expect_err 'incomplete loxstream output: 8 of 21 tensors done \('
+    expect_exit 0 "$LOXSTREAM" apply -j 1 -b "$M/base" -a "$M/aligned" -o "$TMP/fu"
+    expect_err '8 tensors kept from the earlier run, 13 computed \(0 of them again\)'
+    same_output "$TMP/ref" "$TMP/fu"
+    expect_exit 0 "$LOXSTREAM" verify "$TMP/fu"
 else
     skipped "the forged journal lines (xxhsum not found: Debian package xxhash)"
 fi

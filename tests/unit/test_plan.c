@@ -1,9 +1,9 @@
-/* test_plan.c - lx_plan_partition (apply.h): the byte-balanced contiguous
+/* test_plan.c - lx_plan_partition (plan.h): the byte-balanced contiguous
  * split of a plan's items into the parts of apply --part I/N.
  *
  * Plans are built by hand (an item is its tensor's byte count and whether
  * it is copied or transformed; nothing else is read).  Each table row's
- * bounds were worked out by hand from apply.h's rule: an item weighs its
+ * bounds were worked out by hand from plan.h's rule: an item weighs its
  * bytes, twice when transformed; item j goes to the part whose share
  * [(p-1) W / N, p W / N) of the total W holds the midpoint of j's
  * cumulative range; then, with at least N items, no part is left empty.
@@ -21,7 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "loxstream/apply.h"
+#include "loxstream/plan.h"
 
 /* ---- plans by hand -------------------------------------------------------- */
 
@@ -188,7 +188,7 @@ static void test_huge_weights(void **state)
 
 /* ---- random plans ------------------------------------------------------------ */
 
-/* apply.h's rule, restated: the 0-based share holding item j's midpoint,
+/* plan.h's rule, restated: the 0-based share holding item j's midpoint,
  * found by comparing 2 (p-1) W <= N (2 CP + w) < 2 p W (exact, in 128 bits),
  * clamped to the last share; by count when W = 0. */
 static unsigned share_of(uint64_t cum, uint64_t w, uint64_t total, unsigned nparts, size_t j,

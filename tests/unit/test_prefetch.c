@@ -19,7 +19,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
-#include "loxstream/apply.h"
+#include "loxstream/plan.h"
 #include "loxstream/prefetch.h"
 #include "tmpdir.h"
 

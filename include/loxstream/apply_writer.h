@@ -1,0 +1,88 @@
+/* apply_writer.h - apply's output shards and the writer thread that fills
+ * them: the shards' layouts (the aligned model's names, tensor order and
+ * offsets, with this run's metadata), opening each NAME.partial (reused,
+ * created, or shared between parts), and every write, output checksum,
+ * sync and journal append, in push order on one thread (wqueue.h).
+ */
+#ifndef LOXSTREAM_APPLY_WRITER_H
+#define LOXSTREAM_APPLY_WRITER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "loxstream/apply.h"
+#include "loxstream/journal.h"
+#include "loxstream/plan.h"
+#include "loxstream/safetensors.h"
+#include "loxstream/wqueue.h"
+#include "loxstream/xxh.h"
+
+#define LX_STREAM_BROKEN UINT64_MAX
+#define LX_INDEX_NAME "model.safetensors.index.json"
+
+typedef struct lx_out_shard {
+    const char *name;              /* the aligned shard's file name */
+    lx_st_entry *entries;
+    lx_st_layout layout;
+    lx_st_out file;
+    char *final_path, *partial_path;
+    int open;
+    int fresh;                     /* created by this process: nothing earlier to keep */
+    XXH3_state_t *stream;          /* whole-file XXH3 while bytes arrive in file order */
+    uint64_t stream_at;            /* file offset reached; LX_STREAM_BROKEN when out of order */
+    uint64_t xxh3;                 /* whole-file checksum, at completion */
+} lx_out_shard;
+
+typedef struct lx_apply_writer {
+    const char *output_path;
+    unsigned nparts;               /* > 1: shards shared with other parts */
+    const lx_plan *plan;
+    lx_out_shard *shards;          /* one per aligned shard */
+    size_t nshards;
+    size_t *slot;                  /* aligned tensor index -> entry index in its shard */
+    lx_journal journal;            /* this process's, appended to after each tensor */
+    lx_wqueue *wq;
+    XXH3_state_t *tstate;          /* the tensor being written */
+    /* the last computed tensor, written but not yet synced and recorded
+     * (lx_writer_flush); its names are borrowed from the checkpoint */
+    int pending;
+    lx_out_shard *pending_shard;
+    lx_journal_record pending_rec;
+    /* --stats */
+    double write_seconds;          /* pwrite of output bytes, with their XXH3 */
+    double hash_seconds;           /* XXH3 of inputs */
+    double sync_seconds;           /* writeback start and fdatasync */
+} lx_apply_writer;
+
+/* The layouts of every output shard (no file is touched) and the state. */
+lx_status lx_writer_init(lx_apply_writer *w, const lx_apply_opts *o, const lx_checkpoint *aligned,
+                         const lx_plan *plan, unsigned nparts);
+void lx_writer_free(lx_apply_writer *w);
+
+/* The absolute offset in its shard file of byte off of entry idx. */
+uint64_t lx_writer_file_offset(const lx_out_shard *os, size_t idx, uint64_t off);
+/* Feed the shard's whole-file checksum, if the bytes continue it. */
+void lx_writer_stream_feed(lx_out_shard *os, uint64_t file_off, const void *buf, size_t len);
+/* Open the shard's .partial on first use (writer idle): reuse the earlier
+ * run's file if its size and header are right, else create it (sparse);
+ * with parts, the shared file (lx_st_out_open_shared). */
+lx_status lx_writer_shard_open(lx_apply_writer *w, lx_out_shard *os);
+
+/* The thread: out_buffer bytes per buffer, OUT_BUFFERS of them. */
+lx_status lx_writer_start(lx_apply_writer *w, size_t buffer_bytes);
+void lx_writer_stop(lx_apply_writer *w);
+/* Wait until the thread is idle; its first failure, if any. */
+lx_status lx_writer_drain(lx_apply_writer *w);
+/* A free output buffer (its slot for lx_writer_put), NULL after a failure. */
+unsigned char *lx_writer_buffer(lx_apply_writer *w, int *slot);
+/* Queue: a tensor begins; len bytes at off of entry idx of os (slot: the
+ * buffer's, -1 for mapped input bytes); plan item i is written (its record
+ * is appended once its bytes are durable, then its input pages let go). */
+lx_status lx_writer_begin(lx_apply_writer *w);
+lx_status lx_writer_put(lx_apply_writer *w, lx_out_shard *os, size_t idx, uint64_t off,
+                        const void *buf, size_t len, int slot);
+lx_status lx_writer_end_item(lx_apply_writer *w, size_t i, lx_out_shard *os, size_t idx);
+/* Make the pending tensor durable and append its record (writer idle). */
+lx_status lx_writer_flush(lx_apply_writer *w);
+
+#endif

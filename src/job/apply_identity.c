@@ -1,0 +1,168 @@
+/* apply_identity.c - the identity of an apply run (see apply_identity.h):
+ * built from the options, the inputs' shards and the files the run writes,
+ * compared by a later run to decide whether it may resume the output.
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "config.h"
+#include "loxstream/apply_identity.h"
+#include "loxstream/fs.h"
+#include "loxstream/hash.h"
+#include "loxstream/parse.h"
+
+/* config.json, tokenizer files etc. of the aligned model directory: the
+ * regular files that are not safetensors, not the index, not dot files. */
+static int cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+static lx_status list_side_files(lx_apply_identity *J, const lx_checkpoint *aligned)
+{
+    struct stat sb;
+    if (stat(aligned->path, &sb) != 0 || !S_ISDIR(sb.st_mode))
+        return LX_OK;
+    DIR *d = opendir(aligned->dir);
+    if (!d)
+        return lx_fail_errno(LX_EFAIL, errno, "%s: cannot list", aligned->dir);
+    lx_status st = LX_OK;
+    size_t cap = 0;
+    struct dirent *de;
+    while (st == LX_OK && (de = readdir(d))) {
+        const char *nm = de->d_name;
+        size_t len = strlen(nm);
+        if (nm[0] == '.' || !strcmp(nm, LX_INDEX_NAME) || !strcmp(nm, LX_LIST_NAME) ||
+            (len > 12 && !strcmp(nm + len - 12, ".safetensors")))
+            continue;
+        char *src = lx_path_join(aligned->dir, nm);
+        if (!src) {
+            st = lx_fail(LX_EFAIL, "out of memory");
+            break;
+        }
+        int regular = stat(src, &sb) == 0 && S_ISREG(sb.st_mode);
+        free(src);
+        if (!regular)
+            continue;
+        if (J->nside == cap) {
+            cap = cap ? 2 * cap : 16;
+            char **p = realloc(J->side, cap * sizeof *p);
+            if (!p) {
+                st = lx_fail(LX_EFAIL, "out of memory");
+                break;
+            }
+            J->side = p;
+        }
+        if (!(J->side[J->nside] = strdup(nm)))
+            st = lx_fail(LX_EFAIL, "out of memory");
+        else
+            J->nside++;
+    }
+    closedir(d);
+    if (st == LX_OK && J->nside > 1)
+        qsort(J->side, J->nside, sizeof *J->side, cmp_str);
+    return st;
+}
+
+/* The shortest decimal that reads back as the same double ("0.0003", not
+ * "0.00029999999999999997"). */
+static const char *format_double(double x, char *buf, size_t len)
+{
+    for (int prec = 1; prec <= 17; prec++) {
+        snprintf(buf, len, "%.*g", prec, x);
+        if (strtod(buf, NULL) == x)
+            break;
+    }
+    return buf;
+}
+
+static lx_status add_escaped(lx_identity *id, const char *key, const char *value)
+{
+    char *v = lx_st_escape_dup(value);
+    if (!v)
+        return lx_fail(LX_EFAIL, "out of memory");
+    lx_status st = lx_identity_add(id, key, v);
+    free(v);
+    return st;
+}
+
+/* What the output's bytes are a function of (compared on resumption), and
+ * the files the run writes (recorded only). */
+static lx_status build_identity(lx_apply_identity *J, const lx_apply_opts *o,
+                                const lx_checkpoint *base, const lx_checkpoint *aligned,
+                                const lx_apply_writer *w)
+{
+    lx_identity *id = &J->id;
+    char v[128];
+    lx_status st = lx_identity_add(id, "version", PACKAGE_VERSION);
+    snprintf(v, sizeof v, "%d", o->rank);
+    if (st == LX_OK)
+        st = lx_identity_add(id, "option rank", v);
+    if (st == LX_OK)
+        st = lx_identity_add(id, "option alpha", format_double(o->alpha, v, sizeof v));
+    const char *method = o->rank == 0 ? "full" : o->svd.exact ? "exact" : "randomized";
+    if (st == LX_OK)
+        st = lx_identity_add(id, "option method", method);
+    if (st == LX_OK && !strcmp(method, "randomized")) {
+        snprintf(v, sizeof v, "%d", o->svd.oversample);
+        st = lx_identity_add(id, "option oversample", v);
+        snprintf(v, sizeof v, "%" PRIu64, o->svd.seed);
+        if (st == LX_OK)
+            st = lx_identity_add(id, "option seed", v);
+        if (o->svd.passes > 0) {
+            snprintf(v, sizeof v, "%d", o->svd.passes);
+            if (st == LX_OK)
+                st = lx_identity_add(id, "option passes", v);
+        } else {
+            if (st == LX_OK)
+                st = lx_identity_add(id, "option tol", format_double(o->svd.tol, v, sizeof v));
+            snprintf(v, sizeof v, "%d", o->svd.max_passes);
+            if (st == LX_OK)
+                st = lx_identity_add(id, "option max-passes", v);
+        }
+    }
+    if (st == LX_OK && o->include)
+        st = add_escaped(id, "option include", o->include);
+    if (st == LX_OK && o->exclude)
+        st = add_escaped(id, "option exclude", o->exclude);
+    const struct { const char *role; const lx_checkpoint *ck; } ins[] = {
+        {"base", base}, {"aligned", aligned}};
+    for (int r = 0; r < 2 && st == LX_OK; r++) {
+        for (size_t s = 0; s < ins[r].ck->nshards && st == LX_OK; s++) {
+            const lx_shard *sh = &ins[r].ck->shards[s];
+            st = lx_identity_add_input(id, ins[r].role, sh->name, sh->size, sh->header_xxh3);
+        }
+    }
+    for (size_t s = 0; s < w->nshards && st == LX_OK; s++)
+        st = lx_identity_add_output_shard(id, w->shards[s].name, w->shards[s].layout.file_size,
+                                          w->shards[s].layout.n);
+    if (st == LX_OK && aligned->has_index)
+        st = lx_identity_add_output(id, LX_INDEX_NAME, "index");
+    for (size_t i = 0; i < J->nside && st == LX_OK; i++)
+        st = lx_identity_add_output(id, J->side[i], "side");
+    J->hash = lx_identity_hash(id);
+    return st;
+}
+
+lx_status lx_apply_identity_build(lx_apply_identity *ri, const lx_apply_opts *o,
+                                  const lx_checkpoint *base, const lx_checkpoint *aligned,
+                                  const lx_apply_writer *w)
+{
+    lx_status st = list_side_files(ri, aligned);
+    return st == LX_OK ? build_identity(ri, o, base, aligned, w) : st;
+}
+
+void lx_apply_identity_free(lx_apply_identity *ri)
+{
+    for (size_t i = 0; i < ri->nside; i++)
+        free(ri->side[i]);
+    free(ri->side);
+    ri->side = NULL;
+    ri->nside = 0;
+    lx_identity_free(&ri->id);
+}

@@ -1,0 +1,389 @@
+/* apply_writer.c - apply's output shards and its writer thread (see
+ * apply_writer.h).
+ *
+ * Durability (journal.h): each shard is filled as NAME.partial; after each
+ * tensor its bytes are fdatasync'ed, then its journal record is appended
+ * and fdatasync'ed.  Everything that writes, hashes output, syncs or
+ * appends to the journal runs on the writer thread, in push order: W_BEGIN
+ * (a tensor starts: its checksum is reset), W_PUT (out_put), W_FINISH
+ * (finish_item, then the tensor's input pages are let go).  The main
+ * thread touches that state only after lx_writer_drain.  Tensors are
+ * written in file order, so each shard's whole-file XXH3 is accumulated on
+ * the way (stream_feed); a shard not streamed in order is read back at the
+ * end (apply_finish.c).
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "config.h"
+#include "loxstream/apply_writer.h"
+#include "loxstream/fs.h"
+#include "loxstream/sys.h"
+#include "loxstream/testhook.h"
+
+#define WRITEBACK_MIN (1u << 20)    /* start writeback for writes at least this large */
+#define OUT_BUFFERS 3               /* output panels in flight to the writer */
+#define WRITER_JOBS 64              /* jobs queued to the writer at most */
+
+/* Feed the shard's whole-file checksum, if the bytes continue it. */
+void lx_writer_stream_feed(lx_out_shard *os, uint64_t file_off, const void *buf, size_t len)
+{
+    if (os->stream_at != file_off) {
+        os->stream_at = LX_STREAM_BROKEN;
+        return;
+    }
+    XXH3_64bits_update(os->stream, buf, len);
+    os->stream_at += len;
+}
+
+uint64_t lx_writer_file_offset(const lx_out_shard *os, size_t idx, uint64_t off)
+{
+    return os->layout.header_size + os->layout.entries[idx].begin + off;
+}
+
+/* Make the pending tensor's bytes durable, then append its record.  This
+ * is deferred from finish_item to just before the next tensor writes (or
+ * a shard is opened, or the run ends): by then the kernel has written the
+ * bytes back during the next tensor's SVD (out_put starts the writeback),
+ * so the fdatasync finds little to do instead of stalling the
+ * computation; a crash meanwhile costs one more tensor to redo. */
+lx_status lx_writer_flush(lx_apply_writer *J)
+{
+    if (!J->pending)
+        return LX_OK;
+    J->pending = 0;
+    double t0 = lx_now();
+    lx_status st = lx_st_out_sync(&J->pending_shard->file);
+    J->sync_seconds += lx_now() - t0;
+    if (st != LX_OK)
+        return st;
+    lx_test_point("data-sync");
+    return lx_journal_append(&J->journal, &J->pending_rec);
+}
+
+/* Write output bytes of tensor idx and account for them in the tensor's
+ * and the shard's checksums; start writeback of large writes so that the
+ * tensor's fdatasync has little left to do. */
+static lx_status out_put(lx_apply_writer *J, lx_out_shard *os, size_t idx, uint64_t off, const void *buf,
+                         size_t len)
+{
+    lx_status st = lx_writer_flush(J);
+    if (st != LX_OK)
+        return st;
+    double t0 = lx_now();
+    st = lx_st_out_write(&os->file, idx, off, buf, len);
+    double t1 = lx_now();
+    J->write_seconds += t1 - t0;
+    if (st != LX_OK)
+        return st;
+    XXH3_64bits_update(J->tstate, buf, len);
+    lx_writer_stream_feed(os, lx_writer_file_offset(os, idx, off), buf, len);
+    J->hash_seconds += lx_now() - t1;
+    if (st != LX_OK)
+        return st;
+    double t2 = lx_now();
+    st = len >= WRITEBACK_MIN ? lx_st_out_writeback(&os->file, idx, off, len) : LX_OK;
+    J->sync_seconds += lx_now() - t2;
+    return st;
+}
+
+/* ---- the writer thread (wqueue.h) ----
+ * Everything that writes, hashes output, syncs or appends to the journal
+ * runs there, in push order: W_BEGIN (a tensor starts: its checksum is
+ * reset), W_PUT (out_put), W_FINISH (finish_item, then the tensor's input
+ * pages are let go).  The main thread touches that state only after
+ * lx_wq_drain. */
+enum { W_BEGIN, W_PUT, W_FINISH };
+
+static lx_status finish_item(lx_apply_writer *J, size_t i, lx_out_shard *os, size_t idx);
+
+static lx_status writer_job(void *ctx, const lx_wq_job *w)
+{
+    lx_apply_writer *J = ctx;
+    switch (w->kind) {
+    case W_BEGIN:
+        XXH3_64bits_reset(J->tstate);
+        return LX_OK;
+    case W_PUT:
+        return out_put(J, w->p, w->a, w->off, w->buf, w->len);
+    default: {
+        lx_status st = finish_item(J, w->a, w->p, w->b);
+        lx_plan_item_advise(&J->plan->items[w->a], MADV_DONTNEED);
+        return st;
+    }
+    }
+}
+
+static char *method_string(const lx_apply_opts *o)
+{
+    char *s = NULL;
+    int rc;
+    if (o->rank == 0)
+        rc = asprintf(&s, "full-rank extrapolation");
+    else if (o->svd.exact)
+        rc = asprintf(&s, "exact SVD");
+    else if (o->svd.passes > 0)
+        rc = asprintf(&s, "randomized SVD, %d passes, oversample %d, seed %" PRIu64,
+                      o->svd.passes, o->svd.oversample, o->svd.seed);
+    else
+        rc = asprintf(&s, "randomized SVD, tol %g (max %d passes), oversample %d, seed %" PRIu64,
+                      o->svd.tol, o->svd.max_passes, o->svd.oversample, o->svd.seed);
+    return rc < 0 ? NULL : s;
+}
+
+/* Header metadata of every output shard: the aligned shard's own, with
+ * format=pt and the parameters of this run. */
+static lx_status build_layouts(lx_apply_writer *J, const lx_apply_opts *o,
+                               const lx_checkpoint *aligned)
+{
+    char rank[32], alpha[64];
+    snprintf(rank, sizeof rank, "%d", o->rank);
+    snprintf(alpha, sizeof alpha, "%.17g", o->alpha);
+    char *method = method_string(o);
+    if (!method)
+        return lx_fail(LX_EFAIL, "out of memory");
+    const char *own_keys[] = {"format", "loxstream_version", "loxstream_rank", "loxstream_alpha",
+                              "loxstream_method", "loxstream_include", "loxstream_exclude"};
+    const char *own_vals[] = {"pt", PACKAGE_VERSION, rank, alpha, method,
+                              o->include ? o->include : "", o->exclude ? o->exclude : ""};
+    size_t nown = sizeof own_keys / sizeof own_keys[0];
+    lx_status st = LX_OK;
+    J->nshards = aligned->nshards;
+    J->shards = calloc(J->nshards, sizeof *J->shards);
+    J->slot = calloc(aligned->ntensors ? aligned->ntensors : 1, sizeof *J->slot);
+    if (!J->shards || !J->slot) {
+        free(method);
+        return lx_fail(LX_EFAIL, "out of memory");
+    }
+    for (size_t s = 0; s < J->nshards && st == LX_OK; s++) {
+        const lx_shard *in = &aligned->shards[s];
+        lx_out_shard *os = &J->shards[s];
+        size_t nt = in->header.ntensors;
+        os->entries = calloc(nt ? nt : 1, sizeof *os->entries);
+        size_t maxmeta = in->header.nmeta + nown;
+        const char **keys = calloc(maxmeta, sizeof *keys), **vals = calloc(maxmeta, sizeof *vals);
+        if (!os->entries || !keys || !vals) {
+            free(keys);
+            free(vals);
+            st = lx_fail(LX_EFAIL, "out of memory");
+            break;
+        }
+        size_t nmeta = 0;
+        for (size_t k = 0; k < nown; k++) {
+            keys[nmeta] = own_keys[k];
+            vals[nmeta++] = own_vals[k];
+        }
+        for (size_t k = 0; k < in->header.nmeta; k++) {
+            int ours = 0;
+            for (size_t q = 0; q < nown; q++)
+                ours |= !strcmp(in->header.meta_keys[k], own_keys[q]);
+            if (!ours) {
+                keys[nmeta] = in->header.meta_keys[k];
+                vals[nmeta++] = in->header.meta_values[k];
+            }
+        }
+        /* Entries in file order, so offsets equal the aligned shard's. */
+        size_t e = 0;
+        for (size_t ti = 0; ti < aligned->ntensors; ti++) {
+            const lx_tensor *t = &aligned->tensors[ti];
+            if (t->shard != s)
+                continue;
+            J->slot[ti] = e;
+            lx_st_entry *en = &os->entries[e++];
+            en->name = t->name;
+            en->dtype = t->dtype;
+            en->ndim = t->ndim;
+            for (int d = 0; d < t->ndim; d++)
+                en->shape[d] = t->shape[d];
+        }
+        st = lx_st_layout_build(&os->layout, os->entries, e, keys, vals, nmeta);
+        free(keys);
+        free(vals);
+        if (st != LX_OK)
+            break;
+        os->name = in->name;
+        os->final_path = lx_path_join(o->output_path, in->name);
+        if (os->final_path && asprintf(&os->partial_path, "%s" LX_PARTIAL_SUFFIX, os->final_path) < 0)
+            os->partial_path = NULL;
+        if (!os->final_path || !os->partial_path)
+            st = lx_fail(LX_EFAIL, "out of memory");
+    }
+    free(method);
+    return st;
+}
+
+
+/* Open the shard's .partial on first use: reuse the earlier run's file if
+ * its size and header are right, else create it (sparse). */
+lx_status lx_writer_shard_open(lx_apply_writer *J, lx_out_shard *os)
+{
+    struct stat sb;
+    int reuse = lstat(os->partial_path, &sb) == 0;
+    if (reuse && !S_ISREG(sb.st_mode))
+        return lx_fail(LX_EOUTPUT, "%s: not a regular file", os->partial_path);
+    lx_status st = LX_OK;
+    if (J->nparts > 1) {
+        /* shared with the other parts: created whole if absent, never
+         * truncated; a file of another size or header is not replaced, as
+         * other parts may be writing into it */
+        char *sdir = lx_path_join(J->output_path, LX_STATE_DIR);
+        int created = 0;
+        st = sdir ? lx_st_out_open_shared(&os->file, os->partial_path, sdir, &os->layout, &created)
+                  : lx_fail(LX_EFAIL, "out of memory");
+        free(sdir);
+        if (st == LX_EOUTPUT)
+            return lx_fail_append(LX_EOUTPUT, "; parts do not replace a shard other parts may be "
+                                  "filling: run apply without --part to write it again");
+        /* the name must be durable before any record points into the file */
+        if (st == LX_OK)
+            st = lx_sync_dir(J->output_path);
+        if (st == LX_OK && created)
+            lx_test_point("create");
+        if (st != LX_OK) {
+            if (os->file.path)
+                lx_st_out_close(&os->file);
+            return st;
+        }
+        reuse = !created;
+    } else if (reuse) {
+        st = lx_st_out_open(&os->file, os->partial_path, &os->layout, 1);
+        if (st == LX_EOUTPUT) {
+            lx_warn("%s; writing it again", lx_errmsg());
+            reuse = 0;
+        } else if (st != LX_OK) {
+            return st;
+        }
+    }
+    if (!reuse && J->nparts == 1) {
+        st = lx_st_out_open(&os->file, os->partial_path, &os->layout, 0);
+        if (st == LX_OK)
+            st = lx_sync_dir(J->output_path);
+        if (st == LX_OK)
+            lx_test_point("create");
+        else if (os->file.path)
+            lx_st_out_close(&os->file); /* not open for the job: close it here */
+    }
+    if (st != LX_OK)
+        return st;
+    os->open = 1;
+    os->fresh = !reuse;
+    XXH3_64bits_reset(os->stream);
+    os->stream_at = 0;
+    lx_writer_stream_feed(os, 0, os->layout.header, os->layout.header_size);
+    return LX_OK;
+}
+
+/* The tensor's bytes are written: its record, to be appended once they are
+ * durable (lx_writer_flush). */
+static lx_status finish_item(lx_apply_writer *J, size_t i, lx_out_shard *os, size_t idx)
+{
+    const lx_plan_item *it = &J->plan->items[i];
+    lx_status st = lx_writer_flush(J); /* a tensor without bytes wrote nothing */
+    if (st != LX_OK)
+        return st;
+    lx_test_point("data");
+    lx_journal_record r;
+    memset(&r, 0, sizeof r);
+    r.tensor = (char *)it->aligned->name;
+    r.shard = (char *)os->name;
+    r.offset = lx_writer_file_offset(os, idx, 0);
+    r.length = it->aligned->nbytes;
+    r.out_xxh3 = XXH3_64bits_digest(J->tstate);
+    r.has_base = it->action != LX_ACT_COPY;
+    if (!r.has_base) {
+        r.aligned_xxh3 = r.out_xxh3; /* a copy: the same bytes */
+    } else {
+        /* read again from the mapping, just after the computation read it */
+        double t0 = lx_now();
+        r.aligned_xxh3 = XXH3_64bits(it->aligned->data, it->aligned->nbytes);
+        r.base_xxh3 = XXH3_64bits(it->base->data, it->base->nbytes);
+        J->hash_seconds += lx_now() - t0;
+    }
+    J->pending_rec = r;
+    J->pending_shard = os;
+    J->pending = 1;
+    return LX_OK;
+}
+
+lx_status lx_writer_init(lx_apply_writer *w, const lx_apply_opts *o, const lx_checkpoint *aligned,
+                         const lx_plan *plan, unsigned nparts)
+{
+    memset(w, 0, sizeof *w);
+    w->journal.fd = -1;
+    w->output_path = o->output_path;
+    w->nparts = nparts;
+    w->plan = plan;
+    if (!(w->tstate = XXH3_createState()))
+        return lx_fail(LX_EFAIL, "out of memory allocating buffers");
+    lx_status st = build_layouts(w, o, aligned);
+    for (size_t s = 0; s < w->nshards && st == LX_OK; s++)
+        if (!(w->shards[s].stream = XXH3_createState()))
+            st = lx_fail(LX_EFAIL, "out of memory");
+    return st;
+}
+
+void lx_writer_free(lx_apply_writer *w)
+{
+    for (size_t s = 0; s < w->nshards; s++) {
+        lx_out_shard *os = &w->shards[s];
+        if (os->open)
+            lx_st_out_close(&os->file);
+        lx_st_layout_free(&os->layout);
+        XXH3_freeState(os->stream);
+        free(os->entries);
+        free(os->final_path);
+        free(os->partial_path);
+    }
+    free(w->shards);
+    free(w->slot);
+    XXH3_freeState(w->tstate);
+    lx_journal_close(&w->journal);
+    memset(w, 0, sizeof *w);
+    w->journal.fd = -1;
+}
+
+lx_status lx_writer_start(lx_apply_writer *w, size_t buffer_bytes)
+{
+    return lx_wq_start(&w->wq, writer_job, w, OUT_BUFFERS, buffer_bytes, WRITER_JOBS);
+}
+
+void lx_writer_stop(lx_apply_writer *w)
+{
+    lx_wq_stop(w->wq);
+    w->wq = NULL;
+}
+
+lx_status lx_writer_drain(lx_apply_writer *w)
+{
+    return lx_wq_drain(w->wq);
+}
+
+unsigned char *lx_writer_buffer(lx_apply_writer *w, int *slot)
+{
+    return lx_wq_buffer(w->wq, slot);
+}
+
+lx_status lx_writer_begin(lx_apply_writer *w)
+{
+    lx_wq_job begin = {.kind = W_BEGIN, .slot = -1};
+    return lx_wq_push(w->wq, &begin);
+}
+
+lx_status lx_writer_put(lx_apply_writer *w, lx_out_shard *os, size_t idx, uint64_t off,
+                        const void *buf, size_t len, int slot)
+{
+    lx_wq_job j = {W_PUT, os, idx, 0, off, buf, len, slot};
+    return lx_wq_push(w->wq, &j);
+}
+
+lx_status lx_writer_end_item(lx_apply_writer *w, size_t i, lx_out_shard *os, size_t idx)
+{
+    lx_wq_job fin = {.kind = W_FINISH, .p = os, .a = i, .b = idx, .slot = -1};
+    return lx_wq_push(w->wq, &fin);
+}

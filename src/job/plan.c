@@ -1,0 +1,409 @@
+/* plan.c - what a streaming job does with each tensor (see plan.h): the
+ * filters, the pairing of aligned and base tensors with its checks, the
+ * byte-balanced split into parts, and the dW = aligned - base rows that the
+ * randomized SVD reads (converted and subtracted on the fly, checked
+ * finite), with the read-ahead ranges and madvise of an item's inputs.
+ */
+#include <inttypes.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#include "loxstream/dtype.h"
+#include "loxstream/plan.h"
+#include "loxstream/simd.h"
+
+/* ---- filters and plan -------------------------------------------------- */
+
+lx_status lx_filter_init(lx_filter *f, const char *include, const char *exclude)
+{
+    memset(f, 0, sizeof *f);
+    char msg[256];
+    int rc;
+    if (include) {
+        if ((rc = regcomp(&f->include, include, REG_EXTENDED | REG_NOSUB)) != 0) {
+            regerror(rc, &f->include, msg, sizeof msg);
+            return lx_fail(LX_EUSAGE, "--include '%s': invalid regular expression: %s", include,
+                           msg);
+        }
+        f->has_include = 1;
+    }
+    if (exclude) {
+        if ((rc = regcomp(&f->exclude, exclude, REG_EXTENDED | REG_NOSUB)) != 0) {
+            regerror(rc, &f->exclude, msg, sizeof msg);
+            lx_filter_free(f);
+            return lx_fail(LX_EUSAGE, "--exclude '%s': invalid regular expression: %s", exclude,
+                           msg);
+        }
+        f->has_exclude = 1;
+    }
+    return LX_OK;
+}
+
+void lx_filter_free(lx_filter *f)
+{
+    if (f->has_include)
+        regfree(&f->include);
+    if (f->has_exclude)
+        regfree(&f->exclude);
+    f->has_include = f->has_exclude = 0;
+}
+
+static int filter_selects(const lx_filter *f, const char *name)
+{
+    if (f && f->has_include && regexec(&f->include, name, 0, NULL, 0) != 0)
+        return 0;
+    if (f && f->has_exclude && regexec(&f->exclude, name, 0, NULL, 0) == 0)
+        return 0;
+    return 1;
+}
+
+static void shape_string(const lx_tensor *t, char *buf, size_t len)
+{
+    size_t at = 0;
+    buf[0] = '\0';
+    for (int d = 0; d < t->ndim && at < len; d++)
+        at += (size_t)snprintf(buf + at, len - at, "%s%" PRIu64, d ? "x" : "", t->shape[d]);
+    if (t->ndim == 0)
+        snprintf(buf, len, "scalar");
+}
+
+static int same_shape(const lx_tensor *a, const lx_tensor *b)
+{
+    if (a->ndim != b->ndim)
+        return 0;
+    for (int d = 0; d < a->ndim; d++)
+        if (a->shape[d] != b->shape[d])
+            return 0;
+    return 1;
+}
+
+lx_status lx_plan_build(const lx_checkpoint *base, const lx_checkpoint *aligned,
+                        const lx_filter *filter, int rank, int copy_unmatched, lx_plan *out)
+{
+    memset(out, 0, sizeof *out);
+    out->items = calloc(aligned->ntensors ? aligned->ntensors : 1, sizeof *out->items);
+    if (!out->items)
+        return lx_fail(LX_EFAIL, "out of memory planning %zu tensors", aligned->ntensors);
+    out->n = aligned->ntensors;
+    lx_status st = LX_OK;
+    for (size_t i = 0; i < aligned->ntensors && st == LX_OK; i++) {
+        const lx_tensor *t = &aligned->tensors[i];
+        lx_plan_item *it = &out->items[i];
+        it->aligned = t;
+        it->base = lx_checkpoint_find(base, t->name);
+        it->action = LX_ACT_COPY;
+        char sa[160], sb[160];
+        if (!it->base) {
+            if (!copy_unmatched) {
+                st = lx_fail(LX_EINPUT,
+                             "tensor '%s' is in the aligned model (%s) but not in the base model "
+                             "(%s); use --copy-unmatched to copy it unchanged",
+                             t->name, aligned->path, base->path);
+                break;
+            }
+            lx_warn("tensor '%s' is not in the base model: copied unchanged", t->name);
+            it->why = "not in base";
+        } else if (t->ndim < 2) {
+            it->why = t->ndim == 0 ? "scalar" : "1-D";
+        } else if (!filter_selects(filter, t->name)) {
+            it->why = "filtered out";
+        } else if (!lx_dtype_is_transformable(t->dtype)) {
+            if (filter && filter->has_include) {
+                st = lx_fail(LX_EUSAGE,
+                             "tensor '%s' matches --include but has dtype %s, which cannot be "
+                             "transformed (only F16, BF16, F32, F64)",
+                             t->name, lx_dtype_name(t->dtype));
+                break;
+            }
+            it->why = "not a float dtype";
+        } else if (it->base->dtype != t->dtype || !same_shape(it->base, t)) {
+            shape_string(t, sa, sizeof sa);
+            shape_string(it->base, sb, sizeof sb);
+            if (!copy_unmatched) {
+                st = lx_fail(LX_EINPUT,
+                             "tensor '%s': aligned is %s [%s] but base is %s [%s]; use "
+                             "--copy-unmatched to copy it unchanged",
+                             t->name, lx_dtype_name(t->dtype), sa, lx_dtype_name(it->base->dtype),
+                             sb);
+                break;
+            }
+            lx_warn("tensor '%s': aligned %s [%s] differs from base %s [%s]: copied unchanged",
+                    t->name, lx_dtype_name(t->dtype), sa, lx_dtype_name(it->base->dtype), sb);
+            it->why = "differs from base";
+        } else if (t->nelem == 0) {
+            it->why = "empty";
+        } else {
+            it->action = rank > 0 ? LX_ACT_LOWRANK : LX_ACT_FULL;
+            it->m = t->shape[t->ndim - 2];
+            it->n = t->shape[t->ndim - 1];
+            it->batch = t->nelem / (it->m * it->n);
+        }
+        if (it->action == LX_ACT_COPY) {
+            out->copy_bytes += t->nbytes;
+        } else {
+            out->transform_bytes += t->nbytes;
+            out->ntransform++;
+        }
+    }
+    /* Tensors only in base would silently vanish from the result. */
+    for (size_t i = 0; i < base->ntensors && st == LX_OK; i++) {
+        const char *name = base->tensors[i].name;
+        if (lx_checkpoint_find(aligned, name))
+            continue;
+        if (!copy_unmatched)
+            st = lx_fail(LX_EINPUT,
+                         "tensor '%s' is in the base model (%s) but not in the aligned model "
+                         "(%s) (tied weights?); use --copy-unmatched to ignore it",
+                         name, base->path, aligned->path);
+        else
+            lx_warn("tensor '%s' is only in the base model: ignored", name);
+    }
+    if (st != LX_OK)
+        lx_plan_free(out);
+    return st;
+}
+
+void lx_plan_free(lx_plan *p)
+{
+    free(p->items);
+    memset(p, 0, sizeof *p);
+}
+
+/* See plan.h.  (2 C_j + w_j) N / (2 W) in 128 bits: 2 W N can pass 2^64
+ * for a few TB of work and thousands of parts. */
+static unsigned item_part(uint64_t cum, uint64_t w, uint64_t total, unsigned nparts)
+{
+#ifdef __SIZEOF_INT128__
+    unsigned __int128 q = ((unsigned __int128)cum * 2 + w) * nparts / ((unsigned __int128)total * 2);
+#else
+    long double q = ((long double)cum * 2 + w) * nparts / ((long double)total * 2);
+#endif
+    return q >= nparts ? nparts - 1 : (unsigned)q;
+}
+
+void lx_plan_partition(const lx_plan *p, unsigned nparts, size_t *bounds)
+{
+    size_t n = p->n;
+    uint64_t total = 0;
+    for (size_t j = 0; j < n; j++)
+        total += p->items[j].aligned->nbytes * (p->items[j].action == LX_ACT_COPY ? 1 : 2);
+    /* bounds[q] = the first item of a part >= q + 1 (0-based parts) */
+    for (unsigned q = 0; q <= nparts; q++)
+        bounds[q] = n;
+    bounds[0] = 0;
+    uint64_t cum = 0;
+    unsigned next = 1; /* the next boundary to set */
+    for (size_t j = 0; j < n && next < nparts; j++) {
+        const lx_plan_item *it = &p->items[j];
+        uint64_t w = it->aligned->nbytes * (it->action == LX_ACT_COPY ? 1 : 2);
+        unsigned owner = total ? item_part(cum, w, total, nparts)
+                               : (unsigned)((uint64_t)j * nparts / n);
+        while (next <= owner && next < nparts)
+            bounds[next++] = j;
+        cum += w;
+    }
+    if (n < nparts)
+        return;
+    /* no empty part: each boundary one past the previous at least, and
+     * leaving one item to each later part */
+    for (unsigned q = 1; q < nparts; q++) {
+        if (bounds[q] < bounds[q - 1] + 1)
+            bounds[q] = bounds[q - 1] + 1;
+        if (bounds[q] > n - (nparts - q))
+            bounds[q] = n - (nparts - q);
+    }
+}
+
+static int in_parallel(void)
+{
+#ifdef _OPENMP
+    return omp_in_parallel();
+#else
+    return 0;
+#endif
+}
+
+/* Index of the first NaN/Inf in x[0..n), or n.  Blocks of fixed length so
+ * that GCC -O2 vectorises the test (it leaves loops of unknown length
+ * alone: this loop cost more than the conversion before). */
+#define FINITE_BLOCK 256
+LX_VECTOR_CLONES
+static size_t first_nonfinite(const float *x, size_t n)
+{
+    size_t i = 0;
+    for (; i + FINITE_BLOCK <= n; i += FINITE_BLOCK) {
+        uint32_t bad = 0;
+        for (size_t j = 0; j < FINITE_BLOCK; j++) {
+            uint32_t u;
+            memcpy(&u, &x[i + j], sizeof u);
+            bad |= (u & 0x7f800000u) == 0x7f800000u;
+        }
+        if (bad)
+            break;
+    }
+    for (; i < n; i++)
+        if (!isfinite(x[i]))
+            return i;
+    return n;
+}
+
+/* Convert and subtract rows [r0, r0+h) of one matrix; reject NaN/Inf. */
+static lx_status delta_rows(const lx_plan_item *it, const unsigned char *al,
+                            const unsigned char *ba, size_t esize, uint64_t batch_index,
+                            size_t r0, size_t h, float *dst, size_t ld)
+{
+    size_t n = it->n;
+    long bad_row = -1;
+    /* serial when called by one of the threads of a pass (rsvd.c) */
+#pragma omp parallel for schedule(static) if (h * n >= (1u << 16) && !in_parallel())
+    for (size_t i = 0; i < h; i++) {
+        size_t off = (r0 + i) * n * esize;
+        float *row = dst + i * ld;
+        lx_sub_to_f32(it->aligned->dtype, al + off, ba + off, row, n);
+        if (first_nonfinite(row, n) != n) {
+#pragma omp critical
+            if (bad_row < 0 || (long)i < bad_row)
+                bad_row = (long)i;
+        }
+    }
+    if (bad_row >= 0) {
+        size_t r = r0 + (size_t)bad_row;
+        float *row = dst + (size_t)bad_row * ld;
+        size_t c = first_nonfinite(row, n);
+        float a, b;
+        lx_to_f32(it->aligned->dtype, al + (r * n + c) * esize, &a, 1);
+        lx_to_f32(it->aligned->dtype, ba + (r * n + c) * esize, &b, 1);
+        char where[64] = "";
+        if (it->batch > 1)
+            snprintf(where, sizeof where, "matrix %" PRIu64 ", ", batch_index);
+        return lx_fail(LX_EINPUT,
+                       "tensor '%s': %srow %zu, column %zu: %s %g, base %g: the difference "
+                       "is not finite (NaN or Inf in an input)",
+                       it->aligned->name, where, r, c, it->role ? it->role : "aligned", a, b);
+    }
+    return LX_OK;
+}
+
+lx_status lx_delta_rows(const lx_plan_item *it, uint64_t b, size_t r0, size_t h, float *dst,
+                        size_t ld)
+{
+    size_t esize = lx_dtype_bits(it->aligned->dtype) / 8;
+    uint64_t mat_bytes = it->m * it->n * esize;
+    return delta_rows(it, it->aligned->data + b * mat_bytes, it->base->data + b * mat_bytes,
+                      esize, b, r0, h, dst, ld);
+}
+
+/* The row source of the randomized SVD: called by several threads at once
+ * (rsvd.h), so it does not hash; finish_item hashes the inputs afterwards. */
+static lx_status delta_src_rows(void *ctx, size_t r0, size_t h, float *dst, size_t ld)
+{
+    const lx_delta_src *d = ctx;
+    return lx_delta_rows(d->item, d->b, r0, h, dst, ld);
+}
+
+lx_rowsrc lx_delta_rowsrc(lx_delta_src *ctx, const lx_plan_item *it, uint64_t b)
+{
+    ctx->item = it;
+    ctx->b = b;
+    lx_rowsrc src = {(size_t)it->m, (size_t)it->n, delta_src_rows, ctx};
+    return src;
+}
+
+static void advise(const void *p, uint64_t len, int advice)
+{
+    if (!p || !len)
+        return;
+    uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+    uintptr_t a = (uintptr_t)p & ~(page - 1);
+    uintptr_t e = ((uintptr_t)p + len + page - 1) & ~(page - 1);
+    madvise((void *)a, e - a, advice);
+}
+
+void lx_plan_item_advise(const lx_plan_item *it, int advice)
+{
+    advise(it->aligned->data, it->aligned->nbytes, advice);
+    if (it->base && it->action != LX_ACT_COPY)
+        advise(it->base->data, it->base->nbytes, advice);
+}
+
+size_t lx_prefetch_item_ranges(const lx_plan_item *const *items, size_t n, uint64_t ahead,
+                               lx_range *r)
+{
+    size_t k = 0;
+    uint64_t beyond = 0;
+    for (size_t j = 0; j < n && k + 2 <= LX_PREFETCH_MAX; j++) {
+        const lx_plan_item *it = items[j];
+        if (!it)
+            continue;
+        if (j > 0 && beyond >= ahead)
+            break;
+        uint64_t bytes = it->aligned->nbytes;
+        r[k++] = (lx_range){it->aligned->data, it->aligned->nbytes};
+        if (it->base && it->action != LX_ACT_COPY) {
+            r[k++] = (lx_range){it->base->data, it->base->nbytes};
+            bytes += it->base->nbytes;
+        }
+        if (j > 0)
+            beyond += bytes;
+    }
+    return k;
+}
+
+lx_status lx_part_init(lx_part *pt, const lx_plan *p, unsigned part, unsigned nparts)
+{
+    memset(pt, 0, sizeof *pt);
+    pt->part = part;
+    pt->nparts = nparts;
+    if (!(pt->bounds = calloc((size_t)nparts + 1, sizeof *pt->bounds)))
+        return lx_fail(LX_EFAIL, "out of memory");
+    lx_plan_partition(p, nparts, pt->bounds);
+    pt->lo = pt->bounds[part - 1];
+    pt->hi = pt->bounds[part];
+    for (size_t i = pt->lo; i < pt->hi; i++) {
+        const lx_plan_item *it = &p->items[i];
+        if (it->action == LX_ACT_COPY) {
+            pt->copy_bytes += it->aligned->nbytes;
+        } else {
+            pt->transform_bytes += it->aligned->nbytes;
+            pt->ntransform++;
+        }
+    }
+    return LX_OK;
+}
+
+void lx_part_free(lx_part *pt)
+{
+    free(pt->bounds);
+    pt->bounds = NULL;
+}
+
+unsigned lx_part_of(const lx_part *pt, size_t i)
+{
+    unsigned lo = 1, hi = pt->nparts;
+    while (lo < hi) {
+        unsigned mid = lo + (hi - lo) / 2;
+        if (i < pt->bounds[mid])
+            hi = mid;
+        else
+            lo = mid + 1;
+    }
+    return lo;
+}
+
+void lx_inputs_free(lx_inputs *in)
+{
+    lx_plan_free(&in->plan);
+    lx_filter_free(&in->filter);
+    if (in->base)
+        lx_checkpoint_close(in->base);
+    if (in->aligned)
+        lx_checkpoint_close(in->aligned);
+    in->base = in->aligned = NULL;
+}
