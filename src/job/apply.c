@@ -142,8 +142,12 @@ static void report_line(job *J, const lx_plan_item *it, uint64_t b, const lx_fac
     const char *act = it->action == LX_ACT_LOWRANK ? "lowrank"
                       : it->action == LX_ACT_FULL  ? "full"
                                                    : "copy";
-    fprintf(J->report, "%s\t%" PRIu64 "\t%" PRIu64 "\t%" PRIu64 "\t%s\t%s", t->name, b, it->m,
-            it->n, lx_dtype_name(t->dtype), it->action == LX_ACT_COPY ? it->why : act);
+    /* the whole name, escaped as everywhere (one TSV field, one line); out
+     * of memory: as stored */
+    char *q = lx_st_escape_dup(t->name);
+    fprintf(J->report, "%s\t%" PRIu64 "\t%" PRIu64 "\t%" PRIu64 "\t%s\t%s", q ? q : t->name, b,
+            it->m, it->n, lx_dtype_name(t->dtype), it->action == LX_ACT_COPY ? it->why : act);
+    free(q);
     if (f) {
         double top = 0;
         for (int j = 0; j < f->k; j++)

@@ -145,6 +145,11 @@ cp "$TMP/out" "$TMP/long.tsv"
 expect_eq "the long name in the TSV" "$(sed -n 2p "$TMP/long.tsv" | cut -f1)" "$name"
 expect_exit 0 "$LXRCHECK" "$TMP/long-base" "$TMP/long-aligned" "$TMP/long-finetuned" 6 \
     "$TMP/long.tsv" 1e-4
+# apply's --report escapes it the same way
+expect_exit 0 "$LOXSTREAM" apply -q -b "$TMP/long-base" -a "$TMP/long-aligned" -o "$TMP/long-out" \
+    --report "$TMP/long-apply.tsv"
+expect_eq "the long name in apply's report" "$(sed -n 2p "$TMP/long-apply.tsv" | cut -f1)" "$name"
+expect_eq "apply's report lines" "$(wc -l <"$TMP/long-apply.tsv" | tr -d ' ')" 2
 
 # ---- errors ----------------------------------------------------------------
 expect_exit 2 "$LOXSTREAM" analyze -b "$TMP/m/base"
