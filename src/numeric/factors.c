@@ -1,0 +1,145 @@
+/* factors.c - what is done with lx_factors (rsvd.h): their rows times
+ * alpha (lx_factors_rows), the fused output rows in the stored dtype
+ * (lx_factors_add_rows), V transposed, and freeing them. */
+#include <float.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "loxstream/linalg.h"
+#include "loxstream/simd.h"
+#include "rsvd_impl.h"
+
+/* lx_factors_rows scales rows of U by S into a stack buffer of this many
+ * floats (64 KiB), so that it needs no allocation and stays one GEMM for a
+ * panel of LX_RSVD_PANEL_ROWS rows up to kk = 64. */
+#define ROWS_SCRATCH 16384
+
+void lx_factors_free(lx_factors *f)
+{
+    free(f->Vt);
+    free(f->U);
+    free(f->S);
+    free(f->V);
+    free(f->S_block);
+    memset(f, 0, sizeof *f);
+}
+
+/* Vt of f (k x n) from its V. */
+lx_status lx_factors_fill_vt(lx_factors *f)
+{
+    size_t n = f->n, k = (size_t)f->k;
+    if (k == 0)
+        return LX_OK;
+    f->Vt = malloc(n * k * sizeof(float));
+    if (!f->Vt)
+        return lx_fail(LX_EFAIL, "randomized SVD of a %zu x %zu matrix: out of memory", f->m, n);
+    for (size_t t = 0; t < k; t++)
+        for (size_t j = 0; j < n; j++)
+            f->Vt[t * n + j] = f->V[j * k + t];
+    return LX_OK;
+}
+
+void lx_factors_rows(const lx_factors *f, int kk, float alpha, size_t r0, size_t h,
+                     float *dst, size_t ld)
+{
+    size_t n = f->n, k = (size_t)f->k;
+    if (kk > f->k)
+        kk = f->k;
+    if (kk <= 0) {
+        for (size_t i = 0; i < h; i++)
+            memset(dst + i * ld, 0, n * sizeof(float));
+        return;
+    }
+    /* (alpha U S) in chunks of the scratch, times V^T (V row-major read
+     * transposed); one chunk unless h * kk > ROWS_SCRATCH */
+    float us[ROWS_SCRATCH + LX_GEMM_PAD / sizeof(float)]; /* padded: see linalg.h */
+    size_t kt = (size_t)kk < ROWS_SCRATCH ? (size_t)kk : ROWS_SCRATCH;
+    size_t step = ROWS_SCRATCH / kt;
+    for (size_t i0 = 0; i0 < h; i0 += step) {
+        size_t hh = h - i0 < step ? h - i0 : step;
+        for (size_t t0 = 0; t0 < (size_t)kk; t0 += kt) {
+            size_t tt = (size_t)kk - t0 < kt ? (size_t)kk - t0 : kt;
+            for (size_t i = 0; i < hh; i++) {
+                const float *u = f->U + (r0 + i0 + i) * k + t0;
+                for (size_t t = 0; t < tt; t++)
+                    us[i * tt + t] = alpha * u[t] * f->S[t0 + t];
+            }
+            lx_sgemm_panel(hh, n, tt, 1.0f, us, (ptrdiff_t)tt, 1, f->V + t0, 1, (ptrdiff_t)k,
+                     t0 ? 1.0f : 0.0f, dst + i0 * ld, (ptrdiff_t)ld, 1);
+        }
+    }
+}
+
+/* Columns per block of lx_factors_add_rows (lx_add_f32's block): the f32
+ * accumulator (2 KiB) and the block of V^T (2 kk KiB) stay in L1 while a
+ * group of ADD_ROWS rows is done; coefficients are made ADD_MAX_K at a time. */
+#define ADD_BLOCK LX_DTYPE_BLOCK
+#define ADD_ROWS 8
+#define ADD_MAX_K 64
+
+/* acc[j] (= or +=) sum_{t<tt} c[t] * v[t*ldv + j] for j < len, in order of t.
+ * The full-block case has a constant trip count, so that GCC -O2 vectorises
+ * it; both cases add in the same order, so the result does not depend on
+ * where a block ends. */
+LX_VECTOR_CLONES
+static void lowrank_block(const float *restrict c, int tt, const float *restrict v, size_t ldv,
+                          float *restrict acc, size_t len, int init)
+{
+    if (len == ADD_BLOCK) {
+        if (init)
+            for (size_t j = 0; j < ADD_BLOCK; j++)
+                acc[j] = c[0] * v[j];
+        for (int t = init ? 1 : 0; t < tt; t++) {
+            const float *vt = v + (size_t)t * ldv;
+            float ct = c[t];
+            for (size_t j = 0; j < ADD_BLOCK; j++)
+                acc[j] += ct * vt[j];
+        }
+        return;
+    }
+    if (init)
+        for (size_t j = 0; j < len; j++)
+            acc[j] = c[0] * v[j];
+    for (int t = init ? 1 : 0; t < tt; t++) {
+        const float *vt = v + (size_t)t * ldv;
+        float ct = c[t];
+        for (size_t j = 0; j < len; j++)
+            acc[j] += ct * vt[j];
+    }
+}
+
+void lx_factors_add_rows(const lx_factors *f, int kk, float alpha, size_t r0, size_t h,
+                         lx_dtype dt, const void *base, void *dst)
+{
+    size_t n = f->n, k = (size_t)f->k, es = lx_dtype_bits(dt) / 8;
+    const unsigned char *b = base;
+    unsigned char *d = dst;
+    if (kk > f->k)
+        kk = f->k;
+    if (kk <= 0) {
+        if (dst != base)
+            memmove(dst, base, h * n * es);
+        return;
+    }
+    float c[ADD_MAX_K];
+    float acc[ADD_BLOCK];
+    for (size_t i0 = 0; i0 < h; i0 += ADD_ROWS) {
+        size_t hh = h - i0 < ADD_ROWS ? h - i0 : ADD_ROWS;
+        for (size_t j0 = 0; j0 < n; j0 += ADD_BLOCK) {
+            size_t len = n - j0 < ADD_BLOCK ? n - j0 : ADD_BLOCK;
+            for (size_t i = i0; i < i0 + hh; i++) {
+                const float *u = f->U + (r0 + i) * k;
+                for (int t0 = 0; t0 < kk; t0 += ADD_MAX_K) {
+                    int tt = kk - t0 < ADD_MAX_K ? kk - t0 : ADD_MAX_K;
+                    for (int t = 0; t < tt; t++)
+                        c[t] = alpha * u[t0 + t] * f->S[t0 + t];
+                    lowrank_block(c, tt, f->Vt + (size_t)t0 * n + j0, n, acc, len, t0 == 0);
+                }
+                size_t at = (i * n + j0) * es;
+                lx_add_f32(dt, b + at, acc, d + at, len);
+            }
+        }
+    }
+}
+
