@@ -68,7 +68,7 @@ lx_status lx_svd_thin(float *A, size_t m, size_t n, size_t lda, float *U, size_t
                       float *S, float *VT, size_t ldvt);
 
 /* The same in double (libFLAME's dgesvd): the dense factorisation of the
- * matrices rsvd.c factors exactly. */
+ * matrices rsvd_dense.c factors exactly. */
 lx_status lx_dsvd_thin(double *A, size_t m, size_t n, size_t lda, double *U, size_t ldu,
                        double *S, double *VT, size_t ldvt);
 

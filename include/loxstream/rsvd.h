@@ -18,7 +18,7 @@
  *
  * After every pass an upper estimate of the error of the rank-k result
  * (from the residuals of the Ritz pairs and the gap to sigma_k+1, see
- * rsvd.c) is compared with tol: converged means err_est <= tol, never a
+ * rsvd_bound.c) is compared with tol: converged means err_est <= tol, never a
  * guess from the change between passes.  Spectra with s_k ~ s_k+1 (no gap)
  * end at max_passes with converged = 0.  Matrices with min(m, n) < 4 l are
  * factored densely in double instead (exact = 1): LoRA factors, small heads.
@@ -45,7 +45,7 @@
 /* A pass splits the rows into at most this many chunks (fixed by the shape),
  * shared out among the threads; each adds into its own partial of A^T Y. */
 #define LX_RSVD_MAX_CHUNKS 16
-/* Krylov blocks kept before a restart (fewer for l > 32, see rsvd.c). */
+/* Krylov blocks kept before a restart (fewer for l > 32, see krylov.c). */
 #define LX_RSVD_KRYLOV_BLOCKS 4
 
 /* A matrix delivered as rows. */
@@ -93,7 +93,7 @@ typedef struct lx_factors {
                           * ||exact A_k||_F, A_k the rank-k truncation of the
                           * f32 matrix the row source gives: from the residual
                           * norms of the Ritz pairs and the gap to sigma_k+1
-                          * (see rsvd.c, "The bound"); infinite-like (>= 1)
+                          * (see rsvd_bound.c); infinite-like (>= 1)
                           * when no gap is seen */
     double gap;          /* (s_k - hi) / s_k, hi an upper estimate of sigma_k+1:
                           * the relative gap the bound rests on; <= 0: none was

@@ -173,7 +173,7 @@ static void gemm_blocks(size_t m, size_t n, size_t k, float alpha, const float *
     int threads = nblocks < nthreads ? (int)nblocks : nthreads;
 #ifdef _OPENMP
     if (omp_in_parallel())
-        threads = 1; /* called by one of the threads of a pass (rsvd.c) */
+        threads = 1; /* called by one of the threads of a pass (krylov.c) */
 #endif
 #pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1)
     for (long b = 0; b < nblocks; b++) {

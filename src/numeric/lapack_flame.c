@@ -5,7 +5,7 @@
  * FLAME.h; libFLAME 5.2 takes its own BLAS from BLIS (-lflame -lblis).
  * These run on small matrices only (n x l, m x l with l ~ 16), never on a
  * whole weight matrix except in exact mode (dgesvd, in double: the small
- * and capped matrices that rsvd.c factors densely, and --exact).
+ * and capped matrices that rsvd_dense.c factors densely, and --exact).
  */
 #include <limits.h>
 #include <stdlib.h>
