@@ -15,7 +15,7 @@
  *
  * Output: one TSV line per matrix on `out` (header first; names whole,
  * escaped by lx_st_escape_name; converged and err_est from lx_factors);
- * on stderr, unless quiet, the mean R_align over the linear layers (every
+ * as a status line (report.h), unless quiet, the mean R_align over the linear layers (every
  * analysed matrix except embedding tables, as the paper averages) and the
  * means of R_ft and R_ft / R_align over those the fine-tuned model has,
  * with their count; one warning with the count of unconverged matrices.
@@ -29,6 +29,7 @@
 #include <stdio.h>
 
 #include "loxstream/plan.h"
+#include "loxstream/report.h"
 
 #define LX_ANALYZE_MAX_RANKS 32
 
@@ -43,6 +44,7 @@ typedef struct lx_analyze_opts {
     uint64_t max_memory;
     int threads;
     int quiet;
+    lx_reporter report;            /* where status lines go (none by default) */
 } lx_analyze_opts;
 
 void lx_analyze_opts_default(lx_analyze_opts *o);

@@ -10,6 +10,7 @@
 #include <stdint.h>
 
 #include "loxstream/plan.h"
+#include "loxstream/report.h"
 #include "loxstream/rsvd.h"
 
 typedef struct lx_apply_opts {
@@ -22,8 +23,9 @@ typedef struct lx_apply_opts {
     uint64_t max_memory;           /* bound on anonymous memory (bytes) */
     int threads;
     const char *report_path;       /* per-matrix TSV, NULL for none ("-": stdout) */
-    int quiet;
-    int stats;                     /* print resource use and rates at the end */
+    int quiet;                     /* no progress or status lines */
+    int stats;                     /* report resource use and rates at the end */
+    lx_reporter report;            /* where status lines go (none by default) */
     int restart;                   /* discard an earlier run's output in output_path */
     unsigned part, nparts;         /* --part I/N: compute only part I of N (default 1/1,
                                     * the whole run); see lx_plan_partition, journal.h */

@@ -30,6 +30,7 @@
 #include <stdint.h>
 
 #include "loxstream/plan.h"
+#include "loxstream/report.h"
 #include "loxstream/dtype.h"
 #include "loxstream/error.h"
 #include "loxstream/rsvd.h"
@@ -51,7 +52,8 @@ typedef struct lx_lora_opts {
     lx_dtype dtype;                /* BF16, F16 or F32 */
     uint64_t max_memory;           /* bound on working memory (bytes) */
     int threads;
-    int quiet;                     /* no progress lines on stderr */
+    int quiet;                     /* no status lines */
+    lx_reporter report;            /* where status lines go (none by default) */
 } lx_lora_opts;
 
 /* rank 6, alpha 1.25, lx_rsvd_opts_default, 1 GiB, online CPUs. */

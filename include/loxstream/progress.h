@@ -1,9 +1,12 @@
-/* progress.h - progress on stderr: a bar on a terminal, plain lines
- * otherwise (one every few seconds), nothing when quiet. */
+/* progress.h - progress through the job's reporter (report.h): a bar when
+ * the reporter is a terminal, plain lines otherwise (one every few
+ * seconds), nothing when quiet. */
 #ifndef LOXSTREAM_PROGRESS_H
 #define LOXSTREAM_PROGRESS_H
 
 #include <stdint.h>
+
+#include "loxstream/report.h"
 
 typedef struct lx_progress {
     const char *what;              /* "apply", "synth", ... */
@@ -11,9 +14,11 @@ typedef struct lx_progress {
     uint64_t done_items, done_bytes;
     double start, last_print;
     int tty, quiet, printed;
+    const lx_reporter *r;
 } lx_progress;
 
-void lx_progress_begin(lx_progress *p, const char *what, uint64_t items, uint64_t bytes, int quiet);
+void lx_progress_begin(lx_progress *p, const char *what, uint64_t items, uint64_t bytes, int quiet,
+                       const lx_reporter *r);
 /* Record progress; prints when due.  `current` names the item being done. */
 void lx_progress_update(lx_progress *p, uint64_t items, uint64_t bytes, const char *current);
 /* Final line: totals, elapsed time and throughput. */

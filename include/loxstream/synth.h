@@ -20,6 +20,7 @@
 
 #include "loxstream/dtype.h"
 #include "loxstream/error.h"
+#include "loxstream/report.h"
 
 typedef struct lx_synth_opts {
     uint64_t hidden, intermediate, layers, vocab;
@@ -27,7 +28,8 @@ typedef struct lx_synth_opts {
     uint64_t shard_size;           /* max bytes of tensor data per shard */
     uint64_t seed;
     int with_finetuned;            /* write OUTDIR/finetuned too */
-    int quiet;                     /* no progress on stderr */
+    int quiet;                     /* no progress or status lines */
+    lx_reporter report;            /* where they go (none by default) */
 } lx_synth_opts;
 
 /* Fill *o from a preset: "tiny" (seconds, for tests), "small" (the README

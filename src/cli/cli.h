@@ -7,6 +7,7 @@
 #include <stdint.h>
 
 #include "loxstream/error.h"
+#include "loxstream/report.h"
 #include "loxstream/rsvd.h"
 
 int cmd_inspect(int argc, char **argv);
@@ -15,6 +16,9 @@ int cmd_apply(int argc, char **argv);
 int cmd_lora(int argc, char **argv);
 int cmd_verify(int argc, char **argv);
 int cmd_analyze(int argc, char **argv);
+
+/* The jobs' status lines on stderr (cli_report.c). */
+lx_reporter cli_reporter(void);
 
 /* Print "loxstream: <message>" on stderr for a failed status and return it. */
 int cli_report(int status);

@@ -48,6 +48,7 @@ int cmd_analyze(int argc, char **argv)
         {"help", no_argument, 0, 'h'},             {0, 0, 0, 0}};
     lx_analyze_opts o;
     lx_analyze_opts_default(&o);
+    o.report = cli_reporter();
     cli_stream cs = {&o.base_path, &o.aligned_path, &o.svd, &o.include, &o.exclude,
                      &o.max_memory, &o.threads, 0, 0};
     uint64_t v;

@@ -55,6 +55,7 @@ int cmd_lora(int argc, char **argv)
         {0, 0, 0, 0}};
     lx_lora_opts o;
     lx_lora_opts_default(&o);
+    o.report = cli_reporter();
     cli_stream cs = {&o.base_path, &o.aligned_path, &o.svd, &o.include, &o.exclude,
                      &o.max_memory, &o.threads, 0, 0};
     uint64_t v;

@@ -145,6 +145,7 @@ int cmd_synth(int argc, char **argv)
                                   argc - optind, argv[optind], argv[optind + 1]));
     lx_synth_opts o;
     lx_status st = apply_overrides(&ov, &o);
+    o.report = cli_reporter();
     if (st == LX_OK)
         st = lx_synth_write(argv[optind], &o);
     return cli_report(st);

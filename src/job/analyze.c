@@ -294,25 +294,25 @@ static lx_status check_selection(actx *A)
     return LX_OK;
 }
 
-/* The means on stderr: R_align over the linear matrices, R_ft and R_ft /
+/* The means as a status line: R_align over the linear matrices, R_ft and R_ft /
  * R_align over those of them that the fine-tuned model has. */
 static void print_means(const actx *A)
 {
     const lx_analyze_opts *o = A->o;
     if (A->nlinear == 0) {
-        fprintf(stderr, "analyze: %zu matri%s, all embedding tables (--embedding): no means "
-                "over linear matrices\n", A->nmatrices, A->nmatrices == 1 ? "x" : "ces");
+        lx_say(&o->report, "analyze: %zu matri%s, all embedding tables (--embedding): no means "
+               "over linear matrices", A->nmatrices, A->nmatrices == 1 ? "x" : "ces");
         return;
     }
-    fprintf(stderr, "analyze: %zu linear matrices (embedding tables excluded): mean R_align "
-            "%.4f at k = %d", A->nlinear, A->sum_ralign / (double)A->nlinear, o->rank);
+    char ft[256] = "";
     if (A->ft && A->nlinear_ft > 0)
-        fprintf(stderr, "; %zu of them in the fine-tuned model: mean R_ft %.4f, mean "
-                "R_ft/R_align %.4f", A->nlinear_ft, A->sum_rft / (double)A->nlinear_ft,
-                A->sum_ratio / (double)A->nlinear_ft);
+        snprintf(ft, sizeof ft, "; %zu of them in the fine-tuned model: mean R_ft %.4f, mean "
+                 "R_ft/R_align %.4f", A->nlinear_ft, A->sum_rft / (double)A->nlinear_ft,
+                 A->sum_ratio / (double)A->nlinear_ft);
     else if (A->ft)
-        fputs("; none of them in the fine-tuned model: no mean R_ft", stderr);
-    fputc('\n', stderr);
+        snprintf(ft, sizeof ft, "; none of them in the fine-tuned model: no mean R_ft");
+    lx_say(&o->report, "analyze: %zu linear matrices (embedding tables excluded): mean R_align "
+           "%.4f at k = %d%s", A->nlinear, A->sum_ralign / (double)A->nlinear, o->rank, ft);
 }
 
 static lx_status run(actx *A, FILE *out)
@@ -357,7 +357,8 @@ static lx_status run(actx *A, FILE *out)
     if (!A->panel || !A->proj)
         return lx_fail(LX_EFAIL, "out of memory allocating buffers");
     lx_progress prog;
-    lx_progress_begin(&prog, "analyze", A->plan.n, A->plan.transform_bytes, o->quiet);
+    lx_progress_begin(&prog, "analyze", A->plan.n, A->plan.transform_bytes, o->quiet,
+                      &o->report);
     print_header(A, out);
     uint64_t done = 0;
     lx_prefetch *pf;

@@ -378,11 +378,11 @@ static void print_stats(job *J)
         fclose(io);
     }
     uint64_t in_bytes = J->part.transform_bytes * 2 + J->part.copy_bytes;
-    fprintf(stderr,
+    lx_say(&J->o->report,
             "stats: wall %.2f s; inputs %.3f GB, output %.3f GB (%.2f GB/s in+out); "
             "storage read %.3f GB, written %.3f GB; SVD %.2f s, %.1f GFLOP (%.1f GFLOP/s); "
             "output rows %.2f s, write %.2f s, hash %.2f s, sync %.2f s; "
-            "peak RSS %ld MiB; %s\n",
+            "peak RSS %ld MiB; %s",
             wall, (double)in_bytes / 1e9, (double)J->done_bytes / 1e9,
             wall > 0 ? (double)(in_bytes + J->done_bytes) / 1e9 / wall : 0.0, (double)rd / 1e9,
             (double)wr / 1e9, J->svd_seconds, J->svd_flops / 1e9,
@@ -470,8 +470,8 @@ static lx_status run(job *J)
         return st;
     if (J->rs.complete_already) {
         if (!o->quiet)
-            fprintf(stderr, "apply: %s is complete and intact (%zu tensors checked): nothing to "
-                    "do\n", o->output_path, in->plan.n);
+            lx_say(&o->report, "apply: %s is complete and intact (%zu tensors checked): nothing "
+                   "to do", o->output_path, in->plan.n);
         return LX_OK;
     }
     if (o->report_path) {
@@ -486,13 +486,13 @@ static lx_status run(job *J)
     if (pt->nparts > 1)
         snprintf(part, sizeof part, "part %u/%u: ", pt->part, pt->nparts);
     if (J->rs.resuming && !o->quiet && pt->nparts == 1)
-        fprintf(stderr, "apply: resuming the run in %s (%zu tensors recorded)\n", o->output_path,
-                J->rs.recorded);
+        lx_say(&o->report, "apply: resuming the run in %s (%zu tensors recorded)", o->output_path,
+               J->rs.recorded);
     else if (J->rs.own_recorded && !o->quiet)
-        fprintf(stderr, "apply: %sresuming in %s (%zu of its %zu tensors recorded)\n", part,
-                o->output_path, J->rs.own_recorded, pt->hi - pt->lo);
+        lx_say(&o->report, "apply: %sresuming in %s (%zu of its %zu tensors recorded)", part,
+               o->output_path, J->rs.own_recorded, pt->hi - pt->lo);
     lx_progress_begin(&J->progress, "apply", pt->hi - pt->lo,
-                      pt->transform_bytes + pt->copy_bytes, o->quiet);
+                      pt->transform_bytes + pt->copy_bytes, o->quiet, &o->report);
     /* without a prefetcher the run goes on, only slower */
     if (lx_prefetch_start(&J->pf) != LX_OK)
         J->pf = NULL;
@@ -513,14 +513,14 @@ static lx_status run(job *J)
     if (st == LX_OK) {
         lx_progress_end(&J->progress);
         if (!o->quiet && (pt->nparts == 1 ? J->rs.resuming : J->rs.own_recorded > 0))
-            fprintf(stderr, "apply: %s%zu tensors kept from the earlier run, %zu computed (%zu "
-                    "of them again)\n", part, J->rs.kept, J->computed, J->rs.redone);
+            lx_say(&o->report, "apply: %s%zu tensors kept from the earlier run, %zu computed (%zu "
+                   "of them again)", part, J->rs.kept, J->computed, J->rs.redone);
         if (!o->quiet)
-            fprintf(stderr, "apply: %s%zu tensors transformed, %zu copied; SVD %.2f s; output "
-                    "%s\n", part, pt->ntransform, pt->hi - pt->lo - pt->ntransform,
-                    J->svd_seconds, o->output_path);
+            lx_say(&o->report, "apply: %s%zu tensors transformed, %zu copied; SVD %.2f s; output "
+                   "%s", part, pt->ntransform, pt->hi - pt->lo - pt->ntransform, J->svd_seconds,
+                   o->output_path);
         if (!o->quiet && J->fin.msg[0])
-            fprintf(stderr, "%s\n", J->fin.msg);
+            lx_say(&o->report, "%s", J->fin.msg);
         lx_rsvd_warn_unconverged("apply", J->unconverged, J->ungapped, J->matrices, &o->svd);
     }
     return st;

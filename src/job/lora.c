@@ -362,10 +362,9 @@ static lx_status run_module(lora_job *J, size_t i)
     }
     if (st == LX_OK && !o->quiet) {
         char q[LX_NAME_QUOTE];
-        fprintf(stderr, "lora: %zu/%zu %s (%zux%zu, %d pass%s%s, %.2f s)\n", i + 1, J->nmods,
-                lx_st_escape_name(it->aligned->name, q, sizeof q), m, n, f.passes,
-                f.passes == 1 ? "" : "es", f.converged ? "" : ", not converged",
-                lx_now() - t0);
+        lx_say(&o->report, "lora: %zu/%zu %s (%zux%zu, %d pass%s%s, %.2f s)", i + 1, J->nmods,
+               lx_st_escape_name(it->aligned->name, q, sizeof q), m, n, f.passes,
+               f.passes == 1 ? "" : "es", f.converged ? "" : ", not converged", lx_now() - t0);
     }
     free(s);
     lx_factors_free(&f);
@@ -587,8 +586,8 @@ static lx_status run(lora_job *J)
     J->final_made = 0; /* complete: kept */
     lx_rsvd_warn_unconverged("lora", J->unconverged, J->ungapped, J->nmods, &o->svd);
     if (!o->quiet)
-        fprintf(stderr, "lora: %zu module%s, r %d, lora_alpha %g, in %.2f s: %s and %s written "
-                "in %s\n", J->nmods, J->nmods == 1 ? "" : "s", o->rank, o->alpha * o->rank,
+        lx_say(&o->report, "lora: %zu module%s, r %d, lora_alpha %g, in %.2f s: %s and %s "
+               "written in %s", J->nmods, J->nmods == 1 ? "" : "s", o->rank, o->alpha * o->rank,
                 lx_now() - t0, LX_LORA_ADAPTER_NAME, LX_LORA_CONFIG_NAME, o->output_path);
     return LX_OK;
 }

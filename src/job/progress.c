@@ -1,7 +1,6 @@
-/* progress.c - progress reports on stderr (see progress.h). */
+/* progress.c - progress lines through the job's reporter (see progress.h). */
 #include <stdio.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "loxstream/progress.h"
 #include "loxstream/parse.h"
@@ -10,14 +9,16 @@
 #define PLAIN_INTERVAL 5.0 /* seconds between plain lines when not on a TTY */
 #define TTY_INTERVAL 0.2
 
-void lx_progress_begin(lx_progress *p, const char *what, uint64_t items, uint64_t bytes, int quiet)
+void lx_progress_begin(lx_progress *p, const char *what, uint64_t items, uint64_t bytes, int quiet,
+                       const lx_reporter *r)
 {
     memset(p, 0, sizeof *p);
     p->what = what;
+    p->r = r;
     p->total_items = items;
     p->total_bytes = bytes;
     p->quiet = quiet;
-    p->tty = isatty(STDERR_FILENO);
+    p->tty = r && r->tty;
     p->start = p->last_print = lx_now();
 }
 
@@ -50,12 +51,12 @@ static void print_line(lx_progress *p, const char *current)
         for (int i = 0; i < 20; i++)
             bar[i] = i < fill ? '#' : '.';
         bar[20] = '\0';
-        fprintf(stderr, "\r\033[K%s [%s] %3.0f%% %llu/%llu tensors %s/%s %s/s ETA %s %.40s",
+        lx_say_kind(p->r, LX_LINE_BAR, "%s [%s] %3.0f%% %llu/%llu tensors %s/%s %s/s ETA %s %.40s",
                 p->what, bar, 100 * frac, (unsigned long long)p->done_items,
                 (unsigned long long)p->total_items, done, total, rbuf, eta,
                 current ? current : "");
     } else {
-        fprintf(stderr, "%s: %3.0f%% %llu/%llu tensors, %s/%s, %s/s, ETA %s\n", p->what,
+        lx_say(p->r, "%s: %3.0f%% %llu/%llu tensors, %s/%s, %s/s, ETA %s", p->what,
                 100 * frac, (unsigned long long)p->done_items, (unsigned long long)p->total_items,
                 done, total, rbuf, eta);
     }
@@ -82,8 +83,7 @@ void lx_progress_end(lx_progress *p)
     lx_format_size(p->done_bytes, total, sizeof total);
     lx_format_size(elapsed > 0 ? (uint64_t)((double)p->done_bytes / elapsed) : 0, rbuf,
                    sizeof rbuf);
-    if (p->tty && p->printed)
-        fputs("\r\033[K", stderr);
-    fprintf(stderr, "%s: %llu tensors, %s in %.2f s (%s/s)\n", p->what,
+    /* (a bar on a terminal is cleared before this line: report.h) */
+    lx_say(p->r, "%s: %llu tensors, %s in %.2f s (%s/s)", p->what,
             (unsigned long long)p->done_items, total, elapsed, rbuf);
 }

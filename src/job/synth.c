@@ -923,7 +923,7 @@ lx_status lx_synth_write(const char *outdir, const lx_synth_opts *o)
         goto out;
 
     lx_progress_begin(&run.progress, "synth", run.plan.n,
-                      run.plan.model_bytes * (uint64_t)run.nmodels, o->quiet);
+                      run.plan.model_bytes * (uint64_t)run.nmodels, o->quiet, &o->report);
     for (size_t s = 0; s < run.plan.nshards && st == LX_OK; s++)
         st = write_shard(&run, s);
     if (st == LX_OK)
@@ -934,9 +934,9 @@ lx_status lx_synth_write(const char *outdir, const lx_synth_opts *o)
             char size[32];
             lx_format_size(run.plan.model_bytes, size, sizeof size);
             for (int md = 0; md < run.nmodels; md++)
-                fprintf(stderr, "synth: %s: %zu tensors, %zu shard%s, %s (%s)\n", run.dirs[md],
-                        run.plan.n, run.plan.nshards, run.plan.nshards == 1 ? "" : "s", size,
-                        lx_dtype_name(o->dtype));
+                lx_say(&o->report, "synth: %s: %zu tensors, %zu shard%s, %s (%s)", run.dirs[md],
+                       run.plan.n, run.plan.nshards, run.plan.nshards == 1 ? "" : "s", size,
+                       lx_dtype_name(o->dtype));
         }
     }
 out:
