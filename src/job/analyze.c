@@ -29,10 +29,8 @@ void lx_analyze_opts_default(lx_analyze_opts *o)
     static const int def[] = {1, 2, 3, 4, 6, 8};
     o->nranks = sizeof def / sizeof def[0];
     memcpy(o->ranks, def, sizeof def);
-    lx_rsvd_opts_default(&o->svd);
+    lx_engine_opts_default(&o->stream);
     o->embedding = LX_EMBEDDING_REGEX;
-    o->max_memory = 1ull << 30;
-    o->threads = lx_online_cpus();
 }
 
 static int cmp_int(const void *a, const void *b)
@@ -149,9 +147,9 @@ static lx_status analyze_matrix(actx *A, const lx_plan_item *it, uint64_t b, FIL
 {
     const lx_analyze_opts *o = A->o;
     size_t m = it->m, n = it->n, mn = m < n ? m : n;
-    lx_rsvd_opts so = o->svd;
+    lx_rsvd_opts so = o->stream.svd;
     so.rank = A->kmax < (int)mn ? A->kmax : (int)mn;
-    so.seed = lx_matrix_seed(o->svd.seed, it->aligned->name, b);
+    so.seed = lx_matrix_seed(o->stream.svd.seed, it->aligned->name, b);
     lx_delta_src ds;
     lx_rowsrc src = lx_delta_rowsrc(&ds, it, b);
     lx_factors f;
@@ -254,7 +252,7 @@ static lx_status check_memory(actx *A, size_t *n_max)
             continue;
         if (it->n > *n_max)
             *n_max = it->n;
-        lx_rsvd_opts so = o->svd;
+        lx_rsvd_opts so = o->stream.svd;
         so.rank = A->kmax;
         uint64_t need = lx_rsvd_workspace_bytes(it->m, it->n, &so) +
                         (uint64_t)(LX_RSVD_PANEL_ROWS + (A->ft ? A->kmax : 0)) * it->n * 4;
@@ -263,10 +261,10 @@ static lx_status check_memory(actx *A, size_t *n_max)
             worst_name = it->aligned->name;
         }
     }
-    if (worst + FIXED_OVERHEAD > o->max_memory) {
+    if (worst + FIXED_OVERHEAD > o->stream.max_memory) {
         char a[32], b[32], q[LX_NAME_QUOTE];
         return lx_fail(LX_EUSAGE, "--max-memory %s is too small: tensor '%s' needs %s of working "
-                       "memory", lx_format_size(o->max_memory, a, sizeof a),
+                       "memory", lx_format_size(o->stream.max_memory, a, sizeof a),
                        lx_st_escape_name(worst_name, q, sizeof q),
                        lx_format_size(worst + FIXED_OVERHEAD, b, sizeof b));
     }
@@ -300,7 +298,7 @@ static void print_means(const actx *A)
 {
     const lx_analyze_opts *o = A->o;
     if (A->nlinear == 0) {
-        lx_say(&o->report, "analyze: %zu matri%s, all embedding tables (--embedding): no means "
+        lx_say(&o->stream.report, "analyze: %zu matri%s, all embedding tables (--embedding): no means "
                "over linear matrices", A->nmatrices, A->nmatrices == 1 ? "x" : "ces");
         return;
     }
@@ -311,7 +309,7 @@ static void print_means(const actx *A)
                  A->sum_ratio / (double)A->nlinear_ft);
     else if (A->ft)
         snprintf(ft, sizeof ft, "; none of them in the fine-tuned model: no mean R_ft");
-    lx_say(&o->report, "analyze: %zu linear matrices (embedding tables excluded): mean R_align "
+    lx_say(&o->stream.report, "analyze: %zu linear matrices (embedding tables excluded): mean R_align "
            "%.4f at k = %d%s", A->nlinear, A->sum_ralign / (double)A->nlinear, o->rank, ft);
 }
 
@@ -324,7 +322,7 @@ static lx_status run(actx *A, FILE *out)
     for (size_t i = 0; i < o->nranks; i++)
         if (o->ranks[i] > A->kmax)
             A->kmax = o->ranks[i];
-    lx_status st = lx_filter_init(&A->filter, o->include, o->exclude);
+    lx_status st = lx_filter_init(&A->filter, o->stream.include, o->stream.exclude);
     if (st != LX_OK)
         return st;
     if (o->embedding && *o->embedding) {
@@ -332,8 +330,8 @@ static lx_status run(actx *A, FILE *out)
             return lx_fail(LX_EUSAGE, "--embedding: invalid regular expression '%s'", o->embedding);
         A->has_embed = 1;
     }
-    if ((st = lx_checkpoint_open(o->base_path, &A->base)) != LX_OK ||
-        (st = lx_checkpoint_open(o->aligned_path, &A->aligned)) != LX_OK)
+    if ((st = lx_checkpoint_open(o->stream.base_path, &A->base)) != LX_OK ||
+        (st = lx_checkpoint_open(o->stream.aligned_path, &A->aligned)) != LX_OK)
         return st;
     if (o->finetuned_path && (st = lx_checkpoint_open(o->finetuned_path, &A->ft)) != LX_OK)
         return st;
@@ -350,15 +348,15 @@ static lx_status run(actx *A, FILE *out)
     size_t n_max;
     if ((st = check_memory(A, &n_max)) != LX_OK)
         return st;
-    if ((st = lx_linalg_init(o->threads)) != LX_OK)
+    if ((st = lx_linalg_init(o->stream.threads)) != LX_OK)
         return st;
     A->panel = lx_falloc((size_t)LX_RSVD_PANEL_ROWS * n_max);
     A->proj = lx_falloc((size_t)A->kmax * n_max);
     if (!A->panel || !A->proj)
         return lx_fail(LX_EFAIL, "out of memory allocating buffers");
     lx_progress prog;
-    lx_progress_begin(&prog, "analyze", A->plan.n, A->plan.transform_bytes, o->quiet,
-                      &o->report);
+    lx_progress_begin(&prog, "analyze", A->plan.n, A->plan.transform_bytes, o->stream.quiet,
+                      &o->stream.report);
     print_header(A, out);
     uint64_t done = 0;
     lx_prefetch *pf;
@@ -393,8 +391,8 @@ static lx_status run(actx *A, FILE *out)
     if (st != LX_OK)
         return st;
     lx_progress_end(&prog);
-    lx_rsvd_warn_unconverged("analyze", A->unconverged, A->ungapped, A->nmatrices, &o->svd);
-    if (!o->quiet)
+    lx_rsvd_warn_unconverged("analyze", A->unconverged, A->ungapped, A->nmatrices, &o->stream.svd);
+    if (!o->stream.quiet)
         print_means(A);
     return LX_OK;
 }
