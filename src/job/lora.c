@@ -37,10 +37,6 @@
 #include "loxstream/parse.h"
 #include "loxstream/sys.h"
 
-#define PREFETCH_AHEAD (512u << 20) /* input bytes read ahead beyond the current module */
-
-/* tables, stdio, libraries: counted against --max-memory as apply does */
-#define FIXED_OVERHEAD (48u << 20)
 #define WEIGHT_SUFFIX ".weight"
 
 typedef struct module {
@@ -55,11 +51,9 @@ typedef struct module {
 
 typedef struct lora_job {
     const lx_lora_opts *o;
-    lx_filter filter;
+    lx_inputs in;                  /* checkpoints, filters, plan (engine.h) */
     regex_t emb;
     int has_emb;
-    lx_checkpoint *base, *aligned;
-    lx_plan plan;
     module *mods;
     size_t nmods;
     lx_st_entry *entries;
@@ -72,7 +66,7 @@ typedef struct lora_job {
     size_t buf_elems;              /* r * max(m, n) over the modules */
     float *fbuf;
     unsigned char *obuf;
-    size_t unconverged, ungapped;  /* modules whose factors missed --tol; no gap seen */
+    lx_factor_stats svd;           /* the modules' factorisations */
 } lora_job;
 
 void lx_lora_opts_default(lx_lora_opts *o)
@@ -113,12 +107,12 @@ static int ends_with(const char *s, const char *suffix)
 static lx_status select_modules(lora_job *J)
 {
     const lx_lora_opts *o = J->o;
-    J->mods = calloc(J->plan.n ? J->plan.n : 1, sizeof *J->mods);
+    J->mods = calloc(J->in.plan.n ? J->in.plan.n : 1, sizeof *J->mods);
     if (!J->mods)
         return lx_fail(LX_EFAIL, "out of memory");
     size_t nlow = 0;
-    for (size_t i = 0; i < J->plan.n; i++) {
-        const lx_plan_item *it = &J->plan.items[i];
+    for (size_t i = 0; i < J->in.plan.n; i++) {
+        const lx_plan_item *it = &J->in.plan.items[i];
         if (it->action != LX_ACT_LOWRANK)
             continue;
         nlow++;
@@ -141,8 +135,7 @@ static lx_status select_modules(lora_job *J)
         module *md = &J->mods[J->nmods++];
         md->item = it;
         md->embedding = J->has_emb && regexec(&J->emb, t->name, 0, NULL, 0) == 0;
-        size_t mn = it->m < it->n ? (size_t)it->m : (size_t)it->n;
-        md->k = (size_t)o->rank > mn ? (int)mn : o->rank;
+        md->k = lx_engine_rank(it, o->rank);
         if (md->k < o->rank)
             lx_warn("tensor '%s': rank %d exceeds min(%" PRIu64 ", %" PRIu64 "): factors of rank "
                     "%d, padded with zeros to r = %d", q, o->rank, it->m, it->n, md->k, o->rank);
@@ -173,9 +166,9 @@ static lx_status select_modules(lora_job *J)
     if (o->stream.include || o->stream.exclude)
         return lx_fail(LX_EUSAGE, "no tensor to export: none of the %zu tensors of %s is a 2-D "
                        "float '.weight' matrix selected by --include/--exclude (%zu transformable "
-                       "tensors before the 2-D and name rules)", J->plan.n, o->stream.aligned_path, nlow);
+                       "tensors before the 2-D and name rules)", J->in.plan.n, o->stream.aligned_path, nlow);
     return lx_fail(LX_EINPUT, "no tensor to export: none of the %zu tensors of %s is a 2-D float "
-                   "'.weight' matrix present in both models", J->plan.n, o->stream.aligned_path);
+                   "'.weight' matrix present in both models", J->in.plan.n, o->stream.aligned_path);
 }
 
 /* ---- memory ------------------------------------------------------------- */
@@ -187,29 +180,17 @@ static lx_status check_memory(lora_job *J)
     const char *worst_name = "";
     for (size_t i = 0; i < J->nmods; i++) {
         const module *md = &J->mods[i];
-        lx_rsvd_opts so = o->stream.svd;
-        so.rank = md->k;
         size_t big = md->item->m > md->item->n ? (size_t)md->item->m : (size_t)md->item->n;
         /* the rsvd's buffers, then one factor in f32 and in the adapter's dtype
          * (both sized for the widest module, allocated once) */
-        uint64_t need = lx_rsvd_workspace_bytes(md->item->m, md->item->n, &so) +
+        uint64_t need = lx_engine_svd_bytes(&o->stream, md->item, md->k) +
                         (uint64_t)o->rank * big * (sizeof(float) + 4);
         if (need > worst) {
             worst = need;
             worst_name = md->item->aligned->name;
         }
     }
-    if (worst + FIXED_OVERHEAD > o->stream.max_memory) {
-        char a[32], b[32], c[32], q[LX_NAME_QUOTE];
-        return lx_fail(LX_EUSAGE,
-                       "--max-memory %s is too small: tensor '%s' needs %s of working memory "
-                       "(with %s of fixed overhead)",
-                       lx_format_size(o->stream.max_memory, a, sizeof a),
-                       lx_st_escape_name(worst_name, q, sizeof q),
-                       lx_format_size(worst + FIXED_OVERHEAD, b, sizeof b),
-                       lx_format_size(FIXED_OVERHEAD, c, sizeof c));
-    }
-    return LX_OK;
+    return lx_engine_check_memory(&o->stream, worst, worst_name);
 }
 
 /* ---- the output directory ------------------------------------------------ */
@@ -326,20 +307,11 @@ static lx_status run_module(lora_job *J, size_t i)
     const module *md = &J->mods[i];
     const lx_plan_item *it = md->item;
     size_t m = (size_t)it->m, n = (size_t)it->n;
-    lx_rsvd_opts so = o->stream.svd;
-    so.rank = md->k;
-    so.seed = lx_matrix_seed(o->stream.svd.seed, it->aligned->name, 0);
-    lx_delta_src ds;
-    lx_rowsrc src = lx_delta_rowsrc(&ds, it, 0);
     lx_factors f;
     double t0 = lx_now();
-    lx_status st = lx_rsvd_topk(&src, &so, &f);
+    lx_status st = lx_engine_factor(&o->stream, it, 0, md->k, &f, &J->svd);
     if (st != LX_OK)
         return st;
-    if (!f.converged) {
-        J->unconverged++;
-        J->ungapped += f.gap < LX_RSVD_GAP_MIN;
-    }
     float *s = malloc((f.k > 0 ? (size_t)f.k : 1) * sizeof *s);
     if (!s) {
         lx_factors_free(&f);
@@ -511,7 +483,7 @@ static lx_status run(lora_job *J)
     if (st == LX_OK)
         st = check_utf8(o->stream.base_path, "--base");
     if (st == LX_OK)
-        st = lx_filter_init(&J->filter, o->stream.include, o->stream.exclude);
+        st = lx_engine_filter(&J->in, &o->stream);
     if (st != LX_OK)
         return st;
     const char *emb = o->embedding ? o->embedding : LX_LORA_EMBEDDING_DEFAULT;
@@ -522,9 +494,7 @@ static lx_status run(lora_job *J)
         return lx_fail(LX_EUSAGE, "--embedding '%s': invalid regular expression: %s", emb, msg);
     }
     J->has_emb = 1;
-    if ((st = lx_checkpoint_open(o->stream.base_path, &J->base)) != LX_OK ||
-        (st = lx_checkpoint_open(o->stream.aligned_path, &J->aligned)) != LX_OK ||
-        (st = lx_plan_build(J->base, J->aligned, &J->filter, o->rank, 0, &J->plan)) != LX_OK ||
+    if ((st = lx_engine_open(&J->in, &o->stream, o->rank, 0)) != LX_OK ||
         (st = select_modules(J)) != LX_OK || (st = check_memory(J)) != LX_OK ||
         (st = build_layout(J)) != LX_OK)
         return st;
@@ -551,22 +521,20 @@ static lx_status run(lora_job *J)
         return st;
     J->out_open = 1;
     double t0 = lx_now();
-    lx_prefetch *pf;
-    if (lx_prefetch_start(&pf) != LX_OK)
-        pf = NULL; /* slower without it, no more */
+    lx_read_ahead ra;
+    lx_read_ahead_start(&ra);
     for (size_t i = 0; i < J->nmods && st == LX_OK; i++) {
         const lx_plan_item *it = J->mods[i].item;
-        /* this module's inputs and the next ones', PREFETCH_AHEAD ahead */
+        /* this module's inputs and the next ones' */
         const lx_plan_item *next[LX_PREFETCH_MAX / 2];
         size_t nn = 0;
         for (size_t j = i; j < J->nmods && nn < LX_PREFETCH_MAX / 2; j++)
             next[nn++] = J->mods[j].item;
-        lx_range r[LX_PREFETCH_MAX];
-        lx_prefetch_set(pf, r, lx_prefetch_item_ranges(next, nn, PREFETCH_AHEAD, r));
+        lx_read_ahead_set(&ra, next, nn);
         st = run_module(J, i);
         lx_plan_item_advise(it, MADV_DONTNEED);
     }
-    lx_prefetch_stop(pf);
+    lx_read_ahead_stop(&ra);
     if (st == LX_OK)
         st = lx_st_out_sync(&J->out);
     if (st != LX_OK)
@@ -582,7 +550,7 @@ static lx_status run(lora_job *J)
     if ((st = write_config(J)) != LX_OK || (st = lx_sync_dir(o->output_path)) != LX_OK)
         return st;
     J->final_made = 0; /* complete: kept */
-    lx_rsvd_warn_unconverged("lora", J->unconverged, J->ungapped, J->nmods, &o->stream.svd);
+    lx_engine_warn_unconverged(&o->stream, "lora", &J->svd);
     if (!o->stream.quiet)
         lx_say(&o->stream.report, "lora: %zu module%s, r %d, lora_alpha %g, in %.2f s: %s and %s "
                "written in %s", J->nmods, J->nmods == 1 ? "" : "s", o->rank, o->alpha * o->rank,
@@ -623,14 +591,9 @@ static void job_free(lora_job *J)
     free(J->config_path);
     free(J->fbuf);
     free(J->obuf);
-    lx_plan_free(&J->plan);
-    lx_filter_free(&J->filter);
+    lx_inputs_free(&J->in);
     if (J->has_emb)
         regfree(&J->emb);
-    if (J->base)
-        lx_checkpoint_close(J->base);
-    if (J->aligned)
-        lx_checkpoint_close(J->aligned);
 }
 
 lx_status lx_lora_run(const lx_lora_opts *o)
