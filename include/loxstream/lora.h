@@ -1,6 +1,7 @@
 /* lora.h - the LoX update as a PEFT LoRA adapter (loxstream lora).
  *
- * The plan is apply's (plan.h: same filters, same pairing and checks);
+ * The plan and the factorisation are the engine's (engine.h: same filters,
+ * pairing and checks as apply);
  * every transformed 2-D tensor whose name ends in ".weight" becomes one
  * adapter module, factored by the same randomized SVD as apply (same
  * options, same per-matrix seed), so that merging the adapter onto the

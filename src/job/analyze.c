@@ -1,4 +1,6 @@
-/* analyze.c - R_align, R_ft and spectra per matrix (see analyze.h). */
+/* analyze.c - R_align, R_ft and spectra per matrix (see analyze.h): the
+ * engine (engine.c) factors each matrix; this file projects the fine-tuned
+ * update onto the factors and writes the TSV. */
 #include "config.h"
 #include <errno.h>
 #include <inttypes.h>

@@ -1,7 +1,8 @@
 /* lora.c - the LoX update as a PEFT LoRA adapter (see lora.h).
  *
- * Data flow per module: apply's row source over dW = aligned - base (f32,
- * checked finite) -> apply's randomized SVD with apply's per-matrix seed ->
+ * Data flow per module: the engine's row source over dW = aligned - base
+ * (engine.c: f32, checked finite) -> the engine's factorisation, with the
+ * per-matrix seed every job uses ->
  * A and B (sqrt(S) on each side, zero-padded to r) in f32 -> rounded to the
  * adapter's dtype and written at their final offsets in
  * adapter_model.safetensors.partial.  Every entry of the file is known from
