@@ -28,23 +28,18 @@
 
 #include <stdio.h>
 
+#include "loxstream/engine.h"
 #include "loxstream/plan.h"
-#include "loxstream/report.h"
 
 #define LX_ANALYZE_MAX_RANKS 32
 
 typedef struct lx_analyze_opts {
-    const char *base_path, *aligned_path, *finetuned_path; /* finetuned: NULL for none */
+    lx_engine_opts stream;         /* inputs, SVD, filters, memory, threads, reporting */
+    const char *finetuned_path;    /* NULL for none */
     int rank;                      /* k of R_align and R_ft (default 6) */
     int ranks[LX_ANALYZE_MAX_RANKS]; /* energy columns (default 1 2 3 4 6 8) */
     size_t nranks;
-    lx_rsvd_opts svd;              /* rank overwritten: max(k, ranks) */
-    const char *include, *exclude;
     const char *embedding;         /* regex of embedding tables */
-    uint64_t max_memory;
-    int threads;
-    int quiet;
-    lx_reporter report;            /* where status lines go (none by default) */
 } lx_analyze_opts;
 
 void lx_analyze_opts_default(lx_analyze_opts *o);

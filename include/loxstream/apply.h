@@ -9,23 +9,17 @@
 
 #include <stdint.h>
 
+#include "loxstream/engine.h"
 #include "loxstream/plan.h"
-#include "loxstream/report.h"
-#include "loxstream/rsvd.h"
 
 typedef struct lx_apply_opts {
-    const char *base_path, *aligned_path, *output_path;
+    lx_engine_opts stream;         /* inputs, SVD, filters, memory, threads, reporting */
+    const char *output_path;
     int rank;                      /* k; 0 = full-rank extrapolation */
     double alpha;
-    lx_rsvd_opts svd;              /* rank inside is overwritten per matrix */
-    const char *include, *exclude;
     int copy_unmatched;
-    uint64_t max_memory;           /* bound on anonymous memory (bytes) */
-    int threads;
     const char *report_path;       /* per-matrix TSV, NULL for none ("-": stdout) */
-    int quiet;                     /* no progress or status lines */
     int stats;                     /* report resource use and rates at the end */
-    lx_reporter report;            /* where status lines go (none by default) */
     int restart;                   /* discard an earlier run's output in output_path */
     unsigned part, nparts;         /* --part I/N: compute only part I of N (default 1/1,
                                     * the whole run); see lx_plan_partition, journal.h */

@@ -1,6 +1,7 @@
 /* lora.h - the LoX update as a PEFT LoRA adapter (loxstream lora).
  *
- * The plan is apply's (plan.h: same filters, same pairing and checks);
+ * The plan and the factorisation are the engine's (engine.h: same filters,
+ * pairing and checks as apply);
  * every transformed 2-D tensor whose name ends in ".weight" becomes one
  * adapter module, factored by the same randomized SVD as apply (same
  * options, same per-matrix seed), so that merging the adapter onto the
@@ -29,8 +30,8 @@
 
 #include <stdint.h>
 
+#include "loxstream/engine.h"
 #include "loxstream/plan.h"
-#include "loxstream/report.h"
 #include "loxstream/dtype.h"
 #include "loxstream/error.h"
 #include "loxstream/rsvd.h"
@@ -42,18 +43,13 @@
 #define LX_LORA_EMBEDDING_DEFAULT LX_EMBEDDING_REGEX /* plan.h */
 
 typedef struct lx_lora_opts {
-    const char *base_path, *aligned_path, *output_path;
+    lx_engine_opts stream;         /* inputs, SVD, filters, memory, threads, reporting */
+    const char *output_path;
     int rank;                      /* r >= 1 */
     double alpha;                  /* -> lora_alpha = alpha * r */
-    lx_rsvd_opts svd;              /* rank and seed inside are set per matrix */
-    const char *include, *exclude; /* as apply's (NULL: none) */
     const char *embedding;         /* ERE on tensor names; NULL: LX_LORA_EMBEDDING_DEFAULT */
     int has_dtype;                 /* 0: the aligned tensor's dtype if BF16/F16/F32, else F32 */
     lx_dtype dtype;                /* BF16, F16 or F32 */
-    uint64_t max_memory;           /* bound on working memory (bytes) */
-    int threads;
-    int quiet;                     /* no status lines */
-    lx_reporter report;            /* where status lines go (none by default) */
 } lx_lora_opts;
 
 /* rank 6, alpha 1.25, lx_rsvd_opts_default, 1 GiB, online CPUs. */

@@ -87,21 +87,6 @@ size_t lx_prefetch_item_ranges(const lx_plan_item *const *items, size_t n, uint6
  * (lora: lora_embedding_A/B; analyze: out of the means). */
 #define LX_EMBEDDING_REGEX "(^|\\.)(embed_tokens|wte|word_embeddings|embed_in)\\.weight$"
 
-/* Rows [r0, r0+h) of dW = aligned - base of matrix b of a transformed item
- * (it->base set), as f32 into dst (leading dimension ld >= n), computed
- * exactly (dtype.h).  A NaN or Inf in dW is LX_EINPUT naming the tensor,
- * matrix, row, column and both input values.  Thread-safe. */
-lx_status lx_delta_rows(const lx_plan_item *it, uint64_t b, size_t r0, size_t h, float *dst,
-                        size_t ld);
-
-/* The randomized SVD's row source over dW of matrix b of it (ctx: storage
- * for it, owned by the caller, alive while the source is used). */
-typedef struct lx_delta_src {
-    const lx_plan_item *item;
-    uint64_t b;
-} lx_delta_src;
-lx_rowsrc lx_delta_rowsrc(lx_delta_src *ctx, const lx_plan_item *it, uint64_t b);
-
 /* A job's inputs as planned: the two checkpoints, the filters, the plan. */
 typedef struct lx_inputs {
     lx_checkpoint *base, *aligned;

@@ -7,6 +7,7 @@
 #include <stdint.h>
 
 #include "loxstream/error.h"
+#include "loxstream/engine.h"
 #include "loxstream/report.h"
 #include "loxstream/rsvd.h"
 
@@ -47,13 +48,10 @@ enum {
     {"max-memory", required_argument, 0, CLI_OPT_MAXMEM},                                \
     {"threads", required_argument, 0, 'j'}
 
-/* Where the shared options go, and which of --tol / --power-iters was seen. */
+/* Where the shared options go (the job's embedded engine options), and
+ * which of --tol / --power-iters was seen. */
 typedef struct cli_stream {
-    const char **base, **aligned;
-    struct lx_rsvd_opts *svd;
-    const char **include, **exclude;
-    uint64_t *max_memory;
-    int *threads;
+    lx_engine_opts *e;
     int have_tol, have_power;
 } cli_stream;
 

@@ -12,46 +12,46 @@ int cli_stream_option(cli_stream *s, int c, const char *arg, lx_status *st)
     uint64_t v;
     switch (c) {
     case 'b':
-        *s->base = arg;
+        s->e->base_path = arg;
         return 1;
     case 'a':
-        *s->aligned = arg;
+        s->e->aligned_path = arg;
         return 1;
     case CLI_OPT_TOL:
-        *st = lx_parse_double(arg, "--tol", 1e-12, 1, &s->svd->tol);
+        *st = lx_parse_double(arg, "--tol", 1e-12, 1, &s->e->svd.tol);
         s->have_tol = 1;
         return 1;
     case CLI_OPT_POWER:
         if ((*st = lx_parse_u64(arg, "--power-iters", 0, 100, &v)) == LX_OK)
-            s->svd->passes = (int)v + 1;
+            s->e->svd.passes = (int)v + 1;
         s->have_power = 1;
         return 1;
     case CLI_OPT_MAXPASS:
         if ((*st = lx_parse_u64(arg, "--max-passes", 2, 1000, &v)) == LX_OK)
-            s->svd->max_passes = (int)v;
+            s->e->svd.max_passes = (int)v;
         return 1;
     case CLI_OPT_OVERSAMPLE:
         if ((*st = lx_parse_u64(arg, "--oversample", 0, 1000, &v)) == LX_OK)
-            s->svd->oversample = (int)v;
+            s->e->svd.oversample = (int)v;
         return 1;
     case CLI_OPT_SEED:
-        *st = lx_parse_u64(arg, "--seed", 0, UINT64_MAX, &s->svd->seed);
+        *st = lx_parse_u64(arg, "--seed", 0, UINT64_MAX, &s->e->svd.seed);
         return 1;
     case CLI_OPT_EXACT:
-        s->svd->exact = 1;
+        s->e->svd.exact = 1;
         return 1;
     case CLI_OPT_INCLUDE:
-        *s->include = arg;
+        s->e->include = arg;
         return 1;
     case CLI_OPT_EXCLUDE:
-        *s->exclude = arg;
+        s->e->exclude = arg;
         return 1;
     case CLI_OPT_MAXMEM:
-        *st = lx_parse_size(arg, "--max-memory", s->max_memory);
+        *st = lx_parse_size(arg, "--max-memory", &s->e->max_memory);
         return 1;
     case 'j':
         if ((*st = lx_parse_u64(arg, "--threads", 1, 1024, &v)) == LX_OK)
-            *s->threads = (int)v;
+            s->e->threads = (int)v;
         return 1;
     default:
         return 0;
@@ -63,16 +63,16 @@ lx_status cli_stream_finish(const cli_stream *s, const char *cmd, int argc, char
 {
     if (optind < argc)
         return lx_fail(LX_EUSAGE, "%s: unexpected argument '%s'", cmd, argv[optind]);
-    if (!*s->base || !*s->aligned || (output && !*output))
+    if (!s->e->base_path || !s->e->aligned_path || (output && !*output))
         return lx_fail(LX_EUSAGE, "%s: %s are required (see loxstream %s --help)", cmd,
                        output ? "--base, --aligned and --output" : "--base and --aligned", cmd);
     if (s->have_tol && s->have_power)
         return lx_fail(LX_EUSAGE, "%s: --tol and --power-iters exclude each other", cmd);
-    if (s->svd->exact && (s->have_tol || s->have_power))
+    if (s->e->svd.exact && (s->have_tol || s->have_power))
         return lx_fail(LX_EUSAGE, "%s: --exact computes a full SVD: --tol and --power-iters do "
                        "not apply", cmd);
 #ifdef _OPENMP
-    omp_set_num_threads(*s->threads);
+    omp_set_num_threads(s->e->threads);
 #endif
     return LX_OK;
 }

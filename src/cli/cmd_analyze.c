@@ -48,9 +48,8 @@ int cmd_analyze(int argc, char **argv)
         {"help", no_argument, 0, 'h'},             {0, 0, 0, 0}};
     lx_analyze_opts o;
     lx_analyze_opts_default(&o);
-    o.report = cli_reporter();
-    cli_stream cs = {&o.base_path, &o.aligned_path, &o.svd, &o.include, &o.exclude,
-                     &o.max_memory, &o.threads, 0, 0};
+    o.stream.report = cli_reporter();
+    cli_stream cs = {&o.stream, 0, 0};
     uint64_t v;
     int c;
     lx_status st = LX_OK;
@@ -67,7 +66,7 @@ int cmd_analyze(int argc, char **argv)
             break;
         case OPT_RANKS: st = lx_analyze_parse_ranks(optarg, &o); break;
         case OPT_EMBED: o.embedding = optarg; break;
-        case 'q': o.quiet = 1; break;
+        case 'q': o.stream.quiet = 1; break;
         case 'h': usage(stdout); return 0;
         default: st = cli_bad_option("analyze", c, argv); break;
         }

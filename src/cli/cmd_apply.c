@@ -86,9 +86,8 @@ int cmd_apply(int argc, char **argv)
         {0, 0, 0, 0}};
     lx_apply_opts o;
     lx_apply_opts_default(&o);
-    o.report = cli_reporter();
-    cli_stream cs = {&o.base_path, &o.aligned_path, &o.svd, &o.include, &o.exclude,
-                     &o.max_memory, &o.threads, 0, 0};
+    o.stream.report = cli_reporter();
+    cli_stream cs = {&o.stream, 0, 0};
     uint64_t v;
     int c;
     lx_status st = LX_OK;
@@ -109,7 +108,7 @@ int cmd_apply(int argc, char **argv)
         case OPT_STATS: o.stats = 1; break;
         case OPT_RESTART: o.restart = 1; break;
         case OPT_PART: st = parse_part(optarg, &o.part, &o.nparts); break;
-        case 'q': o.quiet = 1; break;
+        case 'q': o.stream.quiet = 1; break;
         case 'h': usage(stdout); return 0;
         default: st = cli_bad_option("apply", c, argv); break;
         }

@@ -55,9 +55,8 @@ int cmd_lora(int argc, char **argv)
         {0, 0, 0, 0}};
     lx_lora_opts o;
     lx_lora_opts_default(&o);
-    o.report = cli_reporter();
-    cli_stream cs = {&o.base_path, &o.aligned_path, &o.svd, &o.include, &o.exclude,
-                     &o.max_memory, &o.threads, 0, 0};
+    o.stream.report = cli_reporter();
+    cli_stream cs = {&o.stream, 0, 0};
     uint64_t v;
     int c;
     lx_status st = LX_OK;
@@ -81,7 +80,7 @@ int cmd_lora(int argc, char **argv)
             st = lx_lora_parse_dtype(optarg, &o.dtype);
             o.has_dtype = 1;
             break;
-        case 'q': o.quiet = 1; break;
+        case 'q': o.stream.quiet = 1; break;
         case 'h': usage(stdout); return 0;
         default: st = cli_bad_option("lora", c, argv); break;
         }

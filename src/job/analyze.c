@@ -1,4 +1,6 @@
-/* analyze.c - R_align, R_ft and spectra per matrix (see analyze.h). */
+/* analyze.c - R_align, R_ft and spectra per matrix (see analyze.h): the
+ * engine (engine.c) factors each matrix; this file projects the fine-tuned
+ * update onto the factors and writes the TSV. */
 #include "config.h"
 #include <errno.h>
 #include <inttypes.h>
@@ -19,8 +21,6 @@
 #include "loxstream/parse.h"
 #include "loxstream/sys.h"
 
-#define FIXED_OVERHEAD (48u << 20) /* tables, stdio, libraries (as apply) */
-#define PREFETCH_AHEAD (512u << 20) /* input bytes read ahead beyond the current matrix */
 
 void lx_analyze_opts_default(lx_analyze_opts *o)
 {
@@ -29,10 +29,8 @@ void lx_analyze_opts_default(lx_analyze_opts *o)
     static const int def[] = {1, 2, 3, 4, 6, 8};
     o->nranks = sizeof def / sizeof def[0];
     memcpy(o->ranks, def, sizeof def);
-    lx_rsvd_opts_default(&o->svd);
+    lx_engine_opts_default(&o->stream);
     o->embedding = LX_EMBEDDING_REGEX;
-    o->max_memory = 1ull << 30;
-    o->threads = lx_online_cpus();
 }
 
 static int cmp_int(const void *a, const void *b)
@@ -87,7 +85,7 @@ typedef struct actx {
      * ratio over the nlinear_ft that the fine-tuned model has */
     size_t nlinear, nlinear_ft;
     double sum_ralign, sum_rft, sum_ratio;
-    size_t nmatrices, unconverged, ungapped;
+    lx_factor_stats svd;           /* the factorisations (matrices analysed) */
 } actx;
 
 /* The plan item of the fine-tuned model for aligned item it, or NULL when the
@@ -148,14 +146,9 @@ static void print_header(actx *A, FILE *out)
 static lx_status analyze_matrix(actx *A, const lx_plan_item *it, uint64_t b, FILE *out)
 {
     const lx_analyze_opts *o = A->o;
-    size_t m = it->m, n = it->n, mn = m < n ? m : n;
-    lx_rsvd_opts so = o->svd;
-    so.rank = A->kmax < (int)mn ? A->kmax : (int)mn;
-    so.seed = lx_matrix_seed(o->svd.seed, it->aligned->name, b);
-    lx_delta_src ds;
-    lx_rowsrc src = lx_delta_rowsrc(&ds, it, b);
+    size_t m = it->m, n = it->n;
     lx_factors f;
-    lx_status st = lx_rsvd_topk(&src, &so, &f);
+    lx_status st = lx_engine_factor(&o->stream, it, b, lx_engine_rank(it, A->kmax), &f, &A->svd);
     if (st != LX_OK)
         return st;
     double fro2 = f.frob2;
@@ -221,9 +214,6 @@ static lx_status analyze_matrix(actx *A, const lx_plan_item *it, uint64_t b, FIL
     for (int i = 0; i < f.k; i++)
         fprintf(out, "%s%.6g", i ? "," : "", f.S[i]);
     fputc('\n', out);
-    A->nmatrices++;
-    A->unconverged += !f.converged;
-    A->ungapped += !f.converged && f.gap < LX_RSVD_GAP_MIN;
     if (linear) {
         A->nlinear++;
         A->sum_ralign += r_align;
@@ -254,23 +244,14 @@ static lx_status check_memory(actx *A, size_t *n_max)
             continue;
         if (it->n > *n_max)
             *n_max = it->n;
-        lx_rsvd_opts so = o->svd;
-        so.rank = A->kmax;
-        uint64_t need = lx_rsvd_workspace_bytes(it->m, it->n, &so) +
+        uint64_t need = lx_engine_svd_bytes(&o->stream, it, A->kmax) +
                         (uint64_t)(LX_RSVD_PANEL_ROWS + (A->ft ? A->kmax : 0)) * it->n * 4;
         if (need > worst) {
             worst = need;
             worst_name = it->aligned->name;
         }
     }
-    if (worst + FIXED_OVERHEAD > o->max_memory) {
-        char a[32], b[32], q[LX_NAME_QUOTE];
-        return lx_fail(LX_EUSAGE, "--max-memory %s is too small: tensor '%s' needs %s of working "
-                       "memory", lx_format_size(o->max_memory, a, sizeof a),
-                       lx_st_escape_name(worst_name, q, sizeof q),
-                       lx_format_size(worst + FIXED_OVERHEAD, b, sizeof b));
-    }
-    return LX_OK;
+    return lx_engine_check_memory(&o->stream, worst, worst_name);
 }
 
 /* Before any output: something to analyse (else exit 2, as a filter that
@@ -300,8 +281,8 @@ static void print_means(const actx *A)
 {
     const lx_analyze_opts *o = A->o;
     if (A->nlinear == 0) {
-        lx_say(&o->report, "analyze: %zu matri%s, all embedding tables (--embedding): no means "
-               "over linear matrices", A->nmatrices, A->nmatrices == 1 ? "x" : "ces");
+        lx_say(&o->stream.report, "analyze: %zu matri%s, all embedding tables (--embedding): no means "
+               "over linear matrices", A->svd.matrices, A->svd.matrices == 1 ? "x" : "ces");
         return;
     }
     char ft[256] = "";
@@ -311,7 +292,7 @@ static void print_means(const actx *A)
                  A->sum_ratio / (double)A->nlinear_ft);
     else if (A->ft)
         snprintf(ft, sizeof ft, "; none of them in the fine-tuned model: no mean R_ft");
-    lx_say(&o->report, "analyze: %zu linear matrices (embedding tables excluded): mean R_align "
+    lx_say(&o->stream.report, "analyze: %zu linear matrices (embedding tables excluded): mean R_align "
            "%.4f at k = %d%s", A->nlinear, A->sum_ralign / (double)A->nlinear, o->rank, ft);
 }
 
@@ -324,7 +305,7 @@ static lx_status run(actx *A, FILE *out)
     for (size_t i = 0; i < o->nranks; i++)
         if (o->ranks[i] > A->kmax)
             A->kmax = o->ranks[i];
-    lx_status st = lx_filter_init(&A->filter, o->include, o->exclude);
+    lx_status st = lx_filter_init(&A->filter, o->stream.include, o->stream.exclude);
     if (st != LX_OK)
         return st;
     if (o->embedding && *o->embedding) {
@@ -332,8 +313,8 @@ static lx_status run(actx *A, FILE *out)
             return lx_fail(LX_EUSAGE, "--embedding: invalid regular expression '%s'", o->embedding);
         A->has_embed = 1;
     }
-    if ((st = lx_checkpoint_open(o->base_path, &A->base)) != LX_OK ||
-        (st = lx_checkpoint_open(o->aligned_path, &A->aligned)) != LX_OK)
+    if ((st = lx_checkpoint_open(o->stream.base_path, &A->base)) != LX_OK ||
+        (st = lx_checkpoint_open(o->stream.aligned_path, &A->aligned)) != LX_OK)
         return st;
     if (o->finetuned_path && (st = lx_checkpoint_open(o->finetuned_path, &A->ft)) != LX_OK)
         return st;
@@ -350,20 +331,19 @@ static lx_status run(actx *A, FILE *out)
     size_t n_max;
     if ((st = check_memory(A, &n_max)) != LX_OK)
         return st;
-    if ((st = lx_linalg_init(o->threads)) != LX_OK)
+    if ((st = lx_linalg_init(o->stream.threads)) != LX_OK)
         return st;
     A->panel = lx_falloc((size_t)LX_RSVD_PANEL_ROWS * n_max);
     A->proj = lx_falloc((size_t)A->kmax * n_max);
     if (!A->panel || !A->proj)
         return lx_fail(LX_EFAIL, "out of memory allocating buffers");
     lx_progress prog;
-    lx_progress_begin(&prog, "analyze", A->plan.n, A->plan.transform_bytes, o->quiet,
-                      &o->report);
+    lx_progress_begin(&prog, "analyze", A->plan.n, A->plan.transform_bytes, o->stream.quiet,
+                      &o->stream.report);
     print_header(A, out);
     uint64_t done = 0;
-    lx_prefetch *pf;
-    if (lx_prefetch_start(&pf) != LX_OK)
-        pf = NULL; /* slower without it, no more */
+    lx_read_ahead ra;
+    lx_read_ahead_start(&ra);
     for (size_t i = 0; i < A->plan.n && st == LX_OK; i++) {
         const lx_plan_item *it = &A->plan.items[i];
         if (it->action == LX_ACT_LOWRANK) {
@@ -376,8 +356,7 @@ static lx_status run(actx *A, FILE *out)
                 next[nn++] = &A->plan.items[j];
                 next[nn++] = ft_item(A, &A->plan.items[j]);
             }
-            lx_range r[LX_PREFETCH_MAX];
-            lx_prefetch_set(pf, r, lx_prefetch_item_ranges(next, nn, PREFETCH_AHEAD, r));
+            lx_read_ahead_set(&ra, next, nn);
             for (uint64_t b = 0; b < it->batch && st == LX_OK; b++)
                 st = analyze_matrix(A, it, b, out);
             done += it->aligned->nbytes;
@@ -387,14 +366,14 @@ static lx_status run(actx *A, FILE *out)
         }
         lx_progress_update(&prog, i + 1, done, it->aligned->name);
     }
-    lx_prefetch_stop(pf);
+    lx_read_ahead_stop(&ra);
     if (st == LX_OK && fflush(out) != 0)
         st = lx_fail_errno(LX_EFAIL, errno, "cannot write the analysis to standard output");
     if (st != LX_OK)
         return st;
     lx_progress_end(&prog);
-    lx_rsvd_warn_unconverged("analyze", A->unconverged, A->ungapped, A->nmatrices, &o->svd);
-    if (!o->quiet)
+    lx_engine_warn_unconverged(&o->stream, "analyze", &A->svd);
+    if (!o->stream.quiet)
         print_means(A);
     return LX_OK;
 }

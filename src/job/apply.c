@@ -30,6 +30,7 @@
 #include "loxstream/apply_resume.h"
 #include "loxstream/apply_writer.h"
 #include "loxstream/dtype.h"
+#include "loxstream/engine.h"
 #include "loxstream/linalg.h"
 #include "loxstream/outdir.h"
 #include "loxstream/parse.h"
@@ -40,8 +41,6 @@
 
 #define COPY_CHUNK (16u << 20)      /* bytes per write when copying a tensor */
 #define OUT_BUFFERS 3               /* output panels in flight to the writer (apply_writer.c) */
-#define PREFETCH_AHEAD (512u << 20) /* input bytes read ahead beyond the current tensor */
-#define FIXED_OVERHEAD (48u << 20)  /* tables, stdio, libraries, CHECK_CHUNK: counted against --max-memory */
 
 /* ---- options ----------------------------------------------------------- */
 
@@ -50,9 +49,7 @@ void lx_apply_opts_default(lx_apply_opts *o)
     memset(o, 0, sizeof *o);
     o->rank = 6;
     o->alpha = 1.25;
-    lx_rsvd_opts_default(&o->svd);
-    o->max_memory = (uint64_t)1 << 30;
-    o->threads = lx_online_cpus();
+    lx_engine_opts_default(&o->stream);
     o->part = o->nparts = 1;
 }
 
@@ -71,12 +68,11 @@ typedef struct job {
     FILE *report;
     lx_progress progress;
     uint64_t done_bytes;
-    lx_prefetch *pf;               /* reads the inputs ahead (NULL: none) */
+    lx_read_ahead ra;
+    const lx_plan_item **ahead;    /* prefetch_from's list: plan.n entries */
     size_t computed;
-    double svd_seconds, svd_flops;
+    lx_factor_stats svd;           /* the factorisations of this run */
     double out_seconds;            /* output rows: rank-k GEMM, add, rounding */
-    size_t matrices;               /* factored in this run */
-    size_t unconverged, ungapped;  /* of them: err_est > tol; and with no gap seen */
 } job;
 
 /* Output rows [r0, r0+h) of a matrix (h <= LX_RSVD_PANEL_ROWS) into obuf
@@ -97,7 +93,7 @@ static size_t output_rows(job *J, lx_dtype dt, const lx_factors *f, float alpha,
 {
     long tiles = (long)((h + OUT_TILE - 1) / OUT_TILE);
     size_t first = h * n;
-#pragma omp parallel for schedule(static) num_threads(J->o->threads) if (J->o->threads > 1 && h * n >= (1u << 16)) reduction(min:first)
+#pragma omp parallel for schedule(static) num_threads(J->o->stream.threads) if (J->o->stream.threads > 1 && h * n >= (1u << 16)) reduction(min:first)
     for (long ti = 0; ti < tiles; ti++) {
         size_t i0 = (size_t)ti * OUT_TILE, th = h - i0 < OUT_TILE ? h - i0 : OUT_TILE;
         if (f) {
@@ -191,29 +187,13 @@ static lx_status transform_matrix(job *J, const lx_plan_item *it, lx_out_shard *
     lx_status st = LX_OK;
     int have_factors = 0;
     if (it->action == LX_ACT_LOWRANK) {
-        lx_rsvd_opts so = J->o->svd;
-        size_t mn = m < n ? m : n;
-        so.rank = J->o->rank;
-        if ((size_t)so.rank > mn) {
-            lx_warn("tensor '%s': rank %d exceeds min(%zu, %zu): using rank %zu", t->name,
-                    so.rank, m, n, mn);
-            so.rank = (int)mn;
-        }
-        so.seed = lx_matrix_seed(J->o->svd.seed, t->name, b);
-        lx_delta_src ds;
-        lx_rowsrc src = lx_delta_rowsrc(&ds, it, b);
-        double s0 = lx_now();
-        st = lx_rsvd_topk(&src, &so, &f);
-        J->svd_seconds += lx_now() - s0;
+        int rank = lx_engine_rank(it, J->o->rank);
+        if (rank < J->o->rank)
+            lx_warn("tensor '%s': rank %d exceeds min(%zu, %zu): using rank %d", t->name,
+                    J->o->rank, m, n, rank);
+        st = lx_engine_factor(&J->o->stream, it, b, rank, &f, &J->svd);
         if (st != LX_OK)
             return st;
-        J->matrices++;
-        if (!f.converged) {
-            J->unconverged++;
-            J->ungapped += f.gap < LX_RSVD_GAP_MIN;
-        }
-        /* two GEMMs of m x n x l per pass (Y = A V, Z += A^T Y) */
-        J->svd_flops += 4.0 * (double)f.passes * (double)m * (double)n * (double)f.l;
         have_factors = 1;
     }
     float alpha = (float)J->o->alpha;
@@ -249,38 +229,14 @@ static lx_status transform_matrix(job *J, const lx_plan_item *it, lx_out_shard *
     return st;
 }
 
-/* Have the prefetcher read item i's inputs and those of the next items, up
- * to PREFETCH_AHEAD bytes beyond item i (items an earlier run recorded are
- * likely kept: skipped).  Without a prefetcher: MADV_WILLNEED on the next
- * item. */
+/* Read item i's inputs ahead and those of the next items of the part
+ * (items an earlier run recorded are likely kept: skipped). */
 static void prefetch_from(job *J, size_t i)
 {
-    if (!J->pf) {
-        if (i + 1 < J->part.hi)
-            lx_plan_item_advise(&J->in.plan.items[i + 1], MADV_WILLNEED);
-        return;
-    }
-    lx_range r[LX_PREFETCH_MAX];
     size_t n = 0;
-    uint64_t ahead = 0;
-    for (size_t j = i; j < J->part.hi && n + 2 <= LX_PREFETCH_MAX; j++) {
-        const lx_plan_item *it = &J->in.plan.items[j];
-        if (j > i) {
-            if (ahead >= PREFETCH_AHEAD)
-                break;
-            if (J->rs.resuming && J->rs.rec[it->aligned - J->in.aligned->tensors])
-                continue;
-        }
-        r[n++] = (lx_range){it->aligned->data, it->aligned->nbytes};
-        uint64_t bytes = it->aligned->nbytes;
-        if (it->base && it->action != LX_ACT_COPY) {
-            r[n++] = (lx_range){it->base->data, it->base->nbytes};
-            bytes += it->base->nbytes;
-        }
-        if (j > i)
-            ahead += bytes;
-    }
-    lx_prefetch_set(J->pf, r, n);
+    for (size_t j = i; j < J->part.hi; j++)
+        J->ahead[n++] = j > i && J->rs.resuming && J->rs.rec[j] ? NULL : &J->in.plan.items[j];
+    lx_read_ahead_set(&J->ra, J->ahead, n);
 }
 
 static lx_status process_item(job *J, size_t i)
@@ -324,26 +280,14 @@ static lx_status check_memory(job *J)
             J->n_max = it->n;
         /* fbuf (f32) and the writer's output buffers */
         uint64_t need = (uint64_t)LX_RSVD_PANEL_ROWS * it->n * (sizeof(float) + 8 * OUT_BUFFERS);
-        if (it->action == LX_ACT_LOWRANK) {
-            lx_rsvd_opts so = o->svd;
-            so.rank = o->rank;
-            need += lx_rsvd_workspace_bytes(it->m, it->n, &so);
-        }
+        if (it->action == LX_ACT_LOWRANK)
+            need += lx_engine_svd_bytes(&o->stream, it, o->rank);
         if (need > worst) {
             worst = need;
             worst_name = it->aligned->name;
         }
     }
-    if (worst + FIXED_OVERHEAD > o->max_memory) {
-        char a[32], b[32];
-        return lx_fail(LX_EUSAGE,
-                       "--max-memory %s is too small: tensor '%s' needs %s of working memory "
-                       "(with %s of fixed overhead)",
-                       lx_format_size(o->max_memory, a, sizeof a), worst_name,
-                       lx_format_size(worst + FIXED_OVERHEAD, b, sizeof b),
-                       lx_format_size(FIXED_OVERHEAD, a, sizeof a));
-    }
-    return LX_OK;
+    return lx_engine_check_memory(&o->stream, worst, worst_name);
 }
 
 static void job_free(job *J)
@@ -353,6 +297,7 @@ static void job_free(job *J)
     lx_apply_identity_free(&J->id);
     lx_locks_close(&J->locks);
     free(J->fbuf);
+    free(J->ahead);
     if (J->report && J->report != stdout)
         fclose(J->report);
     lx_part_free(&J->part);
@@ -378,15 +323,15 @@ static void print_stats(job *J)
         fclose(io);
     }
     uint64_t in_bytes = J->part.transform_bytes * 2 + J->part.copy_bytes;
-    lx_say(&J->o->report,
+    lx_say(&J->o->stream.report,
             "stats: wall %.2f s; inputs %.3f GB, output %.3f GB (%.2f GB/s in+out); "
             "storage read %.3f GB, written %.3f GB; SVD %.2f s, %.1f GFLOP (%.1f GFLOP/s); "
             "output rows %.2f s, write %.2f s, hash %.2f s, sync %.2f s; "
             "peak RSS %ld MiB; %s",
             wall, (double)in_bytes / 1e9, (double)J->done_bytes / 1e9,
             wall > 0 ? (double)(in_bytes + J->done_bytes) / 1e9 / wall : 0.0, (double)rd / 1e9,
-            (double)wr / 1e9, J->svd_seconds, J->svd_flops / 1e9,
-            J->svd_seconds > 0 ? J->svd_flops / 1e9 / J->svd_seconds : 0.0, J->out_seconds,
+            (double)wr / 1e9, J->svd.seconds, J->svd.flops / 1e9,
+            J->svd.seconds > 0 ? J->svd.flops / 1e9 / J->svd.seconds : 0.0, J->out_seconds,
             J->w.write_seconds, J->w.hash_seconds, J->w.sync_seconds, ru.ru_maxrss / 1024,
             lx_linalg_describe());
 }
@@ -441,18 +386,13 @@ static lx_status run(job *J)
 {
     const lx_apply_opts *o = J->o;
     lx_inputs *in = &J->in;
-    lx_status st = lx_filter_init(&in->filter, o->include, o->exclude);
+    lx_status st = lx_engine_filter(in, &o->stream);
     if (st == LX_OK)
-        st = lx_checkpoint_open(o->base_path, &in->base);
-    if (st == LX_OK)
-        st = lx_checkpoint_open(o->aligned_path, &in->aligned);
-    if (st == LX_OK)
-        st = lx_plan_build(in->base, in->aligned, &in->filter, o->rank, o->copy_unmatched,
-                           &in->plan);
+        st = lx_engine_open(in, &o->stream, o->rank, o->copy_unmatched);
     if (st == LX_OK)
         st = check_memory(J);
     if (st == LX_OK)
-        st = lx_linalg_init(o->threads);
+        st = lx_linalg_init(o->stream.threads);
     /* this part's items (all of them without --part) */
     if (st == LX_OK)
         st = lx_part_init(&J->part, &in->plan, o->part ? o->part : 1, o->nparts ? o->nparts : 1);
@@ -461,7 +401,8 @@ static lx_status run(job *J)
     const lx_part *pt = &J->part;
     /* fbuf is a GEMM operand (lx_factors_rows): padded, see linalg.h */
     J->fbuf = lx_falloc((size_t)LX_RSVD_PANEL_ROWS * (J->n_max ? J->n_max : 1));
-    if (!J->fbuf)
+    J->ahead = malloc((in->plan.n ? in->plan.n : 1) * sizeof *J->ahead);
+    if (!J->fbuf || !J->ahead)
         return lx_fail(LX_EFAIL, "out of memory allocating buffers");
     if ((st = lx_resume_init(&J->rs, in->aligned->ntensors)) != LX_OK ||
         (st = lx_writer_init(&J->w, o, in->aligned, &in->plan, pt->nparts)) != LX_OK ||
@@ -469,8 +410,8 @@ static lx_status run(job *J)
         (st = lx_resume_prepare(&J->rs, o, in, pt, &J->w, &J->id, &J->locks)) != LX_OK)
         return st;
     if (J->rs.complete_already) {
-        if (!o->quiet)
-            lx_say(&o->report, "apply: %s is complete and intact (%zu tensors checked): nothing "
+        if (!o->stream.quiet)
+            lx_say(&o->stream.report, "apply: %s is complete and intact (%zu tensors checked): nothing "
                    "to do", o->output_path, in->plan.n);
         return LX_OK;
     }
@@ -485,23 +426,20 @@ static lx_status run(job *J)
     char part[64] = "";
     if (pt->nparts > 1)
         snprintf(part, sizeof part, "part %u/%u: ", pt->part, pt->nparts);
-    if (J->rs.resuming && !o->quiet && pt->nparts == 1)
-        lx_say(&o->report, "apply: resuming the run in %s (%zu tensors recorded)", o->output_path,
+    if (J->rs.resuming && !o->stream.quiet && pt->nparts == 1)
+        lx_say(&o->stream.report, "apply: resuming the run in %s (%zu tensors recorded)", o->output_path,
                J->rs.recorded);
-    else if (J->rs.own_recorded && !o->quiet)
-        lx_say(&o->report, "apply: %sresuming in %s (%zu of its %zu tensors recorded)", part,
+    else if (J->rs.own_recorded && !o->stream.quiet)
+        lx_say(&o->stream.report, "apply: %sresuming in %s (%zu of its %zu tensors recorded)", part,
                o->output_path, J->rs.own_recorded, pt->hi - pt->lo);
     lx_progress_begin(&J->progress, "apply", pt->hi - pt->lo,
-                      pt->transform_bytes + pt->copy_bytes, o->quiet, &o->report);
-    /* without a prefetcher the run goes on, only slower */
-    if (lx_prefetch_start(&J->pf) != LX_OK)
-        J->pf = NULL;
+                      pt->transform_bytes + pt->copy_bytes, o->stream.quiet, &o->stream.report);
+    lx_read_ahead_start(&J->ra);
     st = lx_writer_start(&J->w, out_buffer_bytes(J));
     if (st == LX_OK)
         st = run_items(J);
     lx_writer_stop(&J->w);
-    lx_prefetch_stop(J->pf);
-    J->pf = NULL;
+    lx_read_ahead_stop(&J->ra);
     if (st == LX_OK && J->report && fflush(J->report) != 0)
         st = lx_fail_errno(LX_EFAIL, errno, "%s: cannot write report", o->report_path);
     if (st == LX_OK && pt->nparts > 1)
@@ -512,16 +450,16 @@ static lx_status run(job *J)
         print_stats(J);
     if (st == LX_OK) {
         lx_progress_end(&J->progress);
-        if (!o->quiet && (pt->nparts == 1 ? J->rs.resuming : J->rs.own_recorded > 0))
-            lx_say(&o->report, "apply: %s%zu tensors kept from the earlier run, %zu computed (%zu "
+        if (!o->stream.quiet && (pt->nparts == 1 ? J->rs.resuming : J->rs.own_recorded > 0))
+            lx_say(&o->stream.report, "apply: %s%zu tensors kept from the earlier run, %zu computed (%zu "
                    "of them again)", part, J->rs.kept, J->computed, J->rs.redone);
-        if (!o->quiet)
-            lx_say(&o->report, "apply: %s%zu tensors transformed, %zu copied; SVD %.2f s; output "
-                   "%s", part, pt->ntransform, pt->hi - pt->lo - pt->ntransform, J->svd_seconds,
+        if (!o->stream.quiet)
+            lx_say(&o->stream.report, "apply: %s%zu tensors transformed, %zu copied; SVD %.2f s; output "
+                   "%s", part, pt->ntransform, pt->hi - pt->lo - pt->ntransform, J->svd.seconds,
                    o->output_path);
-        if (!o->quiet && J->fin.msg[0])
-            lx_say(&o->report, "%s", J->fin.msg);
-        lx_rsvd_warn_unconverged("apply", J->unconverged, J->ungapped, J->matrices, &o->svd);
+        if (!o->stream.quiet && J->fin.msg[0])
+            lx_say(&o->stream.report, "%s", J->fin.msg);
+        lx_engine_warn_unconverged(&o->stream, "apply", &J->svd);
     }
     return st;
 }

@@ -105,31 +105,31 @@ static lx_status build_identity(lx_apply_identity *J, const lx_apply_opts *o,
         st = lx_identity_add(id, "option rank", v);
     if (st == LX_OK)
         st = lx_identity_add(id, "option alpha", format_double(o->alpha, v, sizeof v));
-    const char *method = o->rank == 0 ? "full" : o->svd.exact ? "exact" : "randomized";
+    const char *method = o->rank == 0 ? "full" : o->stream.svd.exact ? "exact" : "randomized";
     if (st == LX_OK)
         st = lx_identity_add(id, "option method", method);
     if (st == LX_OK && !strcmp(method, "randomized")) {
-        snprintf(v, sizeof v, "%d", o->svd.oversample);
+        snprintf(v, sizeof v, "%d", o->stream.svd.oversample);
         st = lx_identity_add(id, "option oversample", v);
-        snprintf(v, sizeof v, "%" PRIu64, o->svd.seed);
+        snprintf(v, sizeof v, "%" PRIu64, o->stream.svd.seed);
         if (st == LX_OK)
             st = lx_identity_add(id, "option seed", v);
-        if (o->svd.passes > 0) {
-            snprintf(v, sizeof v, "%d", o->svd.passes);
+        if (o->stream.svd.passes > 0) {
+            snprintf(v, sizeof v, "%d", o->stream.svd.passes);
             if (st == LX_OK)
                 st = lx_identity_add(id, "option passes", v);
         } else {
             if (st == LX_OK)
-                st = lx_identity_add(id, "option tol", format_double(o->svd.tol, v, sizeof v));
-            snprintf(v, sizeof v, "%d", o->svd.max_passes);
+                st = lx_identity_add(id, "option tol", format_double(o->stream.svd.tol, v, sizeof v));
+            snprintf(v, sizeof v, "%d", o->stream.svd.max_passes);
             if (st == LX_OK)
                 st = lx_identity_add(id, "option max-passes", v);
         }
     }
-    if (st == LX_OK && o->include)
-        st = add_escaped(id, "option include", o->include);
-    if (st == LX_OK && o->exclude)
-        st = add_escaped(id, "option exclude", o->exclude);
+    if (st == LX_OK && o->stream.include)
+        st = add_escaped(id, "option include", o->stream.include);
+    if (st == LX_OK && o->stream.exclude)
+        st = add_escaped(id, "option exclude", o->stream.exclude);
     const struct { const char *role; const lx_checkpoint *ck; } ins[] = {
         {"base", base}, {"aligned", aligned}};
     for (int r = 0; r < 2 && st == LX_OK; r++) {

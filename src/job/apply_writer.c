@@ -126,14 +126,14 @@ static char *method_string(const lx_apply_opts *o)
     int rc;
     if (o->rank == 0)
         rc = asprintf(&s, "full-rank extrapolation");
-    else if (o->svd.exact)
+    else if (o->stream.svd.exact)
         rc = asprintf(&s, "exact SVD");
-    else if (o->svd.passes > 0)
+    else if (o->stream.svd.passes > 0)
         rc = asprintf(&s, "randomized SVD, %d passes, oversample %d, seed %" PRIu64,
-                      o->svd.passes, o->svd.oversample, o->svd.seed);
+                      o->stream.svd.passes, o->stream.svd.oversample, o->stream.svd.seed);
     else
         rc = asprintf(&s, "randomized SVD, tol %g (max %d passes), oversample %d, seed %" PRIu64,
-                      o->svd.tol, o->svd.max_passes, o->svd.oversample, o->svd.seed);
+                      o->stream.svd.tol, o->stream.svd.max_passes, o->stream.svd.oversample, o->stream.svd.seed);
     return rc < 0 ? NULL : s;
 }
 
@@ -151,7 +151,7 @@ static lx_status build_layouts(lx_apply_writer *J, const lx_apply_opts *o,
     const char *own_keys[] = {"format", "loxstream_version", "loxstream_rank", "loxstream_alpha",
                               "loxstream_method", "loxstream_include", "loxstream_exclude"};
     const char *own_vals[] = {"pt", PACKAGE_VERSION, rank, alpha, method,
-                              o->include ? o->include : "", o->exclude ? o->exclude : ""};
+                              o->stream.include ? o->stream.include : "", o->stream.exclude ? o->stream.exclude : ""};
     size_t nown = sizeof own_keys / sizeof own_keys[0];
     lx_status st = LX_OK;
     J->nshards = aligned->nshards;

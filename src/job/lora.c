@@ -1,7 +1,8 @@
 /* lora.c - the LoX update as a PEFT LoRA adapter (see lora.h).
  *
- * Data flow per module: apply's row source over dW = aligned - base (f32,
- * checked finite) -> apply's randomized SVD with apply's per-matrix seed ->
+ * Data flow per module: the engine's row source over dW = aligned - base
+ * (engine.c: f32, checked finite) -> the engine's factorisation, with the
+ * per-matrix seed every job uses ->
  * A and B (sqrt(S) on each side, zero-padded to r) in f32 -> rounded to the
  * adapter's dtype and written at their final offsets in
  * adapter_model.safetensors.partial.  Every entry of the file is known from
@@ -37,10 +38,6 @@
 #include "loxstream/parse.h"
 #include "loxstream/sys.h"
 
-#define PREFETCH_AHEAD (512u << 20) /* input bytes read ahead beyond the current module */
-
-/* tables, stdio, libraries: counted against --max-memory as apply does */
-#define FIXED_OVERHEAD (48u << 20)
 #define WEIGHT_SUFFIX ".weight"
 
 typedef struct module {
@@ -55,11 +52,9 @@ typedef struct module {
 
 typedef struct lora_job {
     const lx_lora_opts *o;
-    lx_filter filter;
+    lx_inputs in;                  /* checkpoints, filters, plan (engine.h) */
     regex_t emb;
     int has_emb;
-    lx_checkpoint *base, *aligned;
-    lx_plan plan;
     module *mods;
     size_t nmods;
     lx_st_entry *entries;
@@ -72,7 +67,7 @@ typedef struct lora_job {
     size_t buf_elems;              /* r * max(m, n) over the modules */
     float *fbuf;
     unsigned char *obuf;
-    size_t unconverged, ungapped;  /* modules whose factors missed --tol; no gap seen */
+    lx_factor_stats svd;           /* the modules' factorisations */
 } lora_job;
 
 void lx_lora_opts_default(lx_lora_opts *o)
@@ -80,9 +75,7 @@ void lx_lora_opts_default(lx_lora_opts *o)
     memset(o, 0, sizeof *o);
     o->rank = 6;
     o->alpha = 1.25;
-    lx_rsvd_opts_default(&o->svd);
-    o->max_memory = (uint64_t)1 << 30;
-    o->threads = lx_online_cpus();
+    lx_engine_opts_default(&o->stream);
 }
 
 lx_status lx_lora_parse_dtype(const char *s, lx_dtype *out)
@@ -115,12 +108,12 @@ static int ends_with(const char *s, const char *suffix)
 static lx_status select_modules(lora_job *J)
 {
     const lx_lora_opts *o = J->o;
-    J->mods = calloc(J->plan.n ? J->plan.n : 1, sizeof *J->mods);
+    J->mods = calloc(J->in.plan.n ? J->in.plan.n : 1, sizeof *J->mods);
     if (!J->mods)
         return lx_fail(LX_EFAIL, "out of memory");
     size_t nlow = 0;
-    for (size_t i = 0; i < J->plan.n; i++) {
-        const lx_plan_item *it = &J->plan.items[i];
+    for (size_t i = 0; i < J->in.plan.n; i++) {
+        const lx_plan_item *it = &J->in.plan.items[i];
         if (it->action != LX_ACT_LOWRANK)
             continue;
         nlow++;
@@ -143,8 +136,7 @@ static lx_status select_modules(lora_job *J)
         module *md = &J->mods[J->nmods++];
         md->item = it;
         md->embedding = J->has_emb && regexec(&J->emb, t->name, 0, NULL, 0) == 0;
-        size_t mn = it->m < it->n ? (size_t)it->m : (size_t)it->n;
-        md->k = (size_t)o->rank > mn ? (int)mn : o->rank;
+        md->k = lx_engine_rank(it, o->rank);
         if (md->k < o->rank)
             lx_warn("tensor '%s': rank %d exceeds min(%" PRIu64 ", %" PRIu64 "): factors of rank "
                     "%d, padded with zeros to r = %d", q, o->rank, it->m, it->n, md->k, o->rank);
@@ -172,12 +164,12 @@ static lx_status select_modules(lora_job *J)
     }
     if (J->nmods > 0)
         return LX_OK;
-    if (o->include || o->exclude)
+    if (o->stream.include || o->stream.exclude)
         return lx_fail(LX_EUSAGE, "no tensor to export: none of the %zu tensors of %s is a 2-D "
                        "float '.weight' matrix selected by --include/--exclude (%zu transformable "
-                       "tensors before the 2-D and name rules)", J->plan.n, o->aligned_path, nlow);
+                       "tensors before the 2-D and name rules)", J->in.plan.n, o->stream.aligned_path, nlow);
     return lx_fail(LX_EINPUT, "no tensor to export: none of the %zu tensors of %s is a 2-D float "
-                   "'.weight' matrix present in both models", J->plan.n, o->aligned_path);
+                   "'.weight' matrix present in both models", J->in.plan.n, o->stream.aligned_path);
 }
 
 /* ---- memory ------------------------------------------------------------- */
@@ -189,29 +181,17 @@ static lx_status check_memory(lora_job *J)
     const char *worst_name = "";
     for (size_t i = 0; i < J->nmods; i++) {
         const module *md = &J->mods[i];
-        lx_rsvd_opts so = o->svd;
-        so.rank = md->k;
         size_t big = md->item->m > md->item->n ? (size_t)md->item->m : (size_t)md->item->n;
         /* the rsvd's buffers, then one factor in f32 and in the adapter's dtype
          * (both sized for the widest module, allocated once) */
-        uint64_t need = lx_rsvd_workspace_bytes(md->item->m, md->item->n, &so) +
+        uint64_t need = lx_engine_svd_bytes(&o->stream, md->item, md->k) +
                         (uint64_t)o->rank * big * (sizeof(float) + 4);
         if (need > worst) {
             worst = need;
             worst_name = md->item->aligned->name;
         }
     }
-    if (worst + FIXED_OVERHEAD > o->max_memory) {
-        char a[32], b[32], c[32], q[LX_NAME_QUOTE];
-        return lx_fail(LX_EUSAGE,
-                       "--max-memory %s is too small: tensor '%s' needs %s of working memory "
-                       "(with %s of fixed overhead)",
-                       lx_format_size(o->max_memory, a, sizeof a),
-                       lx_st_escape_name(worst_name, q, sizeof q),
-                       lx_format_size(worst + FIXED_OVERHEAD, b, sizeof b),
-                       lx_format_size(FIXED_OVERHEAD, c, sizeof c));
-    }
-    return LX_OK;
+    return lx_engine_check_memory(&o->stream, worst, worst_name);
 }
 
 /* ---- the output directory ------------------------------------------------ */
@@ -328,20 +308,11 @@ static lx_status run_module(lora_job *J, size_t i)
     const module *md = &J->mods[i];
     const lx_plan_item *it = md->item;
     size_t m = (size_t)it->m, n = (size_t)it->n;
-    lx_rsvd_opts so = o->svd;
-    so.rank = md->k;
-    so.seed = lx_matrix_seed(o->svd.seed, it->aligned->name, 0);
-    lx_delta_src ds;
-    lx_rowsrc src = lx_delta_rowsrc(&ds, it, 0);
     lx_factors f;
     double t0 = lx_now();
-    lx_status st = lx_rsvd_topk(&src, &so, &f);
+    lx_status st = lx_engine_factor(&o->stream, it, 0, md->k, &f, &J->svd);
     if (st != LX_OK)
         return st;
-    if (!f.converged) {
-        J->unconverged++;
-        J->ungapped += f.gap < LX_RSVD_GAP_MIN;
-    }
     float *s = malloc((f.k > 0 ? (size_t)f.k : 1) * sizeof *s);
     if (!s) {
         lx_factors_free(&f);
@@ -360,9 +331,9 @@ static lx_status run_module(lora_job *J, size_t i)
         factor_cols(xb, lb, f.k, r, s, J->fbuf);
         st = write_factor(J, md, md->eb, lb * (size_t)r);
     }
-    if (st == LX_OK && !o->quiet) {
+    if (st == LX_OK && !o->stream.quiet) {
         char q[LX_NAME_QUOTE];
-        lx_say(&o->report, "lora: %zu/%zu %s (%zux%zu, %d pass%s%s, %.2f s)", i + 1, J->nmods,
+        lx_say(&o->stream.report, "lora: %zu/%zu %s (%zux%zu, %d pass%s%s, %.2f s)", i + 1, J->nmods,
                lx_st_escape_name(it->aligned->name, q, sizeof q), m, n, f.passes,
                f.passes == 1 ? "" : "es", f.converged ? "" : ", not converged", lx_now() - t0);
     }
@@ -413,7 +384,7 @@ static lx_status write_config(lora_job *J)
     if (!bad) {
         bad |= set(root, "peft_type", json_string("LORA"));
         bad |= set(root, "task_type", json_string("CAUSAL_LM"));
-        bad |= set(root, "base_model_name_or_path", json_string(o->aligned_path));
+        bad |= set(root, "base_model_name_or_path", json_string(o->stream.aligned_path));
         bad |= set(root, "r", json_integer(o->rank));
         bad |= set(root, "lora_alpha", json_real(o->alpha * r));
         bad |= set(root, "target_modules", json_incref(tm));
@@ -429,32 +400,32 @@ static lx_status write_config(lora_job *J)
         bad |= set(lx, "version", json_string(PACKAGE_VERSION));
         bad |= set(lx, "rank", json_integer(o->rank));
         bad |= set(lx, "alpha", json_real(o->alpha));
-        bad |= set(lx, "method", json_string(o->svd.exact ? "exact" : "randomized"));
+        bad |= set(lx, "method", json_string(o->stream.svd.exact ? "exact" : "randomized"));
         /* json_int_t is 64-bit signed: larger seeds are written as strings */
-        if (o->svd.seed <= (uint64_t)INT64_MAX) {
-            bad |= set(lx, "seed", json_integer((json_int_t)o->svd.seed));
+        if (o->stream.svd.seed <= (uint64_t)INT64_MAX) {
+            bad |= set(lx, "seed", json_integer((json_int_t)o->stream.svd.seed));
         } else {
             char sv[32];
-            snprintf(sv, sizeof sv, "%" PRIu64, o->svd.seed);
+            snprintf(sv, sizeof sv, "%" PRIu64, o->stream.svd.seed);
             bad |= set(lx, "seed", json_string(sv));
         }
-        if (!o->svd.exact) {
-            bad |= set(lx, "oversample", json_integer(o->svd.oversample));
-            if (o->svd.passes > 0) {
-                bad |= set(lx, "passes", json_integer(o->svd.passes));
+        if (!o->stream.svd.exact) {
+            bad |= set(lx, "oversample", json_integer(o->stream.svd.oversample));
+            if (o->stream.svd.passes > 0) {
+                bad |= set(lx, "passes", json_integer(o->stream.svd.passes));
             } else {
-                bad |= set(lx, "tol", json_real(o->svd.tol));
-                bad |= set(lx, "max_passes", json_integer(o->svd.max_passes));
+                bad |= set(lx, "tol", json_real(o->stream.svd.tol));
+                bad |= set(lx, "max_passes", json_integer(o->stream.svd.max_passes));
             }
         }
-        bad |= set(lx, "include", o->include ? json_string(o->include) : json_null());
-        bad |= set(lx, "exclude", o->exclude ? json_string(o->exclude) : json_null());
+        bad |= set(lx, "include", o->stream.include ? json_string(o->stream.include) : json_null());
+        bad |= set(lx, "exclude", o->stream.exclude ? json_string(o->stream.exclude) : json_null());
         bad |= set(lx, "embedding",
                    json_string(o->embedding ? o->embedding : LX_LORA_EMBEDDING_DEFAULT));
         bad |= set(lx, "dtype", o->has_dtype ? json_string(lx_dtype_name(o->dtype))
                                              : json_string("aligned"));
         bad |= set(lx, "modules", json_integer((json_int_t)J->nmods));
-        bad |= set(lx, "base", json_string(o->base_path));
+        bad |= set(lx, "base", json_string(o->stream.base_path));
         bad |= set(root, "loxstream", json_incref(lx));
     }
     /* reals with the fewest digits that read back exactly ("0.0003", not
@@ -462,8 +433,8 @@ static lx_status write_config(lora_job *J)
     int digits = shortest_digits(o->alpha);
     if (shortest_digits(o->alpha * r) > digits)
         digits = shortest_digits(o->alpha * r);
-    if (!o->svd.exact && o->svd.passes == 0 && shortest_digits(o->svd.tol) > digits)
-        digits = shortest_digits(o->svd.tol);
+    if (!o->stream.svd.exact && o->stream.svd.passes == 0 && shortest_digits(o->stream.svd.tol) > digits)
+        digits = shortest_digits(o->stream.svd.tol);
     char *text = bad ? NULL : json_dumps(root, JSON_INDENT(2) | JSON_REAL_PRECISION(digits));
     json_decref(tm);
     json_decref(lx);
@@ -509,11 +480,11 @@ static lx_status run(lora_job *J)
     if (o->has_dtype && o->dtype != LX_DT_BF16 && o->dtype != LX_DT_F16 && o->dtype != LX_DT_F32)
         return lx_fail(LX_EUSAGE, "--dtype: %s is not an adapter dtype (bf16, f16 or f32)",
                        lx_dtype_name(o->dtype));
-    lx_status st = check_utf8(o->aligned_path, "--aligned");
+    lx_status st = check_utf8(o->stream.aligned_path, "--aligned");
     if (st == LX_OK)
-        st = check_utf8(o->base_path, "--base");
+        st = check_utf8(o->stream.base_path, "--base");
     if (st == LX_OK)
-        st = lx_filter_init(&J->filter, o->include, o->exclude);
+        st = lx_engine_filter(&J->in, &o->stream);
     if (st != LX_OK)
         return st;
     const char *emb = o->embedding ? o->embedding : LX_LORA_EMBEDDING_DEFAULT;
@@ -524,9 +495,7 @@ static lx_status run(lora_job *J)
         return lx_fail(LX_EUSAGE, "--embedding '%s': invalid regular expression: %s", emb, msg);
     }
     J->has_emb = 1;
-    if ((st = lx_checkpoint_open(o->base_path, &J->base)) != LX_OK ||
-        (st = lx_checkpoint_open(o->aligned_path, &J->aligned)) != LX_OK ||
-        (st = lx_plan_build(J->base, J->aligned, &J->filter, o->rank, 0, &J->plan)) != LX_OK ||
+    if ((st = lx_engine_open(&J->in, &o->stream, o->rank, 0)) != LX_OK ||
         (st = select_modules(J)) != LX_OK || (st = check_memory(J)) != LX_OK ||
         (st = build_layout(J)) != LX_OK)
         return st;
@@ -539,7 +508,7 @@ static lx_status run(lora_job *J)
     J->obuf = malloc(J->buf_elems * sizeof(float));
     if (!J->final_path || !J->config_path || !J->partial_path || !J->fbuf || !J->obuf)
         return lx_fail(LX_EFAIL, "out of memory");
-    if ((st = lx_linalg_init(o->threads)) != LX_OK || (st = prepare_dir(J)) != LX_OK)
+    if ((st = lx_linalg_init(o->stream.threads)) != LX_OK || (st = prepare_dir(J)) != LX_OK)
         return st;
     /* claimed exclusively, so that two runs into one empty directory cannot
      * write into the same file (the second is refused, exit 5) */
@@ -553,22 +522,20 @@ static lx_status run(lora_job *J)
         return st;
     J->out_open = 1;
     double t0 = lx_now();
-    lx_prefetch *pf;
-    if (lx_prefetch_start(&pf) != LX_OK)
-        pf = NULL; /* slower without it, no more */
+    lx_read_ahead ra;
+    lx_read_ahead_start(&ra);
     for (size_t i = 0; i < J->nmods && st == LX_OK; i++) {
         const lx_plan_item *it = J->mods[i].item;
-        /* this module's inputs and the next ones', PREFETCH_AHEAD ahead */
+        /* this module's inputs and the next ones' */
         const lx_plan_item *next[LX_PREFETCH_MAX / 2];
         size_t nn = 0;
         for (size_t j = i; j < J->nmods && nn < LX_PREFETCH_MAX / 2; j++)
             next[nn++] = J->mods[j].item;
-        lx_range r[LX_PREFETCH_MAX];
-        lx_prefetch_set(pf, r, lx_prefetch_item_ranges(next, nn, PREFETCH_AHEAD, r));
+        lx_read_ahead_set(&ra, next, nn);
         st = run_module(J, i);
         lx_plan_item_advise(it, MADV_DONTNEED);
     }
-    lx_prefetch_stop(pf);
+    lx_read_ahead_stop(&ra);
     if (st == LX_OK)
         st = lx_st_out_sync(&J->out);
     if (st != LX_OK)
@@ -584,9 +551,9 @@ static lx_status run(lora_job *J)
     if ((st = write_config(J)) != LX_OK || (st = lx_sync_dir(o->output_path)) != LX_OK)
         return st;
     J->final_made = 0; /* complete: kept */
-    lx_rsvd_warn_unconverged("lora", J->unconverged, J->ungapped, J->nmods, &o->svd);
-    if (!o->quiet)
-        lx_say(&o->report, "lora: %zu module%s, r %d, lora_alpha %g, in %.2f s: %s and %s "
+    lx_engine_warn_unconverged(&o->stream, "lora", &J->svd);
+    if (!o->stream.quiet)
+        lx_say(&o->stream.report, "lora: %zu module%s, r %d, lora_alpha %g, in %.2f s: %s and %s "
                "written in %s", J->nmods, J->nmods == 1 ? "" : "s", o->rank, o->alpha * o->rank,
                 lx_now() - t0, LX_LORA_ADAPTER_NAME, LX_LORA_CONFIG_NAME, o->output_path);
     return LX_OK;
@@ -625,14 +592,9 @@ static void job_free(lora_job *J)
     free(J->config_path);
     free(J->fbuf);
     free(J->obuf);
-    lx_plan_free(&J->plan);
-    lx_filter_free(&J->filter);
+    lx_inputs_free(&J->in);
     if (J->has_emb)
         regfree(&J->emb);
-    if (J->base)
-        lx_checkpoint_close(J->base);
-    if (J->aligned)
-        lx_checkpoint_close(J->aligned);
 }
 
 lx_status lx_lora_run(const lx_lora_opts *o)

@@ -1,0 +1,94 @@
+/* engine.h - the streaming engine that apply, lora and analyze share: their
+ * common options (one struct each job embeds, as git embeds diff_options
+ * in rev_info), opening the inputs with the filters and the plan, the
+ * memory budget, the read-ahead of the inputs, the rows of dW, the seed and
+ * rank policy and "factor this matrix" with the count of matrices that
+ * missed --tol.  A job keeps only what differs: what it does with the
+ * factors and what it writes.  (Later jobs are added here, not copied.)
+ */
+#ifndef LOXSTREAM_ENGINE_H
+#define LOXSTREAM_ENGINE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "loxstream/plan.h"
+#include "loxstream/prefetch.h"
+#include "loxstream/report.h"
+#include "loxstream/rsvd.h"
+
+#define LX_PREFETCH_AHEAD (512u << 20) /* input bytes read ahead beyond the current item */
+#define LX_FIXED_OVERHEAD (48u << 20)  /* tables, stdio, libraries, read-back buffers:
+                                        * counted against --max-memory */
+
+/* The options of every streaming job. */
+typedef struct lx_engine_opts {
+    const char *base_path, *aligned_path;
+    lx_rsvd_opts svd;              /* rank and seed inside are set per matrix */
+    const char *include, *exclude; /* POSIX ERE on tensor names (NULL: none) */
+    uint64_t max_memory;           /* bound on working memory (bytes) */
+    int threads;
+    int quiet;                     /* no progress or status lines */
+    lx_reporter report;            /* where status lines go (none by default) */
+} lx_engine_opts;
+
+/* lx_rsvd_opts_default, 1 GiB, online CPUs. */
+void lx_engine_opts_default(lx_engine_opts *e);
+
+/* Compile --include/--exclude into in->filter, then open both checkpoints
+ * and plan them (lx_plan_build with rank and copy_unmatched). */
+lx_status lx_engine_filter(lx_inputs *in, const lx_engine_opts *e);
+lx_status lx_engine_open(lx_inputs *in, const lx_engine_opts *e, int rank, int copy_unmatched);
+
+/* The SVD's working memory for item it at rank (lx_rsvd_workspace_bytes). */
+uint64_t lx_engine_svd_bytes(const lx_engine_opts *e, const lx_plan_item *it, int rank);
+/* Refuse (LX_EUSAGE) a job whose largest need, worst bytes for tensor
+ * worst_name, does not fit --max-memory with the fixed overhead. */
+lx_status lx_engine_check_memory(const lx_engine_opts *e, uint64_t worst, const char *worst_name);
+
+/* Read-ahead: a prefetcher thread (prefetch.h), or MADV_WILLNEED on the
+ * next item when it could not start (the job only goes slower). */
+typedef struct lx_read_ahead {
+    lx_prefetch *pf;
+} lx_read_ahead;
+
+void lx_read_ahead_start(lx_read_ahead *ra);
+/* items[0] is being computed, items[1..n) come next (NULL: skipped):
+ * read their inputs up to LX_PREFETCH_AHEAD bytes beyond items[0]. */
+void lx_read_ahead_set(lx_read_ahead *ra, const lx_plan_item *const *items, size_t n);
+void lx_read_ahead_stop(lx_read_ahead *ra);
+
+/* Rows [r0, r0+h) of dW = aligned - base of matrix b of a transformed item
+ * (it->base set), as f32 into dst (leading dimension ld >= n), computed
+ * exactly (dtype.h).  A NaN or Inf in dW is LX_EINPUT naming the tensor,
+ * matrix, row, column and both input values.  Thread-safe. */
+lx_status lx_delta_rows(const lx_plan_item *it, uint64_t b, size_t r0, size_t h, float *dst,
+                        size_t ld);
+
+/* The randomized SVD's row source over dW of matrix b of it (ctx: storage
+ * for it, owned by the caller, alive while the source is used). */
+typedef struct lx_delta_src {
+    const lx_plan_item *item;
+    uint64_t b;
+} lx_delta_src;
+lx_rowsrc lx_delta_rowsrc(lx_delta_src *ctx, const lx_plan_item *it, uint64_t b);
+
+/* The rank of the factors of it: rank clamped to min(m, n). */
+int lx_engine_rank(const lx_plan_item *it, int rank);
+
+/* What the factorisations of a run cost and how many missed --tol. */
+typedef struct lx_factor_stats {
+    size_t matrices;               /* factored */
+    size_t unconverged, ungapped;  /* of them: err_est > tol; and with no gap seen */
+    double seconds, flops;         /* in lx_rsvd_topk; two GEMMs of m x n x l per pass */
+} lx_factor_stats;
+
+/* Factor matrix b of it at rank (lx_engine_rank) with the per-matrix seed
+ * lx_matrix_seed(svd.seed, name, b), the same for every job, into f. */
+lx_status lx_engine_factor(const lx_engine_opts *e, const lx_plan_item *it, uint64_t b, int rank,
+                           lx_factors *f, lx_factor_stats *s);
+/* The one warning at the end of a job (lx_rsvd_warn_unconverged). */
+void lx_engine_warn_unconverged(const lx_engine_opts *e, const char *job,
+                                const lx_factor_stats *s);
+
+#endif
