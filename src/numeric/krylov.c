@@ -429,6 +429,13 @@ static lx_status restart(rsvd_work *w)
  * uncertainty of the measured residuals grows with s_1 / s_k. */
 #define STEEP_RATIO 100.0
 
+/* The uncertainty a measured residual gains past STEEP_RATIO: nuG (s_1 /
+ * (s_j STEEP_RATIO) - 1), 0 for s_j >= s_1 / STEEP_RATIO. */
+static double steep_noise(double nuG, double s1, double sj)
+{
+    return sj * STEEP_RATIO < s1 ? nuG * (s1 / (sj * STEEP_RATIO) - 1) : 0;
+}
+
 /* Error bounds after a pass, for the left-projection estimate in w->U, S,
  * Vk (*eL) and for the right Ritz estimate (*eR), both relative to the
  * larger of their ||S_k||_F (<= ||A_k||_F); *gap as lx_rsvd_ritz_bound's.  The
@@ -458,8 +465,7 @@ static void certify(rsvd_work *w, double *eL, double *eR, double *gap)
     }
     double nuG = H_NOISE * FLT_EPSILON * s1 * s1;
     for (size_t j = 0; j < k; j++)
-        if (s[j] * STEEP_RATIO < s1)
-            rg[j] += nuG * (s1 / (s[j] * STEEP_RATIO) - 1);
+        rg[j] += steep_noise(nuG, s1, s[j]);
     double eRr = lx_rsvd_ritz_bound(s, rg, nuG, R_NOISE * FLT_EPSILON * s1, k, d, w->frob2, gap, lh);
     double nR = 0, nL = 0, dd = 0;
     for (size_t t = 0; t < k; t++) {
@@ -612,7 +618,7 @@ static int leading_certified(rsvd_work *w, const lx_rsvd_opts *o, lead *ld)
     /* not while the plain passes can still get there: the bound with no
      * measured residual at all (the rounding terms only) is below tol */
     for (size_t j = 0; j < d; j++)
-        g[j] = j < k && s[j] * STEEP_RATIO < s1 ? nuG * (s1 / (s[j] * STEEP_RATIO) - 1) : 0;
+        g[j] = j < k ? steep_noise(nuG, s1, s[j]) : 0;
     if (lx_rsvd_ritz_bound(s, g, nuG, nuA, k, d, w->frob2, &gt, lh) <= o->tol / 2)
         return 0;
     double et = lx_rsvd_ritz_bound(s, rg, nuG, nuA, t, d, w->frob2, &gt, lh);
