@@ -12,11 +12,23 @@
 #include "loxstream/engine.h"
 #include "loxstream/plan.h"
 
+/* Values one run sweeps over (--alpha A1,A2,... --rank K1,K2,...): one
+ * output per (alpha, rank), from one factorisation per matrix. */
+#define LX_SWEEP_MAX 32
+#define LX_SWEEP_TEXT 32           /* bytes of a value as typed, with its NUL */
+
 typedef struct lx_apply_opts {
     lx_engine_opts stream;         /* inputs, SVD, filters, memory, threads, reporting */
-    const char *output_path;
+    const char *output_path;       /* %a, %k: the alpha, the rank as typed (apply_sweep.h) */
     int rank;                      /* k; 0 = full-rank extrapolation */
     double alpha;
+    int anchor_base;               /* W_out = W_base + ...  (default: W_aligned + ...) */
+    int factor_rank;               /* factor at this rank (>= rank), keep the top rank;
+                                    * 0: at rank */
+    size_t nalpha, nrank;          /* > 0: the lists below replace alpha, rank */
+    double alphas[LX_SWEEP_MAX];
+    int ranks[LX_SWEEP_MAX];
+    char alpha_text[LX_SWEEP_MAX][LX_SWEEP_TEXT], rank_text[LX_SWEEP_MAX][LX_SWEEP_TEXT];
     int copy_unmatched;
     const char *report_path;       /* per-matrix TSV, NULL for none ("-": stdout) */
     int stats;                     /* report resource use and rates at the end */
@@ -45,7 +57,11 @@ void lx_apply_opts_default(lx_apply_opts *o);
  * check out, as a resumed run's own.  restart needs nparts == 1.
  * An output value that rounds to Inf or NaN in its dtype (an overflow:
  * the inputs are finite) is LX_EINPUT naming the tensor, row, column and
- * the dtype's largest finite value, before the tensor is journaled. */
+ * the dtype's largest finite value, before the tensor is journaled.
+ * With lists of alphas or ranks (a sweep, apply_sweep.h): every output of
+ * the lists, each as this function writes it alone with its alpha, rank
+ * and factor_rank, in one pass over the inputs with one factorisation per
+ * matrix at the largest rank. */
 lx_status lx_apply_run(const lx_apply_opts *o);
 
 #endif

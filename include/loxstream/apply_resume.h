@@ -13,6 +13,8 @@
 #include "loxstream/outdir.h"
 #include "loxstream/plan.h"
 
+#define LX_RESUME_CHECK_CHUNK (4u << 20) /* bytes per read when checking a kept tensor */
+
 typedef struct lx_apply_resume {
     const lx_journal_record **rec; /* aligned tensor index -> its latest record or NULL */
     lx_journal *others;            /* the output's other journals, by name */

@@ -37,6 +37,7 @@ typedef struct lx_apply_writer {
     const char *output_path;
     unsigned nparts;               /* > 1: shards shared with other parts */
     const lx_plan *plan;
+    int anchor_base;               /* --anchor base: copies come from base */
     lx_out_shard *shards;          /* one per aligned shard */
     size_t nshards;
     size_t *slot;                  /* aligned tensor index -> entry index in its shard */
@@ -58,6 +59,13 @@ typedef struct lx_apply_writer {
 lx_status lx_writer_init(lx_apply_writer *w, const lx_apply_opts *o, const lx_checkpoint *aligned,
                          const lx_plan *plan, unsigned nparts);
 void lx_writer_free(lx_apply_writer *w);
+
+/* Where a copied item's bytes come from: W_anchor, i.e. with --anchor base
+ * the base tensor when it has the aligned one's dtype and shape, else (and
+ * by default) the aligned tensor. */
+const lx_tensor *lx_writer_copy_source(const lx_apply_writer *w, const lx_plan_item *it);
+/* Does an item's output depend on its base tensor (journal.h's has_base)? */
+int lx_writer_uses_base(const lx_apply_writer *w, const lx_plan_item *it);
 
 /* The absolute offset in its shard file of byte off of entry idx. */
 uint64_t lx_writer_file_offset(const lx_out_shard *os, size_t idx, uint64_t off);

@@ -87,6 +87,18 @@ typedef struct lx_factor_stats {
  * lx_matrix_seed(svd.seed, name, b), the same for every job, into f. */
 lx_status lx_engine_factor(const lx_engine_opts *e, const lx_plan_item *it, uint64_t b, int rank,
                            lx_factors *f, lx_factor_stats *s);
+/* Count one matrix result in s as lx_engine_factor does. */
+void lx_engine_count(lx_factor_stats *s, int converged, double gap);
+
+/* What the top r triplets of f promise (a sweep keeps several ranks of one
+ * factorisation): *err an upper estimate of ||U_r S_r V_r^T - A_r||_F /
+ * ||A_r||_F (A_r the exact rank-r truncation), *gap as lx_factors.gap at
+ * r, *converged err <= tol.  r >= f->k: f's own err_est, gap, converged.
+ * For r < f->k the estimate follows from f's, by perturbation (engine.c):
+ * sound, but looser than the solver's own bound at rank r. */
+void lx_engine_prefix(const lx_factors *f, int r, double tol, double *err, double *gap,
+                      int *converged);
+
 /* The one warning at the end of a job (lx_rsvd_warn_unconverged). */
 void lx_engine_warn_unconverged(const lx_engine_opts *e, const char *job,
                                 const lx_factor_stats *s);

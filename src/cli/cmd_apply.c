@@ -23,8 +23,14 @@ static void usage(FILE *f)
           "                          N processes (GNU parallel, a Slurm job array, other\n"
           "                          machines sharing DIR) split the run; the last part to\n"
           "                          finish completes the output\n"
-          "  -k, --rank K            rank of the safety subspace (default 6); 0: full rank\n"
-          "      --alpha A           extrapolation coefficient (default 1.25)\n"
+          "  -k, --rank K[,K...]     rank of the safety subspace (default 6); 0: full rank\n"
+          "      --alpha A[,A...]    extrapolation coefficient (default 1.25)\n"
+          "                          several values: one output per (alpha, rank) from one\n"
+          "                          factorisation per matrix; --output needs %a and/or %k\n"
+          "                          (replaced by each value as typed)\n"
+          "      --anchor M          base or aligned (default): W_out = W_M + alpha * U S V^T\n"
+          "      --factor-rank K     factor at rank K (default: the largest --rank) and keep\n"
+          "                          the top --rank of it\n"
           "      --tol T             accuracy target: passes go on until the estimated\n"
           "                          relative error of the rank-k result is <= T\n"
           "                          (default 3e-4)\n"
@@ -45,7 +51,45 @@ static void usage(FILE *f)
           f);
 }
 
-enum { OPT_ALPHA = 256, OPT_COPY, OPT_REPORT, OPT_STATS, OPT_RESTART, OPT_PART };
+enum { OPT_ALPHA = 256, OPT_COPY, OPT_REPORT, OPT_STATS, OPT_RESTART, OPT_PART, OPT_ANCHOR,
+       OPT_FRANK };
+
+/* "1,1.25,2" into o's alpha list (rank: 0) with each value as typed. */
+static lx_status parse_list(const char *s, int rank, lx_apply_opts *o)
+{
+    const char *opt = rank ? "--rank" : "--alpha";
+    size_t *n = rank ? &o->nrank : &o->nalpha;
+    *n = 0;
+    for (const char *p = s;; p++) {
+        const char *e = strchr(p, ',');
+        size_t len = e ? (size_t)(e - p) : strlen(p);
+        if (*n == LX_SWEEP_MAX)
+            return lx_fail(LX_EUSAGE, "apply: %s '%s': more than %d values", opt, s,
+                           LX_SWEEP_MAX);
+        if (len == 0 || len >= LX_SWEEP_TEXT)
+            return lx_fail(LX_EUSAGE, "apply: %s '%s': expected a comma-separated list of "
+                           "values", opt, s);
+        char *t = rank ? o->rank_text[*n] : o->alpha_text[*n];
+        memcpy(t, p, len);
+        t[len] = '\0';
+        uint64_t v;
+        lx_status st = rank ? lx_parse_u64(t, "--rank", 0, 100000, &v)
+                            : lx_parse_double(t, "--alpha", -1e6, 1e6, &o->alphas[*n]);
+        if (st != LX_OK)
+            return st;
+        if (rank)
+            o->ranks[*n] = (int)v;
+        (*n)++;
+        if (!e)
+            break;
+        p = e;
+    }
+    if (rank)
+        o->rank = o->ranks[0];
+    else
+        o->alpha = o->alphas[0];
+    return LX_OK;
+}
 
 /* "I/N", decimal, 1 <= I <= N <= LX_MAX_PARTS. */
 static lx_status parse_part(const char *s, unsigned *part, unsigned *nparts)
@@ -82,6 +126,8 @@ int cmd_apply(int argc, char **argv)
         {"report", required_argument, 0, OPT_REPORT},
         {"stats", no_argument, 0, OPT_STATS},     {"restart", no_argument, 0, OPT_RESTART},
         {"part", required_argument, 0, OPT_PART},
+        {"anchor", required_argument, 0, OPT_ANCHOR},
+        {"factor-rank", required_argument, 0, OPT_FRANK},
         {"quiet", no_argument, 0, 'q'},             {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0}};
     lx_apply_opts o;
@@ -98,11 +144,18 @@ int cmd_apply(int argc, char **argv)
             continue;
         switch (c) {
         case 'o': o.output_path = optarg; break;
-        case 'k':
-            if ((st = lx_parse_u64(optarg, "--rank", 0, 100000, &v)) == LX_OK)
-                o.rank = (int)v;
+        case 'k': st = parse_list(optarg, 1, &o); break;
+        case OPT_ALPHA: st = parse_list(optarg, 0, &o); break;
+        case OPT_ANCHOR:
+            if (!strcmp(optarg, "base") || !strcmp(optarg, "aligned"))
+                o.anchor_base = !strcmp(optarg, "base");
+            else
+                st = lx_fail(LX_EUSAGE, "apply: --anchor '%s': expected base or aligned", optarg);
             break;
-        case OPT_ALPHA: st = lx_parse_double(optarg, "--alpha", -1e6, 1e6, &o.alpha); break;
+        case OPT_FRANK:
+            if ((st = lx_parse_u64(optarg, "--factor-rank", 1, 100000, &v)) == LX_OK)
+                o.factor_rank = (int)v;
+            break;
         case OPT_COPY: o.copy_unmatched = 1; break;
         case OPT_REPORT: o.report_path = optarg; break;
         case OPT_STATS: o.stats = 1; break;

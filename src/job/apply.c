@@ -3,15 +3,18 @@
  * Data flow per tensor: the two mmapped inputs -> row panels of
  * dW = aligned - base in f32 (plan.c: converted and subtracted on the fly,
  * checked finite) -> randomized SVD (rsvd.c) -> output pass: rows of
- * aligned + alpha * U_k S_k V_k^T, rounded to the stored dtype and handed
+ * anchor (aligned, or base) + alpha * U_k S_k V_k^T, rounded to the stored dtype and handed
  * to the writer thread (apply_writer.c) at their final offsets.  The output
  * keeps the aligned model's shard names, tensor order and offsets, so each
  * output header is known before the first byte of data is written.
  *
+ * A run writes one output or, for a sweep (apply_sweep.c), several: each
+ * matrix is factored once and every output that still needs it gets its
+ * rows from the same factors, with its own alpha, rank and anchor.
  * The run loop holds the parts, each with its own state: the inputs and
- * the plan with this process's part of it (plan.c), the writer and its
- * shards (apply_writer.c), the identity (apply_identity.c), the output
- * directory's locks (outdir.c), the preparation and resumption
+ * the plan with this process's part of it (plan.c); per output, the writer
+ * and its shards (apply_writer.c), the identity (apply_identity.c), the
+ * output directory's locks (outdir.c), the preparation and resumption
  * (apply_resume.c) and the completion (apply_finish.c).
  */
 #include <errno.h>
@@ -28,6 +31,7 @@
 #include "loxstream/apply_finish.h"
 #include "loxstream/apply_identity.h"
 #include "loxstream/apply_resume.h"
+#include "loxstream/apply_sweep.h"
 #include "loxstream/apply_writer.h"
 #include "loxstream/dtype.h"
 #include "loxstream/engine.h"
@@ -53,43 +57,55 @@ void lx_apply_opts_default(lx_apply_opts *o)
     o->part = o->nparts = 1;
 }
 
-typedef struct job {
-    const lx_apply_opts *o;
-    lx_inputs in;                  /* checkpoints, filters, plan */
-    lx_part part;                  /* this process's items [lo, hi) */
+/* One output of the run (a sweep writes several, each complete and
+ * resumable on its own, as a run writing it alone would). */
+typedef struct output {
+    lx_apply_opts o;               /* its options: path, alpha, rank, factor rank */
     lx_apply_writer w;
     lx_apply_identity id;
     lx_locks locks;
     lx_apply_resume rs;
     lx_apply_finish fin;
+    FILE *report;
+    int active;                    /* not found complete already */
+    int need;                      /* the current item is written for it */
+    size_t computed;
+    lx_factor_stats conv;          /* its matrices against --tol, at its rank */
+} output;
+
+typedef struct job {
+    const lx_apply_opts *o;        /* the run's (the first output's, for a sweep) */
+    output *outs;
+    size_t nouts;
+    int factor_rank;               /* each matrix is factored at this rank */
+    lx_inputs in;                  /* checkpoints, filters, plan */
+    lx_part part;                  /* this process's items [lo, hi) */
     /* the transform */
     float *fbuf;                   /* PANEL x n_max f32 */
     size_t n_max;
-    FILE *report;
     lx_progress progress;
-    uint64_t done_bytes;
+    uint64_t done_bytes;           /* of every output */
     lx_read_ahead ra;
     const lx_plan_item **ahead;    /* prefetch_from's list: plan.n entries */
-    size_t computed;
     lx_factor_stats svd;           /* the factorisations of this run */
     double out_seconds;            /* output rows: rank-k GEMM, add, rounding */
 } job;
 
 /* Output rows [r0, r0+h) of a matrix (h <= LX_RSVD_PANEL_ROWS) into obuf
  * (a buffer of the writer's pool):
- * round(aligned + alpha * U_k S_k V_k^T rows), or with f == NULL (full rank)
- * round(aligned + alpha * dW) from the dW rows already in fbuf.  Tiles of
- * OUT_TILE rows are shared out among the threads; each tile's f32 rows are
- * made in its own part of fbuf and rounded while still in cache, rather
- * than in a pass over the whole panel after the GEMM.  The tiles depend on
- * the shape only, so the bits do not depend on the thread count.  Each
- * tile's rounded rows are scanned for Inf/NaN (an overflow of the dtype:
- * the inputs are finite); returns the index in obuf of the first one, or
- * h * n. */
+ * round(anchor + alpha * U_kk S_kk V_kk^T rows), or with f == NULL (full
+ * rank) round(anchor + alpha * dW) from the dW rows already in fbuf (which
+ * are scaled in place).  Tiles of OUT_TILE rows are shared out among the
+ * threads; each tile's f32 rows are made in its own part of fbuf and
+ * rounded while still in cache, rather than in a pass over the whole panel
+ * after the GEMM.  The tiles depend on the shape only, so the bits do not
+ * depend on the thread count.  Each tile's rounded rows are scanned for
+ * Inf/NaN (an overflow of the dtype: the inputs are finite); returns the
+ * index in obuf of the first one, or h * n. */
 #define OUT_TILE 8
-static size_t output_rows(job *J, lx_dtype dt, const lx_factors *f, float alpha,
-                        const unsigned char *al, size_t r0, size_t h, size_t n, size_t esize,
-                        unsigned char *obuf)
+static size_t output_rows(job *J, lx_dtype dt, const lx_factors *f, int kk, float alpha,
+                          const unsigned char *anchor, size_t r0, size_t h, size_t n,
+                          size_t esize, unsigned char *obuf)
 {
     long tiles = (long)((h + OUT_TILE - 1) / OUT_TILE);
     size_t first = h * n;
@@ -97,14 +113,14 @@ static size_t output_rows(job *J, lx_dtype dt, const lx_factors *f, float alpha,
     for (long ti = 0; ti < tiles; ti++) {
         size_t i0 = (size_t)ti * OUT_TILE, th = h - i0 < OUT_TILE ? h - i0 : OUT_TILE;
         if (f) {
-            lx_factors_add_rows(f, f->k, alpha, r0 + i0, th, dt, al + (r0 + i0) * n * esize,
+            lx_factors_add_rows(f, kk, alpha, r0 + i0, th, dt, anchor + (r0 + i0) * n * esize,
                                 obuf + i0 * n * esize);
         } else {
             float *d = J->fbuf + i0 * n;
             for (size_t i = 0; i < th * n; i++)
                 d[i] *= alpha;
             for (size_t i = 0; i < th; i++)
-                lx_add_f32(dt, al + (r0 + i0 + i) * n * esize, d + i * n,
+                lx_add_f32(dt, anchor + (r0 + i0 + i) * n * esize, d + i * n,
                            obuf + (i0 + i) * n * esize, n);
         }
         size_t bad = lx_find_nonfinite(dt, obuf + i0 * n * esize, th * n);
@@ -115,56 +131,67 @@ static size_t output_rows(job *J, lx_dtype dt, const lx_factors *f, float alpha,
 }
 
 /* Output element (r, c) of matrix b rounded to Inf or NaN (output_rows). */
-static lx_status overflow_error(const lx_plan_item *it, uint64_t b, const unsigned char *al,
-                                size_t r, size_t c)
+static lx_status overflow_error(const lx_plan_item *it, uint64_t b, const unsigned char *anchor,
+                                int anchor_base, size_t r, size_t c)
 {
     const lx_tensor *t = it->aligned;
     float a;
-    lx_to_f32(t->dtype, al + (r * it->n + c) * (lx_dtype_bits(t->dtype) / 8), &a, 1);
+    lx_to_f32(t->dtype, anchor + (r * it->n + c) * (lx_dtype_bits(t->dtype) / 8), &a, 1);
     char where[64] = "";
     if (it->batch > 1)
         snprintf(where, sizeof where, "matrix %" PRIu64 ", ", b);
-    return lx_fail(LX_EINPUT, "tensor '%s': %srow %zu, column %zu: aligned %g plus the update "
+    return lx_fail(LX_EINPUT, "tensor '%s': %srow %zu, column %zu: %s %g plus the update "
                    "overflows %s (largest finite value %.9g); lower --alpha",
-                   t->name, where, r, c, a, lx_dtype_name(t->dtype), lx_dtype_max(t->dtype));
+                   t->name, where, r, c, anchor_base ? "base" : "aligned", a,
+                   lx_dtype_name(t->dtype), lx_dtype_max(t->dtype));
 }
 
-static void report_line(job *J, const lx_plan_item *it, uint64_t b, const lx_factors *f,
-                        double seconds)
+/* The report's row for matrix b of it in output u: f's top kk triplets
+ * (f NULL: no factors), with what they promise (lx_engine_prefix). */
+static void report_line(output *u, const lx_plan_item *it, uint64_t b, const lx_factors *f,
+                        int kk, double seconds)
 {
-    if (!J->report)
-        return;
+    FILE *rp = u->report;
     const lx_tensor *t = it->aligned;
     const char *act = it->action == LX_ACT_LOWRANK ? "lowrank"
                       : it->action == LX_ACT_FULL  ? "full"
                                                    : "copy";
+    double err = 0, gap = 0;
+    int conv = 1;
+    if (f) {
+        kk = kk < f->k ? kk : f->k;
+        lx_engine_prefix(f, kk, u->o.stream.svd.tol, &err, &gap, &conv);
+        lx_engine_count(&u->conv, conv, gap);
+    }
+    if (!rp)
+        return;
     /* the whole name, escaped as everywhere (one TSV field, one line); out
      * of memory: as stored */
     char *q = lx_st_escape_dup(t->name);
-    fprintf(J->report, "%s\t%" PRIu64 "\t%" PRIu64 "\t%" PRIu64 "\t%s\t%s", q ? q : t->name, b,
+    fprintf(rp, "%s\t%" PRIu64 "\t%" PRIu64 "\t%" PRIu64 "\t%s\t%s", q ? q : t->name, b,
             it->m, it->n, lx_dtype_name(t->dtype), it->action == LX_ACT_COPY ? it->why : act);
     free(q);
     if (f) {
         double top = 0;
-        for (int j = 0; j < f->k; j++)
+        for (int j = 0; j < kk; j++)
             top += (double)f->S[j] * f->S[j];
-        fprintf(J->report, "\t%d\t%d\t%s\t%.3g\t%.6g\t%.6f\t", f->k, f->passes,
-                f->converged ? "yes" : "no", f->err_est, sqrt(f->frob2),
-                f->frob2 > 0 ? top / f->frob2 : 0.0);
-        for (int j = 0; j < f->k; j++)
-            fprintf(J->report, "%s%.6g", j ? "," : "", f->S[j]);
-        fprintf(J->report, "\t%.3f\t%s\t%.3g\n", seconds, f->exact ? "exact" : "randomized",
-                f->gap);
+        fprintf(rp, "\t%d\t%d\t%s\t%.3g\t%.6g\t%.6f\t", kk, f->passes, conv ? "yes" : "no",
+                err, sqrt(f->frob2), f->frob2 > 0 ? top / f->frob2 : 0.0);
+        for (int j = 0; j < kk; j++)
+            fprintf(rp, "%s%.6g", j ? "," : "", f->S[j]);
+        fprintf(rp, "\t%.3f\t%s\t%.3g\n", seconds, f->exact ? "exact" : "randomized", gap);
     } else {
-        fprintf(J->report, "\t\t\t\t\t\t\t\t%.3f\t\t\n", seconds);
+        fprintf(rp, "\t\t\t\t\t\t\t\t%.3f\t\t\n", seconds);
     }
 }
 
-static lx_status write_copy(job *J, lx_out_shard *os, size_t idx, const lx_tensor *t)
+static lx_status write_copy(job *J, output *u, lx_out_shard *os, size_t idx,
+                            const lx_plan_item *it)
 {
+    const lx_tensor *t = lx_writer_copy_source(&u->w, it);
     for (uint64_t off = 0; off < t->nbytes; off += COPY_CHUNK) {
         uint64_t len = t->nbytes - off < COPY_CHUNK ? t->nbytes - off : COPY_CHUNK;
-        lx_status st = lx_writer_put(&J->w, os, idx, off, t->data + off, (size_t)len, -1);
+        lx_status st = lx_writer_put(&u->w, os, idx, off, t->data + off, (size_t)len, -1);
         if (st != LX_OK)
             return st;
         J->done_bytes += len;
@@ -173,88 +200,107 @@ static lx_status write_copy(job *J, lx_out_shard *os, size_t idx, const lx_tenso
     return LX_OK;
 }
 
-static lx_status transform_matrix(job *J, const lx_plan_item *it, lx_out_shard *os, size_t idx,
-                                  uint64_t b)
+/* Panel [r0, r0+h) of matrix b for output u: rows made, checked, queued. */
+static lx_status output_panel(job *J, output *u, const lx_plan_item *it, uint64_t b,
+                              const lx_factors *f, size_t r0, size_t h, size_t idx)
 {
     const lx_tensor *t = it->aligned;
-    size_t esize = lx_dtype_bits(t->dtype) / 8;
+    size_t esize = lx_dtype_bits(t->dtype) / 8, n = it->n;
+    uint64_t mat_bytes = (uint64_t)it->m * n * esize;
+    const unsigned char *anchor = (u->o.anchor_base ? it->base : t)->data + b * mat_bytes;
+    lx_status st = LX_OK;
+    /* full rank: dW's rows for each output, as output_rows scales them */
+    if (!f && (st = lx_delta_rows(it, b, r0, h, J->fbuf, n)) != LX_OK)
+        return st;
+    int slot;
+    unsigned char *obuf = lx_writer_buffer(&u->w, &slot);
+    if (!obuf) {
+        st = lx_writer_drain(&u->w);
+        return st != LX_OK ? st : lx_fail(LX_EFAIL, "%s: the writer stopped", u->o.output_path);
+    }
+    double o0 = lx_now();
+    size_t bad = output_rows(J, t->dtype, f, u->o.rank, (float)u->o.alpha, anchor, r0, h, n,
+                             esize, obuf);
+    J->out_seconds += lx_now() - o0;
+    /* before the put: the tensor is never finished, so never journaled */
+    if (bad < h * n)
+        return overflow_error(it, b, anchor, u->o.anchor_base, r0 + bad / n, bad % n);
+    lx_out_shard *os = &u->w.shards[t->shard];
+    st = lx_writer_put(&u->w, os, idx, b * mat_bytes + r0 * n * esize, obuf, h * n * esize, slot);
+    J->done_bytes += h * n * esize;
+    lx_progress_update(&J->progress, J->progress.done_items, J->done_bytes, t->name);
+    return st;
+}
+
+/* Matrix b of it: factored once (at the factor rank), then each output
+ * that needs it written panel by panel from the same factors. */
+static lx_status transform_matrix(job *J, const lx_plan_item *it, size_t idx, uint64_t b)
+{
+    const lx_tensor *t = it->aligned;
     size_t m = it->m, n = it->n;
-    uint64_t mat_bytes = (uint64_t)m * n * esize;
-    const unsigned char *al = t->data + b * mat_bytes;
     double t0 = lx_now();
     lx_factors f;
     memset(&f, 0, sizeof f);
     lx_status st = LX_OK;
     int have_factors = 0;
     if (it->action == LX_ACT_LOWRANK) {
-        int rank = lx_engine_rank(it, J->o->rank);
-        if (rank < J->o->rank)
+        int rank = lx_engine_rank(it, J->factor_rank);
+        if (rank < J->factor_rank)
             lx_warn("tensor '%s': rank %d exceeds min(%zu, %zu): using rank %d", t->name,
-                    J->o->rank, m, n, rank);
+                    J->factor_rank, m, n, rank);
         st = lx_engine_factor(&J->o->stream, it, b, rank, &f, &J->svd);
         if (st != LX_OK)
             return st;
         have_factors = 1;
     }
-    float alpha = (float)J->o->alpha;
     for (size_t r0 = 0; r0 < m && st == LX_OK; r0 += LX_RSVD_PANEL_ROWS) {
         size_t h = m - r0 < LX_RSVD_PANEL_ROWS ? m - r0 : LX_RSVD_PANEL_ROWS;
-        if (!have_factors) {
-            st = lx_delta_rows(it, b, r0, h, J->fbuf, n);
-            if (st != LX_OK)
-                break;
-        }
-        int slot;
-        unsigned char *obuf = lx_writer_buffer(&J->w, &slot);
-        if (!obuf) {
-            st = lx_writer_drain(&J->w);
-            break;
-        }
-        double o0 = lx_now();
-        size_t bad = output_rows(J, t->dtype, have_factors ? &f : NULL, alpha, al, r0, h, n,
-                                 esize, obuf);
-        J->out_seconds += lx_now() - o0;
-        if (bad < h * n) {
-            /* before the put: the tensor is never finished, so never journaled */
-            st = overflow_error(it, b, al, r0 + bad / n, bad % n);
-            break;
-        }
-        st = lx_writer_put(&J->w, os, idx, b * mat_bytes + r0 * n * esize, obuf, h * n * esize, slot);
-        J->done_bytes += h * n * esize;
-        lx_progress_update(&J->progress, J->progress.done_items, J->done_bytes, t->name);
+        for (size_t q = 0; q < J->nouts && st == LX_OK; q++)
+            if (J->outs[q].need)
+                st = output_panel(J, &J->outs[q], it, b, have_factors ? &f : NULL, r0, h, idx);
     }
-    if (st == LX_OK)
-        report_line(J, it, b, have_factors ? &f : NULL, lx_now() - t0);
+    for (size_t q = 0; q < J->nouts && st == LX_OK; q++)
+        if (J->outs[q].need)
+            report_line(&J->outs[q], it, b, have_factors ? &f : NULL, J->outs[q].o.rank,
+                        lx_now() - t0);
     lx_factors_free(&f);
     return st;
 }
 
 /* Read item i's inputs ahead and those of the next items of the part
- * (items an earlier run recorded are likely kept: skipped). */
+ * (items every output recorded in an earlier run are likely kept: skipped). */
 static void prefetch_from(job *J, size_t i)
 {
     size_t n = 0;
-    for (size_t j = i; j < J->part.hi; j++)
-        J->ahead[n++] = j > i && J->rs.resuming && J->rs.rec[j] ? NULL : &J->in.plan.items[j];
+    for (size_t j = i; j < J->part.hi; j++) {
+        int kept = j > i;
+        for (size_t q = 0; q < J->nouts && kept; q++)
+            kept = !J->outs[q].active || (J->outs[q].rs.resuming && J->outs[q].rs.rec[j]);
+        J->ahead[n++] = kept ? NULL : &J->in.plan.items[j];
+    }
     lx_read_ahead_set(&J->ra, J->ahead, n);
 }
 
+/* Item i for every output that needs it. */
 static lx_status process_item(job *J, size_t i)
 {
     const lx_plan_item *it = &J->in.plan.items[i];
     /* Where the output bytes go: the aligned tensor's shard, same slot. */
-    lx_out_shard *os = &J->w.shards[it->aligned->shard];
-    size_t idx = J->w.slot[it->aligned - J->in.aligned->tensors];
+    size_t idx = J->outs[0].w.slot[it->aligned - J->in.aligned->tensors];
     lx_status st = LX_OK;
     prefetch_from(J, i);
     if (it->action == LX_ACT_COPY) {
-        double t0 = lx_now();
-        st = write_copy(J, os, idx, it->aligned);
-        if (st == LX_OK)
-            report_line(J, it, 0, NULL, lx_now() - t0);
+        for (size_t q = 0; q < J->nouts && st == LX_OK; q++) {
+            output *u = &J->outs[q];
+            double t0 = lx_now();
+            if (u->need)
+                st = write_copy(J, u, &u->w.shards[it->aligned->shard], idx, it);
+            if (u->need && st == LX_OK)
+                report_line(u, it, 0, NULL, 0, lx_now() - t0);
+        }
     } else {
         for (uint64_t b = 0; b < it->batch && st == LX_OK; b++)
-            st = transform_matrix(J, it, os, idx, b);
+            st = transform_matrix(J, it, idx, b);
     }
     return st;
 }
@@ -266,6 +312,9 @@ static size_t out_buffer_bytes(const job *J)
     return (size_t)LX_RSVD_PANEL_ROWS * (J->n_max ? J->n_max : 1) * 8;
 }
 
+/* The largest need of the run: fbuf, every output's writer buffers and
+ * read-back buffer beyond the first's (the fixed overhead holds one), and
+ * the SVD at the factor rank. */
 static lx_status check_memory(job *J)
 {
     const lx_apply_opts *o = J->o;
@@ -278,28 +327,36 @@ static lx_status check_memory(job *J)
             continue;
         if (it->n > J->n_max)
             J->n_max = it->n;
-        /* fbuf (f32) and the writer's output buffers */
-        uint64_t need = (uint64_t)LX_RSVD_PANEL_ROWS * it->n * (sizeof(float) + 8 * OUT_BUFFERS);
+        uint64_t need = (uint64_t)LX_RSVD_PANEL_ROWS * it->n *
+                        (sizeof(float) + 8 * OUT_BUFFERS * (uint64_t)J->nouts);
+        need += (uint64_t)(J->nouts - 1) * LX_RESUME_CHECK_CHUNK;
         if (it->action == LX_ACT_LOWRANK)
-            need += lx_engine_svd_bytes(&o->stream, it, o->rank);
+            need += lx_engine_svd_bytes(&o->stream, it, J->factor_rank);
         if (need > worst) {
             worst = need;
             worst_name = it->aligned->name;
         }
     }
-    return lx_engine_check_memory(&o->stream, worst, worst_name);
+    lx_status st = lx_engine_check_memory(&o->stream, worst, worst_name);
+    if (st != LX_OK && J->nouts > 1)
+        st = lx_fail_append(st, "; the sweep writes %zu outputs at once, each with its own "
+                            "output buffers: sweep fewer values per run", J->nouts);
+    return st;
 }
 
 static void job_free(job *J)
 {
-    lx_writer_free(&J->w);
-    lx_resume_free(&J->rs);
-    lx_apply_identity_free(&J->id);
-    lx_locks_close(&J->locks);
+    for (size_t q = 0; q < J->nouts; q++) {
+        output *u = &J->outs[q];
+        lx_writer_free(&u->w);
+        lx_resume_free(&u->rs);
+        lx_apply_identity_free(&u->id);
+        lx_locks_close(&u->locks);
+        if (u->report && u->report != stdout)
+            fclose(u->report);
+    }
     free(J->fbuf);
     free(J->ahead);
-    if (J->report && J->report != stdout)
-        fclose(J->report);
     lx_part_free(&J->part);
     lx_inputs_free(&J->in);
 }
@@ -322,6 +379,12 @@ static void print_stats(job *J)
         }
         fclose(io);
     }
+    double ws = 0, hs = 0, ss = 0;
+    for (size_t q = 0; q < J->nouts; q++) {
+        ws += J->outs[q].w.write_seconds;
+        hs += J->outs[q].w.hash_seconds;
+        ss += J->outs[q].w.sync_seconds;
+    }
     uint64_t in_bytes = J->part.transform_bytes * 2 + J->part.copy_bytes;
     lx_say(&J->o->stream.report,
             "stats: wall %.2f s; inputs %.3f GB, output %.3f GB (%.2f GB/s in+out); "
@@ -332,8 +395,55 @@ static void print_stats(job *J)
             wall > 0 ? (double)(in_bytes + J->done_bytes) / 1e9 / wall : 0.0, (double)rd / 1e9,
             (double)wr / 1e9, J->svd.seconds, J->svd.flops / 1e9,
             J->svd.seconds > 0 ? J->svd.flops / 1e9 / J->svd.seconds : 0.0, J->out_seconds,
-            J->w.write_seconds, J->w.hash_seconds, J->w.sync_seconds, ru.ru_maxrss / 1024,
-            lx_linalg_describe());
+            ws, hs, ss, ru.ru_maxrss / 1024, lx_linalg_describe());
+}
+
+/* Item i in output u: its shard open, and whether the earlier run's bytes
+ * are kept (u->need = 0) or it is written now (u->need = 1). */
+static lx_status item_begin(job *J, output *u, size_t i)
+{
+    const lx_plan_item *it = &J->in.plan.items[i];
+    lx_out_shard *os = &u->w.shards[it->aligned->shard];
+    int keep = 0;
+    lx_status st = LX_OK;
+    u->need = 0;
+    if (!u->active)
+        return LX_OK;
+    /* opening a shard and checking a kept tensor touch the writer's
+     * state: only with the writer idle */
+    if (!os->open || (u->rs.resuming && u->rs.rec[i]))
+        st = lx_writer_drain(&u->w);
+    if (st == LX_OK && !os->open && (st = lx_writer_flush(&u->w)) == LX_OK)
+        st = lx_writer_shard_open(&u->w, os);
+    if (st == LX_OK && u->rs.resuming)
+        st = lx_resume_check_kept(&u->rs, &J->in, &u->w, i, os, &keep);
+    if (st == LX_OK && keep) {
+        u->rs.kept++;
+        J->done_bytes += it->aligned->nbytes;
+    } else if (st == LX_OK) {
+        u->need = 1;
+        st = lx_writer_begin(&u->w);
+    }
+    return st;
+}
+
+/* The end of run_items for output u (see run_items). */
+static lx_status items_end(output *u, lx_status st)
+{
+    /* the writer's failure, if it had one, comes before the computation's
+     * (it happened first); then the writer is idle */
+    lx_status wst = lx_writer_drain(&u->w);
+    if (wst != LX_OK)
+        st = wst;
+    if (st == LX_OK)
+        return lx_writer_flush(&u->w);
+    /* keep what was done before the failure: a later run resumes from it */
+    if (u->w.pending && u->w.pending_shard->open) {
+        char *msg = lx_err_save();
+        lx_writer_flush(&u->w);
+        lx_err_restore(st, msg);
+    }
+    return st;
 }
 
 static lx_status run_items(job *J)
@@ -341,45 +451,110 @@ static lx_status run_items(job *J)
     lx_status st = LX_OK;
     for (size_t i = J->part.lo; i < J->part.hi && st == LX_OK; i++) {
         const lx_plan_item *it = &J->in.plan.items[i];
-        lx_out_shard *os = &J->w.shards[it->aligned->shard];
-        size_t idx = J->w.slot[i];
-        int keep = 0;
-        /* opening a shard and checking a kept tensor touch the writer's
-         * state: only with the writer idle */
-        if (!os->open || (J->rs.resuming && J->rs.rec[i]))
-            st = lx_writer_drain(&J->w);
-        if (st == LX_OK && !os->open && (st = lx_writer_flush(&J->w)) == LX_OK)
-            st = lx_writer_shard_open(&J->w, os);
-        if (st == LX_OK && J->rs.resuming)
-            st = lx_resume_check_kept(&J->rs, &J->in, &J->w, i, os, &keep);
-        if (st == LX_OK && keep) {
-            J->rs.kept++;
-            J->done_bytes += it->aligned->nbytes;
+        int any = 0;
+        for (size_t q = 0; q < J->nouts && st == LX_OK; q++) {
+            st = item_begin(J, &J->outs[q], i);
+            any |= J->outs[q].need;
+        }
+        if (st == LX_OK && !any)
             lx_plan_item_advise(it, MADV_DONTNEED);
-        } else if (st == LX_OK) {
-            st = lx_writer_begin(&J->w);
-            if (st == LX_OK)
-                st = process_item(J, i);
-            if (st == LX_OK)
-                st = lx_writer_end_item(&J->w, i, os, idx);
-            J->computed++;
+        if (st == LX_OK && any)
+            st = process_item(J, i);
+        for (size_t q = 0; q < J->nouts && st == LX_OK; q++) {
+            output *u = &J->outs[q];
+            if (u->need) {
+                st = lx_writer_end_item(&u->w, i, &u->w.shards[it->aligned->shard],
+                                        u->w.slot[i]);
+                u->computed++;
+            }
         }
         lx_progress_update(&J->progress, i - J->part.lo + 1, J->done_bytes, it->aligned->name);
     }
-    /* the writer's failure, if it had one, comes before the computation's
-     * (it happened first); then the writer is idle */
-    lx_status wst = lx_writer_drain(&J->w);
-    if (wst != LX_OK)
-        st = wst;
-    if (st == LX_OK)
-        return lx_writer_flush(&J->w);
-    /* keep what was done before the failure: a later run resumes from it */
-    if (J->w.pending && J->w.pending_shard->open) {
-        char *msg = lx_err_save();
-        lx_writer_flush(&J->w);
-        lx_err_restore(st, msg);
+    /* every output's writer drained and its last tensor recorded, whatever
+     * happened: the first failure is returned */
+    for (size_t q = 0; q < J->nouts; q++) {
+        lx_status ust = J->outs[q].active ? items_end(&J->outs[q], st) : st;
+        if (st == LX_OK)
+            st = ust;
     }
     return st;
+}
+
+/* Output u's state: writer layouts, identity, the output directory
+ * prepared or resumed, its report opened. */
+static lx_status output_prepare(job *J, output *u)
+{
+    const lx_apply_opts *o = &u->o;
+    lx_inputs *in = &J->in;
+    lx_status st;
+    if ((st = lx_resume_init(&u->rs, in->aligned->ntensors)) != LX_OK ||
+        (st = lx_writer_init(&u->w, o, in->aligned, &in->plan, J->part.nparts)) != LX_OK ||
+        (st = lx_apply_identity_build(&u->id, o, in->base, in->aligned, &u->w)) != LX_OK ||
+        (st = lx_resume_prepare(&u->rs, o, in, &J->part, &u->w, &u->id, &u->locks)) != LX_OK)
+        return st;
+    u->active = !u->rs.complete_already;
+    if (!u->active) {
+        if (!o->stream.quiet)
+            lx_say(&o->stream.report, "apply: %s is complete and intact (%zu tensors checked): "
+                   "nothing to do", o->output_path, in->plan.n);
+        return LX_OK;
+    }
+    if (o->report_path) {
+        u->report = strcmp(o->report_path, "-") ? fopen(o->report_path, "w") : stdout;
+        if (!u->report)
+            return lx_fail_errno(LX_EFAIL, errno, "%s: cannot create report", o->report_path);
+        fputs("tensor\tmatrix\trows\tcols\tdtype\taction\trank\tpasses\tconverged\terr_est\t"
+              "frobenius\tenergy\tsingular_values\tseconds\tmethod\tgap\n",
+              u->report);
+    }
+    const lx_part *pt = &J->part;
+    char part[64] = "";
+    if (pt->nparts > 1)
+        snprintf(part, sizeof part, "part %u/%u: ", pt->part, pt->nparts);
+    if (u->rs.resuming && !o->stream.quiet && pt->nparts == 1)
+        lx_say(&o->stream.report, "apply: resuming the run in %s (%zu tensors recorded)",
+               o->output_path, u->rs.recorded);
+    else if (u->rs.own_recorded && !o->stream.quiet)
+        lx_say(&o->stream.report, "apply: %sresuming in %s (%zu of its %zu tensors recorded)",
+               part, o->output_path, u->rs.own_recorded, pt->hi - pt->lo);
+    return LX_OK;
+}
+
+/* Output u after the items: its report flushed, the output completed (or
+ * the part's work recorded). */
+static lx_status output_finish(job *J, output *u)
+{
+    const lx_apply_opts *o = &u->o;
+    const lx_part *pt = &J->part;
+    lx_inputs *in = &J->in;
+    lx_status st = LX_OK;
+    if (u->report && fflush(u->report) != 0)
+        st = lx_fail_errno(LX_EFAIL, errno, "%s: cannot write report", o->report_path);
+    if (st == LX_OK && pt->nparts > 1)
+        st = lx_finish_part(&u->fin, in, pt, &u->w, &u->id, &u->rs, &u->locks);
+    else if (st == LX_OK)
+        st = lx_finish_run(&u->fin, in, pt, &u->w, &u->id, &u->rs, &u->locks);
+    return st;
+}
+
+/* Output u's last lines. */
+static void output_say(job *J, output *u)
+{
+    const lx_apply_opts *o = &u->o;
+    const lx_part *pt = &J->part;
+    char part[64] = "";
+    if (pt->nparts > 1)
+        snprintf(part, sizeof part, "part %u/%u: ", pt->part, pt->nparts);
+    if (!o->stream.quiet && (pt->nparts == 1 ? u->rs.resuming : u->rs.own_recorded > 0))
+        lx_say(&o->stream.report, "apply: %s%zu tensors kept from the earlier run, %zu computed "
+               "(%zu of them again)", part, u->rs.kept, u->computed, u->rs.redone);
+    if (!o->stream.quiet)
+        lx_say(&o->stream.report, "apply: %s%zu tensors transformed, %zu copied; SVD %.2f s; "
+               "output %s", part, pt->ntransform, pt->hi - pt->lo - pt->ntransform,
+               J->svd.seconds, o->output_path);
+    if (!o->stream.quiet && u->fin.msg[0])
+        lx_say(&o->stream.report, "%s", u->fin.msg);
+    lx_engine_warn_unconverged(&o->stream, "apply", &u->conv);
 }
 
 static lx_status run(job *J)
@@ -404,73 +579,40 @@ static lx_status run(job *J)
     J->ahead = malloc((in->plan.n ? in->plan.n : 1) * sizeof *J->ahead);
     if (!J->fbuf || !J->ahead)
         return lx_fail(LX_EFAIL, "out of memory allocating buffers");
-    if ((st = lx_resume_init(&J->rs, in->aligned->ntensors)) != LX_OK ||
-        (st = lx_writer_init(&J->w, o, in->aligned, &in->plan, pt->nparts)) != LX_OK ||
-        (st = lx_apply_identity_build(&J->id, o, in->base, in->aligned, &J->w)) != LX_OK ||
-        (st = lx_resume_prepare(&J->rs, o, in, pt, &J->w, &J->id, &J->locks)) != LX_OK)
+    size_t active = 0;
+    for (size_t q = 0; q < J->nouts && st == LX_OK; q++) {
+        st = output_prepare(J, &J->outs[q]);
+        active += J->outs[q].active;
+    }
+    if (st != LX_OK || active == 0)
         return st;
-    if (J->rs.complete_already) {
-        if (!o->stream.quiet)
-            lx_say(&o->stream.report, "apply: %s is complete and intact (%zu tensors checked): nothing "
-                   "to do", o->output_path, in->plan.n);
-        return LX_OK;
-    }
-    if (o->report_path) {
-        J->report = strcmp(o->report_path, "-") ? fopen(o->report_path, "w") : stdout;
-        if (!J->report)
-            return lx_fail_errno(LX_EFAIL, errno, "%s: cannot create report", o->report_path);
-        fputs("tensor\tmatrix\trows\tcols\tdtype\taction\trank\tpasses\tconverged\terr_est\t"
-              "frobenius\tenergy\tsingular_values\tseconds\tmethod\tgap\n",
-              J->report);
-    }
-    char part[64] = "";
-    if (pt->nparts > 1)
-        snprintf(part, sizeof part, "part %u/%u: ", pt->part, pt->nparts);
-    if (J->rs.resuming && !o->stream.quiet && pt->nparts == 1)
-        lx_say(&o->stream.report, "apply: resuming the run in %s (%zu tensors recorded)", o->output_path,
-               J->rs.recorded);
-    else if (J->rs.own_recorded && !o->stream.quiet)
-        lx_say(&o->stream.report, "apply: %sresuming in %s (%zu of its %zu tensors recorded)", part,
-               o->output_path, J->rs.own_recorded, pt->hi - pt->lo);
     lx_progress_begin(&J->progress, "apply", pt->hi - pt->lo,
-                      pt->transform_bytes + pt->copy_bytes, o->stream.quiet, &o->stream.report);
+                      (pt->transform_bytes + pt->copy_bytes) * active, o->stream.quiet,
+                      &o->stream.report);
     lx_read_ahead_start(&J->ra);
-    st = lx_writer_start(&J->w, out_buffer_bytes(J));
+    for (size_t q = 0; q < J->nouts && st == LX_OK; q++)
+        if (J->outs[q].active)
+            st = lx_writer_start(&J->outs[q].w, out_buffer_bytes(J));
     if (st == LX_OK)
         st = run_items(J);
-    lx_writer_stop(&J->w);
+    for (size_t q = 0; q < J->nouts; q++)
+        lx_writer_stop(&J->outs[q].w);
     lx_read_ahead_stop(&J->ra);
-    if (st == LX_OK && J->report && fflush(J->report) != 0)
-        st = lx_fail_errno(LX_EFAIL, errno, "%s: cannot write report", o->report_path);
-    if (st == LX_OK && pt->nparts > 1)
-        st = lx_finish_part(&J->fin, in, pt, &J->w, &J->id, &J->rs, &J->locks);
-    else if (st == LX_OK)
-        st = lx_finish_run(&J->fin, in, pt, &J->w, &J->id, &J->rs, &J->locks);
+    for (size_t q = 0; q < J->nouts && st == LX_OK; q++)
+        if (J->outs[q].active)
+            st = output_finish(J, &J->outs[q]);
     if (st == LX_OK && o->stats)
         print_stats(J);
-    if (st == LX_OK) {
+    if (st == LX_OK)
         lx_progress_end(&J->progress);
-        if (!o->stream.quiet && (pt->nparts == 1 ? J->rs.resuming : J->rs.own_recorded > 0))
-            lx_say(&o->stream.report, "apply: %s%zu tensors kept from the earlier run, %zu computed (%zu "
-                   "of them again)", part, J->rs.kept, J->computed, J->rs.redone);
-        if (!o->stream.quiet)
-            lx_say(&o->stream.report, "apply: %s%zu tensors transformed, %zu copied; SVD %.2f s; output "
-                   "%s", part, pt->ntransform, pt->hi - pt->lo - pt->ntransform, J->svd.seconds,
-                   o->output_path);
-        if (!o->stream.quiet && J->fin.msg[0])
-            lx_say(&o->stream.report, "%s", J->fin.msg);
-        lx_engine_warn_unconverged(&o->stream, "apply", &J->svd);
-    }
+    for (size_t q = 0; q < J->nouts && st == LX_OK; q++)
+        if (J->outs[q].active)
+            output_say(J, &J->outs[q]);
     return st;
 }
 
 lx_status lx_apply_run(const lx_apply_opts *o)
 {
-    job J;
-    memset(&J, 0, sizeof J);
-    J.o = o;
-    lx_locks_init(&J.locks);
-    J.w.journal.fd = -1;
     unsigned part = o->part ? o->part : 1, nparts = o->nparts ? o->nparts : 1;
     lx_status st = LX_OK;
     if (part < 1 || part > nparts || nparts > LX_MAX_PARTS)
@@ -479,14 +621,39 @@ lx_status lx_apply_run(const lx_apply_opts *o)
     else if (o->restart && nparts > 1)
         st = lx_fail(LX_EUSAGE, "--restart with --part %u/%u would discard the other parts' "
                      "work: run it without --part", part, nparts);
-    if (st != LX_OK)
+    lx_sweep sw;
+    memset(&sw, 0, sizeof sw);
+    if (st == LX_OK)
+        st = lx_sweep_build(&sw, o);
+    job J;
+    memset(&J, 0, sizeof J);
+    if (st == LX_OK && !(J.outs = calloc(sw.n, sizeof *J.outs)))
+        st = lx_fail(LX_EFAIL, "out of memory");
+    if (st != LX_OK) {
+        lx_sweep_free(&sw);
         return st;
+    }
+    J.o = &sw.outs[0];
+    J.nouts = sw.n;
+    J.factor_rank = sw.factor_rank;
+    for (size_t q = 0; q < J.nouts; q++) {
+        J.outs[q].o = sw.outs[q];
+        lx_locks_init(&J.outs[q].locks);
+        J.outs[q].w.journal.fd = -1;
+    }
     st = run(&J);
     /* A failure once the output exists (a full disk, EIO, a file-size
      * limit): say that the state on disk is resumable. */
-    if (st == LX_EFAIL && J.rs.prepared && !J.fin.final_message)
+    int prepared = 0, final = 0;
+    for (size_t q = 0; q < J.nouts; q++) {
+        prepared |= J.outs[q].rs.prepared;
+        final |= J.outs[q].fin.final_message;
+    }
+    if (st == LX_EFAIL && prepared && !final)
         lx_fail_append(st, "; the output is incomplete: fix the cause and run the same command "
                        "again to resume");
     job_free(&J);
+    free(J.outs);
+    lx_sweep_free(&sw);
     return st;
 }

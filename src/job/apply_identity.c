@@ -105,6 +105,13 @@ static lx_status build_identity(lx_apply_identity *J, const lx_apply_opts *o,
         st = lx_identity_add(id, "option rank", v);
     if (st == LX_OK)
         st = lx_identity_add(id, "option alpha", format_double(o->alpha, v, sizeof v));
+    /* recorded when not the default only: a default run's identity, and so
+     * its journal's name, is what it was before these options */
+    if (st == LX_OK && o->anchor_base)
+        st = lx_identity_add(id, "option anchor", "base");
+    snprintf(v, sizeof v, "%d", o->factor_rank);
+    if (st == LX_OK && o->factor_rank > o->rank)
+        st = lx_identity_add(id, "option factor-rank", v);
     const char *method = o->rank == 0 ? "full" : o->stream.svd.exact ? "exact" : "randomized";
     if (st == LX_OK)
         st = lx_identity_add(id, "option method", method);

@@ -23,7 +23,6 @@
 #include "loxstream/testhook.h"
 #include "loxstream/verify.h"
 
-#define CHECK_CHUNK (4u << 20)      /* bytes per read when checking a kept tensor */
 
 static lx_status unlink_outputs(const char *out, const lx_identity *id)
 {
@@ -164,7 +163,7 @@ int lx_resume_record_fits(const lx_inputs *in, const lx_apply_writer *w, size_t 
     const lx_out_shard *os = &w->shards[t->shard];
     size_t idx = w->slot[i];
     return !strcmp(r->shard, os->name) && r->offset == lx_writer_file_offset(os, idx, 0) &&
-           r->length == t->nbytes && r->has_base == (it->action != LX_ACT_COPY);
+           r->length == t->nbytes && r->has_base == lx_writer_uses_base(w, it);
 }
 
 static int inputs_match(const lx_inputs *in, size_t i, const lx_journal_record *r)
@@ -366,7 +365,7 @@ lx_status lx_resume_check_kept(lx_apply_resume *rs, const lx_inputs *in, lx_appl
     uint64_t at0 = os->stream_at;
     XXH3_64bits_reset(rs->tstate);
     for (uint64_t off = 0; off < r->length;) {
-        size_t len = r->length - off < CHECK_CHUNK ? (size_t)(r->length - off) : CHECK_CHUNK;
+        size_t len = r->length - off < LX_RESUME_CHECK_CHUNK ? (size_t)(r->length - off) : LX_RESUME_CHECK_CHUNK;
         ssize_t got = pread(os->file.fd, rs->rbuf, len, (off_t)(r->offset + off));
         if (got < 0 && errno == EINTR)
             continue;
@@ -411,7 +410,7 @@ lx_status lx_resume_reload(lx_apply_resume *rs, const lx_part *pt, lx_apply_writ
 lx_status lx_resume_init(lx_apply_resume *rs, size_t ntensors)
 {
     memset(rs, 0, sizeof *rs);
-    rs->rbuf = malloc(CHECK_CHUNK);
+    rs->rbuf = malloc(LX_RESUME_CHECK_CHUNK);
     rs->rec = calloc(ntensors ? ntensors : 1, sizeof *rs->rec);
     rs->tstate = XXH3_createState();
     rs->snap = XXH3_createState();

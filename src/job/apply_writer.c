@@ -42,6 +42,23 @@ void lx_writer_stream_feed(lx_out_shard *os, uint64_t file_off, const void *buf,
     os->stream_at += len;
 }
 
+const lx_tensor *lx_writer_copy_source(const lx_apply_writer *w, const lx_plan_item *it)
+{
+    const lx_tensor *a = it->aligned, *b = it->base;
+    if (!w->anchor_base || !b || b->dtype != a->dtype || b->ndim != a->ndim ||
+        b->nbytes != a->nbytes)
+        return a;
+    for (int d = 0; d < a->ndim; d++)
+        if (b->shape[d] != a->shape[d])
+            return a;
+    return b;
+}
+
+int lx_writer_uses_base(const lx_apply_writer *w, const lx_plan_item *it)
+{
+    return it->action != LX_ACT_COPY || lx_writer_copy_source(w, it) != it->aligned;
+}
+
 uint64_t lx_writer_file_offset(const lx_out_shard *os, size_t idx, uint64_t off)
 {
     return os->layout.header_size + os->layout.entries[idx].begin + off;
@@ -142,17 +159,29 @@ static char *method_string(const lx_apply_opts *o)
 static lx_status build_layouts(lx_apply_writer *J, const lx_apply_opts *o,
                                const lx_checkpoint *aligned)
 {
-    char rank[32], alpha[64];
+    char rank[32], alpha[64], frank[32];
     snprintf(rank, sizeof rank, "%d", o->rank);
     snprintf(alpha, sizeof alpha, "%.17g", o->alpha);
+    snprintf(frank, sizeof frank, "%d", o->factor_rank);
     char *method = method_string(o);
     if (!method)
         return lx_fail(LX_EFAIL, "out of memory");
+    /* the anchor and the factor rank only when not the default, so that a
+     * default run's bytes are what they were before these options */
     const char *own_keys[] = {"format", "loxstream_version", "loxstream_rank", "loxstream_alpha",
-                              "loxstream_method", "loxstream_include", "loxstream_exclude"};
+                              "loxstream_method", "loxstream_include", "loxstream_exclude",
+                              "loxstream_anchor", "loxstream_factor_rank"};
     const char *own_vals[] = {"pt", PACKAGE_VERSION, rank, alpha, method,
-                              o->stream.include ? o->stream.include : "", o->stream.exclude ? o->stream.exclude : ""};
-    size_t nown = sizeof own_keys / sizeof own_keys[0];
+                              o->stream.include ? o->stream.include : "", o->stream.exclude ? o->stream.exclude : "",
+                              "base", frank};
+    size_t nown = sizeof own_keys / sizeof own_keys[0], nset = 0;
+    const char *set_keys[sizeof own_keys / sizeof own_keys[0]], *set_vals[sizeof set_keys / sizeof set_keys[0]];
+    for (size_t k = 0; k < nown; k++) {
+        if ((k == nown - 2 && !o->anchor_base) || (k == nown - 1 && o->factor_rank <= o->rank))
+            continue;
+        set_keys[nset] = own_keys[k];
+        set_vals[nset++] = own_vals[k];
+    }
     lx_status st = LX_OK;
     J->nshards = aligned->nshards;
     J->shards = calloc(J->nshards, sizeof *J->shards);
@@ -175,9 +204,9 @@ static lx_status build_layouts(lx_apply_writer *J, const lx_apply_opts *o,
             break;
         }
         size_t nmeta = 0;
-        for (size_t k = 0; k < nown; k++) {
-            keys[nmeta] = own_keys[k];
-            vals[nmeta++] = own_vals[k];
+        for (size_t k = 0; k < nset; k++) {
+            keys[nmeta] = set_keys[k];
+            vals[nmeta++] = set_vals[k];
         }
         for (size_t k = 0; k < in->header.nmeta; k++) {
             int ours = 0;
@@ -295,9 +324,9 @@ static lx_status finish_item(lx_apply_writer *J, size_t i, lx_out_shard *os, siz
     r.offset = lx_writer_file_offset(os, idx, 0);
     r.length = it->aligned->nbytes;
     r.out_xxh3 = XXH3_64bits_digest(J->tstate);
-    r.has_base = it->action != LX_ACT_COPY;
+    r.has_base = lx_writer_uses_base(J, it);
     if (!r.has_base) {
-        r.aligned_xxh3 = r.out_xxh3; /* a copy: the same bytes */
+        r.aligned_xxh3 = r.out_xxh3; /* a copy of aligned: the same bytes */
     } else {
         /* read again from the mapping, just after the computation read it */
         double t0 = lx_now();
@@ -319,6 +348,7 @@ lx_status lx_writer_init(lx_apply_writer *w, const lx_apply_opts *o, const lx_ch
     w->output_path = o->output_path;
     w->nparts = nparts;
     w->plan = plan;
+    w->anchor_base = o->anchor_base;
     if (!(w->tstate = XXH3_createState()))
         return lx_fail(LX_EFAIL, "out of memory allocating buffers");
     lx_status st = build_layouts(w, o, aligned);

@@ -208,13 +208,59 @@ lx_status lx_engine_factor(const lx_engine_opts *e, const lx_plan_item *it, uint
     s->seconds += lx_now() - s0;
     if (st != LX_OK)
         return st;
-    s->matrices++;
-    if (!f->converged) {
-        s->unconverged++;
-        s->ungapped += f->gap < LX_RSVD_GAP_MIN;
-    }
+    lx_engine_count(s, f->converged, f->gap);
     s->flops += 4.0 * (double)f->passes * (double)it->m * (double)it->n * (double)f->l;
     return LX_OK;
+}
+
+void lx_engine_count(lx_factor_stats *s, int converged, double gap)
+{
+    s->matrices++;
+    if (!converged) {
+        s->unconverged++;
+        s->ungapped += gap < LX_RSVD_GAP_MIN;
+    }
+}
+
+/* The top r of the rank-k result B = U_k S_k V_k^T, against A_r.  B is
+ * within eps = err_est ||S_k|| / (1 - err_est) of A_k (err_est is relative
+ * to ||A_k|| <= ||S_k|| + eps), so sigma_j(A) lies within eps of s_j for
+ * j <= k (Weyl).  With Q the projector on B's top-r left vectors,
+ * B_r - A_r = Q (B - A_k) - (I - Q) A_r + Q (A_k - A_r): the first term is
+ * at most eps, the others at most (sigma_1 + sigma_r+1) ||sin Theta||_F,
+ * and Wedin's theorem (residuals of B's top-r triplets against A_k at most
+ * eps each side) gives ||sin Theta||_F <= sqrt(2) eps / delta, delta =
+ * s_r - sigma_r+1 >= s_r - s_r+1 - eps.  Relative to ||A_r|| >= the norm
+ * of (s_j - eps)_+, j < r.  No gap (delta <= 0), or err_est >= 1: 1. */
+void lx_engine_prefix(const lx_factors *f, int r, double tol, double *err, double *gap,
+                      int *converged)
+{
+    if (r >= f->k) {
+        *err = f->err_est;
+        *gap = f->gap;
+        *converged = f->converged;
+        return;
+    }
+    double s2 = 0, e = f->err_est;
+    for (int j = 0; j < f->k; j++)
+        s2 += (double)f->S[j] * f->S[j];
+    double eps = e < 1 ? e * sqrt(s2) / (1 - e) : INFINITY;
+    double s1 = f->S[0], sr = r > 0 ? f->S[r - 1] : 0, sr1 = f->S[r];
+    *gap = sr > 0 ? (sr - sr1 - eps) / sr : 0;
+    if (*gap < -1 || !(*gap == *gap))
+        *gap = -1;
+    double delta = sr - sr1 - eps, nr = 0;
+    for (int j = 0; j < r; j++) {
+        double d = f->S[j] - eps;
+        nr += d > 0 ? d * d : 0;
+    }
+    if (r <= 0 || eps == 0)
+        *err = 0;
+    else if (!(delta > 0) || !(nr > 0))
+        *err = 1;
+    else
+        *err = eps * (1 + sqrt(2.0) * (s1 + sr1 + 2 * eps) / delta) / sqrt(nr);
+    *converged = *err <= tol;
 }
 
 void lx_engine_warn_unconverged(const lx_engine_opts *e, const char *job,
