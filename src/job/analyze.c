@@ -1,5 +1,6 @@
 /* analyze.c - R_align, R_ft and spectra per matrix (see analyze.h): the
- * engine (engine.c) factors each matrix; this file projects the fine-tuned
+ * engine (engine.c) opens and plans the inputs (the fine-tuned model as a
+ * third one) and factors each matrix; this file projects the fine-tuned
  * update onto the factors and writes the TSV. */
 #include "config.h"
 #include <errno.h>
@@ -73,9 +74,9 @@ lx_status lx_analyze_parse_ranks(const char *list, lx_analyze_opts *o)
 
 typedef struct actx {
     const lx_analyze_opts *o;
-    lx_checkpoint *base, *aligned, *ft;
-    lx_plan plan, ftplan;
-    lx_filter filter;
+    lx_inputs in;                  /* base, aligned, filters, plan (engine.h) */
+    lx_checkpoint *ft;             /* the fine-tuned model, planned against base */
+    lx_plan ftplan;
     regex_t embed;
     int has_embed;
     int kmax;
@@ -238,8 +239,8 @@ static lx_status check_memory(actx *A, size_t *n_max)
     uint64_t worst = 0;
     const char *worst_name = NULL;
     *n_max = 1;
-    for (size_t i = 0; i < A->plan.n; i++) {
-        const lx_plan_item *it = &A->plan.items[i];
+    for (size_t i = 0; i < A->in.plan.n; i++) {
+        const lx_plan_item *it = &A->in.plan.items[i];
         if (it->action != LX_ACT_LOWRANK)
             continue;
         if (it->n > *n_max)
@@ -260,11 +261,11 @@ static lx_status check_memory(actx *A, size_t *n_max)
 static lx_status check_selection(actx *A)
 {
     size_t n = 0, shared = 0;
-    for (size_t i = 0; i < A->plan.n; i++) {
-        if (A->plan.items[i].action != LX_ACT_LOWRANK)
+    for (size_t i = 0; i < A->in.plan.n; i++) {
+        if (A->in.plan.items[i].action != LX_ACT_LOWRANK)
             continue;
         n++;
-        shared += ft_item(A, &A->plan.items[i]) != NULL;
+        shared += ft_item(A, &A->in.plan.items[i]) != NULL;
     }
     if (n == 0)
         return lx_fail(LX_EUSAGE, "analyze: no matrix to analyse (check --include/--exclude)");
@@ -305,7 +306,7 @@ static lx_status run(actx *A, FILE *out)
     for (size_t i = 0; i < o->nranks; i++)
         if (o->ranks[i] > A->kmax)
             A->kmax = o->ranks[i];
-    lx_status st = lx_filter_init(&A->filter, o->stream.include, o->stream.exclude);
+    lx_status st = lx_engine_filter(&A->in, &o->stream);
     if (st != LX_OK)
         return st;
     if (o->embedding && *o->embedding) {
@@ -313,19 +314,13 @@ static lx_status run(actx *A, FILE *out)
             return lx_fail(LX_EUSAGE, "--embedding: invalid regular expression '%s'", o->embedding);
         A->has_embed = 1;
     }
-    if ((st = lx_checkpoint_open(o->stream.base_path, &A->base)) != LX_OK ||
-        (st = lx_checkpoint_open(o->stream.aligned_path, &A->aligned)) != LX_OK)
-        return st;
-    if (o->finetuned_path && (st = lx_checkpoint_open(o->finetuned_path, &A->ft)) != LX_OK)
-        return st;
-    if ((st = lx_plan_build(A->base, A->aligned, &A->filter, A->kmax, 0, &A->plan)) != LX_OK)
-        return st;
     /* the fine-tuned model may lack tensors or differ in some: those
      * matrices get no R_ft, with the plan's warning */
-    if (A->ft && (st = lx_plan_build(A->base, A->ft, &A->filter, A->kmax, 1, &A->ftplan)) != LX_OK)
+    st = o->finetuned_path ? lx_engine_open_third(&A->in, &o->stream, A->kmax, o->finetuned_path,
+                                                  "fine-tuned", &A->ft, &A->ftplan)
+                           : lx_engine_open(&A->in, &o->stream, A->kmax, 0);
+    if (st != LX_OK)
         return st;
-    for (size_t i = 0; i < A->ftplan.n; i++)
-        A->ftplan.items[i].role = "fine-tuned";
     if ((st = check_selection(A)) != LX_OK)
         return st;
     size_t n_max;
@@ -338,23 +333,23 @@ static lx_status run(actx *A, FILE *out)
     if (!A->panel || !A->proj)
         return lx_fail(LX_EFAIL, "out of memory allocating buffers");
     lx_progress prog;
-    lx_progress_begin(&prog, "analyze", A->plan.n, A->plan.transform_bytes, o->stream.quiet,
+    lx_progress_begin(&prog, "analyze", A->in.plan.n, A->in.plan.transform_bytes, o->stream.quiet,
                       &o->stream.report);
     print_header(A, out);
     uint64_t done = 0;
     lx_read_ahead ra;
     lx_read_ahead_start(&ra);
-    for (size_t i = 0; i < A->plan.n && st == LX_OK; i++) {
-        const lx_plan_item *it = &A->plan.items[i];
+    for (size_t i = 0; i < A->in.plan.n && st == LX_OK; i++) {
+        const lx_plan_item *it = &A->in.plan.items[i];
         if (it->action == LX_ACT_LOWRANK) {
             /* this item's inputs (with the fine-tuned model's) and the next ones' */
             const lx_plan_item *next[LX_PREFETCH_MAX / 2];
             size_t nn = 0;
-            for (size_t j = i; j < A->plan.n && nn + 2 <= LX_PREFETCH_MAX / 2; j++) {
-                if (A->plan.items[j].action != LX_ACT_LOWRANK)
+            for (size_t j = i; j < A->in.plan.n && nn + 2 <= LX_PREFETCH_MAX / 2; j++) {
+                if (A->in.plan.items[j].action != LX_ACT_LOWRANK)
                     continue;
-                next[nn++] = &A->plan.items[j];
-                next[nn++] = ft_item(A, &A->plan.items[j]);
+                next[nn++] = &A->in.plan.items[j];
+                next[nn++] = ft_item(A, &A->in.plan.items[j]);
             }
             lx_read_ahead_set(&ra, next, nn);
             for (uint64_t b = 0; b < it->batch && st == LX_OK; b++)
@@ -386,13 +381,10 @@ lx_status lx_analyze_run(const lx_analyze_opts *o, FILE *out)
     lx_status st = run(&A, out);
     free(A.panel);
     free(A.proj);
-    lx_plan_free(&A.plan);
     lx_plan_free(&A.ftplan);
     if (A.has_embed)
         regfree(&A.embed);
-    lx_filter_free(&A.filter);
     lx_checkpoint_close(A.ft);
-    lx_checkpoint_close(A.aligned);
-    lx_checkpoint_close(A.base);
+    lx_inputs_free(&A.in);
     return st;
 }

@@ -32,14 +32,35 @@ lx_status lx_engine_filter(lx_inputs *in, const lx_engine_opts *e)
     return lx_filter_init(&in->filter, e->include, e->exclude);
 }
 
-lx_status lx_engine_open(lx_inputs *in, const lx_engine_opts *e, int rank, int copy_unmatched)
+/* Open base, aligned and (path set) a third model, then plan them. */
+static lx_status open_and_plan(lx_inputs *in, const lx_engine_opts *e, int rank, int copy_unmatched,
+                               const char *path, const char *role, lx_checkpoint **third,
+                               lx_plan *third_plan)
 {
     lx_status st = lx_checkpoint_open(e->base_path, &in->base);
     if (st == LX_OK)
         st = lx_checkpoint_open(e->aligned_path, &in->aligned);
+    if (st == LX_OK && path)
+        st = lx_checkpoint_open(path, third);
     if (st == LX_OK)
         st = lx_plan_build(in->base, in->aligned, &in->filter, rank, copy_unmatched, &in->plan);
+    if (st != LX_OK || !path)
+        return st;
+    if ((st = lx_plan_build(in->base, *third, &in->filter, rank, 1, third_plan)) == LX_OK)
+        for (size_t i = 0; i < third_plan->n; i++)
+            third_plan->items[i].role = role;
     return st;
+}
+
+lx_status lx_engine_open(lx_inputs *in, const lx_engine_opts *e, int rank, int copy_unmatched)
+{
+    return open_and_plan(in, e, rank, copy_unmatched, NULL, NULL, NULL, NULL);
+}
+
+lx_status lx_engine_open_third(lx_inputs *in, const lx_engine_opts *e, int rank, const char *path,
+                               const char *role, lx_checkpoint **third, lx_plan *third_plan)
+{
+    return open_and_plan(in, e, rank, 0, path, role, third, third_plan);
 }
 
 /* ---- memory --------------------------------------------------------------- */
