@@ -87,51 +87,52 @@ model.layers.0.block_sparse_moe.experts.$e.w2.weight${TAB}F32${TAB}64x96
 model.layers.0.block_sparse_moe.experts.$e.w3.weight${TAB}F32${TAB}96x64
 "
 done
-expect_eq "mixtral shapes" "$(shapes "$M/base")" "model.embed_tokens.weight${TAB}F32${TAB}128x64
+# the tensors around the experts, the same in both layouts
+moe_head="model.embed_tokens.weight${TAB}F32${TAB}128x64
 model.layers.0.self_attn.q_proj.weight${TAB}F32${TAB}64x64
 model.layers.0.self_attn.k_proj.weight${TAB}F32${TAB}32x64
 model.layers.0.self_attn.v_proj.weight${TAB}F32${TAB}32x64
 model.layers.0.self_attn.o_proj.weight${TAB}F32${TAB}64x64
-model.layers.0.block_sparse_moe.gate.weight${TAB}F32${TAB}8x64
-${experts}model.layers.0.input_layernorm.weight${TAB}F32${TAB}64
+"
+moe_tail="model.layers.0.input_layernorm.weight${TAB}F32${TAB}64
 model.layers.0.post_attention_layernorm.weight${TAB}F32${TAB}64
 model.norm.weight${TAB}F32${TAB}64
 lm_head.weight${TAB}F32${TAB}128x64"
+expect_eq "mixtral shapes" "$(shapes "$M/base")" "${moe_head}model.layers.0.block_sparse_moe.gate.weight${TAB}F32${TAB}8x64
+${experts}${moe_tail}"
 expect_eq "mixtral architecture" "$(json_field "$M/base/config.json" model_type)" mixtral
 expect_eq "mixtral experts" "$(json_field "$M/base/config.json" num_local_experts)" 8
 expect_eq "mixtral experts per token" "$(json_field "$M/base/config.json" num_experts_per_tok)" 2
 apply_checked "$M"
 expect_eq "mixtral tensors checked" "$(wc -l <"$M/check.txt" | tr -d ' ')" 34
 
-# ---- --fused-experts: one 3-D tensor per projection, transformers' names ------
+# ---- --fused-experts: the experts as two 3-D tensors, transformers' names -----
 F=$TMP/fused
 expect_exit 0 "$LOXSTREAM" synth -q "$F" --preset mixtral --layers 1 --hidden 64 \
     --intermediate 96 --vocab 128 --heads 4 --kv-heads 2 --dtype f32 --fused-experts
-expect_eq "fused shapes" "$(shapes "$F/base")" "model.embed_tokens.weight${TAB}F32${TAB}128x64
-model.layers.0.self_attn.q_proj.weight${TAB}F32${TAB}64x64
-model.layers.0.self_attn.k_proj.weight${TAB}F32${TAB}32x64
-model.layers.0.self_attn.v_proj.weight${TAB}F32${TAB}32x64
-model.layers.0.self_attn.o_proj.weight${TAB}F32${TAB}64x64
-model.layers.0.mlp.gate.weight${TAB}F32${TAB}8x64
+expect_eq "fused shapes" "$(shapes "$F/base")" "${moe_head}model.layers.0.mlp.gate.weight${TAB}F32${TAB}8x64
 model.layers.0.mlp.experts.gate_up_proj${TAB}F32${TAB}8x192x64
 model.layers.0.mlp.experts.down_proj${TAB}F32${TAB}8x64x96
-model.layers.0.input_layernorm.weight${TAB}F32${TAB}64
-model.layers.0.post_attention_layernorm.weight${TAB}F32${TAB}64
-model.norm.weight${TAB}F32${TAB}64
-lm_head.weight${TAB}F32${TAB}128x64"
+${moe_tail}"
+# stack CKPT OUT W...: the bytes of experts 0..7 of layer 0, each expert's
+# projections W... in that order, into OUT
+stack() {
+    st_ckpt=$1
+    st_out=$2
+    shift 2
+    : >"$st_out"
+    for e in 0 1 2 3 4 5 6 7; do
+        for w in "$@"; do
+            tensor_bytes "$st_ckpt" "model.layers.0.block_sparse_moe.experts.$e.$w.weight" "$TMP/t"
+            cat "$TMP/t" >>"$st_out"
+        done
+    done
+}
 # the same model in the other layout: gate_up_proj[e] is expert e's w1 then
 # w3, down_proj[e] its w2, mlp.gate the router, byte for byte
 for m in base aligned finetuned; do
-    : >"$TMP/gu.want"
-    : >"$TMP/dn.want"
-    for e in 0 1 2 3 4 5 6 7; do
-        for w in w1 w3; do
-            tensor_bytes "$M/$m" "model.layers.0.block_sparse_moe.experts.$e.$w.weight" "$TMP/t"
-            cat "$TMP/t" >>"$TMP/gu.want"
-        done
-        tensor_bytes "$M/$m" "model.layers.0.block_sparse_moe.experts.$e.w2.weight" "$TMP/t"
-        cat "$TMP/t" >>"$TMP/dn.want"
-    done
+    stack "$M/$m" "$TMP/gu.want" w1 w3
+    stack "$M/$m" "$TMP/dn.want" w2
     tensor_bytes "$F/$m" model.layers.0.mlp.experts.gate_up_proj "$TMP/gu.got"
     tensor_bytes "$F/$m" model.layers.0.mlp.experts.down_proj "$TMP/dn.got"
     expect_exit 0 cmp "$TMP/gu.want" "$TMP/gu.got"
@@ -141,13 +142,7 @@ for m in base aligned finetuned; do
     expect_exit 0 cmp "$TMP/g.want" "$TMP/g.got"
 done
 # (the comparison tells the order apart: w3 before w1 is not gate_up_proj)
-: >"$TMP/gu.wrong"
-for e in 0 1 2 3 4 5 6 7; do
-    for w in w3 w1; do
-        tensor_bytes "$M/base" "model.layers.0.block_sparse_moe.experts.$e.$w.weight" "$TMP/t"
-        cat "$TMP/t" >>"$TMP/gu.wrong"
-    done
-done
+stack "$M/base" "$TMP/gu.wrong" w3 w1
 tensor_bytes "$F/base" model.layers.0.mlp.experts.gate_up_proj "$TMP/gu.got"
 expect_exit 1 cmp -s "$TMP/gu.wrong" "$TMP/gu.got"
 # apply factors each expert of a 3-D tensor on its own: 8 matrices of
