@@ -1,21 +1,41 @@
 #!/bin/bash
-# bench/run.sh - end-to-end benchmark of loxstream apply on a Llama-2-7B-shaped
-# synthetic pair, with the floor it is measured against.
+# bench/run.sh - end-to-end benchmark of loxstream apply on a synthetic pair
+# of one of synth's presets (default llama-7b: Llama-2-7B's shapes), with
+# the floor it is measured against.
 #
-#   bench/run.sh [LAYERS] [BUILDDIR]      (LAYERS default 32: the whole 7B shape)
+#   bench/run.sh [--preset NAME] [LAYERS] [BUILDDIR]
 #
-# Needs ~14 GB of disk per model at 32 layers (BENCH_DIR, default a fresh
-# directory under /var/tmp, deleted at the end unless BENCH_KEEP=1).
+# NAME: llama-7b, llama3-70b or mixtral (see loxstream synth --help); LAYERS
+# default: the preset's (32 for llama-7b, the whole 7B shape).  BENCH_SYNTH
+# adds synth options (e.g. "--fused-experts", or sizes for a quick try:
+# "--hidden 256 --intermediate 512 --vocab 1000"); BENCH_MATRIX names the
+# one matrix timed alone (default: layer 0's down projection).
+# Needs ~14 GB of disk per model at 32 layers of llama-7b, 1.7 GB per layer
+# of llama3-70b (plus 4.2 GB of embeddings), 2.9 GB per layer of mixtral
+# (BENCH_DIR, default a fresh directory under /var/tmp, deleted at the end
+# unless BENCH_KEEP=1).
 # Prints: wall time, peak RSS and peak anonymous memory, bytes read and
 # written, GB/s, SVD time and GFLOP/s, time by phase; the floor (sequential
 # read of the inputs, sequential write of an output of the same size, the
-# run's GEMM flops at the rate bench/gemmrate measures); and one 4096x11008
-# matrix, extracted into a checkpoint of its own, done 5 times by the
+# run's GEMM flops at the rate bench/gemmrate measures); and one matrix
+# (4096x11008 in llama-7b), extracted into a checkpoint of its own, done 5 times by the
 # randomized SVD and once by the exact SVD (BENCH_EXACT=0 skips it), with
 # the error of the randomized result against the exact truncation
 # (BENCH_CHECK=0 skips that check: a full float SVD, several minutes).
 set -euo pipefail
-layers=${1:-32}
+preset=llama-7b
+if [ "${1:-}" = --preset ]; then
+    preset=${2:?--preset needs a name}
+    shift 2
+fi
+case $preset in
+llama-7b | llama3-70b) matrix=model.layers.0.mlp.down_proj.weight ;;
+mixtral) matrix=model.layers.0.block_sparse_moe.experts.0.w2.weight
+    case " ${BENCH_SYNTH:-} " in *" --fused-experts "*) matrix=model.layers.0.mlp.experts.down_proj ;; esac ;;
+*) echo "bench/run.sh: unknown preset '$preset' (llama-7b, llama3-70b or mixtral)" >&2; exit 2 ;;
+esac
+matrix=${BENCH_MATRIX:-$matrix}
+layers=${1:-}
 build=${2:-$(cd "$(dirname "$0")/.." && pwd)}
 lox="$build/src/loxstream"
 lxcheck="$build/tests/tools/lxcheck"
@@ -27,13 +47,19 @@ dir=${BENCH_DIR:-$(mktemp -d /var/tmp/loxbench.XXXXXX)}
 [ "${BENCH_KEEP:-0}" = 1 ] || trap 'rm -rf "$dir"' EXIT
 
 "$lox" --version
-echo "== synth: llama-7b shapes, $layers layers, bf16"
-/usr/bin/time -f "synth: %e s, max RSS %M KiB" "$lox" synth -q --preset llama-7b --layers "$layers" \
-    --no-finetuned "$dir/m"
+echo "== synth: $preset shapes, ${layers:-all} layers, bf16${BENCH_SYNTH:+ ($BENCH_SYNTH)}"
+# shellcheck disable=SC2086 # BENCH_SYNTH: options, split on purpose
+/usr/bin/time -f "synth: %e s, max RSS %M KiB" "$lox" synth -q --preset "$preset" \
+    ${layers:+--layers "$layers"} ${BENCH_SYNTH:-} --no-finetuned "$dir/m"
 in_bytes=$(du -cb "$dir"/m/base/*.safetensors "$dir"/m/aligned/*.safetensors | tail -1 | cut -f1)
 out_bytes=$(du -cb "$dir"/m/aligned/*.safetensors | tail -1 | cut -f1)
 
-drop_caches() { sync; echo 3 >/proc/sys/vm/drop_caches 2>/dev/null || true; }
+# BENCH_COLD=0: leave the page cache alone (inputs warm where they fit)
+drop_caches() {
+    [ "${BENCH_COLD:-1}" = 1 ] || return 0
+    sync
+    echo 3 >/proc/sys/vm/drop_caches 2>/dev/null || true
+}
 
 echo "== floor: sequential I/O"
 drop_caches
@@ -93,8 +119,10 @@ extract_tensor() {
         status=none >>"$3"
 }
 
-t=model.layers.0.mlp.down_proj.weight
-echo "== one 4096x11008 matrix ($t), alone in a checkpoint, page cache warm"
+t=$matrix
+shape=$("$lox" inspect -q "$dir/m/base" | awk -F '\t' -v t="$t" '$1 == t { print $3 }')
+[ -n "$shape" ] || { echo "bench/run.sh: no tensor $t in the $preset model" >&2; exit 1; }
+echo "== one $shape matrix ($t), alone in a checkpoint, page cache warm"
 mkdir -p "$dir/one/base" "$dir/one/aligned"
 extract_tensor "$dir/m/base" "$t" "$dir/one/base/model.safetensors"
 extract_tensor "$dir/m/aligned" "$t" "$dir/one/aligned/model.safetensors"
@@ -105,7 +133,8 @@ for run in 1 2 3 4 5; do
     rm -rf "$dir/one-rsvd"
     "$lox" apply -q --stats --base "$dir/one/base" --aligned "$dir/one/aligned" \
         --output "$dir/one-rsvd" --report "$dir/one-rsvd.tsv" 2>"$dir/one.err"
-    awk -F '\t' -v r=$run '$6 == "lowrank" { printf "rsvd run %d: tensor %s s, %s passes, top-6 %s", r, $14, $8, $13 }' \
+    # (a 3-D tensor: one line per matrix, the command's times after the last)
+    awk -F '\t' -v r=$run '$6 == "lowrank" { if (n++) print ""; printf "rsvd run %d: matrix %s: tensor %s s, %s passes, top-6 %s", r, $2, $14, $8, $13 }' \
         "$dir/one-rsvd.tsv"
     sed 's/^stats: wall \([0-9.]*\) s.*SVD \([0-9.]*\) s.*output rows \([0-9.]*\) s.*/; command \1 s (SVD \2 s, output rows \3 s)/' "$dir/one.err"
 done

@@ -1,5 +1,5 @@
-/* synth.h - a generator of Llama-shaped model triplets (base, aligned,
- * fine-tuned) in the Hugging Face layout, for the demo, the tests and the
+/* synth.h - a generator of Llama- and Mixtral-shaped model triplets (base,
+ * aligned, fine-tuned) in the Hugging Face layout, for the demo, the tests and the
  * benchmarks.  It streams: rows are generated from per-(tensor, row) seeds
  * and written as they are made, so memory stays at a few MB per row block
  * whatever the model's size; the same options give the same bytes.
@@ -24,6 +24,14 @@
 
 typedef struct lx_synth_opts {
     uint64_t hidden, intermediate, layers, vocab;
+    uint64_t heads, kv_heads;      /* attention and key/value heads (grouped-query
+                                    * attention: k_proj, v_proj have kv_heads *
+                                    * hidden / heads rows); 0: the defaults of
+                                    * lx_synth_heads (kv_heads = heads) */
+    uint64_t experts;              /* experts per layer, Mixtral's layout; 0: a dense
+                                    * Llama MLP */
+    int fused_experts;             /* each layer's experts as 3-D tensors
+                                    * [experts, out, in], transformers' fused layout */
     lx_dtype dtype;                /* BF16, F16 or F32 */
     uint64_t shard_size;           /* max bytes of tensor data per shard */
     uint64_t seed;
@@ -33,7 +41,10 @@ typedef struct lx_synth_opts {
 } lx_synth_opts;
 
 /* Fill *o from a preset: "tiny" (seconds, for tests), "small" (the README
- * demo), "llama-7b" (Llama-2-7B's shapes: 4096, 11008, 32 layers, 32000). */
+ * demo), "llama-7b" (Llama-2-7B's shapes: 4096, 11008, 32 layers, 32000),
+ * "llama3-70b" (Llama-3-70B's: 8192, 28672, 80 layers, 128256, 64 heads
+ * and 8 key/value heads), "mixtral" (Mixtral-8x7B's: 4096, 14336, 32
+ * layers, 32000, 32 heads and 8 key/value heads, 8 experts per layer). */
 lx_status lx_synth_preset(const char *name, lx_synth_opts *o);
 
 /* Write OUTDIR/base, OUTDIR/aligned and (optionally) OUTDIR/finetuned.

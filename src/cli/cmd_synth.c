@@ -13,32 +13,44 @@ static void usage(FILE *f)
 {
     fprintf(f,
             "Usage: loxstream synth OUTDIR [OPTION]...\n"
-            "Write a synthetic Llama-shaped model triplet, OUTDIR/base, OUTDIR/aligned and\n"
-            "OUTDIR/finetuned, in the Hugging Face layout (sharded safetensors, index,\n"
-            "config.json, placeholder tokenizer).  The aligned and fine-tuned deltas have a\n"
-            "planted power-law low-rank part plus dense noise; the same options always give\n"
-            "the same bytes.  Existing non-empty model directories are refused.\n"
+            "Write a synthetic Llama- or Mixtral-shaped model triplet, OUTDIR/base,\n"
+            "OUTDIR/aligned and OUTDIR/finetuned, in the Hugging Face layout (sharded\n"
+            "safetensors, index, config.json, placeholder tokenizer).  The aligned and\n"
+            "fine-tuned deltas have a planted power-law low-rank part plus dense noise;\n"
+            "the same options always give the same bytes.  Existing non-empty model\n"
+            "directories are refused.\n"
             "\n"
-            "  --preset NAME        tiny, small (default) or llama-7b (Llama-2-7B's shapes)\n"
+            "  --preset NAME        tiny, small (default), llama-7b, llama3-70b or mixtral\n"
             "  --hidden N           hidden size (rows/columns of the attention matrices)\n"
-            "  --intermediate N     MLP width\n"
+            "  --intermediate N     MLP (or each expert's) width\n"
             "  --layers N           number of decoder layers\n"
             "  --vocab N            vocabulary size (embed_tokens and lm_head rows)\n"
+            "  --heads N            attention heads (a divisor of the hidden size)\n"
+            "  --kv-heads N         key/value heads (a divisor of the heads): k_proj and\n"
+            "                       v_proj have N x hidden/heads rows\n"
+            "  --experts N          experts per layer, Mixtral's layout (0: a dense MLP)\n"
+            "  --fused-experts      each layer's experts as two 3-D tensors,\n"
+            "                       mlp.experts.gate_up_proj and mlp.experts.down_proj\n"
             "  --dtype TYPE         bf16 (default), f16 or f32\n"
             "  --shard-size SIZE    most tensor bytes per shard, e.g. 512M, 2G (preset's\n"
-            "                       default: 96K tiny, 16M small, 2G llama-7b)\n"
+            "                       default: 96K tiny, 16M small, 2G llama-7b, 5G\n"
+            "                       llama3-70b and mixtral)\n"
             "  --seed S             random seed (default 1)\n"
             "  --no-finetuned       write only base and aligned\n"
             "  -q, --quiet          no progress on stderr\n"
             "  -h, --help           show this help\n"
             "\n"
-            "Presets: tiny = 64/172/2 layers/250 vocab; small = 512/1376/4/4000;\n"
-            "llama-7b = 4096/11008/32/32000 (about 13.5 GB per model in bf16).\n");
+            "Presets (hidden/intermediate/layers/vocab): tiny = 64/172/2/250;\n"
+            "small = 512/1376/4/4000; llama-7b = 4096/11008/32/32000 (Llama-2-7B, about\n"
+            "13.5 GB per model in bf16); llama3-70b = 8192/28672/80/128256, 64 heads, 8\n"
+            "key/value heads (Llama-3-70B, 141 GB); mixtral = 4096/14336/32/32000, 32 heads,\n"
+            "8 key/value heads, 8 experts (Mixtral-8x7B, 93 GB).  Other sizes override.\n");
 }
 
 enum {
     OPT_PRESET = 256, OPT_HIDDEN, OPT_INTERMEDIATE, OPT_LAYERS, OPT_VOCAB, OPT_DTYPE,
-    OPT_SHARD_SIZE, OPT_SEED, OPT_NO_FINETUNED
+    OPT_SHARD_SIZE, OPT_SEED, OPT_NO_FINETUNED, OPT_HEADS, OPT_KV_HEADS, OPT_EXPERTS,
+    OPT_FUSED_EXPERTS
 };
 
 static const struct option long_options[] = {
@@ -51,6 +63,10 @@ static const struct option long_options[] = {
     {"shard-size", required_argument, NULL, OPT_SHARD_SIZE},
     {"seed", required_argument, NULL, OPT_SEED},
     {"no-finetuned", no_argument, NULL, OPT_NO_FINETUNED},
+    {"heads", required_argument, NULL, OPT_HEADS},
+    {"kv-heads", required_argument, NULL, OPT_KV_HEADS},
+    {"experts", required_argument, NULL, OPT_EXPERTS},
+    {"fused-experts", no_argument, NULL, OPT_FUSED_EXPERTS},
     {"quiet", no_argument, NULL, 'q'},
     {"help", no_argument, NULL, 'h'},
     {NULL, 0, NULL, 0},
@@ -73,7 +89,8 @@ static lx_status parse_dtype(const char *s, lx_dtype *out)
 typedef struct overrides {
     const char *preset;
     const char *hidden, *intermediate, *layers, *vocab, *dtype, *shard_size, *seed;
-    int no_finetuned, quiet;
+    const char *heads, *kv_heads, *experts;
+    int no_finetuned, fused_experts, quiet;
 } overrides;
 
 static lx_status apply_overrides(const overrides *ov, lx_synth_opts *o)
@@ -90,6 +107,14 @@ static lx_status apply_overrides(const overrides *ov, lx_synth_opts *o)
         return st;
     if (ov->vocab && (st = lx_parse_u64(ov->vocab, "--vocab", 1, 1u << 24, &o->vocab)))
         return st;
+    if (ov->heads && (st = lx_parse_u64(ov->heads, "--heads", 1, 1u << 20, &o->heads)))
+        return st;
+    if (ov->kv_heads && (st = lx_parse_u64(ov->kv_heads, "--kv-heads", 1, 1u << 20, &o->kv_heads)))
+        return st;
+    if (ov->experts && (st = lx_parse_u64(ov->experts, "--experts", 0, 256, &o->experts)))
+        return st;
+    if (ov->fused_experts)
+        o->fused_experts = 1;
     if (ov->dtype && (st = parse_dtype(ov->dtype, &o->dtype)))
         return st;
     if (ov->shard_size) {
@@ -123,6 +148,10 @@ int cmd_synth(int argc, char **argv)
         case OPT_SHARD_SIZE: ov.shard_size = optarg; break;
         case OPT_SEED: ov.seed = optarg; break;
         case OPT_NO_FINETUNED: ov.no_finetuned = 1; break;
+        case OPT_HEADS: ov.heads = optarg; break;
+        case OPT_KV_HEADS: ov.kv_heads = optarg; break;
+        case OPT_EXPERTS: ov.experts = optarg; break;
+        case OPT_FUSED_EXPERTS: ov.fused_experts = 1; break;
         case 'q': ov.quiet = 1; break;
         case 'h':
             usage(stdout);

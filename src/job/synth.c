@@ -78,8 +78,14 @@ static lx_status write_shard(synth_run *run, size_t s)
         entries[k].name = t->name;
         entries[k].dtype = run->o->dtype;
         entries[k].ndim = t->ndim;
-        entries[k].shape[0] = t->ndim == 1 ? t->cols : t->rows;
-        entries[k].shape[1] = t->cols;
+        if (t->ndim == 3) { /* [experts, out, in] */
+            entries[k].shape[0] = t->nmat;
+            entries[k].shape[1] = t->rows / t->nmat;
+            entries[k].shape[2] = t->cols;
+        } else {
+            entries[k].shape[0] = t->ndim == 1 ? t->cols : t->rows;
+            entries[k].shape[1] = t->cols;
+        }
     }
     static const char *const meta_keys[] = {"format"}, *const meta_values[] = {"pt"};
     lx_st_layout layout;
@@ -176,6 +182,22 @@ static lx_status check_opts(const lx_synth_opts *o)
                        ", layers %" PRIu64 ", vocab %" PRIu64 ")", o->hidden, o->intermediate, o->layers, o->vocab);
     if (o->shard_size < 1)
         return lx_fail(LX_EUSAGE, "synth: the shard size must be at least 1 byte");
+    if (o->heads && (o->heads > o->hidden || o->hidden % o->heads))
+        return lx_fail(LX_EUSAGE, "synth: the hidden size %" PRIu64 " is not a multiple of the %" PRIu64
+                       " attention heads (--hidden, --heads)", o->hidden, o->heads);
+    uint64_t heads, kv_heads, head_dim;
+    lx_synth_heads(o, &heads, &kv_heads, &head_dim);
+    if (kv_heads > heads || heads % kv_heads)
+        return lx_fail(LX_EUSAGE, "synth: the %" PRIu64 " attention heads are not a multiple of the %"
+                       PRIu64 " key/value heads (--heads, --kv-heads)", heads, kv_heads);
+    if (o->experts > 256)
+        return lx_fail(LX_EUSAGE, "synth: %" PRIu64 " experts per layer, at most 256 (--experts)",
+                       o->experts);
+    if (o->fused_experts && !o->experts)
+        return lx_fail(LX_EUSAGE, "synth: --fused-experts needs experts (--preset mixtral or --experts N)");
+    if (o->layers * (7 + 3 * o->experts) > (1u << 20))
+        return lx_fail(LX_EUSAGE, "synth: %" PRIu64 " layers of %" PRIu64 " experts are too many tensors "
+                       "(at most 2^20)", o->layers, o->experts);
     return LX_OK;
 }
 

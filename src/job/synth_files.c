@@ -52,10 +52,8 @@ static const char *torch_dtype(lx_dtype dt)
 
 static lx_status write_config(const char *dir, int model, const lx_synth_opts *o)
 {
-    uint64_t head_dim = 128;
-    while (o->hidden % head_dim)
-        head_dim /= 2;
-    uint64_t heads = o->hidden / head_dim;
+    uint64_t heads, kv_heads, head_dim;
+    lx_synth_heads(o, &heads, &kv_heads, &head_dim);
     json_t *seed = o->seed <= INT64_MAX ? json_integer((json_int_t)o->seed) : NULL;
     if (!seed) {
         char buf[32];
@@ -66,7 +64,7 @@ static lx_status write_config(const char *dir, int model, const lx_synth_opts *o
         "{s:[s], s:b, s:f, s:i, s:i, s:s, s:I, s:f, s:I, s:i, s:s, s:I, s:I, s:I, s:i, s:f,"
         " s:n, s:f, s:b, s:s, s:b, s:I,"
         " s:{s:s, s:s, s:o, s:s}}",
-        "architectures", "LlamaForCausalLM",
+        "architectures", o->experts ? "MixtralForCausalLM" : "LlamaForCausalLM",
         "attention_bias", 0,
         "attention_dropout", 0.0,
         "bos_token_id", 1,
@@ -76,10 +74,10 @@ static lx_status write_config(const char *dir, int model, const lx_synth_opts *o
         "initializer_range", 0.02,
         "intermediate_size", (json_int_t)o->intermediate,
         "max_position_embeddings", 4096,
-        "model_type", "llama",
+        "model_type", o->experts ? "mixtral" : "llama",
         "num_attention_heads", (json_int_t)heads,
         "num_hidden_layers", (json_int_t)o->layers,
-        "num_key_value_heads", (json_int_t)heads,
+        "num_key_value_heads", (json_int_t)kv_heads,
         "pretraining_tp", 1,
         "rms_norm_eps", 1e-05,
         "rope_scaling",
@@ -93,6 +91,16 @@ static lx_status write_config(const char *dir, int model, const lx_synth_opts *o
         "model", lx_synth_model_dirs[model],
         "seed", seed,
         "note", "synthetic weights for testing; not a trained model");
+    /* Mixtral's keys (transformers reads either layout of the experts) */
+    if (cfg && o->experts &&
+        (json_object_set_new(cfg, "num_local_experts", json_integer((json_int_t)o->experts)) ||
+         json_object_set_new(cfg, "num_experts_per_tok",
+                             json_integer(o->experts < 2 ? (json_int_t)o->experts : 2)) ||
+         json_object_set_new(cfg, "router_aux_loss_coef", json_real(0.02)) ||
+         json_object_set_new(cfg, "output_router_logits", json_false()))) {
+        json_decref(cfg);
+        cfg = NULL;
+    }
     return write_json(dir, "config.json", cfg, CONFIG_FLAGS);
 }
 

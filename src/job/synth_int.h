@@ -23,10 +23,22 @@ extern const char *const lx_synth_model_dirs[NMODELS];
 /* ---- the tensors of one model (synth_shapes.c) ---------------------------- */
 
 typedef struct synth_tensor {
-    char name[80];
-    int ndim;                      /* 1 (norms) or 2 */
-    uint64_t rows, cols;           /* a 1-D tensor is one row */
+    char name[96];
+    int ndim;                      /* 1 (norms), 2, or 3 (fused experts) */
+    uint64_t rows, cols;           /* a 1-D tensor is one row; a 3-D one
+                                    * [nmat, rows / nmat, cols] is rows rows */
+    uint64_t nmat;                 /* 3-D: the experts stacked; else 1 */
     uint64_t nbytes;               /* in the output dtype */
+    /* The values: nparts blocks of rows / nparts rows, block i generated as
+     * the 2-D tensor named lx_synth_part_name(i) would be, so that the fused
+     * layout holds the same values as the unfused one: a fused tensor its
+     * experts' matrices in order, the fused router the unfused router's. */
+    unsigned nparts;
+    char source[64];               /* "" (one part: the tensor's own name), the
+                                    * name of the one part, or of several the
+                                    * prefix "model.layers.L.block_sparse_moe.experts." */
+    const char *part_proj[2];      /* block i: expert i / nproj, part_proj[i % nproj] */
+    unsigned nproj;
 } synth_tensor;
 
 typedef struct synth_plan {
@@ -41,6 +53,13 @@ typedef struct synth_plan {
 /* The tensors in the order transformers lists them, cut into shards. */
 lx_status lx_synth_plan_build(const lx_synth_opts *o, synth_plan *p);
 void lx_synth_plan_free(synth_plan *p);
+/* The name block i of t is generated under (t->name when t has one part). */
+void lx_synth_part_name(const synth_tensor *t, unsigned i, char *buf, size_t len);
+/* Attention heads and key/value heads of o (o->heads == 0: hidden / head_dim
+ * with head_dim the largest power of two up to 128 that divides hidden;
+ * o->kv_heads == 0: as many as the heads), and the head dimension. */
+void lx_synth_heads(const lx_synth_opts *o, uint64_t *heads, uint64_t *kv_heads,
+                    uint64_t *head_dim);
 
 /* ---- values (synth_values.c) ------------------------------------------------ */
 

@@ -54,8 +54,10 @@
  * (lx_st_out_writeback), so that the disk works while rows are generated
  * and the final fdatasync has little left.  Memory: per thread 256 KiB per
  * model and a few rows of floats, plus the planted factors of the current
- * matrix, (m + n) x 24 floats (3.5 MB for a 32000 x 4096 embedding):
- * under 10 MB for llama-7b.
+ * matrix, (m + n) x 24 floats (3.5 MB for a 32000 x 4096 embedding, 13 MB
+ * for llama3-70b's 128256 x 8192): under 10 MB for llama-7b.  A fused
+ * experts tensor is generated block by block, each block as the 2-D tensor
+ * it stacks (lx_synth_tensor_write).
  */
 #include <math.h>
 #include <stdio.h>
@@ -401,8 +403,10 @@ static int region_failed(region_status *rs)
     return f;
 }
 
-/* Generate tensor g->t (entry idx of the open shards) and write it. */
-static lx_status write_tensor(const tensor_gen *g, lx_dtype dt, lx_st_out *outs, size_t idx)
+/* Generate tensor g->t and write it at row `first` of entry idx of the open
+ * shards. */
+static lx_status write_tensor(const tensor_gen *g, lx_dtype dt, lx_st_out *outs, size_t idx,
+                              uint64_t first)
 {
     const synth_tensor *t = g->t;
     size_t n = (size_t)t->cols, esize = lx_dtype_bits(dt) / 8;
@@ -432,10 +436,11 @@ static lx_status write_tensor(const tensor_gen *g, lx_dtype dt, lx_st_out *outs,
                     lx_from_f32(dt, w + md * n, chunk + md * chunk_bytes + r * row_bytes, n);
             }
             for (int md = 0; md < g->nmodels; md++) {
-                lx_status st = lx_st_out_write(&outs[md], idx, r0 * row_bytes,
-                                               chunk + md * chunk_bytes, chunk_bytes);
+                uint64_t off = (first + r0) * row_bytes;
+                lx_status st = lx_st_out_write(&outs[md], idx, off, chunk + md * chunk_bytes,
+                                               chunk_bytes);
                 if (st == LX_OK)
-                    st = lx_st_out_writeback(&outs[md], idx, r0 * row_bytes, chunk_bytes);
+                    st = lx_st_out_writeback(&outs[md], idx, off, chunk_bytes);
                 if (st != LX_OK) {
                     region_fail(&rs, st);
                     break;
@@ -476,10 +481,22 @@ static void tensor_gen_free(tensor_gen *g)
 lx_status lx_synth_tensor_write(const synth_tensor *t, const lx_synth_opts *o, lx_st_out *outs,
                                 size_t idx)
 {
-    tensor_gen g;
-    lx_status st = tensor_gen_init(&g, t, o);
-    if (st == LX_OK)
-        st = write_tensor(&g, o->dtype, outs, idx);
-    tensor_gen_free(&g);
+    /* a fused tensor's blocks are generated as the 2-D tensors they stack */
+    synth_tensor part = *t;
+    if (t->nparts > 1) {
+        part.ndim = 2;
+        part.rows = t->rows / t->nparts;
+        part.nmat = part.nparts = 1;
+        part.nbytes = t->nbytes / t->nparts;
+    }
+    lx_status st = LX_OK;
+    for (unsigned i = 0; i < t->nparts && st == LX_OK; i++) {
+        lx_synth_part_name(t, i, part.name, sizeof part.name);
+        tensor_gen g;
+        st = tensor_gen_init(&g, &part, o);
+        if (st == LX_OK)
+            st = write_tensor(&g, o->dtype, outs, idx, (uint64_t)i * part.rows);
+        tensor_gen_free(&g);
+    }
     return st;
 }

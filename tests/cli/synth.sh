@@ -29,7 +29,8 @@ json_int() {
 
 expect_exit 0 "$LOXSTREAM" synth --help
 expect_out '^Usage: loxstream synth OUTDIR'
-for opt in --preset --hidden --intermediate --layers --vocab --dtype --shard-size --seed \
+for opt in --preset --hidden --intermediate --layers --vocab --heads --kv-heads --experts \
+    --fused-experts --dtype --shard-size --seed \
     --no-finetuned --quiet; do
     grep -q -- "$opt" "$TMP/out" || fail "synth --help does not mention $opt"
 done
