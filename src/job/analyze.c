@@ -14,6 +14,7 @@
 #endif
 
 #include "loxstream/analyze.h"
+#include "loxstream/report_file.h"
 #include "loxstream/linalg.h"
 #include "loxstream/prefetch.h"
 #include "loxstream/progress.h"
@@ -317,6 +318,11 @@ static lx_status run(actx *A, FILE *out)
         (st = lx_checkpoint_open(o->stream.aligned_path, &A->aligned)) != LX_OK)
         return st;
     if (o->finetuned_path && (st = lx_checkpoint_open(o->finetuned_path, &A->ft)) != LX_OK)
+        return st;
+    /* the TSV never goes onto an input (analyze > m/aligned/config.json) */
+    lx_inputs ins = {.base = A->base, .aligned = A->aligned}, fts = {.base = A->ft};
+    if ((st = lx_report_check_fd(fileno(out), "analyze: standard output", &ins, NULL)) != LX_OK ||
+        (st = lx_report_check_fd(fileno(out), "analyze: standard output", &fts, NULL)) != LX_OK)
         return st;
     if ((st = lx_plan_build(A->base, A->aligned, &A->filter, A->kmax, 0, &A->plan)) != LX_OK)
         return st;
