@@ -37,7 +37,9 @@
 #include "loxstream/plan.h"
 #include "loxstream/prefetch.h"
 #include "loxstream/progress.h"
+#include "loxstream/report_file.h"
 #include "loxstream/sys.h"
+#include "loxstream/testhook.h"
 
 #define COPY_CHUNK (16u << 20)      /* bytes per write when copying a tensor */
 #define OUT_BUFFERS 3               /* output panels in flight to the writer (apply_writer.c) */
@@ -195,6 +197,7 @@ static lx_status transform_matrix(job *J, const lx_plan_item *it, lx_out_shard *
         if (st != LX_OK)
             return st;
         have_factors = 1;
+        lx_test_pause("factored", t->name);
     }
     float alpha = (float)J->o->alpha;
     for (size_t r0 = 0; r0 < m && st == LX_OK; r0 += LX_RSVD_PANEL_ROWS) {
@@ -332,7 +335,7 @@ static void print_stats(job *J)
             wall > 0 ? (double)(in_bytes + J->done_bytes) / 1e9 / wall : 0.0, (double)rd / 1e9,
             (double)wr / 1e9, J->svd.seconds, J->svd.flops / 1e9,
             J->svd.seconds > 0 ? J->svd.flops / 1e9 / J->svd.seconds : 0.0, J->out_seconds,
-            J->w.write_seconds, J->w.hash_seconds, J->w.sync_seconds, ru.ru_maxrss / 1024,
+            J->w.write_seconds, J->w.hash_seconds + J->w.in_hash_seconds, J->w.sync_seconds, ru.ru_maxrss / 1024,
             lx_linalg_describe());
 }
 
@@ -357,6 +360,8 @@ static lx_status run_items(job *J)
             J->done_bytes += it->aligned->nbytes;
             lx_plan_item_advise(it, MADV_DONTNEED);
         } else if (st == LX_OK) {
+            if (it->action != LX_ACT_COPY)
+                lx_writer_hash_inputs(&J->w, i);
             st = lx_writer_begin(&J->w);
             if (st == LX_OK)
                 st = process_item(J, i);
@@ -391,6 +396,10 @@ static lx_status run(job *J)
         st = lx_engine_open(in, &o->stream, o->rank, o->copy_unmatched);
     if (st == LX_OK)
         st = check_memory(J);
+    /* before the output directory is touched: a report onto an input or
+     * into the output is a usage error (checked again when it is opened) */
+    if (st == LX_OK && o->report_path && strcmp(o->report_path, "-"))
+        st = lx_report_check("--report", o->report_path, in, o->output_path);
     if (st == LX_OK)
         st = lx_linalg_init(o->stream.threads);
     /* this part's items (all of them without --part) */
@@ -405,7 +414,7 @@ static lx_status run(job *J)
     if (!J->fbuf || !J->ahead)
         return lx_fail(LX_EFAIL, "out of memory allocating buffers");
     if ((st = lx_resume_init(&J->rs, in->aligned->ntensors)) != LX_OK ||
-        (st = lx_writer_init(&J->w, o, in->aligned, &in->plan, pt->nparts)) != LX_OK ||
+        (st = lx_writer_init(&J->w, o, in, pt->nparts)) != LX_OK ||
         (st = lx_apply_identity_build(&J->id, o, in->base, in->aligned, &J->w)) != LX_OK ||
         (st = lx_resume_prepare(&J->rs, o, in, pt, &J->w, &J->id, &J->locks)) != LX_OK)
         return st;
@@ -416,9 +425,9 @@ static lx_status run(job *J)
         return LX_OK;
     }
     if (o->report_path) {
-        J->report = strcmp(o->report_path, "-") ? fopen(o->report_path, "w") : stdout;
-        if (!J->report)
-            return lx_fail_errno(LX_EFAIL, errno, "%s: cannot create report", o->report_path);
+        if ((st = lx_report_open("--report", o->report_path, in, o->output_path, &J->report)) !=
+            LX_OK)
+            return st;
         fputs("tensor\tmatrix\trows\tcols\tdtype\taction\trank\tpasses\tconverged\terr_est\t"
               "frobenius\tenergy\tsingular_values\tseconds\tmethod\tgap\n",
               J->report);
@@ -442,6 +451,14 @@ static lx_status run(job *J)
     lx_read_ahead_stop(&J->ra);
     if (st == LX_OK && J->report && fflush(J->report) != 0)
         st = lx_fail_errno(LX_EFAIL, errno, "%s: cannot write report", o->report_path);
+    /* every record names the bytes its tensor was computed from; an input
+     * changed since it was opened may have fed a tensor that was kept or
+     * copied before the change: not completed */
+    if (st == LX_OK && ((st = lx_checkpoint_unchanged(in->base)) != LX_OK ||
+                        (st = lx_checkpoint_unchanged(in->aligned)) != LX_OK))
+        st = lx_fail_append(st, "; the output is not completed: run the same command again once "
+                            "the inputs no longer change (the tensors whose inputs changed are "
+                            "computed again)");
     if (st == LX_OK && pt->nparts > 1)
         st = lx_finish_part(&J->fin, in, pt, &J->w, &J->id, &J->rs, &J->locks);
     else if (st == LX_OK)
