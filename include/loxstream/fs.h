@@ -46,6 +46,13 @@ int lx_create_fresh(const char *path, int flags);
  * not).  LX_OK, or `refuse` naming path and what it is instead. */
 lx_status lx_fd_own_file(int fd, const char *path, uint64_t dev, lx_status refuse);
 
+/* The one file to remove if the process is interrupted (a job's
+ * unfinished output: lora's .partial); NULL: none.  lx_interrupt_cleanup
+ * removes it and is async-signal-safe: the command line's signal handler
+ * calls it. */
+void lx_remove_on_interrupt(const char *path);
+void lx_interrupt_cleanup(void);
+
 /* unlink(2) that is content if there is nothing to remove. */
 lx_status lx_unlink_if(const char *path);
 

@@ -4,6 +4,8 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <libgen.h>
+#include <limits.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -85,6 +87,25 @@ lx_status lx_unlink_if(const char *path)
     if (unlink(path) != 0 && errno != ENOENT)
         return lx_fail_errno(LX_EFAIL, errno, "%s: cannot remove", path);
     return LX_OK;
+}
+
+static char interrupt_path[PATH_MAX];
+static volatile sig_atomic_t interrupt_armed;
+
+void lx_remove_on_interrupt(const char *path)
+{
+    interrupt_armed = 0;
+    if (path && strlen(path) < sizeof interrupt_path) {
+        memcpy(interrupt_path, path, strlen(path) + 1);
+        interrupt_armed = 1;
+    }
+}
+
+void lx_interrupt_cleanup(void)
+{
+    if (interrupt_armed)
+        unlink(interrupt_path);
+    interrupt_armed = 0;
 }
 
 int lx_create_fresh(const char *path, int flags)

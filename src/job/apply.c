@@ -190,9 +190,9 @@ static lx_status transform_matrix(job *J, const lx_plan_item *it, lx_out_shard *
     int have_factors = 0;
     if (it->action == LX_ACT_LOWRANK) {
         int rank = lx_engine_rank(it, J->o->rank);
-        if (rank < J->o->rank)
-            lx_warn("tensor '%s': rank %d exceeds min(%zu, %zu): using rank %d", t->name,
-                    J->o->rank, m, n, rank);
+        if (rank < J->o->rank && b == 0) /* once per tensor, not per matrix */
+            lx_warn("tensor '%s': rank %d exceeds min(%zu, %zu): using rank %d%s", t->name,
+                    J->o->rank, m, n, rank, it->batch > 1 ? " for each of its matrices" : "");
         st = lx_engine_factor(&J->o->stream, it, b, rank, &f, &J->svd);
         if (st != LX_OK)
             return st;
