@@ -394,30 +394,6 @@ void lx_journals_free(lx_journal *js, size_t n)
     free(js);
 }
 
-int lx_journal_other_split(const char *outdir, unsigned nparts, char *found, size_t len)
-{
-    char *sdir = lx_path_join(outdir, LX_STATE_DIR);
-    DIR *d = sdir ? opendir(sdir) : NULL;
-    free(sdir);
-    if (!d)
-        return 0;
-    int other = 0;
-    struct dirent *de;
-    while (!other && (de = readdir(d))) {
-        unsigned i, n;
-        char tail;
-        if (lx_state_classify(de->d_name) != LX_STATE_JOURNAL ||
-            sscanf(de->d_name, LX_JOURNAL_PREFIX "%4u-of-%4u%c", &i, &n, &tail) != 2)
-            continue;
-        if (n > 1 && n != nparts) {
-            other = 1;
-            snprintf(found, len, "%s", de->d_name);
-        }
-    }
-    closedir(d);
-    return other;
-}
-
 lx_status lx_journal_load_all(const char *outdir, uint64_t identity, const char *skip,
                               lx_journal **out, size_t *n, int *unlisted)
 {

@@ -20,17 +20,6 @@ for s in $S1 $S2; do
     cmp -s "$TMP/A/aligned/$s" "$TMP/B/aligned/$s" && fail "the two models' $s are equal"
 done
 
-# wait_stopped PID: until the process is stopped (state T); fails if it ends
-wait_stopped() {
-    n=0
-    while :; do
-        state=$(sed 's/^.*) \(.\).*/\1/' "/proc/$1/stat" 2>/dev/null) || fail "apply ended before its pause: $(cat "$TMP/err1")"
-        [ "$state" = T ] && return 0
-        n=$((n + 1))
-        [ "$n" -lt 6000 ] || fail "apply never reached its pause"
-        sleep 0.05
-    done
-}
 
 # shard_of CKPT TENSOR: the shard file holding TENSOR
 shard_of() {

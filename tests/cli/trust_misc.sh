@@ -62,17 +62,6 @@ expect_err "$TMP/s0: not enough free space"
 NCHECKS=$((NCHECKS + 1))
 [ ! -e "$TMP/s0" ] || fail "synth wrote without the space for it"
 
-# wait_stopped PID: until the process stops itself at its pause (state T)
-wait_stopped() {
-    n=0
-    while :; do
-        state=$(sed 's/^.*) \(.\).*/\1/' "/proc/$1/stat" 2>/dev/null) || fail "the process ended before its pause"
-        [ "$state" = T ] && return 0
-        n=$((n + 1))
-        [ "$n" -lt 6000 ] || fail "the process never reached its pause"
-        sleep 0.05
-    done
-}
 # signal_at SIG CMD...: run CMD, paused at its second factorisation, send
 # SIG and let it go on; status in rc, stderr in $TMP/err
 signal_at() {
