@@ -38,6 +38,10 @@ typedef struct lx_apply_writer {
     unsigned nparts;               /* > 1: shards shared with other parts */
     const lx_plan *plan;
     int anchor_base;               /* --anchor base: copies come from base */
+    const lx_inputs *in;
+    uint64_t *in_xxh3;             /* 2 per plan item: its inputs' XXH3 before the
+                                    * computation read them (lx_writer_hash_inputs) */
+    double in_hash_seconds;        /* main thread: lx_writer_hash_inputs */
     lx_out_shard *shards;          /* one per aligned shard */
     size_t nshards;
     size_t *slot;                  /* aligned tensor index -> entry index in its shard */
@@ -56,8 +60,8 @@ typedef struct lx_apply_writer {
 } lx_apply_writer;
 
 /* The layouts of every output shard (no file is touched) and the state. */
-lx_status lx_writer_init(lx_apply_writer *w, const lx_apply_opts *o, const lx_checkpoint *aligned,
-                         const lx_plan *plan, unsigned nparts);
+lx_status lx_writer_init(lx_apply_writer *w, const lx_apply_opts *o, const lx_inputs *in,
+                         unsigned nparts);
 void lx_writer_free(lx_apply_writer *w);
 
 /* Where a copied item's bytes come from: W_anchor, i.e. with --anchor base
@@ -83,6 +87,12 @@ void lx_writer_stop(lx_apply_writer *w);
 lx_status lx_writer_drain(lx_apply_writer *w);
 /* A free output buffer (its slot for lx_writer_put), NULL after a failure. */
 unsigned char *lx_writer_buffer(lx_apply_writer *w, int *slot);
+/* Main thread, before plan item i (transformed) is computed: the XXH3 of
+ * its inputs.  When the item is finished, its inputs are hashed again and
+ * their shards stat'ed (lx_shard_unchanged): a difference means that an
+ * input changed while the passes read it, LX_EINPUT naming the file, and
+ * the item is not recorded. */
+void lx_writer_hash_inputs(lx_apply_writer *w, size_t i);
 /* Queue: a tensor begins; len bytes at off of entry idx of os (slot: the
  * buffer's, -1 for mapped input bytes); plan item i is written (its record
  * is appended once its bytes are durable, then its input pages let go). */

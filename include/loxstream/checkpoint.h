@@ -30,6 +30,10 @@ typedef struct lx_shard {
     uint64_t size;                 /* file size */
     lx_st_header header;           /* parsed header */
     uint64_t header_xxh3;          /* XXH3-64 of the first 8 + N bytes (identity) */
+    /* the file as opened (fstat): a change to any of these while a job
+     * reads it is a change of the input (lx_shard_unchanged) */
+    uint64_t dev, ino;
+    int64_t mtime_ns, ctime_ns;
 } lx_shard;
 
 typedef struct lx_tensor {
@@ -62,6 +66,16 @@ typedef struct lx_checkpoint {
 /* Open and validate.  On failure nothing stays mapped or open. */
 lx_status lx_checkpoint_open(const char *path, lx_checkpoint **out);
 void lx_checkpoint_close(lx_checkpoint *ck);
+/* LX_OK if the file at s->path is still the one opened, unmodified: same
+ * device, inode, size, mtime and ctime (a write in place, a truncation, a
+ * replacement all change one of them).  Else LX_EINPUT naming the file and
+ * what changed, "while loxstream read it". */
+lx_status lx_shard_unchanged(const lx_shard *s);
+/* lx_shard_unchanged for every shard of ck. */
+lx_status lx_checkpoint_unchanged(const lx_checkpoint *ck);
+/* The shard of ck that is the file (dev, ino), or NULL. */
+const lx_shard *lx_checkpoint_find_inode(const lx_checkpoint *ck, uint64_t dev, uint64_t ino);
+
 /* O(1) lookup by exact name; NULL if absent. */
 const lx_tensor *lx_checkpoint_find(const lx_checkpoint *ck, const char *name);
 

@@ -32,6 +32,27 @@ lx_status lx_sync_dir(const char *dir);
 /* lx_sync_dir of the directory that holds path. */
 lx_status lx_sync_parent(const char *path);
 
+/* Open path as a new file for writing (flags: O_WRONLY or O_RDWR, with
+ * O_CLOEXEC added): a regular file or symbolic link that has the name
+ * already (a link to another file) is unlinked first, never written
+ * through; anything else there (a device, a FIFO, a directory) is left
+ * alone and refused with EEXIST; then O_CREAT | O_EXCL | O_NOFOLLOW.
+ * Only for names loxstream owns (in its output directory).  -1 with errno
+ * on failure. */
+int lx_create_fresh(const char *path, int flags);
+/* A file loxstream opened in its output directory to write into must be
+ * its own: a regular file with one link (no other name, an input's for
+ * one), on the device `dev` of that directory (a mount on the name is
+ * not).  LX_OK, or `refuse` naming path and what it is instead. */
+lx_status lx_fd_own_file(int fd, const char *path, uint64_t dev, lx_status refuse);
+
+/* The one file to remove if the process is interrupted (a job's
+ * unfinished output: lora's .partial); NULL: none.  lx_interrupt_cleanup
+ * removes it and is async-signal-safe: the command line's signal handler
+ * calls it. */
+void lx_remove_on_interrupt(const char *path);
+void lx_interrupt_cleanup(void);
+
 /* unlink(2) that is content if there is nothing to remove. */
 lx_status lx_unlink_if(const char *path);
 

@@ -187,6 +187,11 @@ void lx_journal_close(lx_journal *j);
 lx_status lx_journal_load_all(const char *outdir, uint64_t identity, const char *skip,
                               lx_journal **js, size_t *n, int *unlisted);
 void lx_journals_free(lx_journal *js, size_t n);
+/* 1 if OUTDIR/.loxstream holds the journal of a part of a split into
+ * another number of parts than nparts (N > 1 in journal.part-IIII-of-NNNN;
+ * a whole run's journal, 0001-of-0001, does not count); its name into
+ * found. */
+int lx_journal_other_split(const char *outdir, unsigned nparts, char *found, size_t len);
 
 /* The index in the run's tensors of the tensor named, or -1 if the run does
  * not write it. */

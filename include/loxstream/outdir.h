@@ -20,6 +20,14 @@
 lx_status lx_output_outside(const char *out, const lx_checkpoint *const *ins, size_t n,
                             char resolved[PATH_MAX], size_t *existing);
 
+/* The absolute, symlink-free form of a path that may not exist yet (its
+ * deepest existing ancestor through realpath, the rest lexically);
+ * *existing gets the length of the part that exists.  LX_EOUTPUT if it
+ * cannot be resolved. */
+lx_status lx_outdir_resolve(const char *path, char out[PATH_MAX], size_t *existing);
+/* 1 if the resolved path inner is outer or inside it. */
+int lx_path_within(const char *inner, const char *outer);
+
 typedef enum lx_out_state {
     LX_OUT_NEW,                    /* does not exist */
     LX_OUT_EMPTY,                  /* empty, or only loxstream's leftovers of a run

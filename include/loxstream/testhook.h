@@ -14,6 +14,11 @@
  *       the free space apply's check believes the output file system has
  *   LOXSTREAM_TEST_DIRSYNC_EIO=N
  *       the N-th directory sync of the process (lx_sync_dir) fails with EIO
+ *   LOXSTREAM_TEST_PAUSE_AT=KIND | KIND:N
+ *       at the (N-th) pause point of that kind (lx_test_pause), the process
+ *       prints "loxstream: test: paused at KIND N (DETAIL)" on stderr and
+ *       stops itself with SIGSTOP until the test sends SIGCONT (a race made
+ *       deterministic: the test changes a file between two passes)
  */
 #ifndef LOXSTREAM_TESTHOOK_H
 #define LOXSTREAM_TESTHOOK_H
@@ -23,6 +28,10 @@
 /* A durability point of kind `kind` ("data", "record", "rename", "marker",
  * ...): see LOXSTREAM_TEST_KILL_AT and LOXSTREAM_TEST_TRACE. */
 void lx_test_point(const char *kind);
+/* A pause point between two reads of the same data ("factored": between
+ * the SVD's passes and the output pass); detail names what is being read.
+ * Not a durability point: the kill counts do not include it. */
+void lx_test_pause(const char *kind, const char *detail);
 /* True when a kill or trace hook is active (writes are then split to
  * expose tears). */
 int lx_test_hooks(void);

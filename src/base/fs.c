@@ -4,6 +4,8 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <libgen.h>
+#include <limits.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -87,6 +89,57 @@ lx_status lx_unlink_if(const char *path)
     return LX_OK;
 }
 
+static char interrupt_path[PATH_MAX];
+static volatile sig_atomic_t interrupt_armed;
+
+void lx_remove_on_interrupt(const char *path)
+{
+    interrupt_armed = 0;
+    if (path && strlen(path) < sizeof interrupt_path) {
+        memcpy(interrupt_path, path, strlen(path) + 1);
+        interrupt_armed = 1;
+    }
+}
+
+void lx_interrupt_cleanup(void)
+{
+    if (interrupt_armed)
+        unlink(interrupt_path);
+    interrupt_armed = 0;
+}
+
+int lx_create_fresh(const char *path, int flags)
+{
+    struct stat sb;
+    if (lstat(path, &sb) == 0) {
+        /* only a file or a link is replaced: a device, FIFO or directory
+         * is never removed (EEXIST) */
+        if (!S_ISREG(sb.st_mode) && !S_ISLNK(sb.st_mode)) {
+            errno = EEXIST;
+            return -1;
+        }
+        if (unlink(path) != 0 && errno != ENOENT)
+            return -1;
+    }
+    return open(path, flags | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0666);
+}
+
+lx_status lx_fd_own_file(int fd, const char *path, uint64_t dev, lx_status refuse)
+{
+    struct stat sb;
+    if (fstat(fd, &sb) != 0)
+        return lx_fail_errno(LX_EFAIL, errno, "%s: cannot stat", path);
+    if (!S_ISREG(sb.st_mode))
+        return lx_fail(refuse, "%s: not a regular file: loxstream does not write into it", path);
+    if (sb.st_nlink != 1)
+        return lx_fail(refuse, "%s: has %ju names (a hard link to another file): loxstream does "
+                       "not write through it; remove it", path, (uintmax_t)sb.st_nlink);
+    if ((uint64_t)sb.st_dev != dev)
+        return lx_fail(refuse, "%s: on another file system than its directory (a mount "
+                       "point): loxstream does not write into it", path);
+    return LX_OK;
+}
+
 lx_status lx_write_file_atomic(const char *path, const void *buf, size_t len)
 {
     size_t n = strlen(path);
@@ -95,7 +148,7 @@ lx_status lx_write_file_atomic(const char *path, const void *buf, size_t len)
         return lx_fail(LX_EFAIL, "out of memory");
     memcpy(tmp, path, n);
     memcpy(tmp + n, ".tmp", 5);
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666);
+    int fd = lx_create_fresh(tmp, O_WRONLY);
     if (fd < 0) {
         lx_status st = lx_fail_errno(LX_EFAIL, errno, "%s: cannot create", tmp);
         free(tmp);
@@ -146,7 +199,7 @@ lx_status lx_copy_file(const char *src, const char *dst)
     int in = open(src, O_RDONLY | O_CLOEXEC);
     if (in < 0)
         return lx_fail_errno(LX_EFAIL, errno, "%s: cannot open", src);
-    int out = open(dst, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666);
+    int out = lx_create_fresh(dst, O_WRONLY);
     if (out < 0) {
         lx_status st = lx_fail_errno(LX_EFAIL, errno, "%s: cannot create", dst);
         close(in);

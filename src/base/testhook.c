@@ -18,9 +18,11 @@ static struct {
     int has_avail;
     uint64_t avail;
     unsigned long dirsync_fail;    /* fail this directory sync (0: none) */
+    char pause_kind[32];           /* stop at the pause_at-th pause of this kind */
+    unsigned long pause_at;
 } hook;
 
-static atomic_ulong points, counted, dirsyncs;
+static atomic_ulong points, counted, dirsyncs, pauses;
 static pthread_once_t once = PTHREAD_ONCE_INIT;
 
 static void hook_init(void)
@@ -48,6 +50,28 @@ static void hook_init(void)
     const char *d = getenv("LOXSTREAM_TEST_DIRSYNC_EIO");
     if (d && *d)
         hook.dirsync_fail = strtoul(d, NULL, 10);
+    const char *p = getenv("LOXSTREAM_TEST_PAUSE_AT");
+    if (p && *p) {
+        const char *colon = strchr(p, ':');
+        size_t n = colon ? (size_t)(colon - p) : strlen(p);
+        if (n >= sizeof hook.pause_kind)
+            n = sizeof hook.pause_kind - 1;
+        memcpy(hook.pause_kind, p, n);
+        hook.pause_at = colon ? strtoul(colon + 1, NULL, 10) : 1;
+    }
+}
+
+void lx_test_pause(const char *kind, const char *detail)
+{
+    pthread_once(&once, hook_init);
+    if (!hook.pause_at || strcmp(hook.pause_kind, kind))
+        return;
+    unsigned long n = ++pauses;
+    if (n != hook.pause_at)
+        return;
+    fprintf(stderr, "loxstream: test: paused at %s %lu (%s)\n", kind, n, detail ? detail : "");
+    fflush(stderr);
+    raise(SIGSTOP);
 }
 
 int lx_test_hooks(void)

@@ -21,6 +21,11 @@ int cmd_analyze(int argc, char **argv);
 /* The jobs' status lines on stderr (cli_report.c). */
 lx_reporter cli_reporter(void);
 
+/* On SIGINT, SIGTERM or SIGHUP: the progress line ended, the job's
+ * unfinished file removed (lx_remove_on_interrupt), "loxstream: <message>"
+ * on stderr, then the process ends by the signal (cli_report.c). */
+void cli_on_interrupt(const char *message);
+
 /* Print "loxstream: <message>" on stderr for a failed status and return it. */
 int cli_report(int status);
 

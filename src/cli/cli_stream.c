@@ -66,6 +66,8 @@ lx_status cli_stream_finish(const cli_stream *s, const char *cmd, int argc, char
     if (!s->e->base_path || !s->e->aligned_path || (output && !*output))
         return lx_fail(LX_EUSAGE, "%s: %s are required (see loxstream %s --help)", cmd,
                        output ? "--base, --aligned and --output" : "--base and --aligned", cmd);
+    if (output && !**output)
+        return lx_fail(LX_EUSAGE, "%s: --output: the path is empty", cmd);
     if (s->have_tol && s->have_power)
         return lx_fail(LX_EUSAGE, "%s: --tol and --power-iters exclude each other", cmd);
     if (s->e->svd.exact && (s->have_tol || s->have_power))

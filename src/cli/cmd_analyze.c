@@ -75,5 +75,6 @@ int cmd_analyze(int argc, char **argv)
         st = cli_stream_finish(&cs, "analyze", argc, argv, NULL);
     if (st != LX_OK)
         return cli_report(st);
+    cli_on_interrupt("interrupted");
     return cli_report(lx_analyze_run(&o, stdout));
 }

@@ -176,5 +176,6 @@ int cmd_apply(int argc, char **argv)
     /* Past a file-size limit (ulimit -f) a write must fail with EFBIG, which
      * leaves a resumable output, rather than kill the process. */
     signal(SIGXFSZ, SIG_IGN);
+    cli_on_interrupt("interrupted: rerun the same command to resume");
     return cli_report(lx_apply_run(&o));
 }

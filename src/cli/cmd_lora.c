@@ -92,5 +92,6 @@ int cmd_lora(int argc, char **argv)
     /* Past a file-size limit (ulimit -f) a write must fail with EFBIG and
      * the run clean up, rather than the process be killed. */
     signal(SIGXFSZ, SIG_IGN);
+    cli_on_interrupt("interrupted: the unfinished adapter file was removed; run the command again");
     return cli_report(lx_lora_run(&o));
 }

@@ -88,6 +88,41 @@ static lx_status table_build(lx_checkpoint *ck)
     return LX_OK;
 }
 
+lx_status lx_shard_unchanged(const lx_shard *s)
+{
+    struct stat sb;
+    if (stat(s->path, &sb) != 0)
+        return lx_fail_errno(LX_EINPUT, errno, "%s: changed while loxstream read it (it is gone)",
+                             s->path);
+    const char *what = NULL;
+    if ((uint64_t)sb.st_dev != s->dev || (uint64_t)sb.st_ino != s->ino)
+        what = "replaced by another file";
+    else if ((uint64_t)sb.st_size != s->size)
+        what = "its size changed";
+    else if ((int64_t)sb.st_mtim.tv_sec * 1000000000 + sb.st_mtim.tv_nsec != s->mtime_ns ||
+             (int64_t)sb.st_ctim.tv_sec * 1000000000 + sb.st_ctim.tv_nsec != s->ctime_ns)
+        what = "written to";
+    if (!what)
+        return LX_OK;
+    return lx_fail(LX_EINPUT, "%s: changed while loxstream read it (%s)", s->path, what);
+}
+
+lx_status lx_checkpoint_unchanged(const lx_checkpoint *ck)
+{
+    lx_status st = LX_OK;
+    for (size_t i = 0; ck && i < ck->nshards && st == LX_OK; i++)
+        st = lx_shard_unchanged(&ck->shards[i]);
+    return st;
+}
+
+const lx_shard *lx_checkpoint_find_inode(const lx_checkpoint *ck, uint64_t dev, uint64_t ino)
+{
+    for (size_t i = 0; ck && i < ck->nshards; i++)
+        if (ck->shards[i].dev == dev && ck->shards[i].ino == ino)
+            return &ck->shards[i];
+    return NULL;
+}
+
 const lx_tensor *lx_checkpoint_find(const lx_checkpoint *ck, const char *name)
 {
     if (!ck || !ck->lookup || !name)
@@ -187,6 +222,10 @@ static lx_status shard_open(lx_shard *s, const char *listed_for)
     lx_status st = open_regular(s->path, what, LX_EINPUT, &fd, &sb);
     if (st != LX_OK)
         return st;
+    s->dev = (uint64_t)sb.st_dev;
+    s->ino = (uint64_t)sb.st_ino;
+    s->mtime_ns = (int64_t)sb.st_mtim.tv_sec * 1000000000 + sb.st_mtim.tv_nsec;
+    s->ctime_ns = (int64_t)sb.st_ctim.tv_sec * 1000000000 + sb.st_ctim.tv_nsec;
     if ((uint64_t)sb.st_size > SIZE_MAX) {
         st = lx_fail(LX_EFAIL, "%s: too large to map on this system", s->path);
     } else {

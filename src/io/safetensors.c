@@ -383,6 +383,12 @@ static lx_status read_header(const char *json, size_t len, const char *fname, lx
             st = lx_fail(LX_EINPUT, "%s: tensor '%s': name contains a NUL byte", fname, q);
             goto out;
         }
+        /* an empty name could not be told apart in the journal, the index
+         * or a report: refused here, so by inspect, apply, lora and analyze */
+        if (klen == 0) {
+            st = lx_fail(LX_EINPUT, "%s: a tensor has an empty name", fname);
+            goto out;
+        }
         lx_st_tensor *t = &h->tensors[h->ntensors];
         if ((st = read_entry(v, fname, q, t)) != LX_OK)
             goto out;

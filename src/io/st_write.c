@@ -20,6 +20,7 @@
 
 #include <jansson.h>
 
+#include "loxstream/fs.h"
 #include "loxstream/safetensors.h"
 
 /* Largest value jansson's json_int_t (long long) holds, and a bound that
@@ -276,12 +277,16 @@ static int pread_all(int fd, void *buf, size_t len, uint64_t off)
 
 static lx_status create_file(lx_st_out *o, const lx_st_layout *L)
 {
-    int fd = open(o->path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666);
+    /* a new file: what had the name (a link to another file) is replaced,
+     * never written through */
+    struct stat sb;
+    if (lstat(o->path, &sb) == 0 && !S_ISREG(sb.st_mode) && !S_ISLNK(sb.st_mode))
+        return lx_fail(LX_EOUTPUT, "%s: not a regular file, cannot write a safetensors file there", o->path);
+    int fd = lx_create_fresh(o->path, O_WRONLY);
     if (fd < 0)
         return lx_fail_errno(LX_EFAIL, errno, "%s: cannot create", o->path);
     /* Positional writes and a sparse extension need a regular file; and a
      * device or pipe must never be unlinked by the cleanup below. */
-    struct stat sb;
     if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
         close(fd);
         return lx_fail(LX_EOUTPUT, "%s: not a regular file, cannot write a safetensors file there", o->path);
@@ -306,7 +311,10 @@ static lx_status create_file(lx_st_out *o, const lx_st_layout *L)
 /* Reopen a file an earlier run created: same size and same header bytes. */
 static lx_status reopen_file(lx_st_out *o, const lx_st_layout *L)
 {
-    int fd = open(o->path, O_RDWR | O_CLOEXEC);
+    int fd = open(o->path, O_RDWR | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
+    if (fd < 0 && errno == ELOOP)
+        return lx_fail(LX_EOUTPUT, "%s: a symbolic link: loxstream does not write through it",
+                       o->path);
     if (fd < 0)
         return lx_fail_errno(LX_EFAIL, errno, "%s: cannot open for reuse", o->path);
     lx_status st = LX_OK;
@@ -401,14 +409,15 @@ static lx_status make_temp(const lx_st_layout *L, const char *tmpdir, const char
 }
 
 /* Put the finished temporary file at path unless something is there
- * already: *placed = 0 then.  link(2) works everywhere, NFS included;
- * renameat2's RENAME_NOREPLACE serves the file systems without hard links. */
+ * already: *placed = 0 then.  renameat2's RENAME_NOREPLACE first: the name
+ * never shows the file with two links (a part reopening it refuses a file
+ * with two: apply_writer.c); link(2), which works everywhere, NFS included,
+ * where the file system does not know the flag. */
 static lx_status place_temp(const char *tmp, const char *path, int *placed)
 {
     *placed = 0;
-    if (link(tmp, path) == 0) {
+    if (renameat2(AT_FDCWD, tmp, AT_FDCWD, path, RENAME_NOREPLACE) == 0) {
         *placed = 1;
-        unlink(tmp);
         return LX_OK;
     }
     int err = errno;
@@ -416,9 +425,10 @@ static lx_status place_temp(const char *tmp, const char *path, int *placed)
         unlink(tmp);
         return LX_OK;
     }
-    if (err == EPERM || err == ENOTSUP || err == EOPNOTSUPP || err == ENOSYS || err == EMLINK) {
-        if (renameat2(AT_FDCWD, tmp, AT_FDCWD, path, RENAME_NOREPLACE) == 0) {
+    if (err == EINVAL || err == ENOTSUP || err == EOPNOTSUPP || err == ENOSYS) {
+        if (link(tmp, path) == 0) {
             *placed = 1;
+            unlink(tmp);
             return LX_OK;
         }
         err = errno;

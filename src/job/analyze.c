@@ -15,6 +15,7 @@
 #endif
 
 #include "loxstream/analyze.h"
+#include "loxstream/report_file.h"
 #include "loxstream/linalg.h"
 #include "loxstream/prefetch.h"
 #include "loxstream/progress.h"
@@ -320,6 +321,12 @@ static lx_status run(actx *A, FILE *out)
                                                   "fine-tuned", &A->ft, &A->ftplan)
                            : lx_engine_open(&A->in, &o->stream, A->kmax, 0);
     if (st != LX_OK)
+        return st;
+    /* the TSV never goes onto an input (analyze > m/aligned/config.json) */
+    lx_inputs fts = {.base = A->ft};
+    if ((st = lx_report_check_fd(fileno(out), "analyze: standard output", &A->in, NULL)) != LX_OK ||
+        (A->ft && (st = lx_report_check_fd(fileno(out), "analyze: standard output", &fts, NULL)) !=
+                      LX_OK))
         return st;
     if ((st = check_selection(A)) != LX_OK)
         return st;

@@ -41,7 +41,9 @@
 #include "loxstream/plan.h"
 #include "loxstream/prefetch.h"
 #include "loxstream/progress.h"
+#include "loxstream/report_file.h"
 #include "loxstream/sys.h"
+#include "loxstream/testhook.h"
 
 #define COPY_CHUNK (16u << 20)      /* bytes per write when copying a tensor */
 #define OUT_BUFFERS 3               /* output panels in flight to the writer (apply_writer.c) */
@@ -245,13 +247,14 @@ static lx_status transform_matrix(job *J, const lx_plan_item *it, size_t idx, ui
     int have_factors = 0;
     if (it->action == LX_ACT_LOWRANK) {
         int rank = lx_engine_rank(it, J->factor_rank);
-        if (rank < J->factor_rank)
-            lx_warn("tensor '%s': rank %d exceeds min(%zu, %zu): using rank %d", t->name,
-                    J->factor_rank, m, n, rank);
+        if (rank < J->factor_rank && b == 0) /* once per tensor, not per matrix */
+            lx_warn("tensor '%s': rank %d exceeds min(%zu, %zu): using rank %d%s", t->name,
+                    J->factor_rank, m, n, rank, it->batch > 1 ? " for each of its matrices" : "");
         st = lx_engine_factor(&J->o->stream, it, b, rank, &f, &J->svd);
         if (st != LX_OK)
             return st;
         have_factors = 1;
+        lx_test_pause("factored", t->name);
     }
     for (size_t r0 = 0; r0 < m && st == LX_OK; r0 += LX_RSVD_PANEL_ROWS) {
         size_t h = m - r0 < LX_RSVD_PANEL_ROWS ? m - r0 : LX_RSVD_PANEL_ROWS;
@@ -382,7 +385,7 @@ static void print_stats(job *J)
     double ws = 0, hs = 0, ss = 0;
     for (size_t q = 0; q < J->nouts; q++) {
         ws += J->outs[q].w.write_seconds;
-        hs += J->outs[q].w.hash_seconds;
+        hs += J->outs[q].w.hash_seconds + J->outs[q].w.in_hash_seconds;
         ss += J->outs[q].w.sync_seconds;
     }
     uint64_t in_bytes = J->part.transform_bytes * 2 + J->part.copy_bytes;
@@ -446,6 +449,25 @@ static lx_status items_end(output *u, lx_status st)
     return st;
 }
 
+/* Item i's inputs hashed once before the passes read them, for every
+ * output that computes it (lx_writer_hash_inputs). */
+static void hash_inputs(job *J, size_t i)
+{
+    lx_apply_writer *first = NULL;
+    for (size_t q = 0; q < J->nouts; q++) {
+        lx_apply_writer *w = &J->outs[q].w;
+        if (!J->outs[q].need)
+            continue;
+        if (!first) {
+            lx_writer_hash_inputs(w, i);
+            first = w;
+        } else {
+            w->in_xxh3[2 * i] = first->in_xxh3[2 * i];
+            w->in_xxh3[2 * i + 1] = first->in_xxh3[2 * i + 1];
+        }
+    }
+}
+
 static lx_status run_items(job *J)
 {
     lx_status st = LX_OK;
@@ -458,6 +480,8 @@ static lx_status run_items(job *J)
         }
         if (st == LX_OK && !any)
             lx_plan_item_advise(it, MADV_DONTNEED);
+        if (st == LX_OK && any && it->action != LX_ACT_COPY)
+            hash_inputs(J, i);
         if (st == LX_OK && any)
             st = process_item(J, i);
         for (size_t q = 0; q < J->nouts && st == LX_OK; q++) {
@@ -488,7 +512,7 @@ static lx_status output_prepare(job *J, output *u)
     lx_inputs *in = &J->in;
     lx_status st;
     if ((st = lx_resume_init(&u->rs, in->aligned->ntensors)) != LX_OK ||
-        (st = lx_writer_init(&u->w, o, in->aligned, &in->plan, J->part.nparts)) != LX_OK ||
+        (st = lx_writer_init(&u->w, o, in, J->part.nparts)) != LX_OK ||
         (st = lx_apply_identity_build(&u->id, o, in->base, in->aligned, &u->w)) != LX_OK ||
         (st = lx_resume_prepare(&u->rs, o, in, &J->part, &u->w, &u->id, &u->locks)) != LX_OK)
         return st;
@@ -500,9 +524,9 @@ static lx_status output_prepare(job *J, output *u)
         return LX_OK;
     }
     if (o->report_path) {
-        u->report = strcmp(o->report_path, "-") ? fopen(o->report_path, "w") : stdout;
-        if (!u->report)
-            return lx_fail_errno(LX_EFAIL, errno, "%s: cannot create report", o->report_path);
+        if ((st = lx_report_open("--report", o->report_path, in, o->output_path, &u->report)) !=
+            LX_OK)
+            return st;
         fputs("tensor\tmatrix\trows\tcols\tdtype\taction\trank\tpasses\tconverged\terr_est\t"
               "frobenius\tenergy\tsingular_values\tseconds\tmethod\tgap\n",
               u->report);
@@ -566,6 +590,13 @@ static lx_status run(job *J)
         st = lx_engine_open(in, &o->stream, o->rank, o->copy_unmatched);
     if (st == LX_OK)
         st = check_memory(J);
+    /* before the output directory is touched: a report onto an input or
+     * into the output is a usage error (checked again when it is opened) */
+    for (size_t q = 0; q < J->nouts && st == LX_OK; q++) {
+        const lx_apply_opts *uo = &J->outs[q].o;
+        if (uo->report_path && strcmp(uo->report_path, "-"))
+            st = lx_report_check("--report", uo->report_path, in, uo->output_path);
+    }
     if (st == LX_OK)
         st = lx_linalg_init(o->stream.threads);
     /* this part's items (all of them without --part) */
@@ -598,6 +629,14 @@ static lx_status run(job *J)
     for (size_t q = 0; q < J->nouts; q++)
         lx_writer_stop(&J->outs[q].w);
     lx_read_ahead_stop(&J->ra);
+    /* every record names the bytes its tensor was computed from; an input
+     * changed since it was opened may have fed a tensor that was kept or
+     * copied before the change: not completed */
+    if (st == LX_OK && ((st = lx_checkpoint_unchanged(in->base)) != LX_OK ||
+                        (st = lx_checkpoint_unchanged(in->aligned)) != LX_OK))
+        st = lx_fail_append(st, "; the output is not completed: run the same command again once "
+                            "the inputs no longer change (the tensors whose inputs changed are "
+                            "computed again)");
     for (size_t q = 0; q < J->nouts && st == LX_OK; q++)
         if (J->outs[q].active)
             st = output_finish(J, &J->outs[q]);

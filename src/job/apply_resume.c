@@ -283,6 +283,13 @@ lx_status lx_resume_prepare(lx_apply_resume *rs, const lx_apply_opts *o, const l
     }
     if ((st = lx_locks_take(locks, out, pt->part, pt->nparts)) != LX_OK)
         return st;
+    /* under the completion lock: parts of one output split it one way */
+    char other[64];
+    if (pt->nparts > 1 && lx_journal_other_split(out, pt->nparts, other, sizeof other))
+        return lx_fail(LX_EOUTPUT, "%s: --part %u/%u: the output is being split into another "
+                       "number of parts (it holds %s/%s): use that number of parts, or run "
+                       "apply without --part to finish it", out, pt->part, pt->nparts,
+                       LX_STATE_DIR, other);
     /* again under the locks: another part may have started it meanwhile */
     if ((st = lx_outdir_classify(out, &state)) != LX_OK)
         return st;

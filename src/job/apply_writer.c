@@ -13,6 +13,7 @@
  * end (apply_finish.c).
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -248,6 +249,44 @@ static lx_status build_layouts(lx_apply_writer *J, const lx_apply_opts *o,
 }
 
 
+/* A file of the output directory that the run writes into is its own
+ * (lx_fd_own_file: regular, one link, on the directory's device) and not
+ * one of the inputs (renamed into it); else LX_EOUTPUT. */
+static lx_status own_file(const lx_apply_writer *J, int fd, const char *path)
+{
+    struct stat d, sb;
+    if (stat(J->output_path, &d) != 0 || fstat(fd, &sb) != 0)
+        return lx_fail_errno(LX_EFAIL, errno, "%s: cannot stat", path);
+    lx_status st = lx_fd_own_file(fd, path, (uint64_t)d.st_dev, LX_EOUTPUT);
+    const lx_shard *in = lx_checkpoint_find_inode(J->in->base, (uint64_t)sb.st_dev,
+                                                  (uint64_t)sb.st_ino);
+    if (!in)
+        in = lx_checkpoint_find_inode(J->in->aligned, (uint64_t)sb.st_dev, (uint64_t)sb.st_ino);
+    if (st == LX_OK && in)
+        st = lx_fail(LX_EOUTPUT, "%s: is the input %s (the same file): loxstream does not write "
+                     "into it", path, in->path);
+    return st;
+}
+
+/* An existing .partial, before anything reads or writes it: our own file
+ * (own_file), else refused with what to do. */
+static lx_status check_existing(const lx_apply_writer *J, const char *path)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
+    lx_status st;
+    if (fd < 0 && errno == ELOOP)
+        st = lx_fail(LX_EOUTPUT, "%s: a symbolic link: loxstream does not write through it", path);
+    else if (fd < 0)
+        st = lx_fail_errno(LX_EFAIL, errno, "%s: cannot open", path);
+    else
+        st = own_file(J, fd, path);
+    if (fd >= 0)
+        close(fd);
+    if (st == LX_EOUTPUT)
+        st = lx_fail_append(st, "; if it is not needed, remove it and run the same command again");
+    return st;
+}
+
 /* Open the shard's .partial on first use: reuse the earlier run's file if
  * its size and header are right, else create it (sparse). */
 lx_status lx_writer_shard_open(lx_apply_writer *J, lx_out_shard *os)
@@ -256,7 +295,9 @@ lx_status lx_writer_shard_open(lx_apply_writer *J, lx_out_shard *os)
     int reuse = lstat(os->partial_path, &sb) == 0;
     if (reuse && !S_ISREG(sb.st_mode))
         return lx_fail(LX_EOUTPUT, "%s: not a regular file", os->partial_path);
-    lx_status st = LX_OK;
+    lx_status st = reuse ? check_existing(J, os->partial_path) : LX_OK;
+    if (st != LX_OK)
+        return st;
     if (J->nparts > 1) {
         /* shared with the other parts: created whole if absent, never
          * truncated; a file of another size or header is not replaced, as
@@ -298,6 +339,9 @@ lx_status lx_writer_shard_open(lx_apply_writer *J, lx_out_shard *os)
         else if (os->file.path)
             lx_st_out_close(&os->file); /* not open for the job: close it here */
     }
+    /* again on the descriptor written through (the name may have changed) */
+    if (st == LX_OK && (st = own_file(J, os->file.fd, os->partial_path)) != LX_OK)
+        lx_st_out_close(&os->file);
     if (st != LX_OK)
         return st;
     os->open = 1;
@@ -306,6 +350,41 @@ lx_status lx_writer_shard_open(lx_apply_writer *J, lx_out_shard *os)
     os->stream_at = 0;
     lx_writer_stream_feed(os, 0, os->layout.header, os->layout.header_size);
     return LX_OK;
+}
+
+void lx_writer_hash_inputs(lx_apply_writer *J, size_t i)
+{
+    const lx_plan_item *it = &J->plan->items[i];
+    double t0 = lx_now();
+    J->in_xxh3[2 * i] = XXH3_64bits(it->aligned->data, it->aligned->nbytes);
+    J->in_xxh3[2 * i + 1] = it->base ? XXH3_64bits(it->base->data, it->base->nbytes) : 0;
+    J->in_hash_seconds += lx_now() - t0;
+}
+
+/* The inputs of item i are what they were when the run opened them, and,
+ * for a transformed item, the bytes hashed now (r) are the bytes hashed
+ * before the computation (lx_writer_hash_inputs). */
+static lx_status inputs_unchanged(const lx_apply_writer *J, size_t i, const lx_journal_record *r)
+{
+    const lx_plan_item *it = &J->plan->items[i];
+    const lx_shard *as = &J->in->aligned->shards[it->aligned->shard];
+    const lx_shard *bs = it->base ? &J->in->base->shards[it->base->shard] : NULL;
+    lx_status st = lx_shard_unchanged(as);
+    if (st == LX_OK && bs)
+        st = lx_shard_unchanged(bs);
+    const lx_shard *moved = !r->has_base || it->action == LX_ACT_COPY ? NULL
+                            : r->aligned_xxh3 != J->in_xxh3[2 * i] ? as
+                            : r->base_xxh3 != J->in_xxh3[2 * i + 1] ? bs : NULL;
+    if (st == LX_OK && moved)
+        st = lx_fail(LX_EINPUT, "%s: changed while loxstream read it (the bytes of tensor '%s' "
+                     "differ between the first pass and the last)", moved->path, it->aligned->name);
+    if (st != LX_OK) {
+        char q[LX_NAME_QUOTE];
+        st = lx_fail_append(st, "; tensor '%s' is not recorded: run the same command again "
+                            "once the inputs no longer change",
+                            lx_st_escape_name(it->aligned->name, q, sizeof q));
+    }
+    return st;
 }
 
 /* The tensor's bytes are written: its record, to be appended once they are
@@ -334,24 +413,28 @@ static lx_status finish_item(lx_apply_writer *J, size_t i, lx_out_shard *os, siz
         r.base_xxh3 = XXH3_64bits(it->base->data, it->base->nbytes);
         J->hash_seconds += lx_now() - t0;
     }
+    if ((st = inputs_unchanged(J, i, &r)) != LX_OK)
+        return st;
     J->pending_rec = r;
     J->pending_shard = os;
     J->pending = 1;
     return LX_OK;
 }
 
-lx_status lx_writer_init(lx_apply_writer *w, const lx_apply_opts *o, const lx_checkpoint *aligned,
-                         const lx_plan *plan, unsigned nparts)
+lx_status lx_writer_init(lx_apply_writer *w, const lx_apply_opts *o, const lx_inputs *in,
+                         unsigned nparts)
 {
     memset(w, 0, sizeof *w);
     w->journal.fd = -1;
     w->output_path = o->output_path;
     w->nparts = nparts;
-    w->plan = plan;
+    w->plan = &in->plan;
+    w->in = in;
     w->anchor_base = o->anchor_base;
-    if (!(w->tstate = XXH3_createState()))
+    if (!(w->tstate = XXH3_createState()) ||
+        !(w->in_xxh3 = calloc(2 * (in->plan.n ? in->plan.n : 1), sizeof *w->in_xxh3)))
         return lx_fail(LX_EFAIL, "out of memory allocating buffers");
-    lx_status st = build_layouts(w, o, aligned);
+    lx_status st = build_layouts(w, o, in->aligned);
     for (size_t s = 0; s < w->nshards && st == LX_OK; s++)
         if (!(w->shards[s].stream = XXH3_createState()))
             st = lx_fail(LX_EFAIL, "out of memory");
@@ -372,6 +455,7 @@ void lx_writer_free(lx_apply_writer *w)
     }
     free(w->shards);
     free(w->slot);
+    free(w->in_xxh3);
     XXH3_freeState(w->tstate);
     lx_journal_close(&w->journal);
     memset(w, 0, sizeof *w);

@@ -272,6 +272,19 @@ static lx_status append_line(lx_journal *j, text *t)
     return st;
 }
 
+/* lx_fd_own_file, on the device of the directory holding path. */
+static lx_status own_in_dir(int fd, const char *path)
+{
+    const char *slash = strrchr(path, '/');
+    char *dir = slash ? strndup(path, slash == path ? 1 : (size_t)(slash - path)) : strdup(".");
+    struct stat d;
+    lx_status st = !dir ? lx_fail(LX_EFAIL, "out of memory")
+                   : stat(dir, &d) != 0 ? lx_fail_errno(LX_EFAIL, errno, "%s: cannot stat", dir)
+                   : lx_fd_own_file(fd, path, (uint64_t)d.st_dev, LX_EOUTPUT);
+    free(dir);
+    return st;
+}
+
 lx_status lx_journal_open(lx_journal *j, const char *path, unsigned part, unsigned nparts,
                           uint64_t identity)
 {
@@ -291,6 +304,9 @@ lx_status lx_journal_open(lx_journal *j, const char *path, unsigned part, unsign
         if (j->fd < 0)
             st = lx_fail_errno(LX_EFAIL, errno, "%s: cannot open for appending", path);
     }
+    /* never appended to or cut through a link to another file */
+    if (st == LX_OK)
+        st = own_in_dir(j->fd, path);
     /* Cut a torn last line (or all of a foreign journal): a record appended
      * after a torn line would otherwise share its line and be lost. */
     if (st == LX_OK && (!exists || keep != len) && ftruncate(j->fd, (off_t)keep) != 0)

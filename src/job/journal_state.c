@@ -252,11 +252,18 @@ lx_state_kind lx_state_classify(const char *nm)
     return LX_STATE_OTHER;
 }
 
-int lx_state_is_bare(const char *out)
+/* OUTDIR/.loxstream listed, or NULL */
+static DIR *open_state_dir(const char *out)
 {
     char *sdir = lx_path_join(out, LX_STATE_DIR);
     DIR *d = sdir ? opendir(sdir) : NULL;
     free(sdir);
+    return d;
+}
+
+int lx_state_is_bare(const char *out)
+{
+    DIR *d = open_state_dir(out);
     if (!d)
         return 0;
     int bare = 1;
@@ -269,6 +276,28 @@ int lx_state_is_bare(const char *out)
     }
     closedir(d);
     return bare;
+}
+
+int lx_journal_other_split(const char *outdir, unsigned nparts, char *found, size_t len)
+{
+    DIR *d = open_state_dir(outdir);
+    if (!d)
+        return 0;
+    int other = 0;
+    struct dirent *de;
+    while (!other && (de = readdir(d))) {
+        unsigned i, n;
+        char tail;
+        if (lx_state_classify(de->d_name) != LX_STATE_JOURNAL ||
+            sscanf(de->d_name, LX_JOURNAL_PREFIX "%4u-of-%4u%c", &i, &n, &tail) != 2)
+            continue;
+        if (n > 1 && n != nparts) {
+            other = 1;
+            snprintf(found, len, "%s", de->d_name);
+        }
+    }
+    closedir(d);
+    return other;
 }
 
 lx_status lx_state_remove(const char *outdir, unsigned kinds)

@@ -21,6 +21,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <limits.h>
+#include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -32,11 +34,13 @@
 #include "loxstream/journal.h"
 #include "loxstream/linalg.h"
 #include "loxstream/lora.h"
+#include "loxstream/outdir.h"
 #include "loxstream/prefetch.h"
 #include "loxstream/safetensors.h"
 #include "loxstream/fs.h"
 #include "loxstream/parse.h"
 #include "loxstream/sys.h"
+#include "loxstream/testhook.h"
 
 #define WEIGHT_SUFFIX ".weight"
 
@@ -64,6 +68,7 @@ typedef struct lora_job {
     int out_open;
     char *partial_path, *final_path, *config_path;
     int created_dir, partial_made, final_made;
+    int dir_fd;                    /* the output directory, flock'ed for the run; -1 */
     size_t buf_elems;              /* r * max(m, n) over the modules */
     float *fbuf;
     unsigned char *obuf;
@@ -196,38 +201,72 @@ static lx_status check_memory(lora_job *J)
 
 /* ---- the output directory ------------------------------------------------ */
 
-/* New (created) or an empty directory; anything else is refused. */
+/* New (created) or an empty directory, locked (flock) for the run so that
+ * a second lora into it is refused; a .partial adapter there is a killed
+ * run's (no lora holds the lock): removed.  Anything else is refused. */
 static lx_status prepare_dir(lora_job *J)
 {
-    /* new or empty: so no input can be in it, and nothing is overwritten */
     const char *out = J->o->output_path;
     struct stat sb;
     if (stat(out, &sb) != 0) {
         if (errno != ENOENT)
             return lx_fail_errno(LX_EOUTPUT, errno, "%s: cannot access the output directory", out);
         lx_status st = lx_mkdir_p(out);
-        if (st == LX_OK)
-            J->created_dir = 1;
-        return st;
-    }
-    if (!S_ISDIR(sb.st_mode))
+        if (st != LX_OK)
+            return st;
+        J->created_dir = 1;
+    } else if (!S_ISDIR(sb.st_mode)) {
         return lx_fail(LX_EOUTPUT, "%s: output exists and is not a directory", out);
+    }
+    int locked = 0;
+    J->dir_fd = open(out, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (J->dir_fd >= 0 && flock(J->dir_fd, LOCK_EX | LOCK_NB) == 0)
+        locked = 1;
+    else if (J->dir_fd >= 0 && errno == EWOULDBLOCK)
+        return lx_fail(LX_EOUTPUT, "%s: another loxstream lora is writing into this directory", out);
+    /* (a file system without flock: no lock, and no leftover is removed) */
     DIR *d = opendir(out);
     if (!d)
         return lx_fail_errno(LX_EOUTPUT, errno, "%s: cannot open the output directory", out);
     struct dirent *de;
     lx_status st = LX_OK;
+    int leftover = 0;
+    const char *partial = LX_LORA_ADAPTER_NAME LX_PARTIAL_SUFFIX;
     while ((de = readdir(d))) {
         if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
             continue;
+        if (!strcmp(de->d_name, partial) && locked) {
+            leftover = 1;
+            continue;
+        }
         char q[LX_NAME_QUOTE];
-        st = lx_fail(LX_EOUTPUT, "%s: output directory is not empty (it holds '%s'); loxstream "
-                     "lora writes only into a new or empty directory",
-                     out, lx_st_escape_name(de->d_name, q, sizeof q));
+        if (!strcmp(de->d_name, partial))
+            st = lx_fail(LX_EOUTPUT, "%s: holds %s, left by an interrupted loxstream lora (or one "
+                         "still running): if none is running, remove it (rm '%s') and run again",
+                         out, partial, J->partial_path);
+        else
+            st = lx_fail(LX_EOUTPUT, "%s: output directory is not empty (it holds '%s'); loxstream "
+                         "lora writes only into a new or empty directory",
+                         out, lx_st_escape_name(de->d_name, q, sizeof q));
         break;
     }
     closedir(d);
+    if (st == LX_OK && leftover) {
+        lx_warn("%s: left by an interrupted run: removed", J->partial_path);
+        st = lx_unlink_if(J->partial_path);
+    }
     return st;
+}
+
+/* Free space for the adapter before anything is made, as apply checks. */
+static lx_status check_space(lora_job *J)
+{
+    char resolved[PATH_MAX];
+    size_t existing;
+    lx_status st = lx_outdir_resolve(J->o->output_path, resolved, &existing);
+    uint64_t need = J->layout.file_size + (64u << 10); /* the config, directory blocks */
+    return st == LX_OK ? lx_outdir_check_space(J->o->output_path, resolved, existing, need, need)
+                       : st;
 }
 
 /* ---- the adapter file ---------------------------------------------------- */
@@ -313,6 +352,7 @@ static lx_status run_module(lora_job *J, size_t i)
     lx_status st = lx_engine_factor(&o->stream, it, 0, md->k, &f, &J->svd);
     if (st != LX_OK)
         return st;
+    lx_test_pause("factored", it->aligned->name);
     float *s = malloc((f.k > 0 ? (size_t)f.k : 1) * sizeof *s);
     if (!s) {
         lx_factors_free(&f);
@@ -508,16 +548,20 @@ static lx_status run(lora_job *J)
     J->obuf = malloc(J->buf_elems * sizeof(float));
     if (!J->final_path || !J->config_path || !J->partial_path || !J->fbuf || !J->obuf)
         return lx_fail(LX_EFAIL, "out of memory");
-    if ((st = lx_linalg_init(o->stream.threads)) != LX_OK || (st = prepare_dir(J)) != LX_OK)
+    if ((st = lx_linalg_init(o->stream.threads)) != LX_OK || (st = check_space(J)) != LX_OK ||
+        (st = prepare_dir(J)) != LX_OK)
         return st;
     /* claimed exclusively, so that two runs into one empty directory cannot
      * write into the same file (the second is refused, exit 5) */
     int fd = open(J->partial_path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
+    if (fd < 0 && errno == EEXIST)
+        return lx_fail(LX_EOUTPUT, "%s: created meanwhile by another process (is another "
+                       "loxstream lora writing into %s?)", J->partial_path, o->output_path);
     if (fd < 0)
-        return lx_fail_errno(LX_EOUTPUT, errno, "%s: cannot create it (is another loxstream "
-                             "lora writing into %s?)", J->partial_path, o->output_path);
+        return lx_fail_errno(LX_EFAIL, errno, "%s: cannot create", J->partial_path);
     close(fd);
-    J->partial_made = 1; /* from here on, a failure removes it */
+    J->partial_made = 1; /* from here on, a failure removes it, and so does a signal */
+    lx_remove_on_interrupt(J->partial_path);
     if ((st = lx_st_out_open(&J->out, J->partial_path, &J->layout, 0)) != LX_OK)
         return st;
     J->out_open = 1;
@@ -547,6 +591,7 @@ static lx_status run(lora_job *J)
         return lx_fail_errno(LX_EFAIL, errno, "%s: cannot rename to %s", J->partial_path,
                              J->final_path);
     J->partial_made = 0;
+    lx_remove_on_interrupt(NULL);
     J->final_made = 1;
     if ((st = write_config(J)) != LX_OK || (st = lx_sync_dir(o->output_path)) != LX_OK)
         return st;
@@ -568,6 +613,7 @@ static void undo_output(lora_job *J)
     J->out_open = 0;
     if (J->partial_made)
         unlink(J->partial_path);
+    lx_remove_on_interrupt(NULL);
     if (J->final_made) {
         unlink(J->final_path);
         unlink(J->config_path);
@@ -590,6 +636,8 @@ static void job_free(lora_job *J)
     free(J->partial_path);
     free(J->final_path);
     free(J->config_path);
+    if (J->dir_fd >= 0)
+        close(J->dir_fd); /* and the lock with it */
     free(J->fbuf);
     free(J->obuf);
     lx_inputs_free(&J->in);
@@ -603,6 +651,7 @@ lx_status lx_lora_run(const lx_lora_opts *o)
     memset(&J, 0, sizeof J);
     J.o = o;
     J.out.fd = -1;
+    J.dir_fd = -1;
     lx_status st = run(&J);
     if (st != LX_OK) {
         char *msg = lx_err_save();

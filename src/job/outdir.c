@@ -20,34 +20,30 @@
 #include "loxstream/parse.h"
 #include "loxstream/testhook.h"
 
-static int is_within(const char *inner, const char *outer)
+int lx_path_within(const char *inner, const char *outer)
 {
     size_t n = strlen(outer);
     return !strncmp(inner, outer, n) && (inner[n] == '/' || inner[n] == '\0' ||
                                          (n > 0 && outer[n - 1] == '/'));
 }
 
-/* forward: defined below */
-static lx_status resolve_future(const char *path, char out[PATH_MAX], size_t *existing);
 
 lx_status lx_output_outside(const char *out, const lx_checkpoint *const *ins, size_t n,
                             char resolved[PATH_MAX], size_t *existing)
 {
     char ri[PATH_MAX];
-    lx_status st = resolve_future(out, resolved, existing);
+    lx_status st = lx_outdir_resolve(out, resolved, existing);
     if (st != LX_OK)
         return st;
     for (size_t i = 0; i < n; i++)
-        if (ins[i] && realpath(ins[i]->dir, ri) && is_within(resolved, ri))
+        if (ins[i] && realpath(ins[i]->dir, ri) && lx_path_within(resolved, ri))
             return lx_fail(LX_EOUTPUT, "%s: output directory is %s the input %s", out,
                            strcmp(resolved, ri) ? "inside" : "the directory of", ins[i]->dir);
     return LX_OK;
 }
 
-/* The absolute, symlink-free form of a path that may not exist yet: its
- * deepest existing ancestor through realpath, then the rest lexically.
- * *existing gets the length of the part that exists. */
-static lx_status resolve_future(const char *path, char out[PATH_MAX], size_t *existing)
+/* See outdir.h. */
+lx_status lx_outdir_resolve(const char *path, char out[PATH_MAX], size_t *existing)
 {
     char head[PATH_MAX], rest[PATH_MAX] = "";
     if (snprintf(head, sizeof head, "%s", path) >= (int)sizeof head)

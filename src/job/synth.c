@@ -8,6 +8,8 @@
 #include <dirent.h>
 #include <errno.h>
 #include <inttypes.h>
+#include <math.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,6 +19,7 @@
 #include "loxstream/checkpoint.h"
 #include "loxstream/progress.h"
 #include "loxstream/safetensors.h"
+#include "loxstream/outdir.h"
 #include "loxstream/synth.h"
 #include "loxstream/fs.h"
 #include "loxstream/parse.h"
@@ -220,6 +223,14 @@ lx_status lx_synth_write(const char *outdir, const lx_synth_opts *o)
             goto out;
     }
     if ((st = lx_synth_plan_build(o, &run.plan)) != LX_OK)
+        goto out;
+    /* room for every model before the first byte (as apply checks) */
+    char resolved[PATH_MAX];
+    size_t existing;
+    uint64_t need = (run.plan.model_bytes + (1u << 20) * (uint64_t)(run.plan.nshards + 1)) *
+                    (uint64_t)run.nmodels;
+    if ((st = lx_outdir_resolve(outdir, resolved, &existing)) != LX_OK ||
+        (st = lx_outdir_check_space(outdir, resolved, existing, need, need)) != LX_OK)
         goto out;
     for (int md = 0; md < run.nmodels && st == LX_OK; md++)
         if ((st = lx_mkdir_p(run.dirs[md])) == LX_OK)

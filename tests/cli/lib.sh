@@ -82,6 +82,20 @@ poke_nan() {
         dd of="$1/$pn_shard" bs=1 seek=$((pn_offset + ($3 * pn_cols + $4) * 4)) conv=notrunc 2>/dev/null
 }
 
+# wait_stopped PID: until process PID has stopped itself at a test pause
+# (LOXSTREAM_TEST_PAUSE_AT: state T in /proc/PID/stat); fails if it ends
+# first or never gets there.
+wait_stopped() {
+    ws_n=0
+    while :; do
+        ws_state=$(sed 's/^.*) \(.\).*/\1/' "/proc/$1/stat" 2>/dev/null) || fail "process $1 ended before its pause"
+        [ "$ws_state" = T ] && return 0
+        ws_n=$((ws_n + 1))
+        [ "$ws_n" -lt 6000 ] || fail "process $1 never reached its pause"
+        sleep 0.05
+    done
+}
+
 # have TOOL: TOOL is on the PATH.
 have() { command -v "$1" >/dev/null 2>&1; }
 

@@ -434,7 +434,8 @@ static void refuses_non_regular_file(void **state)
     assert_int_equal(lx_st_out_open(&o, "/dev/null", &L, 0), LX_EOUTPUT);
     assert_non_null(strstr(lx_errmsg(), "/dev/null: not a regular file"));
     struct stat sb;
-    assert_int_equal(stat("/dev/null", &sb), 0); /* still there */
+    assert_int_equal(stat("/dev/null", &sb), 0); /* still there, still the device */
+    assert_true(S_ISCHR(sb.st_mode));
     lx_st_layout_free(&L);
 }
 
