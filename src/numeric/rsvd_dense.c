@@ -77,7 +77,10 @@ lx_status lx_dense_topk(const lx_rowsrc *A, const lx_rsvd_opts *o, lx_factors *o
     for (size_t j = 0; j < p; j++)
         rg[j] = 0;
     double nu = EXACT_RESIDUAL * DBL_EPSILON * s[0];
-    out->err_est = lx_rsvd_ritz_bound(s, rg, nu * s[0], nu, k, p, f2, &gap, rg + p) +
+    /* each s_j^2 within 2 s_1 nu + nu^2 of its exact value, at most p of
+     * them, and every partial sum at least s_1^2 */
+    double rel = EXACT_RESIDUAL * DBL_EPSILON, nuF = (double)p * (2 * rel + rel * rel);
+    out->err_est = lx_rsvd_ritz_bound(s, rg, nu * s[0], nu, nuF, k, p, f2, &gap, rg + p) +
                    EXACT_ROUNDING * FLT_EPSILON;
     out->gap = gap;
     out->k = (int)k;
