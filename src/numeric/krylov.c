@@ -743,21 +743,45 @@ done:
     return st;
 }
 
-size_t lx_krylov_workspace_bytes(size_t m, size_t n, const lx_rsvd_opts *o)
+/* Bytes of one lx_krylov_topk() at rank `rank`: its buffers (the returned
+ * factors among them), the bound's scratch, and an allowance for the work
+ * arrays libFLAME's QRs and small SVDs allocate (BLIS's packing buffers are
+ * a process-wide pool, not counted). */
+static size_t run_bytes(size_t m, size_t n, const lx_rsvd_opts *o, int rank, size_t *l)
 {
-    size_t k = lx_rsvd_clamp_rank(m, n, o->rank);
-    /* the buffers of lx_krylov_topk(), the bound's scratch, and an allowance
-     * for the work arrays libFLAME's QRs and small SVDs allocate (BLIS's
-     * packing buffers are a process-wide pool, not counted) */
+    lx_rsvd_opts r = *o;
+    r.rank = rank;
     rsvd_work w;
     size_t sz[NBUF], floats = 0;
-    plan(m, n, o, &w, sz);
+    plan(m, n, &r, &w, sz);
     for (int i = 0; i < NBUF; i++)
         floats += sz[i];
     size_t dx = w.dmax + w.l;
-    /* + Vt; a steep spectrum's second run (deflated) holds the first run's
-     * factors (U, V, Vt) beside its own buffers, which are no larger */
-    floats += 64 * dx + 8 * dx * dx + n * k + (m + 2 * n) * k;
-    return floats * sizeof(float) + gv_count(&w) * sizeof(double);
+    floats += 64 * dx + 8 * dx * dx;
+    *l = w.l;
+    /* + lx_falloc's padding of each buffer */
+    return floats * sizeof(float) + NBUF * (LX_GEMM_PAD + 64) + gv_count(&w) * sizeof(double);
 }
 
+size_t lx_krylov_workspace_bytes(size_t m, size_t n, const lx_rsvd_opts *o)
+{
+    size_t k = lx_rsvd_clamp_rank(m, n, o->rank), l, l2;
+    /* the first run, then Vt (k x n) */
+    size_t peak = run_bytes(m, n, o, (int)k, &l) + n * k * sizeof(float);
+    /* a steep spectrum's second run at rank k - t (deflated, rsvd.c) beside
+     * the first run's factors (U, V, Vt, S, S_block): at a smaller rank
+     * krylov_blocks may keep more blocks, so every t counts; then the merge
+     * (merge_runs): both runs' factors, the merged ones and, in double, the
+     * two bases and five k x k matrices */
+    size_t first = ((m + 2 * n) * k + k + l) * sizeof(float);
+    for (size_t t = 1; t < k; t++) {
+        size_t k2 = k - t, second = run_bytes(m, n, o, (int)k2, &l2) + first;
+        size_t merge = first + ((m + n) * k2 + k2 + l2 + (m + n) * k + k + l) * sizeof(float) +
+                       ((m + n) * k + 5 * k * k + k) * sizeof(double);
+        if (second > peak)
+            peak = second;
+        if (merge > peak)
+            peak = merge;
+    }
+    return peak;
+}

@@ -310,9 +310,11 @@ lx_status lx_rsvd_topk(const lx_rowsrc *A, const lx_rsvd_opts *o, lx_factors *ou
     memset(out, 0, sizeof *out);
     out->m = A->m;
     out->n = A->n;
-    out->converged = 1;
+    /* rank < 1: nothing is computed, nothing claimed (converged 0) */
     if (o->rank < 1)
         return lx_fail(LX_EUSAGE, "randomized SVD: rank must be >= 1 (got %d)", o->rank);
+    /* an empty matrix: its (empty) truncation is exact */
+    out->converged = 1;
     if (A->m == 0 || A->n == 0)
         return LX_OK;
     lead ld = {0};
@@ -333,17 +335,18 @@ size_t lx_rsvd_workspace_bytes(size_t m, size_t n, const lx_rsvd_opts *o)
 {
     if (m == 0 || n == 0 || o->rank < 1)
         return 0;
-    size_t p = m < n ? m : n, big = m > n ? m : n;
+    size_t p = m < n ? m : n;
     size_t k = lx_rsvd_clamp_rank(m, n, o->rank);
     size_t l = lx_rsvd_block_width(m, n, k, o->oversample);
     size_t floats;
     if (use_exact(m, n, o)) {
         /* in double: A, both factor sets of the full SVD, the singular values
-         * and dgesvd's work array (about p*p + 5*max(m, n) on its QR path);
-         * in float: a panel, the results (with Vt) */
-        size_t dbl = m * n + n * p + p * m + 3 * p + 1 + p * p + 5 * big;
+         * and dgesvd's work array (its workspace query, for A^T: n x m); in
+         * float: a panel, the results (with Vt) */
+        size_t dbl = m * n + n * p + p * m + 3 * p + 1 + lx_dsvd_work(n, m);
         floats = LX_RSVD_PANEL_ROWS * n + (m + 2 * n + 1) * k + l;
-        return dbl * sizeof(double) + floats * sizeof(float);
+        /* lx_falloc's padding of the five float buffers */
+        return dbl * sizeof(double) + floats * sizeof(float) + 5 * (LX_GEMM_PAD + 64);
     }
     return lx_krylov_workspace_bytes(m, n, o);
 }

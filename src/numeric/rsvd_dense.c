@@ -48,8 +48,15 @@ lx_status lx_dense_topk(const lx_rowsrc *A, const lx_rsvd_opts *o, lx_factors *o
         if (st != LX_OK)
             goto done;
         f2 += lx_rsvd_norm2(row, h * n);
-        for (size_t i = 0; i < h * n; i++)
+        for (size_t i = 0; i < h * n; i++) {
+            /* libFLAME's dgesvd aborts the process on a NaN or an Inf */
+            if (!isfinite(row[i])) {
+                st = lx_fail(LX_EFAIL, "SVD of a %zu x %zu matrix: non-finite value %g at row "
+                             "%zu, column %zu", m, n, (double)row[i], r0 + i / n, i % n);
+                goto done;
+            }
             a[r0 * n + i] = row[i];
+        }
     }
     st = lx_dsvd_thin(a, n, m, n, ua, n, s, vta, p);
     if (st != LX_OK)

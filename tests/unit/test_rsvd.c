@@ -458,11 +458,15 @@ static void test_empty_and_bad_rank(void **state)
     assert_int_equal(lx_rsvd_topk(&src, &o, &f), LX_OK);
     assert_int_equal(f.k, 0);
     assert_null(f.U);
+    assert_int_equal(f.converged, 1); /* the empty truncation, exactly */
+    assert_true(f.err_est == 0);
     lx_factors_free(&f);
     src = source(&c, &dummy, 1, 1);
     o.rank = 0;
     assert_int_equal(lx_rsvd_topk(&src, &o, &f), LX_EUSAGE);
     assert_null(f.U);
+    assert_int_equal(f.k, 0);
+    assert_int_equal(f.converged, 0); /* nothing computed, nothing claimed */
     assert_int_equal(lx_rsvd_workspace_bytes(0, 10, &o), 0);
 }
 
@@ -694,6 +698,35 @@ static void test_failing_chunks(void **state)
     unplant(&p);
 }
 
+/* A NaN or an Inf on the dense path (thin: 20 x 300) is an error naming
+ * where it is, not an abort inside libFLAME; the randomized path too */
+static void test_nonfinite(void **state)
+{
+    (void)state;
+    planted p;
+    double *s = geometric(20, 0.8);
+    plant(&p, 20, 300, s, 20, 16);
+    float bad[2] = {NAN, INFINITY};
+    for (int exact = 0; exact < 2; exact++)
+        for (int b = 0; b < 2; b++) {
+            float keep = p.a[7 * 300 + 123];
+            p.a[7 * 300 + 123] = bad[b];
+            lx_rsvd_opts o = opts(6);
+            o.exact = exact;
+            lx_factors f;
+            assert_int_equal(run(&p, &o, &f), LX_EFAIL);
+            assert_non_null(strstr(lx_errmsg(), "non-finite"));
+            if (exact)
+                assert_non_null(strstr(lx_errmsg(), "row 7, column 123"));
+            assert_null(f.U);
+            assert_int_equal(f.converged, 0);
+            lx_factors_free(&f);
+            p.a[7 * 300 + 123] = keep;
+        }
+    free(s);
+    unplant(&p);
+}
+
 /* lx_factors_rows against a triple loop: a padded ld, kk < k, kk > k,
  * kk = 0, and h * kk beyond its scratch (several GEMMs) */
 static void check_factors_rows(const lx_factors *f, int kk, size_t r0, size_t h)
@@ -872,6 +905,7 @@ int main(void)
         cmocka_unit_test(test_determinism),
         cmocka_unit_test(test_failing_source),
         cmocka_unit_test(test_failing_chunks),
+        cmocka_unit_test(test_nonfinite),
         cmocka_unit_test(test_factors_rows),
         cmocka_unit_test(test_factors_add_rows),
         cmocka_unit_test(test_matrix_seed),
