@@ -9,20 +9,19 @@
 . "$TESTS_SRCDIR/cli/lib.sh"
 . "$TESTS_SRCDIR/cli/stlib.sh"
 
-# f16_matrix ROWS COLS R C BYTES: a ROWS x COLS F16 matrix of 1.0 (0x3c00)
-# whose element (R, C) is the two little-endian bytes BYTES (octal escapes).
-f16_matrix() {
+# ones_matrix ROWS COLS R C BYTES ONE: a ROWS x COLS matrix whose elements
+# are the little-endian bytes ONE but element (R, C), which is BYTES (octal
+# escapes); f16_matrix and f32_matrix: ONE is 1.0 (0x3c00, 0x3f800000).
+ones_matrix() {
     i=0
     while [ "$i" -lt $(($1 * $2)) ]; do
-        if [ "$i" = $(($3 * $2 + $4)) ]; then
-            # shellcheck disable=SC2059 # the escapes are the point
-            printf "$5"
-        else
-            printf '\000\074'
-        fi
+        # shellcheck disable=SC2059 # the escapes are the point
+        if [ "$i" = $(($3 * $2 + $4)) ]; then printf "$5"; else printf "$6"; fi
         i=$((i + 1))
     done
 }
+f16_matrix() { ones_matrix "$@" '\000\074'; }
+f32_matrix() { ones_matrix "$@" '\000\000\200\077'; }
 
 # pair DIR DTYPE A_BASE A_ALIGNED B_BASE B_ALIGNED: DIR/base and DIR/aligned,
 # each one file with tensors a.weight and b.weight (4 x 8, 1.0 everywhere
@@ -85,20 +84,6 @@ expect_exit 3 "$LOXSTREAM" apply -q -b "$TMP/b/base" -a "$TMP/b/aligned" -o "$TM
 expect_err "tensor 'b.weight': row 2, column 5: aligned 3.3895[0-9]*e\+38 plus the update overflows BF16 \(largest finite value 3.38953139e\+38\)"
 
 # ---- F32, both paths: FLT_MAX - 1 ulp -> FLT_MAX, plus 1.25 ulp is Inf -------
-# f32_matrix ROWS COLS R C BYTES: a ROWS x COLS F32 matrix of 1.0 whose
-# element (R, C) is the four little-endian bytes BYTES.
-f32_matrix() {
-    i=0
-    while [ "$i" -lt $(($1 * $2)) ]; do
-        if [ "$i" = $(($3 * $2 + $4)) ]; then
-            # shellcheck disable=SC2059 # the escapes are the point
-            printf "$5"
-        else
-            printf '\000\000\200\077'
-        fi
-        i=$((i + 1))
-    done
-}
 hdr='{"a.weight":{"dtype":"F32","shape":[4,8],"data_offsets":[0,128]},'
 hdr="$hdr\"b.weight\":{\"dtype\":\"F32\",\"shape\":[4,8],\"data_offsets\":[128,256]}}"
 mkdir -p "$TMP/f/base" "$TMP/f/aligned"
