@@ -104,10 +104,13 @@ typedef struct lx_factors {
 
 /* Top-k factors of A.  Memory: O((m + n) * l * KRYLOV_BLOCKS + PANEL_ROWS * n)
  * floats (exactly: lx_rsvd_workspace_bytes), m * n + (m + n) * min(m, n) in
- * exact mode.  m or n == 0 gives k = 0; A == 0 gives S = 0 (U, V still
- * orthonormal); a rank-r A gives S[r..k-1] ~ 0; none of them an error.  On
- * failure (a status from the row source is returned as is, with its
- * message) *out is left empty; lx_factors_free on it is harmless. */
+ * exact mode.  m or n == 0 gives k = 0, err_est 0, converged 1 (the empty
+ * truncation is exact); A == 0 gives S = 0 (U, V still orthonormal); a
+ * rank-r A gives S[r..k-1] ~ 0; none of them an error.  rank < 1 is
+ * LX_EUSAGE.  A NaN or Inf is LX_EFAIL (on the dense path: naming its row
+ * and column).  On failure (a status from the row source is returned as
+ * is, with its message) *out is left empty (k 0, converged 0);
+ * lx_factors_free on it is harmless. */
 lx_status lx_rsvd_topk(const lx_rowsrc *A, const lx_rsvd_opts *o, lx_factors *out);
 void lx_factors_free(lx_factors *f);
 

@@ -101,6 +101,7 @@ typedef struct rsvd_work {
     float *U, *S, *Vk;   /* the estimate of the last pass, row-major */
     double *gv;          /* 4 (dmax + l) + 1: scratch of the error bound */
     double frob2;        /* ||A||_F^2 (from the first pass) */
+    double den;          /* the norm certify's bounds are relative to */
 } rsvd_work;
 
 /* ---- passes, bases and estimates ----------------------------------------- */
@@ -424,6 +425,12 @@ static lx_status restart(rsvd_work *w)
  * 0.73 err_est on both sets). */
 #define H_NOISE 1.0
 #define R_NOISE 4.0
+/* The rounding of sum_j s_j^2 (the s_j from float products and the float
+ * SVD of R) against the squares of the singular values of A they stand for,
+ * in units of FLT_EPSILON sum_j s_j^2 (rsvd_bound.c's nuF): measured up to
+ * 7.9 over test_calibrate's matrices (on lora(3000) 256 x 600, exactly of
+ * rank 8, so all of it rounding); twice that. */
+#define F_NOISE 16.0
 /* Beyond s_1 / s_k = STEEP_RATIO, float32 products of A^T A keep less and
  * less of direction k (its share s_k^2 / s_1^2 nears FLT_EPSILON): the
  * uncertainty of the measured residuals grows with s_1 / s_k. */
@@ -466,7 +473,8 @@ static void certify(rsvd_work *w, double *eL, double *eR, double *gap)
     double nuG = H_NOISE * FLT_EPSILON * s1 * s1;
     for (size_t j = 0; j < k; j++)
         rg[j] += steep_noise(nuG, s1, s[j]);
-    double eRr = lx_rsvd_ritz_bound(s, rg, nuG, R_NOISE * FLT_EPSILON * s1, k, d, w->frob2, gap, lh);
+    double eRr = lx_rsvd_ritz_bound(s, rg, nuG, R_NOISE * FLT_EPSILON * s1, F_NOISE * FLT_EPSILON,
+                                    k, d, w->frob2, gap, lh);
     double nR = 0, nL = 0, dd = 0;
     for (size_t t = 0; t < k; t++) {
         nR += (double)w->SR[t] * w->SR[t];
@@ -484,6 +492,7 @@ static void certify(rsvd_work *w, double *eL, double *eR, double *gap)
             dd += x * x;
         }
     double den = sqrt(nL > nR ? nL : nR);
+    w->den = den;
     if (den <= 0) {
         *eL = *eR = 0;
         return;
@@ -615,13 +624,14 @@ static int leading_certified(rsvd_work *w, const lx_rsvd_opts *o, lead *ld)
         t++;
     double gt, s1 = s[0], nk = 0, nt = 0;
     double nuG = H_NOISE * FLT_EPSILON * s1 * s1, nuA = R_NOISE * FLT_EPSILON * s1;
+    double nuF = F_NOISE * FLT_EPSILON;
     /* not while the plain passes can still get there: the bound with no
      * measured residual at all (the rounding terms only) is below tol */
     for (size_t j = 0; j < d; j++)
         g[j] = j < k ? steep_noise(nuG, s1, s[j]) : 0;
-    if (lx_rsvd_ritz_bound(s, g, nuG, nuA, k, d, w->frob2, &gt, lh) <= o->tol / 2)
+    if (lx_rsvd_ritz_bound(s, g, nuG, nuA, nuF, k, d, w->frob2, &gt, lh) <= o->tol / 2)
         return 0;
-    double et = lx_rsvd_ritz_bound(s, rg, nuG, nuA, t, d, w->frob2, &gt, lh);
+    double et = lx_rsvd_ritz_bound(s, rg, nuG, nuA, nuF, t, d, w->frob2, &gt, lh);
     for (size_t j = 0; j < k; j++) {
         nk += s[j] * s[j];
         nt += j < t ? s[j] * s[j] : 0;
@@ -636,7 +646,8 @@ static int leading_certified(rsvd_work *w, const lx_rsvd_opts *o, lead *ld)
     return 1;
 }
 
-lx_status lx_krylov_topk(const lx_rowsrc *A, const lx_rsvd_opts *o, lx_factors *out, lead *ld)
+lx_status lx_krylov_topk(const lx_rowsrc *A, const lx_rsvd_opts *o, lx_factors *out, lead *ld,
+                         double *abs_err)
 {
     rsvd_work w = {0};
     size_t sz[NBUF];
@@ -688,7 +699,8 @@ lx_status lx_krylov_topk(const lx_rowsrc *A, const lx_rsvd_opts *o, lx_factors *
         err_est = right ? eR : eL;
         if ((!fixed && err_est <= o->tol) || pass == cap)
             break;
-        if (ld && !fixed && leading_certified(&w, o, ld)) {
+        /* a lead is taken out only with the 2 passes a second run needs left */
+        if (ld && !fixed && cap - pass >= 2 && leading_certified(&w, o, ld)) {
             right = 1; /* the triplets the lead's bound is for */
             break;
         }
@@ -721,6 +733,8 @@ lx_status lx_krylov_topk(const lx_rowsrc *A, const lx_rsvd_opts *o, lx_factors *
     out->err_est = err_est;
     out->gap = gap;
     out->converged = err_est <= o->tol;
+    if (abs_err)
+        *abs_err = err_est * w.den;
 
 done:
     for (int i = 0; i < NBUF; i++)
@@ -729,21 +743,45 @@ done:
     return st;
 }
 
-size_t lx_krylov_workspace_bytes(size_t m, size_t n, const lx_rsvd_opts *o)
+/* Bytes of one lx_krylov_topk() at rank `rank`: its buffers (the returned
+ * factors among them), the bound's scratch, and an allowance for the work
+ * arrays libFLAME's QRs and small SVDs allocate (BLIS's packing buffers are
+ * a process-wide pool, not counted). */
+static size_t run_bytes(size_t m, size_t n, const lx_rsvd_opts *o, int rank, size_t *l)
 {
-    size_t k = lx_rsvd_clamp_rank(m, n, o->rank);
-    /* the buffers of lx_krylov_topk(), the bound's scratch, and an allowance
-     * for the work arrays libFLAME's QRs and small SVDs allocate (BLIS's
-     * packing buffers are a process-wide pool, not counted) */
+    lx_rsvd_opts r = *o;
+    r.rank = rank;
     rsvd_work w;
     size_t sz[NBUF], floats = 0;
-    plan(m, n, o, &w, sz);
+    plan(m, n, &r, &w, sz);
     for (int i = 0; i < NBUF; i++)
         floats += sz[i];
     size_t dx = w.dmax + w.l;
-    /* + Vt; a steep spectrum's second run (deflated) holds the first run's
-     * factors (U, V, Vt) beside its own buffers, which are no larger */
-    floats += 64 * dx + 8 * dx * dx + n * k + (m + 2 * n) * k;
-    return floats * sizeof(float) + gv_count(&w) * sizeof(double);
+    floats += 64 * dx + 8 * dx * dx;
+    *l = w.l;
+    /* + lx_falloc's padding of each buffer */
+    return floats * sizeof(float) + NBUF * (LX_GEMM_PAD + 64) + gv_count(&w) * sizeof(double);
 }
 
+size_t lx_krylov_workspace_bytes(size_t m, size_t n, const lx_rsvd_opts *o)
+{
+    size_t k = lx_rsvd_clamp_rank(m, n, o->rank), l, l2;
+    /* the first run, then Vt (k x n) */
+    size_t peak = run_bytes(m, n, o, (int)k, &l) + n * k * sizeof(float);
+    /* a steep spectrum's second run at rank k - t (deflated, rsvd.c) beside
+     * the first run's factors (U, V, Vt, S, S_block): at a smaller rank
+     * krylov_blocks may keep more blocks, so every t counts; then the merge
+     * (merge_runs): both runs' factors, the merged ones and, in double, the
+     * two bases and five k x k matrices */
+    size_t first = ((m + 2 * n) * k + k + l) * sizeof(float);
+    for (size_t t = 1; t < k; t++) {
+        size_t k2 = k - t, second = run_bytes(m, n, o, (int)k2, &l2) + first;
+        size_t merge = first + ((m + n) * k2 + k2 + l2 + (m + n) * k + k + l) * sizeof(float) +
+                       ((m + n) * k + 5 * k * k + k) * sizeof(double);
+        if (second > peak)
+            peak = second;
+        if (merge > peak)
+            peak = merge;
+    }
+    return peak;
+}

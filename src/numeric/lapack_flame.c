@@ -100,3 +100,14 @@ lx_status lx_qr_orthonormalize(float *A, size_t m, size_t n, size_t lda)
 
 SVD_THIN(lx_svd_thin, float, sgesvd_)
 SVD_THIN(lx_dsvd_thin, double, dgesvd_)
+
+size_t lx_dsvd_work(size_t m, size_t n)
+{
+    if (m == 0 || n == 0 || !fits_int(m) || !fits_int(n))
+        return 0;
+    int im = (int)m, in = (int)n, p = im < in ? im : in, info = 0, query = -1;
+    double dummy = 0, wq = 0;
+    char ju = 'S', jv = 'S';
+    dgesvd_(&ju, &jv, &im, &in, &dummy, &im, &dummy, &dummy, &im, &dummy, &p, &wq, &query, &info);
+    return info == 0 && wq >= 1 ? (size_t)wq : 1;
+}

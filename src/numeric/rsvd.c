@@ -117,27 +117,136 @@ static lx_status deflated_rows(void *ctx, size_t r0, size_t h, float *dst, size_
     return LX_OK;
 }
 
-/* Columns [0, a) of X (rows x ka, row-major) then [0, b) of Y (rows x kb)
- * into a new rows x (a + b) matrix. */
-static float *join_columns(const float *X, size_t ka, size_t a, const float *Y, size_t kb,
-                           size_t b, size_t rows)
+/* Q (rows x k, column-major, double): columns [0, t) of the row-major X
+ * (rows x kx) then [0, k - t) of Y (rows x ky), made orthonormal (Gram-
+ * Schmidt twice, in double, so that Q Q^T reproduces their span to double
+ * precision: the lead's float vectors are orthonormal only to float
+ * precision, which moved the merged result by 1e-6).  A column with nothing
+ * left outside the earlier ones (the second run's vectors of a
+ * rank-deficient A are noise, and may lie in the lead's span) is replaced
+ * by the first unit vector that has. */
+static void orth_join(const float *X, size_t kx, size_t t, const float *Y, size_t ky, size_t k,
+                      size_t rows, double *Q)
 {
-    size_t count = rows * (a + b);
-    float *Z = malloc((count ? count : 1) * sizeof *Z);
-    if (!Z)
-        return NULL;
     for (size_t i = 0; i < rows; i++) {
-        memcpy(Z + i * (a + b), X + i * ka, a * sizeof *Z);
-        memcpy(Z + i * (a + b) + a, Y + i * kb, b * sizeof *Z);
+        for (size_t j = 0; j < t; j++)
+            Q[i + j * rows] = X[i * kx + j];
+        for (size_t j = t; j < k; j++)
+            Q[i + j * rows] = Y[i * ky + j - t];
     }
-    return Z;
+    size_t unit = 0;
+    for (size_t j = 0; j < k; j++) {
+        double *q = Q + j * rows, n0 = 0, n1 = 0;
+        for (size_t i = 0; i < rows; i++)
+            n0 += q[i] * q[i];
+        /* kept if more than 1e-6 of its norm is outside, half for a unit vector */
+        double floor2 = 1e-12 * n0;
+        for (;;) {
+            for (int round = 0; round < 2; round++)
+                for (size_t a = 0; a < j; a++) {
+                    const double *qa = Q + a * rows;
+                    double dot = 0;
+                    for (size_t i = 0; i < rows; i++)
+                        dot += qa[i] * q[i];
+                    for (size_t i = 0; i < rows; i++)
+                        q[i] -= dot * qa[i];
+                }
+            n1 = 0;
+            for (size_t i = 0; i < rows; i++)
+                n1 += q[i] * q[i];
+            if (n1 > floor2 && n1 > 0)
+                break;
+            memset(q, 0, rows * sizeof *q);
+            q[unit++ % rows] = 1;
+            floor2 = 0.25;
+        }
+        double r = 1 / sqrt(n1);
+        for (size_t i = 0; i < rows; i++)
+            q[i] *= r;
+    }
+}
+
+/* P = Q^T [X_t Y_(k-t)] (k x k, column-major) for Q and the columns of
+ * orth_join. */
+static void coords(const double *Q, const float *X, size_t kx, size_t t, const float *Y,
+                   size_t ky, size_t k, size_t rows, double *P)
+{
+    memset(P, 0, k * k * sizeof *P);
+    for (size_t i = 0; i < rows; i++)
+        for (size_t b = 0; b < k; b++) {
+            double x = b < t ? X[i * kx + b] : Y[i * ky + b - t];
+            for (size_t a = 0; a < k; a++)
+                P[a + b * k] += Q[i + a * rows] * x;
+        }
+}
+
+/* out (row-major rows x k, float) = Q (rows x k) times the column-major
+ * k x k G, or G^T when trans. */
+static void basis_times(const double *Q, const double *G, int trans, size_t k, size_t rows,
+                        float *out)
+{
+    for (size_t i = 0; i < rows; i++)
+        for (size_t c = 0; c < k; c++) {
+            double x = 0;
+            for (size_t a = 0; a < k; a++)
+                x += Q[i + a * rows] * (trans ? G[c + a * k] : G[a + c * k]);
+            out[i * k + c] = (float)x;
+        }
+}
+
+/* The lead (out's first t triplets) and the second run's k - t triplets
+ * (f2) as one rank-k estimate with orthonormal factors: the two runs'
+ * vectors are orthonormal within each run only, so
+ * B = U_t S_t V_t^T + U_2 S_2 V_2^T is written in orthonormal bases
+ * Qu = orth[U_t U_2], Qv = orth[V_t V_2] as Qu C Qv^T (C = Qu^T B Qv, k x k)
+ * and C's SVD X diag(S) Y^T gives U = Qu X, V = Qv Y: the same B (to
+ * rounding), with the factors analyze's projections need.  U, V (m x k,
+ * n x k row-major) and S (k) are written. */
+static lx_status merge_runs(const lx_factors *out, const lx_factors *f2, size_t t, float *U,
+                            float *V, float *S)
+{
+    size_t m = out->m, n = out->n, k = (size_t)out->k, k2 = (size_t)f2->k;
+    double *Qu = malloc(m * k * sizeof *Qu), *Qv = malloc(n * k * sizeof *Qv);
+    double *Pu = malloc((5 * k * k + k) * sizeof *Pu);
+    lx_status st = LX_OK;
+    if (!Qu || !Qv || !Pu) {
+        st = lx_fail(LX_EFAIL, "randomized SVD of a %zu x %zu matrix: out of memory", m, n);
+        goto done;
+    }
+    double *Pv = Pu + k * k, *C = Pv + k * k, *X = C + k * k, *YT = X + k * k, *sig = YT + k * k;
+    orth_join(out->U, k, t, f2->U, k2, k, m, Qu);
+    orth_join(out->V, k, t, f2->V, k2, k, n, Qv);
+    coords(Qu, out->U, k, t, f2->U, k2, k, m, Pu);
+    coords(Qv, out->V, k, t, f2->V, k2, k, n, Pv);
+    /* C = Pu diag(S_t, S_2) Pv^T */
+    for (size_t a = 0; a < k; a++)
+        for (size_t b = 0; b < k; b++) {
+            double x = 0;
+            for (size_t j = 0; j < k; j++)
+                x += Pu[a + j * k] * (j < t ? out->S[j] : f2->S[j - t]) * Pv[b + j * k];
+            C[a + b * k] = x;
+        }
+    st = lx_dsvd_thin(C, k, k, k, X, k, sig, YT, k);
+    if (st != LX_OK)
+        goto done;
+    basis_times(Qu, X, 0, k, m, U);
+    basis_times(Qv, YT, 1, k, n, V);
+    for (size_t j = 0; j < k; j++)
+        S[j] = (float)sig[j];
+done:
+    free(Qu);
+    free(Qv);
+    free(Pu);
+    return st;
 }
 
 /* A steep spectrum: the leading t triplets of the first run (certified to
  * ld->et), then the top k - t of A - U_t S_t V_t^T, whose float32 products
  * keep its small directions, from a second run with the passes that are
- * left.  The result is within ld->et * lx_rsvd_deflation_gain + the second run's
- * error of the exact rank-k truncation. */
+ * left (at least 2: lx_krylov_topk stops for a lead only then, so that the
+ * total stays within the pass cap), merged into orthonormal factors
+ * (merge_runs).  The result is within ld->et * lx_rsvd_deflation_gain + the
+ * second run's (absolute) error of the exact rank-k truncation. */
 static lx_status deflated(const lx_rowsrc *A, const lx_rsvd_opts *o, lx_factors *out,
                           const lead *ld)
 {
@@ -147,37 +256,37 @@ static lx_status deflated(const lx_rowsrc *A, const lx_rsvd_opts *o, lx_factors 
     lx_rowsrc src = {.m = A->m, .n = A->n, .rows = deflated_rows, .ctx = &D};
     lx_rsvd_opts o2 = *o;
     size_t k = (size_t)out->k, t = ld->t, k2 = k - t, m = A->m, n = A->n;
-    int cap = lx_rsvd_pass_cap(o);
+    double abs2 = 0;
     o2.rank = (int)k2;
     o2.seed = o->seed ^ 0xdef1a7edULL;
-    o2.max_passes = cap - out->passes > 2 ? cap - out->passes : 2;
+    o2.max_passes = lx_rsvd_pass_cap(o) - out->passes;
     lx_status st = lx_factors_fill_vt(out);
     if (st == LX_OK)
-        st = lx_krylov_topk(&src, &o2, &f2, NULL);
+        st = lx_krylov_topk(&src, &o2, &f2, NULL, &abs2);
     if (st != LX_OK) {
         lx_factors_free(&f2);
         return st;
     }
-    float *U = join_columns(out->U, k, t, f2.U, (size_t)f2.k, k2, m);
-    float *V = join_columns(out->V, k, t, f2.V, (size_t)f2.k, k2, n);
-    float *S = malloc(k * sizeof *S), *Sb = malloc((size_t)out->l * sizeof *Sb);
-    if (!U || !V || !S || !Sb) {
+    float *U = lx_rsvd_alloc(m * k, &st, m, n), *V = lx_rsvd_alloc(n * k, &st, m, n);
+    float *S = lx_rsvd_alloc(k, &st, m, n), *Sb = lx_rsvd_alloc((size_t)out->l, &st, m, n);
+    if (st == LX_OK)
+        st = merge_runs(out, &f2, t, U, V, S);
+    if (st != LX_OK) {
         free(U);
         free(V);
         free(S);
         free(Sb);
         lx_factors_free(&f2);
-        return lx_fail(LX_EFAIL, "randomized SVD of a %zu x %zu matrix: out of memory", m, n);
+        return st;
     }
-    memcpy(S, out->S, t * sizeof *S);
-    memcpy(S + t, f2.S, k2 * sizeof *S);
-    memcpy(Sb, out->S_block, t * sizeof *Sb);
-    memcpy(Sb + t, f2.S_block, ((size_t)out->l - t) * sizeof *Sb);
-    double n2 = 0, n1 = 0;
+    /* the spectrum estimate: the merged values, then the second run's rest */
+    memcpy(Sb, S, k * sizeof *Sb);
+    memcpy(Sb + k, f2.S_block + k2, ((size_t)out->l - k) * sizeof *Sb);
+    double nk = 0;
     for (size_t j = 0; j < k; j++)
-        *(j < t ? &n1 : &n2) += (double)S[j] * S[j];
-    double e = ld->et * lx_rsvd_deflation_gain(ld->et, S[t - 1], f2.S[0], f2.S[k2 - 1] * f2.gap) +
-               f2.err_est * sqrt(n2);
+        nk += (double)S[j] * S[j];
+    double e = ld->et * lx_rsvd_deflation_gain(ld->et, out->S[t - 1], f2.S[0],
+                                               f2.S[k2 - 1] * f2.gap) + abs2;
     free(out->U);
     free(out->V);
     free(out->S);
@@ -190,7 +299,7 @@ static lx_status deflated(const lx_rowsrc *A, const lx_rsvd_opts *o, lx_factors 
     out->S_block = Sb;
     out->passes += f2.passes;
     out->gap = f2.gap;
-    out->err_est = n1 + n2 > 0 ? e / sqrt(n1 + n2) : 0;
+    out->err_est = nk > 0 ? e / sqrt(nk) : 0;
     out->converged = out->err_est <= o->tol;
     lx_factors_free(&f2);
     return LX_OK;
@@ -201,13 +310,15 @@ lx_status lx_rsvd_topk(const lx_rowsrc *A, const lx_rsvd_opts *o, lx_factors *ou
     memset(out, 0, sizeof *out);
     out->m = A->m;
     out->n = A->n;
-    out->converged = 1;
+    /* rank < 1: nothing is computed, nothing claimed (converged 0) */
     if (o->rank < 1)
         return lx_fail(LX_EUSAGE, "randomized SVD: rank must be >= 1 (got %d)", o->rank);
+    /* an empty matrix: its (empty) truncation is exact */
+    out->converged = 1;
     if (A->m == 0 || A->n == 0)
         return LX_OK;
     lead ld = {0};
-    lx_status st = use_exact(A->m, A->n, o) ? lx_dense_topk(A, o, out) : lx_krylov_topk(A, o, out, &ld);
+    lx_status st = use_exact(A->m, A->n, o) ? lx_dense_topk(A, o, out) : lx_krylov_topk(A, o, out, &ld, NULL);
     if (st == LX_OK && ld.t > 0)
         st = deflated(A, o, out, &ld);
     if (st == LX_OK && !out->Vt)
@@ -224,17 +335,18 @@ size_t lx_rsvd_workspace_bytes(size_t m, size_t n, const lx_rsvd_opts *o)
 {
     if (m == 0 || n == 0 || o->rank < 1)
         return 0;
-    size_t p = m < n ? m : n, big = m > n ? m : n;
+    size_t p = m < n ? m : n;
     size_t k = lx_rsvd_clamp_rank(m, n, o->rank);
     size_t l = lx_rsvd_block_width(m, n, k, o->oversample);
     size_t floats;
     if (use_exact(m, n, o)) {
         /* in double: A, both factor sets of the full SVD, the singular values
-         * and dgesvd's work array (about p*p + 5*max(m, n) on its QR path);
-         * in float: a panel, the results (with Vt) */
-        size_t dbl = m * n + n * p + p * m + 3 * p + 1 + p * p + 5 * big;
+         * and dgesvd's work array (its workspace query, for A^T: n x m); in
+         * float: a panel, the results (with Vt) */
+        size_t dbl = m * n + n * p + p * m + 3 * p + 1 + lx_dsvd_work(n, m);
         floats = LX_RSVD_PANEL_ROWS * n + (m + 2 * n + 1) * k + l;
-        return dbl * sizeof(double) + floats * sizeof(float);
+        /* lx_falloc's padding of the five float buffers */
+        return dbl * sizeof(double) + floats * sizeof(float) + 5 * (LX_GEMM_PAD + 64);
     }
     return lx_krylov_workspace_bytes(m, n, o);
 }

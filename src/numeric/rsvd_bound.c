@@ -15,7 +15,10 @@
  * can lie along their exact vectors), and the best q is taken.  sigma_k+1
  * and sigma_q+1 are bounded by s_i^2 + ||r_i|| (the Ritz values approximate
  * the top singular values: an eigenvalue of A^T A lies within ||r_i|| of
- * s_i^2) and by ||A||_F^2 - sum s_j^2 (always).  Float rounding enters as an
+ * s_i^2) and by ||A||_F^2 - sum s_j^2 (always, once sum s_j^2 is given an
+ * allowance nuF for the rounding of the computed s_j: without it, a tail
+ * below the rounding of s_1^2 made the difference negative, gap 1 and a
+ * false "converged").  Float rounding enters as an
  * uncertainty of the measured residuals (H_NOISE, larger past STEEP_RATIO,
  * where A^T A in float keeps little of direction j) and as a turn of the
  * Ritz vectors by the rounding of R (R_NOISE), which nothing shields.  The
@@ -41,16 +44,27 @@
 
 #include "rsvd_impl.h"
 
+/* Upper estimate of ||A||_F^2 minus the exact squares that the computed
+ * partial sum hd of s_j^2 stands for: frob2 - hd + nuF hd, >= 0. */
+static double tail2(double frob2, double hd, double nuF)
+{
+    double v = frob2 - hd * (1 - nuF);
+    return v > 0 ? v : 0;
+}
+
 /* Upper estimate of the relative error ||B - A_k||_F / ||A_k||_F of the
  * rank-k estimate B = sum_{j<k} s_j u_j v_j^T made of the first k of d Ritz
  * triplets (s_j descending, u_j = A v_j / s_j), from the measured residual
  * norms rg_j of A^T A v_j - s_j^2 v_j (j < d), their uncertainty nuG, the
  * rounding nuA of the small problem the triplets come from (in units of A)
- * and frob2 = ||A||_F^2; see the file comment, "The bound".
+ * and frob2 = ||A||_F^2; see the file comment, "The bound".  nuF: the
+ * relative rounding of a computed sum of s_j^2 against the exact squares
+ * it stands for (the s_j may exceed them by that much); every difference
+ * with ||A||_F^2 below is of frob2 + nuF sum_j s_j^2, an upper bound.
  * *gap = (s_k - hi) / s_k, hi the upper estimate of sigma_k+1.  lh: d - k + 1
  * doubles of scratch. */
-double lx_rsvd_ritz_bound(const double *s, const double *rg, double nuG, double nuA, size_t k,
-                         size_t d, double frob2, double *gap, double *lh)
+double lx_rsvd_ritz_bound(const double *s, const double *rg, double nuG, double nuA,
+                          double nuF, size_t k, size_t d, double frob2, double *gap, double *lh)
 {
     if (k == 0 || s[0] <= 0) {
         *gap = 0;
@@ -59,12 +73,12 @@ double lx_rsvd_ritz_bound(const double *s, const double *rg, double nuG, double 
     /* lh[i - k] >= sigma_i+1^2, i = k .. d: the smaller of s_i^2 + r_i (an
      * eigenvalue of A^T A lies within r_i of s_i^2, and the Ritz values
      * approximate the top ones) and ||A||_F^2 - sum_{j<=i} s_j^2 (always,
-     * as s_j <= sigma_j), non-increasing in i */
+     * as s_j <= sigma_j up to the rounding nuF), non-increasing in i */
     double hd = 0;
     for (size_t j = 0; j < k; j++)
         hd += s[j] * s[j];
     for (size_t i = k; i <= d; i++) {
-        double v = frob2 > hd ? frob2 - hd : 0;
+        double v = tail2(frob2, hd, nuF);
         if (i < d) {
             double r = s[i] * s[i] + rg[i] + nuG;
             if (r < v)
@@ -98,26 +112,30 @@ double lx_rsvd_ritz_bound(const double *s, const double *rg, double nuG, double 
         double num = 0, den = 0, hdj = 0;
         for (size_t j = 0; j < k; j++) {
             double th = s[j] * s[j], d1 = th - lk, d2 = th - lq, r = rg[j] + nuG;
-            double tail = frob2 > hdj ? sqrt(frob2 - hdj) : 0;
+            double tail = sqrt(tail2(frob2, hdj, nuF));
             hdj += th;
             /* sin^2 of v_j against the exact top-k right subspace, in two
              * parts: along the exact vectors k+1 .. q (singular values up to
              * sigma_k+1) and beyond (up to sigma_q+1); the left vector u_j =
              * A v_j / s_j is off by those singular values / s_j times each */
-            double near = 1, far = 0;
+            /* a direction is no further off than s_j + sigma_j, with
+             * sigma_j^2 <= ||A||_F^2 - sum_{i<j} s_i^2 (interlacing; not
+             * s_j^2 + r_j: an eigenvalue lies within r_j of s_j^2, but
+             * before the Ritz values settle it need not be the j-th) */
+            double cap = s[j] + tail, c = cap;
             if (d1 > 0 && d2 > 0) {
                 double turn = nuA / (s[j] - hk);
-                near = (q == k ? r * r / (d1 * d1) : r * r * sphi * sphi / (d1 * d1)) +
-                       turn * turn;
-                far = q == k ? 0 : r * r / (d2 * d2);
-                if (near + far > 1)
-                    near = 1, far = 0;
+                double near = (q == k ? r * r / (d1 * d1) : r * r * sphi * sphi / (d1 * d1)) +
+                              turn * turn;
+                double far = q == k ? 0 : r * r / (d2 * d2);
+                /* no gap seen or no bound on the turn: the cap alone (the
+                 * Davis-Kahan form with sin = 1 assumed s_j near sigma_j,
+                 * and after one pass gave half the true error) */
+                if (near + far <= 1 && th > 0) {
+                    double dk = s[j] * sqrt(near * (1 + lk / th) + far * (1 + lq / th));
+                    c = dk < cap ? dk : cap;
+                }
             }
-            double c = th > 0 ? s[j] * sqrt(near * (1 + lk / th) + far * (1 + lq / th)) : 0;
-            /* and a direction is no further off than s_j + sigma_j */
-            double cap = s[j] + (sqrt(th + r) < tail ? sqrt(th + r) : tail);
-            if (c > cap)
-                c = cap;
             num += c * c;
             den += th;
         }

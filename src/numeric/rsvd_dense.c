@@ -48,8 +48,15 @@ lx_status lx_dense_topk(const lx_rowsrc *A, const lx_rsvd_opts *o, lx_factors *o
         if (st != LX_OK)
             goto done;
         f2 += lx_rsvd_norm2(row, h * n);
-        for (size_t i = 0; i < h * n; i++)
+        for (size_t i = 0; i < h * n; i++) {
+            /* libFLAME's dgesvd aborts the process on a NaN or an Inf */
+            if (!isfinite(row[i])) {
+                st = lx_fail(LX_EFAIL, "SVD of a %zu x %zu matrix: non-finite value %g at row "
+                             "%zu, column %zu", m, n, (double)row[i], r0 + i / n, i % n);
+                goto done;
+            }
             a[r0 * n + i] = row[i];
+        }
     }
     st = lx_dsvd_thin(a, n, m, n, ua, n, s, vta, p);
     if (st != LX_OK)
@@ -77,7 +84,10 @@ lx_status lx_dense_topk(const lx_rowsrc *A, const lx_rsvd_opts *o, lx_factors *o
     for (size_t j = 0; j < p; j++)
         rg[j] = 0;
     double nu = EXACT_RESIDUAL * DBL_EPSILON * s[0];
-    out->err_est = lx_rsvd_ritz_bound(s, rg, nu * s[0], nu, k, p, f2, &gap, rg + p) +
+    /* each s_j^2 within 2 s_1 nu + nu^2 of its exact value, at most p of
+     * them, and every partial sum at least s_1^2 */
+    double rel = EXACT_RESIDUAL * DBL_EPSILON, nuF = (double)p * (2 * rel + rel * rel);
+    out->err_est = lx_rsvd_ritz_bound(s, rg, nu * s[0], nu, nuF, k, p, f2, &gap, rg + p) +
                    EXACT_ROUNDING * FLT_EPSILON;
     out->gap = gap;
     out->k = (int)k;

@@ -23,8 +23,8 @@ size_t lx_rsvd_block_width(size_t m, size_t n, size_t k, int p);
 int lx_rsvd_pass_cap(const lx_rsvd_opts *o);
 
 /* rsvd_bound.c */
-double lx_rsvd_ritz_bound(const double *s, const double *rg, double nuG, double nuA, size_t k,
-                          size_t d, double frob2, double *gap, double *lh);
+double lx_rsvd_ritz_bound(const double *s, const double *rg, double nuG, double nuA,
+                          double nuF, size_t k, size_t d, double frob2, double *gap, double *lh);
 double lx_rsvd_deflation_gain(double et, double s_t, double s_t1, double gk);
 
 /* A steep spectrum's leading directions, certified on their own: the
@@ -36,8 +36,11 @@ typedef struct lead {
 } lead;
 
 /* krylov.c: the randomized solver (ld: where to report a lead worth
- * deflating, NULL: never stop for one); its bytes for this shape. */
-lx_status lx_krylov_topk(const lx_rowsrc *A, const lx_rsvd_opts *o, lx_factors *out, lead *ld);
+ * deflating, NULL: never stop for one; abs_err, unless NULL: the bound
+ * err_est times the norm it is relative to, i.e. absolute, Frobenius); its
+ * bytes for this shape. */
+lx_status lx_krylov_topk(const lx_rowsrc *A, const lx_rsvd_opts *o, lx_factors *out, lead *ld,
+                         double *abs_err);
 size_t lx_krylov_workspace_bytes(size_t m, size_t n, const lx_rsvd_opts *o);
 
 /* rsvd_dense.c: the dense SVD in double. */

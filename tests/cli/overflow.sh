@@ -1,28 +1,27 @@
 #!/bin/sh
 # Overflow on output: an aligned value near the largest finite value of its
-# dtype plus alpha times the update rounds to Inf.  apply (low-rank and
-# rank-0 paths) must refuse with exit 3 naming the tensor, row, column and
-# that largest value, before the tensor is journaled (so a resumed run
-# refuses again and verify does not call the output intact); lora must
-# refuse adapter factors that overflow their dtype.  The inputs are
-# written by hand (stlib.sh), not by loxstream.
+# dtype (F16, BF16, F32) plus alpha times the update rounds to Inf.  apply
+# (low-rank and rank-0 paths) must refuse with exit 3 naming the tensor, row,
+# column and that largest value, before the tensor is journaled (so a resumed
+# run refuses again and verify does not call the output intact); lora must
+# refuse adapter factors that overflow their dtype.  The inputs are written
+# by hand (stlib.sh), not by loxstream.
 . "$TESTS_SRCDIR/cli/lib.sh"
 . "$TESTS_SRCDIR/cli/stlib.sh"
 
-# f16_matrix ROWS COLS R C BYTES: a ROWS x COLS F16 matrix of 1.0 (0x3c00)
-# whose element (R, C) is the two little-endian bytes BYTES (octal escapes).
-f16_matrix() {
+# ones_matrix ROWS COLS R C BYTES ONE: a ROWS x COLS matrix whose elements
+# are the little-endian bytes ONE but element (R, C), which is BYTES (octal
+# escapes); f16_matrix and f32_matrix: ONE is 1.0 (0x3c00, 0x3f800000).
+ones_matrix() {
     i=0
     while [ "$i" -lt $(($1 * $2)) ]; do
-        if [ "$i" = $(($3 * $2 + $4)) ]; then
-            # shellcheck disable=SC2059 # the escapes are the point
-            printf "$5"
-        else
-            printf '\000\074'
-        fi
+        # shellcheck disable=SC2059 # the escapes are the point
+        if [ "$i" = $(($3 * $2 + $4)) ]; then printf "$5"; else printf "$6"; fi
         i=$((i + 1))
     done
 }
+f16_matrix() { ones_matrix "$@" '\000\074'; }
+f32_matrix() { ones_matrix "$@" '\000\000\200\077'; }
 
 # pair DIR DTYPE A_BASE A_ALIGNED B_BASE B_ALIGNED: DIR/base and DIR/aligned,
 # each one file with tensors a.weight and b.weight (4 x 8, 1.0 everywhere
@@ -83,6 +82,25 @@ expect_eq "b.weight (2, 5) with --alpha 0.2" "$got" ff7b
 pair "$TMP/b" BF16 '\200\077' '\000\100' '\176\177' '\177\177'
 expect_exit 3 "$LOXSTREAM" apply -q -b "$TMP/b/base" -a "$TMP/b/aligned" -o "$TMP/bf" --rank 0
 expect_err "tensor 'b.weight': row 2, column 5: aligned 3.3895[0-9]*e\+38 plus the update overflows BF16 \(largest finite value 3.38953139e\+38\)"
+
+# ---- F32, both paths: FLT_MAX - 1 ulp -> FLT_MAX, plus 1.25 ulp is Inf -------
+hdr='{"a.weight":{"dtype":"F32","shape":[4,8],"data_offsets":[0,128]},'
+hdr="$hdr\"b.weight\":{\"dtype\":\"F32\",\"shape\":[4,8],\"data_offsets\":[128,256]}}"
+mkdir -p "$TMP/f/base" "$TMP/f/aligned"
+# a.weight 1.0 -> 2.0; b.weight 0x7f7ffffe -> 0x7f7fffff (FLT_MAX): dW = 2^104
+{ le64 "$(nbytes "$hdr")"; printf %s "$hdr"; f32_matrix 4 8 2 5 '\000\000\200\077'
+  f32_matrix 4 8 2 5 '\376\377\177\177'; } >"$TMP/f/base/model.safetensors"
+{ le64 "$(nbytes "$hdr")"; printf %s "$hdr"; f32_matrix 4 8 2 5 '\000\000\000\100'
+  f32_matrix 4 8 2 5 '\377\377\177\177'; } >"$TMP/f/aligned/model.safetensors"
+msg32="tensor 'b.weight': row 2, column 5: aligned 3.40282[0-9]*e\+38 plus the update overflows F32 \(largest finite value 3.40282347e\+38\)"
+for r in 2 0; do
+    expect_exit 3 "$LOXSTREAM" apply -q -b "$TMP/f/base" -a "$TMP/f/aligned" -o "$TMP/f32-$r" --rank "$r"
+    expect_err "$msg32"
+    [ -e "$TMP/f32-$r/model.safetensors" ] && fail "an F32 output file exists after the overflow (rank $r)"
+done
+expect_exit 0 "$LOXSTREAM" apply -q -b "$TMP/f/base" -a "$TMP/f/aligned" -o "$TMP/f32-ok" --rank 0 \
+    --alpha 0.2
+expect_exit 0 "$LOXSTREAM" verify -q "$TMP/f32-ok"
 
 # ---- lora: factors that overflow the adapter's dtype ------------------------
 # an F32 pair whose dW has one element 1e10: sqrt(S) = 1e5 > 65504 in F16

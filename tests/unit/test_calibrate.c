@@ -110,6 +110,12 @@ static void spectrum(const char *fam, double x, int p, double *s)
         } else if (!strcmp(fam, "steep")) {
             /* sigma_1 / sigma_6 = x, then a bulk at sigma_6 / 4 */
             s[i] = i < 6 ? pow(x, -(double)i / 5.0) : pow(x, -1.0) / 4 * (1.0 - 0.5 * (double)i / p);
+        } else if (!strcmp(fam, "cliff")) {
+            /* two leading values (1, 0.9), then x, 0.85 x, .. to sigma_6 =
+             * 0.61 x, and a tail from x / 2 down to x / 4: the squares of
+             * all but the first two are below FLT_EPSILON sigma_1^2 */
+            s[i] = i < 2 ? 1.0 - 0.1 * i
+                   : i < 6 ? x * pow(0.85, i - 2) : x / 2 * (1.0 - 0.5 * (double)(i - 6) / p);
         } else {
             die("unknown family");
         }
@@ -335,6 +341,9 @@ int main(int argc, char **argv)
         {"lowrank", 6, 400, 300},   {"lowrank", 10, 300, 300},
         /* steep: sigma_1 / sigma_6 up to 1e4 */
         {"steep", 100, 500, 300},   {"steep", 1000, 400, 600},  {"steep", 1e4, 600, 400},
+        /* a cliff: two leading values over a tail whose squares are lost in
+         * float rounding of sigma_1^2 */
+        {"cliff", 1.5e-5, 300, 700}, {"cliff", 6e-5, 300, 700}, {"cliff", 1.2e-4, 400, 300},
     };
     tally t = {0};
     size_t ncases = sizeof cases / sizeof cases[0];
