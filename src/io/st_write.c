@@ -20,6 +20,7 @@
 
 #include <jansson.h>
 
+#include "loxstream/fs.h"
 #include "loxstream/safetensors.h"
 
 /* Largest value jansson's json_int_t (long long) holds, and a bound that
@@ -276,17 +277,14 @@ static int pread_all(int fd, void *buf, size_t len, uint64_t off)
 
 static lx_status create_file(lx_st_out *o, const lx_st_layout *L)
 {
-    int fd = open(o->path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666);
-    if (fd < 0)
-        return lx_fail_errno(LX_EFAIL, errno, "%s: cannot create", o->path);
     /* Positional writes and a sparse extension need a regular file; and a
      * device or pipe must never be unlinked by the cleanup below. */
-    struct stat sb;
-    if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
-        close(fd);
-        return lx_fail(LX_EOUTPUT, "%s: not a regular file, cannot write a safetensors file there", o->path);
-    }
-    lx_status st = LX_OK;
+    int fd;
+    lx_status st = lx_open_regular(o->path, O_WRONLY | O_CREAT | O_TRUNC, LX_EOUTPUT, &fd, NULL);
+    if (st == LX_OK && fd < 0)
+        st = lx_fail_errno(LX_EFAIL, ENOENT, "%s: cannot create", o->path);
+    if (st != LX_OK)
+        return st;
     if (pwrite_all(fd, L->header, L->header_size, 0) != 0)
         st = lx_fail_errno(LX_EFAIL, errno, "%s: writing the %" PRIu64 "-byte header failed",
                            o->path, L->header_size);
@@ -306,17 +304,15 @@ static lx_status create_file(lx_st_out *o, const lx_st_layout *L)
 /* Reopen a file an earlier run created: same size and same header bytes. */
 static lx_status reopen_file(lx_st_out *o, const lx_st_layout *L)
 {
-    int fd = open(o->path, O_RDWR | O_CLOEXEC);
-    if (fd < 0)
-        return lx_fail_errno(LX_EFAIL, errno, "%s: cannot open for reuse", o->path);
-    lx_status st = LX_OK;
+    int fd;
     struct stat sb;
+    lx_status st = lx_open_regular(o->path, O_RDWR, LX_EOUTPUT, &fd, &sb);
+    if (st == LX_OK && fd < 0)
+        st = lx_fail_errno(LX_EFAIL, ENOENT, "%s: cannot open for reuse", o->path);
+    if (st != LX_OK)
+        return st;
     char *have = NULL;
-    if (fstat(fd, &sb) != 0) {
-        st = lx_fail_errno(LX_EFAIL, errno, "%s: cannot stat", o->path);
-    } else if (!S_ISREG(sb.st_mode)) {
-        st = lx_fail(LX_EOUTPUT, "%s: not a regular file, cannot reuse it", o->path);
-    } else if ((uint64_t)sb.st_size != L->file_size) {
+    if ((uint64_t)sb.st_size != L->file_size) {
         st = lx_fail(LX_EOUTPUT, "%s: is %" PRIu64 " bytes, expected %" PRIu64 ": not the file this job writes",
                      o->path, (uint64_t)sb.st_size, L->file_size);
     } else if (!(have = malloc(L->header_size))) {
