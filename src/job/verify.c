@@ -281,7 +281,8 @@ static lx_status run_tensors(vctx *v, out_file *files, size_t nfiles, const lx_j
 }
 
 /* Read the file once: its XXH3 (when file_hash) and the XXH3 of each record's
- * range, compared with the record.  *exists = 0 if there is no such file. */
+ * range, compared with the record.  *exists = 0 if there is no such file,
+ * -1 if what is there is no regular file (reported). */
 static lx_status scan_file(vctx *v, const char *path, const char *shown, uint64_t *file_hash,
                            out_file *f, int *exists, uint64_t *size, uint64_t *header_size)
 {
@@ -292,6 +293,7 @@ static lx_status scan_file(vctx *v, const char *path, const char *shown, uint64_
     struct stat sb;
     if (lx_open_regular(path, O_RDONLY, LX_EVERIFY, &fd, &sb) != LX_OK) {
         problem(v, "%s", lx_errmsg());
+        *exists = -1; /* there, but not to be read */
         return LX_OK;
     }
     if (fd < 0)
@@ -376,7 +378,7 @@ static lx_status scan_file(vctx *v, const char *path, const char *shown, uint64_
     if (fs && !read_error)
         *file_hash = XXH3_64bits_digest(fs);
     else if (read_error)
-        *exists = 0;
+        *exists = -1; /* reported */
 out:
     for (size_t k = 0; k < n; k++)
         XXH3_freeState(rs[k]);
@@ -491,13 +493,14 @@ static lx_status check_files(vctx *v, out_file *files, size_t nfiles, const lx_l
         st = scan_file(v, path, shown, l ? &h : NULL, f->shard ? f : NULL, &exists, &size, &hs);
         if (st == LX_OK && f->shard)
             res->done += f->nrec;
-        if (st == LX_OK && f->shard && exists && f->header_ok)
+        if (st == LX_OK && f->shard && exists > 0 && f->header_ok)
             st = check_header(v, shown, f);
         if (st == LX_OK && l) {
             char h1[LX_HEX64], h2[LX_HEX64];
             res->files++;
-            if (!exists) {
-                problem(v, "%s: missing", shown);
+            if (exists <= 0) {
+                if (!exists)
+                    problem(v, "%s: missing", shown);
                 res->bad_files++;
             } else if (h != l->xxh3) {
                 problem(v, "%s: XXH3 %s, %s says %s", shown, lx_hex64(h, h1), LX_LIST_NAME,
@@ -505,7 +508,7 @@ static lx_status check_files(vctx *v, out_file *files, size_t nfiles, const lx_l
                 res->bad_files++;
             }
         }
-        if (st == LX_OK && res->complete && f->shard && exists) {
+        if (st == LX_OK && res->complete && f->shard && exists > 0) {
             if (size != f->size)
                 problem(v, "%s: %" PRIu64 " bytes, the run writes %" PRIu64, shown, size, f->size);
             if (f->nrec != f->tensors)
@@ -547,21 +550,24 @@ lx_status lx_verify_output(const char *dir, lx_verify_report report, void *ctx,
         st = expected_outputs(&v, &id, &files, &nfiles);
 
     uint64_t mid = 0, mlist = 0, lh = 0;
-    if (st == LX_OK)
+    int marker_bad = 0;
+    if (st == LX_OK) {
         st = lx_marker_read(dir, &res->complete, &mid, &mlist);
-    if (st == LX_EVERIFY) {
-        problem(&v, "%s", lx_errmsg());
-        res->complete = 1;
-        st = LX_OK;
+        if (st == LX_EVERIFY || st == LX_EOUTPUT) { /* malformed, or no regular file */
+            problem(&v, "%s", lx_errmsg());
+            res->complete = 1;
+            marker_bad = 1;
+            st = LX_OK;
+        }
     }
     if (st == LX_OK && res->complete) {
-        if (mid != ih)
+        if (!marker_bad && mid != ih)
             problem(&v, "%s: names another identity than %s", LX_COMPLETE_PATH, LX_IDENTITY_PATH);
         st = lx_list_read(dir, &list, &nlist, &lh);
-        if (st == LX_EVERIFY) {
+        if (st == LX_EVERIFY || st == LX_EOUTPUT) {
             problem(&v, "%s", lx_errmsg());
             st = LX_OK;
-        } else if (st == LX_OK && lh != mlist) {
+        } else if (st == LX_OK && !marker_bad && lh != mlist) {
             problem(&v, "%s: changed since the run completed (its XXH3 differs from the one in %s)",
                     LX_LIST_NAME, LX_COMPLETE_PATH);
         }
