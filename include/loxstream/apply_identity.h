@@ -18,8 +18,9 @@ typedef struct lx_apply_identity {
 } lx_apply_identity;
 
 /* The side files (config.json, tokenizer files...: the regular files of the
- * aligned directory that are not safetensors, the index or dot files), then
- * the identity of the run writing w's shards. */
+ * aligned directory on the allow-list of apply_identity.c, never weights of
+ * another format; the others are named in one warning), then the identity
+ * of the run writing w's shards. */
 lx_status lx_apply_identity_build(lx_apply_identity *ri, const lx_apply_opts *o,
                                   const lx_checkpoint *base, const lx_checkpoint *aligned,
                                   const lx_apply_writer *w);

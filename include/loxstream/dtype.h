@@ -29,6 +29,11 @@ bool lx_dtype_from_name(const char *name, lx_dtype *out);
 unsigned lx_dtype_bits(lx_dtype dt);
 /* True for the dtypes loxstream can transform: F16, BF16, F32, F64. */
 bool lx_dtype_is_transformable(lx_dtype dt);
+/* True for the integers of 16 bits or more (I16, U16, I32, U32, I64, U64):
+ * what checkpoints hold as index buffers (position ids), not as weights.
+ * Every other dtype that is not transformable (F8_*, F6_*, F4, I8, U8, BOOL,
+ * C64) is a weight format loxstream cannot compute in. */
+bool lx_dtype_is_index(lx_dtype dt);
 
 /* Scalar conversions (bit patterns in uint16_t). */
 float lx_bf16_to_f32(uint16_t h);

@@ -7,6 +7,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/stat.h>
 
 #include "loxstream/error.h"
 
@@ -19,7 +20,9 @@ lx_status lx_write_file_atomic(const char *path, const void *buf, size_t len);
 /* Read up to size bytes of fd (fewer if the file shrank) into a malloc'd,
  * NUL-terminated buffer; path names the file in messages.  fd stays open. */
 lx_status lx_read_fd_text(int fd, size_t size, const char *path, char **out, size_t *len);
-/* Copy a regular file (for config/tokenizer files). */
+/* Copy a regular file (for config/tokenizer files); both are opened with
+ * lx_open_regular (a source that is not a regular file is LX_EINPUT, a
+ * destination that is not one LX_EOUTPUT). */
 lx_status lx_copy_file(const char *src, const char *dst);
 /* mkdir -p for one directory level chain; mode 0777 & ~umask. */
 lx_status lx_mkdir_p(const char *path);
@@ -40,6 +43,9 @@ lx_status lx_sync_parent(const char *path);
  * Only for names loxstream owns (in its output directory).  -1 with errno
  * on failure. */
 int lx_create_fresh(const char *path, int flags);
+/* The error of a failed lx_create_fresh (errno err): `refused` naming what
+ * is at path if it is not a regular file or link (EEXIST), else LX_EFAIL. */
+lx_status lx_fail_create(const char *path, int err, lx_status refused);
 /* A file loxstream opened in its output directory to write into must be
  * its own: a regular file with one link (no other name, an input's for
  * one), on the device `dev` of that directory (a mount on the name is
@@ -52,6 +58,19 @@ lx_status lx_fd_own_file(int fd, const char *path, uint64_t dev, lx_status refus
  * calls it. */
 void lx_remove_on_interrupt(const char *path);
 void lx_interrupt_cleanup(void);
+/* Open a file loxstream reads or writes where anything may have been put in
+ * its place (the output directory above all): open(2) with O_NONBLOCK,
+ * O_NOFOLLOW, O_NOCTTY and O_CLOEXEC added to flags (mode 0666 when
+ * creating), so that a FIFO or a device never blocks and a symbolic link
+ * is never followed, then fstat(2): anything but a regular file is closed
+ * and refused with status `refused` and a message naming the path and what
+ * it is ("a FIFO").  O_NONBLOCK is cleared again on success.  A missing
+ * file (ENOENT) is LX_OK with *fd = -1; any other failure of open(2) is
+ * LX_EFAIL.  sb (may be NULL) gets the fstat. */
+lx_status lx_open_regular(const char *path, int flags, lx_status refused, int *fd,
+                          struct stat *sb);
+/* "a FIFO", "a directory", ... for the file type of mode. */
+const char *lx_file_kind(mode_t mode);
 
 /* unlink(2) that is content if there is nothing to remove. */
 lx_status lx_unlink_if(const char *path);

@@ -7,7 +7,8 @@
 
 #include "loxstream/error.h"
 
-/* XXH3-64 of a whole file; with sync != 0 the file is also fsync'ed (it
+/* XXH3-64 of a whole file (opened with lx_open_regular: anything but a
+ * regular file is LX_EOUTPUT); with sync != 0 the file is also fsync'ed (it
  * was just written by us). */
 lx_status lx_file_xxh3(const char *path, int sync, uint64_t *out);
 

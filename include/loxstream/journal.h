@@ -123,8 +123,10 @@ lx_status lx_identity_compare(const lx_identity *journal, const lx_identity *now
  * cannot be an output (it goes on a line of the checksum list): LX_EINPUT. */
 lx_status lx_identity_add_input(lx_identity *id, const char *role, const char *shard,
                                 uint64_t size, uint64_t header_xxh3);
+/* header_xxh3: of the shard's header bytes as the run writes them (8-byte
+ * length and JSON), which fix every tensor's name, dtype, shape and offsets */
 lx_status lx_identity_add_output_shard(lx_identity *id, const char *name, uint64_t size,
-                                       size_t ntensors);
+                                       size_t ntensors, uint64_t header_xxh3);
 /* kind: "index" or "side" */
 lx_status lx_identity_add_output(lx_identity *id, const char *name, const char *kind);
 
@@ -134,6 +136,8 @@ typedef struct lx_identity_output {
     int shard;                     /* a shard: size and tensors set */
     uint64_t size;
     size_t tensors;
+    int has_header;                /* header_xxh3 set (identities of older versions lack it) */
+    uint64_t header_xxh3;          /* of the header the run writes */
 } lx_identity_output;
 
 /* The "output" entries, in file order. */
@@ -152,13 +156,29 @@ typedef struct lx_journal_record {
     uint64_t base_xxh3;            /* of the base input tensor's bytes */
 } lx_journal_record;
 
+/* A complete line of a journal that gives no record. */
+typedef enum lx_bad_line_kind {
+    LX_LINE_CHECKSUM,              /* its checksum does not match its bytes: damaged */
+    LX_LINE_INVALID                /* its checksum matches but it is no valid record:
+                                    * forged, or written by another program */
+} lx_bad_line_kind;
+
+typedef struct lx_bad_line {
+    size_t line;                   /* 1-based line number */
+    lx_bad_line_kind kind;
+} lx_bad_line;
+#define LX_BAD_LINES_KEPT 1000     /* the first ones kept in lx_journal.bad */
+
 typedef struct lx_journal {
     int fd;                        /* open for appending, or -1 */
     char *path;
     size_t n, cap;
     lx_journal_record *records;    /* valid records as loaded, in file order */
-    size_t damaged;                /* complete lines that failed their checksum */
+    size_t damaged;                /* complete lines that give no record */
+    lx_bad_line *bad;              /* the first LX_BAD_LINES_KEPT of them, in order */
+    size_t nbad;
     int torn;                      /* an unfinished last line was found */
+    size_t torn_line;              /* its line number (when torn) */
     int foreign;                   /* header missing or of another identity */
 } lx_journal;
 

@@ -49,9 +49,14 @@ void lx_filter_free(lx_filter *f);
 
 /* Pair the tensors and decide their actions.  Every tensor to transform
  * must exist in base with the same dtype and shape, else LX_EINPUT naming
- * it, unless copy_unmatched (then it is copied, with a warning).  Asking to
- * transform a non-float tensor explicitly (--include matching it) is an
- * error. */
+ * it, unless copy_unmatched (then it is copied, with a warning).  A tensor
+ * of 2 or more dimensions that would be transformed but whose dtype
+ * loxstream cannot compute in (F8_*, F4, I8, U8, BOOL, C64, ...: not
+ * lx_dtype_is_index) is LX_EINPUT naming tensor and dtype, unless
+ * copy_unmatched (then copied, one warning with the count); an index
+ * dtype (I64, ...) paired with the same dtype is copied.  Asking to
+ * transform a non-float tensor explicitly (--include matching it) is a
+ * usage error. */
 lx_status lx_plan_build(const lx_checkpoint *base, const lx_checkpoint *aligned,
                         const lx_filter *filter, int rank, int copy_unmatched, lx_plan *out);
 void lx_plan_free(lx_plan *p);

@@ -17,11 +17,15 @@ typedef struct lx_verify_result {
     size_t tensors, done;          /* tensors the run writes, with a record */
     size_t bad_tensors;            /* records whose bytes do not match */
     uint64_t bytes;                /* bytes read */
+    size_t journal_lines;          /* journal lines ignored (damaged, forged, torn) */
 } lx_verify_result;
 
 /* Called once per problem found, e.g. "model-00001-of-00002.safetensors:
  * tensor 'lm_head.weight' (bytes 4096..8192): XXH3 1f.., the journal
- * records 2e..".  ctx is passed through. */
+ * records 2e..", and once per journal line that gives no record, naming
+ * the journal and the line, torn (an unfinished last line) or damaged or
+ * forged (a complete one): such a line is ignored (journal.h), so it does
+ * not by itself fail the verification.  ctx is passed through. */
 typedef void (*lx_verify_report)(void *ctx, const char *problem);
 
 /* LX_OK only for a complete and intact output; LX_EVERIFY (with a summary

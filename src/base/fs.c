@@ -89,6 +89,8 @@ lx_status lx_unlink_if(const char *path)
     return LX_OK;
 }
 
+static lx_status refuse(const char *path, lx_status refused, const char *kind);
+
 static char interrupt_path[PATH_MAX];
 static volatile sig_atomic_t interrupt_armed;
 
@@ -124,6 +126,14 @@ int lx_create_fresh(const char *path, int flags)
     return open(path, flags | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0666);
 }
 
+lx_status lx_fail_create(const char *path, int err, lx_status refused)
+{
+    struct stat sb;
+    if (err == EEXIST && lstat(path, &sb) == 0 && !S_ISREG(sb.st_mode) && !S_ISLNK(sb.st_mode))
+        return refuse(path, refused, lx_file_kind(sb.st_mode));
+    return lx_fail_errno(LX_EFAIL, err, "%s: cannot create", path);
+}
+
 lx_status lx_fd_own_file(int fd, const char *path, uint64_t dev, lx_status refuse)
 {
     struct stat sb;
@@ -140,6 +150,60 @@ lx_status lx_fd_own_file(int fd, const char *path, uint64_t dev, lx_status refus
     return LX_OK;
 }
 
+const char *lx_file_kind(mode_t mode)
+{
+    return S_ISREG(mode)    ? "a regular file"
+           : S_ISDIR(mode)  ? "a directory"
+           : S_ISFIFO(mode) ? "a FIFO"
+           : S_ISLNK(mode)  ? "a symbolic link"
+           : S_ISCHR(mode)  ? "a character device"
+           : S_ISBLK(mode)  ? "a block device"
+           : S_ISSOCK(mode) ? "a socket"
+                            : "not a regular file";
+}
+
+/* Whatever is at path and cannot be opened as a regular file: what it is. */
+static lx_status refuse(const char *path, lx_status refused, const char *kind)
+{
+    return lx_fail(refused, "%s: not a regular file (%s): loxstream neither reads nor "
+                   "writes through it (remove it)", path, kind);
+}
+
+lx_status lx_open_regular(const char *path, int flags, lx_status refused, int *fd,
+                          struct stat *sb)
+{
+    struct stat own;
+    if (!sb)
+        sb = &own;
+    *fd = open(path, flags | O_NONBLOCK | O_NOFOLLOW | O_NOCTTY | O_CLOEXEC, 0666);
+    if (*fd < 0) {
+        int err = errno;
+        if (err == ENOENT)
+            return LX_OK;
+        /* ELOOP: a symbolic link (O_NOFOLLOW); ENXIO: a FIFO without a
+         * reader opened for writing, or a device without its driver */
+        if ((err == ELOOP || err == ENXIO || err == EISDIR || err == EWOULDBLOCK) &&
+            lstat(path, sb) == 0 && !S_ISREG(sb->st_mode))
+            return refuse(path, refused, lx_file_kind(sb->st_mode));
+        return lx_fail_errno(LX_EFAIL, err, "%s: cannot open", path);
+    }
+    if (fstat(*fd, sb) != 0) {
+        lx_status st = lx_fail_errno(LX_EFAIL, errno, "%s: cannot stat", path);
+        close(*fd);
+        *fd = -1;
+        return st;
+    }
+    if (!S_ISREG(sb->st_mode)) {
+        close(*fd);
+        *fd = -1;
+        return refuse(path, refused, lx_file_kind(sb->st_mode));
+    }
+    int fl = fcntl(*fd, F_GETFL);
+    if (fl >= 0)
+        fcntl(*fd, F_SETFL, fl & ~O_NONBLOCK);
+    return LX_OK;
+}
+
 lx_status lx_write_file_atomic(const char *path, const void *buf, size_t len)
 {
     size_t n = strlen(path);
@@ -148,13 +212,14 @@ lx_status lx_write_file_atomic(const char *path, const void *buf, size_t len)
         return lx_fail(LX_EFAIL, "out of memory");
     memcpy(tmp, path, n);
     memcpy(tmp + n, ".tmp", 5);
+    lx_status st;
     int fd = lx_create_fresh(tmp, O_WRONLY);
     if (fd < 0) {
-        lx_status st = lx_fail_errno(LX_EFAIL, errno, "%s: cannot create", tmp);
+        st = lx_fail_create(tmp, errno, LX_EOUTPUT);
         free(tmp);
         return st;
     }
-    lx_status st = lx_write_all(fd, buf, len, tmp);
+    st = lx_write_all(fd, buf, len, tmp);
     if (st == LX_OK && fsync(fd) != 0)
         st = lx_fail_errno(LX_EFAIL, errno, "%s: fsync failed", tmp);
     if (close(fd) != 0 && st == LX_OK)
@@ -196,17 +261,19 @@ lx_status lx_read_fd_text(int fd, size_t size, const char *path, char **out, siz
 
 lx_status lx_copy_file(const char *src, const char *dst)
 {
-    int in = open(src, O_RDONLY | O_CLOEXEC);
-    if (in < 0)
-        return lx_fail_errno(LX_EFAIL, errno, "%s: cannot open", src);
-    int out = lx_create_fresh(dst, O_WRONLY);
+    int in, out;
+    lx_status st = lx_open_regular(src, O_RDONLY, LX_EINPUT, &in, NULL);
+    if (st == LX_OK && in < 0)
+        st = lx_fail_errno(LX_EFAIL, ENOENT, "%s: cannot open", src);
+    if (st != LX_OK)
+        return st;
+    out = lx_create_fresh(dst, O_WRONLY);
     if (out < 0) {
-        lx_status st = lx_fail_errno(LX_EFAIL, errno, "%s: cannot create", dst);
+        st = lx_fail_create(dst, errno, LX_EOUTPUT);
         close(in);
         return st;
     }
     char buf[1 << 16];
-    lx_status st = LX_OK;
     for (;;) {
         ssize_t r = read(in, buf, sizeof buf);
         if (r < 0) {

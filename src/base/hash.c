@@ -8,18 +8,21 @@
 #include "config.h"
 #include "loxstream/xxh.h"
 
+#include "loxstream/fs.h"
 #include "loxstream/hash.h"
 
 #define READ_CHUNK (1u << 20)
 
 lx_status lx_file_xxh3(const char *path, int sync, uint64_t *out)
 {
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return lx_fail_errno(LX_EFAIL, errno, "%s: cannot open", path);
+    int fd;
+    lx_status st = lx_open_regular(path, O_RDONLY, LX_EOUTPUT, &fd, NULL);
+    if (st == LX_OK && fd < 0)
+        st = lx_fail_errno(LX_EFAIL, ENOENT, "%s: cannot open", path);
+    if (st != LX_OK)
+        return st;
     XXH3_state_t *s = XXH3_createState();
     char *buf = malloc(READ_CHUNK);
-    lx_status st = LX_OK;
     if (!s || !buf) {
         st = lx_fail(LX_EFAIL, "out of memory");
     } else {

@@ -12,8 +12,9 @@ static void usage(FILE *f)
 {
     fputs("Usage: loxstream verify [OPTION]... DIR\n"
           "Check an output directory of loxstream apply: every file against\n"
-          "loxstream.xxh3, every tensor against its journal record, and whether the run\n"
-          "was completed.  Each problem is printed on stderr, then a summary.\n\n"
+          "loxstream.xxh3, every tensor against its journal record, every shard's\n"
+          "header against the run's records, and whether the run was completed.  Each\n"
+          "problem, and each journal line ignored, is printed on stderr, then a summary.\n\n"
           "  -q, --quiet  print problems only, no summary\n"
           "  -h, --help   show this help\n\n"
           "Exit status: 0 complete and intact, 4 incomplete, damaged or not a loxstream\n"

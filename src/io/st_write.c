@@ -278,19 +278,12 @@ static int pread_all(int fd, void *buf, size_t len, uint64_t off)
 static lx_status create_file(lx_st_out *o, const lx_st_layout *L)
 {
     /* a new file: what had the name (a link to another file) is replaced,
-     * never written through */
-    struct stat sb;
-    if (lstat(o->path, &sb) == 0 && !S_ISREG(sb.st_mode) && !S_ISLNK(sb.st_mode))
-        return lx_fail(LX_EOUTPUT, "%s: not a regular file, cannot write a safetensors file there", o->path);
+     * never written through; a device or pipe there is refused, and never
+     * unlinked by the cleanup below (positional writes and a sparse
+     * extension need a regular file) */
     int fd = lx_create_fresh(o->path, O_WRONLY);
     if (fd < 0)
-        return lx_fail_errno(LX_EFAIL, errno, "%s: cannot create", o->path);
-    /* Positional writes and a sparse extension need a regular file; and a
-     * device or pipe must never be unlinked by the cleanup below. */
-    if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
-        close(fd);
-        return lx_fail(LX_EOUTPUT, "%s: not a regular file, cannot write a safetensors file there", o->path);
-    }
+        return lx_fail_create(o->path, errno, LX_EOUTPUT);
     lx_status st = LX_OK;
     if (pwrite_all(fd, L->header, L->header_size, 0) != 0)
         st = lx_fail_errno(LX_EFAIL, errno, "%s: writing the %" PRIu64 "-byte header failed",
@@ -311,20 +304,15 @@ static lx_status create_file(lx_st_out *o, const lx_st_layout *L)
 /* Reopen a file an earlier run created: same size and same header bytes. */
 static lx_status reopen_file(lx_st_out *o, const lx_st_layout *L)
 {
-    int fd = open(o->path, O_RDWR | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
-    if (fd < 0 && errno == ELOOP)
-        return lx_fail(LX_EOUTPUT, "%s: a symbolic link: loxstream does not write through it",
-                       o->path);
-    if (fd < 0)
-        return lx_fail_errno(LX_EFAIL, errno, "%s: cannot open for reuse", o->path);
-    lx_status st = LX_OK;
+    int fd;
     struct stat sb;
+    lx_status st = lx_open_regular(o->path, O_RDWR, LX_EOUTPUT, &fd, &sb);
+    if (st == LX_OK && fd < 0)
+        st = lx_fail_errno(LX_EFAIL, ENOENT, "%s: cannot open for reuse", o->path);
+    if (st != LX_OK)
+        return st;
     char *have = NULL;
-    if (fstat(fd, &sb) != 0) {
-        st = lx_fail_errno(LX_EFAIL, errno, "%s: cannot stat", o->path);
-    } else if (!S_ISREG(sb.st_mode)) {
-        st = lx_fail(LX_EOUTPUT, "%s: not a regular file, cannot reuse it", o->path);
-    } else if ((uint64_t)sb.st_size != L->file_size) {
+    if ((uint64_t)sb.st_size != L->file_size) {
         st = lx_fail(LX_EOUTPUT, "%s: is %" PRIu64 " bytes, expected %" PRIu64 ": not the file this job writes",
                      o->path, (uint64_t)sb.st_size, L->file_size);
     } else if (!(have = malloc(L->header_size))) {

@@ -139,15 +139,15 @@ static lx_status readback_shard(fin_run *J, size_t s, unsigned *bad, size_t *nba
 {
     lx_out_shard *os = &J->w->shards[s];
     const char *path = os->partial_path;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return lx_fail_errno(LX_EFAIL, errno, "%s: cannot open", path);
+    int fd;
     struct stat sb;
-    lx_status st = LX_OK;
+    lx_status st = lx_open_regular(path, O_RDONLY, LX_EOUTPUT, &fd, &sb);
+    if (st == LX_OK && fd < 0)
+        st = lx_fail_errno(LX_EFAIL, ENOENT, "%s: cannot open", path);
+    if (st != LX_OK)
+        return st;
     int same = 1;
-    if (fstat(fd, &sb) != 0)
-        st = lx_fail_errno(LX_EFAIL, errno, "%s: cannot stat", path);
-    else if ((uint64_t)sb.st_size != os->layout.file_size)
+    if ((uint64_t)sb.st_size != os->layout.file_size)
         st = lx_fail(LX_EFAIL, "%s: %" PRIu64 " bytes, the run writes %" PRIu64, path,
                      (uint64_t)sb.st_size, os->layout.file_size);
     XXH3_64bits_reset(os->stream);

@@ -4,6 +4,7 @@
  */
 #include <dirent.h>
 #include <errno.h>
+#include <fnmatch.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -11,16 +12,76 @@
 #include <sys/stat.h>
 
 #include "config.h"
+#include "loxstream/xxh.h"
+
 #include "loxstream/apply_identity.h"
 #include "loxstream/fs.h"
 #include "loxstream/hash.h"
 #include "loxstream/parse.h"
+#include "loxstream/safetensors.h"
 
-/* config.json, tokenizer files etc. of the aligned model directory: the
- * regular files that are not safetensors, not the index, not dot files. */
 static int cmp_str(const void *a, const void *b)
 {
     return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* The side files an output gets from the aligned model directory: what a
+ * loader reads beside the weights (configuration, tokenizer, chat template,
+ * processor, the code a config's auto_map names) and the licence terms.
+ * Anything else is not copied: above all weights in other formats
+ * (pytorch_model*.bin and its index, .gguf, .pt, .pth, .ckpt, .msgpack,
+ * .h5, .onnx, .tflite, other .safetensors), which a loader may prefer to
+ * the LoX shards.  fnmatch(3) patterns; man/loxstream.1 lists them too. */
+static const char *const side_allowed[] = {
+    "config.json", "generation_config.json", "adapter_config.json",
+    "tokenizer.json", "tokenizer_config.json", "tokenizer.model", "special_tokens_map.json",
+    "added_tokens.json", "vocab.json", "vocab.txt", "merges.txt", "spiece.model",
+    "sentencepiece.bpe.model", "*.tiktoken", "tekken.json",
+    "chat_template.*",
+    "preprocessor_config.json", "processor_config.json", "video_preprocessor_config.json",
+    "*.py",
+    "LICENSE*", "USE_POLICY*", "NOTICE*",
+};
+
+static int side_is_allowed(const char *name)
+{
+    for (size_t i = 0; i < sizeof side_allowed / sizeof *side_allowed; i++)
+        if (fnmatch(side_allowed[i], name, FNM_PERIOD) == 0)
+            return 1;
+    return 0;
+}
+
+/* Say once which regular files of the aligned directory are not copied. */
+static void warn_skipped(const lx_checkpoint *aligned, char **skipped, size_t n)
+{
+    if (!n)
+        return;
+    qsort(skipped, n, sizeof *skipped, cmp_str);
+    char list[600] = "";
+    size_t at = 0, shown = 0;
+    for (; shown < n; shown++) {
+        char q[LX_NAME_QUOTE];
+        int w = snprintf(list + at, sizeof list - at, "%s%s", shown ? ", " : "",
+                         lx_st_escape_name(skipped[shown], q, sizeof q));
+        if (w < 0 || (size_t)w >= sizeof list - at - 32) {
+            list[at] = '\0';
+            break;
+        }
+        at += (size_t)w;
+    }
+    if (shown < n)
+        snprintf(list + at, sizeof list - at, " and %zu more", n - shown);
+    lx_warn("%s: %zu file%s not copied to the output (weights of other formats and other files "
+            "not on the list of side files in loxstream(1)): %s", aligned->dir, n,
+            n > 1 ? "s" : "", list);
+}
+
+static int is_input_shard(const lx_checkpoint *ck, const char *name)
+{
+    for (size_t s = 0; s < ck->nshards; s++)
+        if (!strcmp(ck->shards[s].name, name))
+            return 1;
+    return 0;
 }
 
 static lx_status list_side_files(lx_apply_identity *J, const lx_checkpoint *aligned)
@@ -32,13 +93,13 @@ static lx_status list_side_files(lx_apply_identity *J, const lx_checkpoint *alig
     if (!d)
         return lx_fail_errno(LX_EFAIL, errno, "%s: cannot list", aligned->dir);
     lx_status st = LX_OK;
-    size_t cap = 0;
+    size_t cap = 0, nskipped = 0, skipcap = 0;
+    char **skipped = NULL;
     struct dirent *de;
     while (st == LX_OK && (de = readdir(d))) {
         const char *nm = de->d_name;
-        size_t len = strlen(nm);
         if (nm[0] == '.' || !strcmp(nm, LX_INDEX_NAME) || !strcmp(nm, LX_LIST_NAME) ||
-            (len > 12 && !strcmp(nm + len - 12, ".safetensors")))
+            is_input_shard(aligned, nm))
             continue;
         char *src = lx_path_join(aligned->dir, nm);
         if (!src) {
@@ -49,6 +110,22 @@ static lx_status list_side_files(lx_apply_identity *J, const lx_checkpoint *alig
         free(src);
         if (!regular)
             continue;
+        if (!side_is_allowed(nm)) {
+            if (nskipped == skipcap) {
+                skipcap = skipcap ? 2 * skipcap : 16;
+                char **p = realloc(skipped, skipcap * sizeof *p);
+                if (!p) {
+                    st = lx_fail(LX_EFAIL, "out of memory");
+                    break;
+                }
+                skipped = p;
+            }
+            if (!(skipped[nskipped] = strdup(nm)))
+                st = lx_fail(LX_EFAIL, "out of memory");
+            else
+                nskipped++;
+            continue;
+        }
         if (J->nside == cap) {
             cap = cap ? 2 * cap : 16;
             char **p = realloc(J->side, cap * sizeof *p);
@@ -66,6 +143,11 @@ static lx_status list_side_files(lx_apply_identity *J, const lx_checkpoint *alig
     closedir(d);
     if (st == LX_OK && J->nside > 1)
         qsort(J->side, J->nside, sizeof *J->side, cmp_str);
+    if (st == LX_OK)
+        warn_skipped(aligned, skipped, nskipped);
+    for (size_t i = 0; i < nskipped; i++)
+        free(skipped[i]);
+    free(skipped);
     return st;
 }
 
@@ -147,7 +229,9 @@ static lx_status build_identity(lx_apply_identity *J, const lx_apply_opts *o,
     }
     for (size_t s = 0; s < w->nshards && st == LX_OK; s++)
         st = lx_identity_add_output_shard(id, w->shards[s].name, w->shards[s].layout.file_size,
-                                          w->shards[s].layout.n);
+                                          w->shards[s].layout.n,
+                                          XXH3_64bits(w->shards[s].layout.header,
+                                                      w->shards[s].layout.header_size));
     if (st == LX_OK && aligned->has_index)
         st = lx_identity_add_output(id, LX_INDEX_NAME, "index");
     for (size_t i = 0; i < J->nside && st == LX_OK; i++)

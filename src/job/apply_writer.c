@@ -294,7 +294,8 @@ lx_status lx_writer_shard_open(lx_apply_writer *J, lx_out_shard *os)
     struct stat sb;
     int reuse = lstat(os->partial_path, &sb) == 0;
     if (reuse && !S_ISREG(sb.st_mode))
-        return lx_fail(LX_EOUTPUT, "%s: not a regular file", os->partial_path);
+        return lx_fail(LX_EOUTPUT, "%s: not a regular file (%s)", os->partial_path,
+                       lx_file_kind(sb.st_mode));
     lx_status st = reuse ? check_existing(J, os->partial_path) : LX_OK;
     if (st != LX_OK)
         return st;

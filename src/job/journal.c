@@ -185,6 +185,18 @@ static lx_status push_record(lx_journal *j, lx_journal_record *r)
     return LX_OK;
 }
 
+/* A complete line that gives no record: counted, and kept while few. */
+static lx_status bad_line(lx_journal *j, size_t lineno, lx_bad_line_kind kind)
+{
+    j->damaged++;
+    if (j->nbad >= LX_BAD_LINES_KEPT)
+        return LX_OK;
+    if (!j->nbad && !(j->bad = malloc(LX_BAD_LINES_KEPT * sizeof *j->bad)))
+        return lx_fail(LX_EFAIL, "out of memory");
+    j->bad[j->nbad++] = (lx_bad_line){lineno, kind};
+    return LX_OK;
+}
+
 /* Parse buf; *keep = bytes up to the end of the last complete line (0 when
  * the header is not ours). */
 static lx_status parse_journal(lx_journal *j, const char *buf, size_t len, uint64_t identity,
@@ -192,10 +204,12 @@ static lx_status parse_journal(lx_journal *j, const char *buf, size_t len, uint6
 {
     *keep = 0;
     size_t at = 0, lineno = 0;
+    lx_status st;
     while (at < len) {
         const char *line = buf + at, *nl = memchr(line, '\n', len - at);
         if (!nl) {
             j->torn = 1;
+            j->torn_line = lineno + 1;
             break;
         }
         size_t ll = (size_t)(nl - line);
@@ -207,15 +221,15 @@ static lx_status parse_journal(lx_journal *j, const char *buf, size_t len, uint6
                 return LX_OK;
             }
         } else if (!ok) {
-            j->damaged++;
+            if ((st = bad_line(j, lineno, LX_LINE_CHECKSUM)) != LX_OK)
+                return st;
         } else {
             lx_journal_record r;
             if (parse_record(line, ll - 17, &r) != 0) {
-                j->damaged++;
-            } else {
-                lx_status st = push_record(j, &r);
-                if (st != LX_OK)
+                if ((st = bad_line(j, lineno, LX_LINE_INVALID)) != LX_OK)
                     return st;
+            } else if ((st = push_record(j, &r)) != LX_OK) {
+                return st;
             }
         }
         *keep = at;
@@ -300,9 +314,9 @@ lx_status lx_journal_open(lx_journal *j, const char *path, unsigned part, unsign
         st = parse_journal(j, buf, len, identity, &keep);
     free(buf);
     if (st == LX_OK) {
-        j->fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOFOLLOW, 0666);
-        if (j->fd < 0)
-            st = lx_fail_errno(LX_EFAIL, errno, "%s: cannot open for appending", path);
+        st = lx_open_regular(path, O_WRONLY | O_CREAT | O_APPEND, LX_EOUTPUT, &j->fd, NULL);
+        if (st == LX_OK && j->fd < 0)
+            st = lx_fail_errno(LX_EFAIL, ENOENT, "%s: cannot open for appending", path);
     }
     /* never appended to or cut through a link to another file */
     if (st == LX_OK)
@@ -365,6 +379,7 @@ void lx_journal_close(lx_journal *j)
     for (size_t i = 0; i < j->n; i++)
         record_free(&j->records[i]);
     free(j->records);
+    free(j->bad);
     free(j->path);
     memset(j, 0, sizeof *j);
     j->fd = -1;

@@ -242,7 +242,7 @@ lx_status lx_identity_compare(const lx_identity *journal, const lx_identity *now
 
 #define INPUT_PREFIX "input "
 #define OUTPUT_PREFIX "output "
-#define SHARD_VALUE "shard size %" PRIu64 " tensors %zu"
+#define SHARD_VALUE "shard size %" PRIu64 " tensors %zu header %s"
 
 /* prefix + the escaped name as the key */
 static lx_status add_named(lx_identity *id, const char *prefix, const char *name, const char *value)
@@ -275,10 +275,10 @@ lx_status lx_identity_add_input(lx_identity *id, const char *role, const char *s
 }
 
 lx_status lx_identity_add_output_shard(lx_identity *id, const char *name, uint64_t size,
-                                       size_t ntensors)
+                                       size_t ntensors, uint64_t header_xxh3)
 {
-    char v[128];
-    snprintf(v, sizeof v, SHARD_VALUE, size, ntensors);
+    char v[128], hex[LX_HEX64];
+    snprintf(v, sizeof v, SHARD_VALUE, size, ntensors, lx_hex64(header_xxh3, hex));
     return add_named(id, OUTPUT_PREFIX, name, v);
 }
 
@@ -301,10 +301,16 @@ lx_status lx_identity_outputs(const lx_identity *id, lx_identity_output **out, s
         f->key = k;
         f->name = lx_unescape_name(k + pl, strlen(k + pl));
         uint64_t tensors;
-        if (sscanf(id->values[i], "shard size %" SCNu64 " tensors %" SCNu64, &f->size,
-                   &tensors) == 2) {
+        int end = 0;
+        const char *v = id->values[i];
+        if (sscanf(v, "shard size %" SCNu64 " tensors %" SCNu64 "%n", &f->size, &tensors,
+                   &end) == 2) {
             f->shard = 1;
             f->tensors = (size_t)tensors;
+            /* " header HEX": an identity written before it was added has none */
+            size_t rest = strlen(v + end);
+            f->has_header = rest == 8 + 16 && !strncmp(v + end, " header ", 8) &&
+                            lx_parse_hex64(v + end + 8, 16, &f->header_xxh3) == 0;
         }
     }
     return LX_OK;

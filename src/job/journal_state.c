@@ -34,20 +34,13 @@ lx_status lx_jr_read_text(const char *path, char **out, size_t *len, int *exists
     *out = NULL;
     *len = 0;
     *exists = 0;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-        if (errno == ENOENT)
-            return LX_OK;
-        return lx_fail_errno(LX_EFAIL, errno, "%s: cannot open", path);
-    }
-    *exists = 1;
+    int fd;
     struct stat sb;
-    lx_status st = LX_OK;
-    if (fstat(fd, &sb) != 0)
-        st = lx_fail_errno(LX_EFAIL, errno, "%s: cannot stat", path);
-    else if (!S_ISREG(sb.st_mode))
-        st = lx_fail(LX_EOUTPUT, "%s: not a regular file", path);
-    else if ((uint64_t)sb.st_size > SMALL_FILE_MAX)
+    lx_status st = lx_open_regular(path, O_RDONLY, LX_EOUTPUT, &fd, &sb);
+    if (st != LX_OK || fd < 0)
+        return st;
+    *exists = 1;
+    if ((uint64_t)sb.st_size > SMALL_FILE_MAX)
         st = lx_fail(LX_EOUTPUT, "%s: %" PRIu64 " bytes, far more than loxstream writes there",
                      path, (uint64_t)sb.st_size);
     else
@@ -333,8 +326,8 @@ static int flock_wait(int fd, int op)
 
 static lx_status open_lock(const char *path, int *fd)
 {
-    *fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0666);
-    return *fd < 0 ? lx_fail_errno(LX_EFAIL, errno, "%s: cannot open", path) : LX_OK;
+    lx_status st = lx_open_regular(path, O_RDWR | O_CREAT, LX_EOUTPUT, fd, NULL);
+    return st == LX_OK && *fd < 0 ? lx_fail_errno(LX_EFAIL, ENOENT, "%s: cannot open", path) : st;
 }
 
 static const char *part_lock_name(unsigned part, unsigned nparts, char *buf, size_t len)

@@ -93,6 +93,8 @@ lx_status lx_plan_build(const lx_checkpoint *base, const lx_checkpoint *aligned,
         return lx_fail(LX_EFAIL, "out of memory planning %zu tensors", aligned->ntensors);
     out->n = aligned->ntensors;
     lx_status st = LX_OK;
+    size_t nocompute = 0;          /* copied: a weight dtype loxstream cannot compute in */
+    const lx_tensor *first_nocompute = NULL;
     for (size_t i = 0; i < aligned->ntensors && st == LX_OK; i++) {
         const lx_tensor *t = &aligned->tensors[i];
         lx_plan_item *it = &out->items[i];
@@ -122,7 +124,25 @@ lx_status lx_plan_build(const lx_checkpoint *base, const lx_checkpoint *aligned,
                              t->name, lx_dtype_name(t->dtype));
                 break;
             }
-            it->why = "not a float dtype";
+            shape_string(t, sa, sizeof sa);
+            shape_string(it->base, sb, sizeof sb);
+            if (lx_dtype_is_index(t->dtype) && it->base->dtype == t->dtype) {
+                it->why = "integer dtype";  /* an index buffer: copied */
+            } else if (t->nelem == 0) {
+                it->why = "empty";
+            } else if (!copy_unmatched) {
+                st = lx_fail(LX_EINPUT,
+                             "tensor '%s' (%s): aligned is %s [%s], base %s [%s]: loxstream "
+                             "cannot compute in dtype %s (only F16, BF16, F32, F64); use "
+                             "--copy-unmatched to copy it unchanged",
+                             t->name, aligned->path, lx_dtype_name(t->dtype), sa,
+                             lx_dtype_name(it->base->dtype), sb, lx_dtype_name(t->dtype));
+                break;
+            } else {
+                it->why = "dtype not computable";
+                if (!nocompute++)
+                    first_nocompute = t;
+            }
         } else if (it->base->dtype != t->dtype || !same_shape(it->base, t)) {
             shape_string(t, sa, sizeof sa);
             shape_string(it->base, sb, sizeof sb);
@@ -152,6 +172,10 @@ lx_status lx_plan_build(const lx_checkpoint *base, const lx_checkpoint *aligned,
             out->ntransform++;
         }
     }
+    if (st == LX_OK && nocompute)
+        lx_warn("%zu tensor%s of a dtype loxstream cannot compute in copied unchanged "
+                "(--copy-unmatched), the first '%s' (%s)", nocompute, nocompute > 1 ? "s" : "",
+                first_nocompute->name, lx_dtype_name(first_nocompute->dtype));
     /* Tensors only in base would silently vanish from the result. */
     for (size_t i = 0; i < base->ntensors && st == LX_OK; i++) {
         const char *name = base->tensors[i].name;

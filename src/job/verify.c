@@ -36,18 +36,34 @@ typedef struct vctx {
     unsigned char *buf;
 } vctx;
 
-static void problem(vctx *v, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-
-static void problem(vctx *v, const char *fmt, ...)
+static void vreport(vctx *v, const char *fmt, va_list ap)
 {
     char msg[1024];
-    va_list ap;
-    va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
-    va_end(ap);
-    v->problems++;
     if (v->report)
         v->report(v->ctx, msg);
+}
+
+static void problem(vctx *v, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void note(vctx *v, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* What makes the output incomplete or damaged. */
+static void problem(vctx *v, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vreport(v, fmt, ap);
+    va_end(ap);
+    v->problems++;
+}
+
+/* Something found that does not change the verdict. */
+static void note(vctx *v, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vreport(v, fmt, ap);
+    va_end(ap);
 }
 
 /* One file the identity says the run writes. */
@@ -56,8 +72,13 @@ typedef struct out_file {
     int shard;                     /* a safetensors shard (else index or side file) */
     uint64_t size;                 /* shards: expected size */
     size_t tensors;                /* shards: tensors in it */
+    int has_header;                /* shards: want_header set (by the identity) */
+    uint64_t want_header;          /* XXH3 of the header the run writes */
     const lx_journal_record **recs;/* shards: latest records, by offset */
     size_t nrec;
+    int header_ok;                 /* shards: h parsed (the validating parser of inspect) */
+    lx_st_header h;
+    uint64_t header_xxh3;          /* of the header bytes found */
 } out_file;
 
 static int cmp_rec_offset(const void *a, const void *b)
@@ -67,16 +88,39 @@ static int cmp_rec_offset(const void *a, const void *b)
     return (x->offset > y->offset) - (x->offset < y->offset);
 }
 
+/* The lines of journal j that give no record, each by number: ignored by
+ * apply and verify alike (journal.h), so they are reported, not counted as
+ * damage; what a lost record leaves uncovered is found by the checks. */
+static void report_bad_lines(vctx *v, const lx_journal *j)
+{
+    for (size_t i = 0; i < j->nbad; i++)
+        note(v, "%s: line %zu: %s: ignored", j->path, j->bad[i].line,
+             j->bad[i].kind == LX_LINE_CHECKSUM
+                 ? "damaged (its checksum does not match its bytes)"
+                 : "forged or corrupt (its checksum matches, but it is not a valid record)");
+    if (j->damaged > j->nbad)
+        note(v, "%s: %zu more lines that give no record: ignored", j->path, j->damaged - j->nbad);
+    if (j->torn)
+        note(v, "%s: line %zu: torn (an unfinished last line, as a crash while appending "
+             "leaves; the next apply cuts it off): ignored", j->path, j->torn_line);
+    v->res->journal_lines += j->damaged + (size_t)(j->torn != 0);
+}
+
 /* Every journal of dir/.loxstream (journal.h's scan), the foreign ones named. */
 static lx_status load_journals(vctx *v, uint64_t identity, lx_journal **out, size_t *n)
 {
     int unlisted = 0;
     lx_status st = lx_journal_load_all(v->dir, identity, NULL, out, n, &unlisted);
+    if (st == LX_EOUTPUT)
+        return LX_EVERIFY; /* a journal that is no regular file, named by the message */
     if (st == LX_OK && unlisted)
         problem(v, "%s/%s: cannot list: %s", v->dir, LX_STATE_DIR, strerror(unlisted));
-    for (size_t k = 0; st == LX_OK && k < *n; k++)
-        if ((*out)[k].foreign)
-            problem(v, "%s: belongs to another run (its identity differs)", (*out)[k].path);
+    for (size_t k = 0; st == LX_OK && k < *n; k++) {
+        const lx_journal *j = &(*out)[k];
+        if (j->foreign)
+            problem(v, "%s: belongs to another run (its identity differs)", j->path);
+        report_bad_lines(v, j);
+    }
     return st;
 }
 
@@ -100,6 +144,8 @@ static lx_status expected_outputs(vctx *v, const lx_identity *id, out_file **out
         f->shard = o[i].shard;
         f->size = o[i].size;
         f->tensors = o[i].tensors;
+        f->has_header = o[i].has_header;
+        f->want_header = o[i].header_xxh3;
     }
     lx_identity_outputs_free(o, no);
     return st;
@@ -120,33 +166,51 @@ static lx_status shard_path(vctx *v, const out_file *f, char **path, int *partia
     return LX_OK;
 }
 
-/* The names of the tensors in the shard's header; *known = 0 if it cannot be
- * read (missing, short, malformed). */
-static lx_status header_names(vctx *v, const out_file *f, lx_st_header *h, int *known)
+/* Parse the shard's header into f->h with the parser inspect uses
+ * (lx_st_parse_header), and hash its bytes; a header it rejects is a
+ * problem.  A file that is missing or no regular file is left to
+ * scan_file to report: f->header_ok = 0. */
+static lx_status read_header(vctx *v, out_file *f)
 {
-    *known = 0;
-    memset(h, 0, sizeof *h);
+    f->header_ok = 0;
+    memset(&f->h, 0, sizeof f->h);
     char *path;
-    int partial;
+    int partial, fd;
     lx_status st = shard_path(v, f, &path, &partial);
     if (st != LX_OK)
         return st;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    char q[LX_NAME_QUOTE], shown[LX_NAME_QUOTE + 16];
+    snprintf(shown, sizeof shown, "%s%s", lx_st_escape_name(f->name, q, sizeof q),
+             partial ? LX_PARTIAL_SUFFIX : "");
     struct stat sb;
+    if (lx_open_regular(path, O_RDONLY, LX_EVERIFY, &fd, &sb) != LX_OK || fd < 0) {
+        free(path);
+        return LX_OK;
+    }
+    uint64_t size = (uint64_t)sb.st_size, n = 0;
     unsigned char len8[8];
-    if (fd >= 0 && fstat(fd, &sb) == 0 && S_ISREG(sb.st_mode) &&
-        pread(fd, len8, 8, 0) == 8) {
-        uint64_t n = 0;
+    if (size < 8 || pread(fd, len8, 8, 0) != 8) {
+        problem(v, "%s: %" PRIu64 " bytes: too short for a safetensors header", shown, size);
+    } else {
         for (int b = 7; b >= 0; b--)
             n = n << 8 | len8[b];
-        unsigned char *buf = n <= LX_ST_MAX_HEADER ? malloc(8 + n) : NULL;
-        if (buf && pread(fd, buf, 8 + n, 0) == (ssize_t)(8 + n)) {
-            *known = lx_st_parse_header(buf, 8 + n, (uint64_t)sb.st_size, path, h) == LX_OK;
+        /* what the file holds of the header, at most the parser's limit */
+        uint64_t have = n > LX_ST_MAX_HEADER ? 8 : n < size - 8 ? 8 + n : size;
+        unsigned char *buf = malloc((size_t)have);
+        if (!buf)
+            st = lx_fail(LX_EFAIL, "out of memory");
+        else if (pread(fd, buf, (size_t)have, 0) != (ssize_t)have)
+            problem(v, "%s: cannot read its header: %s", shown, strerror(errno));
+        else if (lx_st_parse_header(buf, have, size, shown, &f->h) != LX_OK)
+            problem(v, "%s: not a valid safetensors file (inspect rejects it too): %s", shown,
+                    lx_errmsg());
+        else {
+            f->header_ok = 1;
+            f->header_xxh3 = XXH3_64bits(buf, (size_t)have);
         }
         free(buf);
     }
-    if (fd >= 0)
-        close(fd);
+    close(fd);
     free(path);
     return st;
 }
@@ -171,7 +235,7 @@ static long name_index(void *ctx, const char *tensor)
 
 /* The tensors the run writes: those of the shards' headers, and for a shard
  * whose header cannot be read, every tensor a record puts in it. */
-static lx_status run_tensors(vctx *v, const out_file *files, size_t nfiles, const lx_journal *js,
+static lx_status run_tensors(vctx *v, out_file *files, size_t nfiles, const lx_journal *js,
                              size_t nj, names *t)
 {
     size_t cap = 0;
@@ -179,32 +243,28 @@ static lx_status run_tensors(vctx *v, const out_file *files, size_t nfiles, cons
     for (size_t i = 0; st == LX_OK && i < nfiles; i++) {
         if (!files[i].shard)
             continue;
-        lx_st_header h;
-        int known;
-        if ((st = header_names(v, &files[i], &h, &known)) != LX_OK)
+        if ((st = read_header(v, &files[i])) != LX_OK)
             break;
+        const lx_st_header *h = &files[i].h;
+        int known = files[i].header_ok;
         size_t nr = 0;
         for (size_t j = 0; !known && j < nj; j++)
             nr += js[j].n;
-        if (t->n + h.ntensors + nr > cap) {
-            cap = 2 * (t->n + h.ntensors + nr) + 16;
+        if (t->n + h->ntensors + nr > cap) {
+            cap = 2 * (t->n + h->ntensors + nr) + 16;
             char **p = realloc(t->v, cap * sizeof *p);
-            if (!p) {
-                lx_st_header_free(&h);
+            if (!p)
                 return lx_fail(LX_EFAIL, "out of memory");
-            }
             t->v = p;
         }
-        for (size_t k = 0; k < h.ntensors; k++) {
-            t->v[t->n++] = h.tensors[k].name;
-            h.tensors[k].name = NULL;
-        }
+        for (size_t k = 0; k < h->ntensors && st == LX_OK; k++)
+            if (!(t->v[t->n++] = strdup(h->tensors[k].name)))
+                st = lx_fail(LX_EFAIL, "out of memory");
         for (size_t j = 0; !known && j < nj; j++)
             for (size_t k = 0; k < js[j].n; k++)
                 if (!strcmp(js[j].records[k].shard, files[i].name) &&
                     !(t->v[t->n++] = strdup(js[j].records[k].tensor)))
                     st = lx_fail(LX_EFAIL, "out of memory");
-        lx_st_header_free(&h);
     }
     if (st == LX_OK && t->n > 1) {
         qsort(t->v, t->n, sizeof *t->v, cmp_name);
@@ -221,25 +281,23 @@ static lx_status run_tensors(vctx *v, const out_file *files, size_t nfiles, cons
 }
 
 /* Read the file once: its XXH3 (when file_hash) and the XXH3 of each record's
- * range, compared with the record.  *exists = 0 if there is no such file. */
+ * range, compared with the record.  *exists = 0 if there is no such file,
+ * -1 if what is there is no regular file (reported). */
 static lx_status scan_file(vctx *v, const char *path, const char *shown, uint64_t *file_hash,
                            out_file *f, int *exists, uint64_t *size, uint64_t *header_size)
 {
     *exists = 0;
     *size = 0;
     *header_size = 0;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-        if (errno != ENOENT)
-            problem(v, "%s: cannot open: %s", shown, strerror(errno));
-        return LX_OK;
-    }
+    int fd;
     struct stat sb;
-    if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
-        problem(v, "%s: not a regular file", shown);
-        close(fd);
+    if (lx_open_regular(path, O_RDONLY, LX_EVERIFY, &fd, &sb) != LX_OK) {
+        problem(v, "%s", lx_errmsg());
+        *exists = -1; /* there, but not to be read */
         return LX_OK;
     }
+    if (fd < 0)
+        return LX_OK;
     *exists = 1;
     *size = (uint64_t)sb.st_size;
     size_t n = f ? f->nrec : 0;
@@ -320,7 +378,7 @@ static lx_status scan_file(vctx *v, const char *path, const char *shown, uint64_
     if (fs && !read_error)
         *file_hash = XXH3_64bits_digest(fs);
     else if (read_error)
-        *exists = 0;
+        *exists = -1; /* reported */
 out:
     for (size_t k = 0; k < n; k++)
         XXH3_freeState(rs[k]);
@@ -350,6 +408,53 @@ static void check_coverage(vctx *v, const char *shown, const out_file *f, uint64
     if (pos < size)
         problem(v, "%s: bytes %" PRIu64 "..%" PRIu64 " are not covered by any journal record",
                 shown, pos, size);
+}
+
+static int cmp_tensor_name(const void *a, const void *b)
+{
+    return strcmp((*(const lx_st_tensor *const *)a)->name, (*(const lx_st_tensor *const *)b)->name);
+}
+
+/* The shard's header against the run's records: the header bytes the
+ * identity records (they fix every tensor's name, dtype, shape and
+ * offsets), its tensor count, and each journal record's tensor at the
+ * bytes the header gives it. */
+static lx_status check_header(vctx *v, const char *shown, const out_file *f)
+{
+    const lx_st_header *h = &f->h;
+    char h1[LX_HEX64], h2[LX_HEX64], q[LX_NAME_QUOTE];
+    if (f->has_header && f->header_xxh3 != f->want_header)
+        problem(v, "%s: its header (%" PRIu64 " bytes) is not the one the run wrote: XXH3 %s, "
+                "%s records %s (a tensor's name, dtype, shape or offsets changed)", shown,
+                h->data_start, lx_hex64(f->header_xxh3, h1), LX_IDENTITY_PATH,
+                lx_hex64(f->want_header, h2));
+    if (h->ntensors != f->tensors)
+        problem(v, "%s: its header lists %zu tensors, the run writes %zu", shown, h->ntensors,
+                f->tensors);
+    const lx_st_tensor **by_name = malloc((h->ntensors ? h->ntensors : 1) * sizeof *by_name);
+    if (!by_name)
+        return lx_fail(LX_EFAIL, "out of memory");
+    for (size_t k = 0; k < h->ntensors; k++)
+        by_name[k] = &h->tensors[k];
+    qsort(by_name, h->ntensors, sizeof *by_name, cmp_tensor_name);
+    for (size_t k = 0; k < f->nrec; k++) {
+        const lx_journal_record *r = f->recs[k];
+        lx_st_tensor key = {.name = r->tensor};
+        const lx_st_tensor *kp = &key, **hit =
+            bsearch(&kp, by_name, h->ntensors, sizeof *by_name, cmp_tensor_name);
+        lx_st_escape_name(r->tensor, q, sizeof q);
+        if (!hit) {
+            problem(v, "%s: tensor '%s' has a journal record but is not in the header", shown, q);
+        } else if (h->data_start + (*hit)->begin != r->offset ||
+                   (*hit)->end - (*hit)->begin != r->length) {
+            problem(v, "%s: tensor '%s': the header puts it at bytes %" PRIu64 "..%" PRIu64
+                    ", its journal record at %" PRIu64 "..%" PRIu64, shown, q,
+                    h->data_start + (*hit)->begin, h->data_start + (*hit)->end, r->offset,
+                    r->offset + r->length);
+        }
+    }
+    free(by_name);
+    return LX_OK;
 }
 
 static const lx_listed_file *find_listed(const lx_listed_file *l, size_t n, const char *name)
@@ -388,11 +493,14 @@ static lx_status check_files(vctx *v, out_file *files, size_t nfiles, const lx_l
         st = scan_file(v, path, shown, l ? &h : NULL, f->shard ? f : NULL, &exists, &size, &hs);
         if (st == LX_OK && f->shard)
             res->done += f->nrec;
+        if (st == LX_OK && f->shard && exists > 0 && f->header_ok)
+            st = check_header(v, shown, f);
         if (st == LX_OK && l) {
             char h1[LX_HEX64], h2[LX_HEX64];
             res->files++;
-            if (!exists) {
-                problem(v, "%s: missing", shown);
+            if (exists <= 0) {
+                if (!exists)
+                    problem(v, "%s: missing", shown);
                 res->bad_files++;
             } else if (h != l->xxh3) {
                 problem(v, "%s: XXH3 %s, %s says %s", shown, lx_hex64(h, h1), LX_LIST_NAME,
@@ -400,7 +508,7 @@ static lx_status check_files(vctx *v, out_file *files, size_t nfiles, const lx_l
                 res->bad_files++;
             }
         }
-        if (st == LX_OK && res->complete && f->shard && exists) {
+        if (st == LX_OK && res->complete && f->shard && exists > 0) {
             if (size != f->size)
                 problem(v, "%s: %" PRIu64 " bytes, the run writes %" PRIu64, shown, size, f->size);
             if (f->nrec != f->tensors)
@@ -442,21 +550,24 @@ lx_status lx_verify_output(const char *dir, lx_verify_report report, void *ctx,
         st = expected_outputs(&v, &id, &files, &nfiles);
 
     uint64_t mid = 0, mlist = 0, lh = 0;
-    if (st == LX_OK)
+    int marker_bad = 0;
+    if (st == LX_OK) {
         st = lx_marker_read(dir, &res->complete, &mid, &mlist);
-    if (st == LX_EVERIFY) {
-        problem(&v, "%s", lx_errmsg());
-        res->complete = 1;
-        st = LX_OK;
+        if (st == LX_EVERIFY || st == LX_EOUTPUT) { /* malformed, or no regular file */
+            problem(&v, "%s", lx_errmsg());
+            res->complete = 1;
+            marker_bad = 1;
+            st = LX_OK;
+        }
     }
     if (st == LX_OK && res->complete) {
-        if (mid != ih)
+        if (!marker_bad && mid != ih)
             problem(&v, "%s: names another identity than %s", LX_COMPLETE_PATH, LX_IDENTITY_PATH);
         st = lx_list_read(dir, &list, &nlist, &lh);
-        if (st == LX_EVERIFY) {
+        if (st == LX_EVERIFY || st == LX_EOUTPUT) {
             problem(&v, "%s", lx_errmsg());
             st = LX_OK;
-        } else if (st == LX_OK && lh != mlist) {
+        } else if (st == LX_OK && !marker_bad && lh != mlist) {
             problem(&v, "%s: changed since the run completed (its XXH3 differs from the one in %s)",
                     LX_LIST_NAME, LX_COMPLETE_PATH);
         }
@@ -522,6 +633,7 @@ lx_status lx_verify_output(const char *dir, lx_verify_report report, void *ctx,
     for (size_t i = 0; i < nfiles; i++) {
         free(files[i].name);
         free(files[i].recs);
+        lx_st_header_free(&files[i].h);
     }
     free(files);
     free(latest);

@@ -100,6 +100,12 @@ bool lx_dtype_is_transformable(lx_dtype dt)
     return dt == LX_DT_F16 || dt == LX_DT_BF16 || dt == LX_DT_F32 || dt == LX_DT_F64;
 }
 
+bool lx_dtype_is_index(lx_dtype dt)
+{
+    return dt == LX_DT_I16 || dt == LX_DT_U16 || dt == LX_DT_I32 || dt == LX_DT_U32 ||
+           dt == LX_DT_I64 || dt == LX_DT_U64;
+}
+
 /* ---- element conversions ------------------------------------------------ */
 
 static LX_ALWAYS_INLINE float f32_from_bits(uint32_t u)
