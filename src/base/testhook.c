@@ -18,9 +18,11 @@ static struct {
     int has_avail;
     uint64_t avail;
     unsigned long dirsync_fail;    /* fail this directory sync (0: none) */
+    int bar_every;
+    unsigned long bar_stop;        /* SIGSTOP after this bar (0: never) */
 } hook;
 
-static atomic_ulong points, counted, dirsyncs;
+static atomic_ulong points, counted, dirsyncs, bars;
 static pthread_once_t once = PTHREAD_ONCE_INIT;
 
 static void hook_init(void)
@@ -48,6 +50,11 @@ static void hook_init(void)
     const char *d = getenv("LOXSTREAM_TEST_DIRSYNC_EIO");
     if (d && *d)
         hook.dirsync_fail = strtoul(d, NULL, 10);
+    const char *b = getenv("LOXSTREAM_TEST_BAR");
+    if (b && *b) {
+        hook.bar_every = 1;
+        hook.bar_stop = strtoul(b, NULL, 10);
+    }
 }
 
 int lx_test_hooks(void)
@@ -86,4 +93,17 @@ int lx_test_dirsync_error(const char *dir)
     if (hook.trace)
         fprintf(stderr, "loxstream: test: dirsync %lu %s\n", n, dir);
     return n == hook.dirsync_fail ? EIO : 0;
+}
+
+int lx_test_bar_every(void)
+{
+    pthread_once(&once, hook_init);
+    return hook.bar_every;
+}
+
+void lx_test_bar_drawn(void)
+{
+    pthread_once(&once, hook_init);
+    if (hook.bar_stop && ++bars == hook.bar_stop)
+        raise(SIGSTOP);
 }
