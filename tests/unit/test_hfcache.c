@@ -25,27 +25,13 @@
 
 static void put(const char *rel, const char *text)
 {
-    char path[PATH_MAX];
-    snprintf(path, sizeof path, "%s/%s", tmpdir_root(), rel);
-    char *slash = strrchr(path, '/');
-    *slash = '\0';
-    assert_int_equal(lx_mkdir_p(path), LX_OK);
-    *slash = '/';
-    FILE *f = fopen(path, "w");
-    assert_non_null(f);
-    fputs(text, f);
-    assert_int_equal(fclose(f), 0);
+    assert_int_equal(tmpdir_put(rel, text, strlen(text)), 0);
 }
 
 static void link_to(const char *target, const char *rel)
 {
-    char path[PATH_MAX];
-    snprintf(path, sizeof path, "%s/%s", tmpdir_root(), rel);
-    char *slash = strrchr(path, '/');
-    *slash = '\0';
-    assert_int_equal(lx_mkdir_p(path), LX_OK);
-    *slash = '/';
-    assert_int_equal(symlink(target, path), 0);
+    assert_int_equal(tmpdir_mkparent(rel), 0);
+    assert_int_equal(symlink(target, tmpdir_file(rel)), 0);
 }
 
 /* Three commits: main -> C1, tag v1.0 -> C2, pull request 1 -> C3 (stored

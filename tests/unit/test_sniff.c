@@ -73,16 +73,7 @@ static void test_real_safetensors(void **state)
 
 static void put(const char *rel, const char *bytes, size_t n)
 {
-    char path[PATH_MAX];
-    snprintf(path, sizeof path, "%s/%s", tmpdir_root(), rel);
-    char *slash = strrchr(path, '/');
-    *slash = '\0';
-    assert_int_equal(lx_mkdir_p(path), LX_OK);
-    *slash = '/';
-    FILE *f = fopen(path, "wb");
-    assert_non_null(f);
-    assert_int_equal(fwrite(bytes, 1, n, f), n);
-    assert_int_equal(fclose(f), 0);
+    assert_int_equal(tmpdir_put(rel, bytes, n), 0);
 }
 
 static void test_files(void **state)
