@@ -24,6 +24,9 @@
 /* The options of every streaming job. */
 typedef struct lx_engine_opts {
     const char *base_path, *aligned_path;
+    /* the cache entries when they were given as model IDs (hfcache.h),
+     * NULL for local paths: for provenance */
+    const struct lx_hf_model *base_model, *aligned_model;
     lx_rsvd_opts svd;              /* rank and seed inside are set per matrix */
     const char *include, *exclude; /* POSIX ERE on tensor names (NULL: none) */
     uint64_t max_memory;           /* bound on working memory (bytes) */

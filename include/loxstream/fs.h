@@ -69,6 +69,11 @@ void lx_interrupt_cleanup(void);
  * LX_EFAIL.  sb (may be NULL) gets the fstat. */
 lx_status lx_open_regular(const char *path, int flags, lx_status refused, int *fd,
                           struct stat *sb);
+/* lx_open_regular for an input's file, which may be reached through a
+ * symbolic link (a Hugging Face cache snapshot links every file into its
+ * blobs): the link is followed, what it leads to must be a regular file. */
+lx_status lx_open_input_regular(const char *path, int flags, lx_status refused, int *fd,
+                                struct stat *sb);
 /* "a FIFO", "a directory", ... for the file type of mode. */
 const char *lx_file_kind(mode_t mode);
 

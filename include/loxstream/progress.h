@@ -1,6 +1,9 @@
 /* progress.h - progress through the job's reporter (report.h): a bar when
  * the reporter is a terminal, plain lines otherwise (one every few
- * seconds), nothing when quiet. */
+ * seconds), nothing when quiet.  The bar fits the terminal's width
+ * (lx_reporter.columns): the tensor name is shortened first, then the bar
+ * and the counts dropped; percent, rate and ETA stay.  It is redrawn at
+ * the next update when the width changes. */
 #ifndef LOXSTREAM_PROGRESS_H
 #define LOXSTREAM_PROGRESS_H
 
@@ -14,6 +17,7 @@ typedef struct lx_progress {
     uint64_t done_items, done_bytes;
     double start, last_print;
     int tty, quiet, printed;
+    int columns;                   /* the terminal width of the last bar */
     const lx_reporter *r;
 } lx_progress;
 

@@ -6,6 +6,8 @@
 #ifndef LOXSTREAM_REPORT_H
 #define LOXSTREAM_REPORT_H
 
+#include <stddef.h>
+
 typedef enum lx_line_kind {
     LX_LINE_STATUS,                /* a line of its own */
     LX_LINE_BAR                    /* a progress bar: replaces the previous bar in place,
@@ -19,7 +21,14 @@ typedef struct lx_reporter {
     lx_report_fn fn;               /* NULL: say nothing */
     void *ctx;
     int tty;                       /* the lines go to a terminal: progress as a bar */
+    int (*columns)(void *ctx);     /* the terminal's width now, which a bar must fit
+                                    * (NULL or 0: no limit) */
 } lx_reporter;
+
+/* r's terminal width (lx_reporter.columns), 0 for no limit. */
+int lx_report_columns(const lx_reporter *r);
+/* The columns s takes on a terminal: its UTF-8 code points. */
+size_t lx_text_columns(const char *s);
 
 /* Format one status line and hand it to r (nothing if r or r->fn is NULL). */
 void lx_say(const lx_reporter *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

@@ -19,6 +19,10 @@
  *       prints "loxstream: test: paused at KIND N (DETAIL)" on stderr and
  *       stops itself with SIGSTOP until the test sends SIGCONT (a race made
  *       deterministic: the test changes a file between two passes)
+ *   LOXSTREAM_TEST_BAR=N
+ *       a progress bar is drawn at every update, not every 0.2 s; after the
+ *       N-th (N > 0) the process stops itself with SIGSTOP (terminal tests
+ *       resize the terminal meanwhile)
  */
 #ifndef LOXSTREAM_TESTHOOK_H
 #define LOXSTREAM_TESTHOOK_H
@@ -40,5 +44,8 @@ void lx_test_avail(uint64_t *avail);
 /* Called by lx_sync_dir for each directory it syncs: the errno to fail that
  * sync with (EIO for the N-th of LOXSTREAM_TEST_DIRSYNC_EIO), else 0. */
 int lx_test_dirsync_error(const char *dir);
+/* LOXSTREAM_TEST_BAR: true if set; lx_test_bar_drawn after each bar. */
+int lx_test_bar_every(void);
+void lx_test_bar_drawn(void);
 
 #endif

@@ -169,13 +169,13 @@ static lx_status refuse(const char *path, lx_status refused, const char *kind)
                    "writes through it (remove it)", path, kind);
 }
 
-lx_status lx_open_regular(const char *path, int flags, lx_status refused, int *fd,
-                          struct stat *sb)
+static lx_status open_regular(const char *path, int flags, int nofollow, lx_status refused,
+                              int *fd, struct stat *sb)
 {
     struct stat own;
     if (!sb)
         sb = &own;
-    *fd = open(path, flags | O_NONBLOCK | O_NOFOLLOW | O_NOCTTY | O_CLOEXEC, 0666);
+    *fd = open(path, flags | O_NONBLOCK | nofollow | O_NOCTTY | O_CLOEXEC, 0666);
     if (*fd < 0) {
         int err = errno;
         if (err == ENOENT)
@@ -183,7 +183,7 @@ lx_status lx_open_regular(const char *path, int flags, lx_status refused, int *f
         /* ELOOP: a symbolic link (O_NOFOLLOW); ENXIO: a FIFO without a
          * reader opened for writing, or a device without its driver */
         if ((err == ELOOP || err == ENXIO || err == EISDIR || err == EWOULDBLOCK) &&
-            lstat(path, sb) == 0 && !S_ISREG(sb->st_mode))
+            (nofollow ? lstat(path, sb) : stat(path, sb)) == 0 && !S_ISREG(sb->st_mode))
             return refuse(path, refused, lx_file_kind(sb->st_mode));
         return lx_fail_errno(LX_EFAIL, err, "%s: cannot open", path);
     }
@@ -202,6 +202,18 @@ lx_status lx_open_regular(const char *path, int flags, lx_status refused, int *f
     if (fl >= 0)
         fcntl(*fd, F_SETFL, fl & ~O_NONBLOCK);
     return LX_OK;
+}
+
+lx_status lx_open_regular(const char *path, int flags, lx_status refused, int *fd,
+                          struct stat *sb)
+{
+    return open_regular(path, flags, O_NOFOLLOW, refused, fd, sb);
+}
+
+lx_status lx_open_input_regular(const char *path, int flags, lx_status refused, int *fd,
+                                struct stat *sb)
+{
+    return open_regular(path, flags, 0, refused, fd, sb);
 }
 
 lx_status lx_write_file_atomic(const char *path, const void *buf, size_t len)
@@ -262,7 +274,7 @@ lx_status lx_read_fd_text(int fd, size_t size, const char *path, char **out, siz
 lx_status lx_copy_file(const char *src, const char *dst)
 {
     int in, out;
-    lx_status st = lx_open_regular(src, O_RDONLY, LX_EINPUT, &in, NULL);
+    lx_status st = lx_open_input_regular(src, O_RDONLY, LX_EINPUT, &in, NULL);
     if (st == LX_OK && in < 0)
         st = lx_fail_errno(LX_EFAIL, ENOENT, "%s: cannot open", src);
     if (st != LX_OK)

@@ -33,3 +33,16 @@ void lx_say_kind(const lx_reporter *r, lx_line_kind kind, const char *fmt, ...)
     say(r, kind, fmt, ap);
     va_end(ap);
 }
+
+int lx_report_columns(const lx_reporter *r)
+{
+    return r && r->columns ? r->columns(r->ctx) : 0;
+}
+
+size_t lx_text_columns(const char *s)
+{
+    size_t n = 0;
+    for (; *s; s++)
+        n += ((unsigned char)*s & 0xc0) != 0x80; /* not a continuation byte */
+    return n;
+}

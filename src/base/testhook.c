@@ -20,9 +20,11 @@ static struct {
     unsigned long dirsync_fail;    /* fail this directory sync (0: none) */
     char pause_kind[32];           /* stop at the pause_at-th pause of this kind */
     unsigned long pause_at;
+    int bar_every;
+    unsigned long bar_stop;        /* SIGSTOP after this bar (0: never) */
 } hook;
 
-static atomic_ulong points, counted, dirsyncs, pauses;
+static atomic_ulong points, counted, dirsyncs, pauses, bars;
 static pthread_once_t once = PTHREAD_ONCE_INIT;
 
 static void hook_init(void)
@@ -58,6 +60,11 @@ static void hook_init(void)
             n = sizeof hook.pause_kind - 1;
         memcpy(hook.pause_kind, p, n);
         hook.pause_at = colon ? strtoul(colon + 1, NULL, 10) : 1;
+    }
+    const char *b = getenv("LOXSTREAM_TEST_BAR");
+    if (b && *b) {
+        hook.bar_every = 1;
+        hook.bar_stop = strtoul(b, NULL, 10);
     }
 }
 
@@ -110,4 +117,17 @@ int lx_test_dirsync_error(const char *dir)
     if (hook.trace)
         fprintf(stderr, "loxstream: test: dirsync %lu %s\n", n, dir);
     return n == hook.dirsync_fail ? EIO : 0;
+}
+
+int lx_test_bar_every(void)
+{
+    pthread_once(&once, hook_init);
+    return hook.bar_every;
+}
+
+void lx_test_bar_drawn(void)
+{
+    pthread_once(&once, hook_init);
+    if (hook.bar_stop && ++bars == hook.bar_stop)
+        raise(SIGSTOP);
 }

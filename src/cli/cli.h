@@ -8,6 +8,7 @@
 
 #include "loxstream/error.h"
 #include "loxstream/engine.h"
+#include "loxstream/hfcache.h"
 #include "loxstream/report.h"
 #include "loxstream/rsvd.h"
 
@@ -31,13 +32,13 @@ int cli_report(int status);
 
 /* ---- the options of the streaming commands (apply, lora, analyze) ----
  * -b/--base, -a/--aligned, --tol, --power-iters, --max-passes, --oversample, --seed, --exact,
- * --include, --exclude, --max-memory and -j/--threads, parsed the same way
+ * --include, --exclude, --max-memory, --revision and -j/--threads, parsed the same way
  * everywhere (cli_stream.c).  A command puts CLI_STREAM_LONGOPTS in its
  * option table, "b:a:j:" in its short options, and numbers its own long-only
  * options below CLI_OPT_TOL. */
 enum {
     CLI_OPT_TOL = 1000, CLI_OPT_POWER, CLI_OPT_MAXPASS, CLI_OPT_OVERSAMPLE, CLI_OPT_SEED,
-    CLI_OPT_EXACT, CLI_OPT_INCLUDE, CLI_OPT_EXCLUDE, CLI_OPT_MAXMEM
+    CLI_OPT_EXACT, CLI_OPT_INCLUDE, CLI_OPT_EXCLUDE, CLI_OPT_MAXMEM, CLI_OPT_REVISION
 };
 #define CLI_STREAM_LONGOPTS                                                              \
     {"base", required_argument, 0, 'b'},                                                 \
@@ -51,13 +52,17 @@ enum {
     {"include", required_argument, 0, CLI_OPT_INCLUDE},                                  \
     {"exclude", required_argument, 0, CLI_OPT_EXCLUDE},                                  \
     {"max-memory", required_argument, 0, CLI_OPT_MAXMEM},                                \
+    {"revision", required_argument, 0, CLI_OPT_REVISION},                                \
     {"threads", required_argument, 0, 'j'}
 
 /* Where the shared options go (the job's embedded engine options), and
- * which of --tol / --power-iters was seen. */
+ * which of --tol / --power-iters was seen; --revision; a third input to
+ * resolve with the other two (analyze's --finetuned; NULL: none). */
 typedef struct cli_stream {
     lx_engine_opts *e;
     int have_tol, have_power;
+    const char *revision;
+    const char **finetuned;
 } cli_stream;
 
 /* If c is one of the shared options, parse arg into s, set *st, return 1;
@@ -65,9 +70,22 @@ typedef struct cli_stream {
 int cli_stream_option(cli_stream *s, int c, const char *arg, lx_status *st);
 /* Once getopt_long is done: no operand left, --base and --aligned given
  * (and --output, when `output` is not NULL: the command's output path),
- * the checks across the shared options; then OpenMP's thread count set. */
+ * the checks across the shared options, the inputs resolved (cli_input);
+ * then OpenMP's thread count set. */
 lx_status cli_stream_finish(const cli_stream *s, const char *cmd, int argc, char **argv,
                             const char *const *output);
+/* The checkpoint that option names (cli_input.c): arg itself when it
+ * exists, with what is not safetensors refused (sniff.h); else a model ID
+ * in the Hugging Face cache at revision (NULL: main), announced on stderr
+ * unless quiet.  *path: what to open; *model (if not NULL): the cache
+ * entry, NULL for a local path.  A missing input is LX_EINPUT naming the
+ * option ("--base: 'bsae': No such file or directory"). */
+lx_status cli_input(const char *option, const char *arg, const char *revision, int quiet,
+                    const char **path, const lx_hf_model **model);
+/* Once every input is resolved: LX_EUSAGE if --revision was given but no
+ * input was a model ID. */
+lx_status cli_revision_used(const char *revision, const char *cmd);
+
 /* The error for getopt_long's ':' (missing value) or '?' (unknown option). */
 lx_status cli_bad_option(const char *cmd, int c, char **argv);
 

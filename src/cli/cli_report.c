@@ -1,32 +1,72 @@
 /* cli_report.c - the command line's side of report.h: the jobs' status
- * lines printed on stderr, a progress bar redrawn in place on a terminal. */
+ * lines printed on stderr, a progress bar redrawn in place on a terminal,
+ * and the terminal's width (TIOCGWINSZ, read again after SIGWINCH). */
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <unistd.h>
 
 #include "cli.h"
 #include "loxstream/fs.h"
 
-static volatile sig_atomic_t bar_shown; /* a bar is on the terminal's last line */
+static volatile sig_atomic_t bar_shown;   /* a bar is on the terminal's last line */
+static volatile sig_atomic_t resized = 1;  /* read the width again */
+static int width = 80;                     /* when the terminal does not say */
+
+static void on_winch(int sig)
+{
+    (void)sig;
+    resized = 1;
+}
+
+static int columns(void *ctx)
+{
+    (void)ctx;
+    if (resized) {
+        resized = 0;
+        struct winsize ws;
+        if (ioctl(STDERR_FILENO, TIOCGWINSZ, &ws) == 0 && ws.ws_col > 0)
+            width = ws.ws_col;
+    }
+    return width;
+}
+
+/* Erase the bar, drawn narrower than the terminal.  (A terminal that
+ * shrinks under it and rewraps it, as tmux does, keeps the rows above the
+ * cursor in its scrollback, out of reach; the visible screen stays clean.) */
+static void clear_bar(void)
+{
+    fputs("\r\033[K", stderr);
+}
 
 static void print_line(void *ctx, lx_line_kind kind, const char *line)
 {
     (void)ctx;
     if (kind == LX_LINE_BAR) {
-        fprintf(stderr, "\r\033[K%s", line);
+        clear_bar();
+        fputs(line, stderr);
         bar_shown = 1;
         return;
     }
     if (bar_shown)
-        fputs("\r\033[K", stderr);
+        clear_bar();
     bar_shown = 0;
     fprintf(stderr, "%s\n", line);
 }
 
 lx_reporter cli_reporter(void)
 {
-    lx_reporter r = {print_line, NULL, isatty(STDERR_FILENO)};
+    int tty = isatty(STDERR_FILENO);
+    if (tty) {
+        struct sigaction sa;
+        memset(&sa, 0, sizeof sa);
+        sa.sa_handler = on_winch;
+        sa.sa_flags = SA_RESTART; /* no system call of the job sees EINTR */
+        sigemptyset(&sa.sa_mask);
+        sigaction(SIGWINCH, &sa, NULL);
+    }
+    lx_reporter r = {print_line, NULL, tty, columns};
     return r;
 }
 

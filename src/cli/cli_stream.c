@@ -49,6 +49,9 @@ int cli_stream_option(cli_stream *s, int c, const char *arg, lx_status *st)
     case CLI_OPT_MAXMEM:
         *st = lx_parse_size(arg, "--max-memory", &s->e->max_memory);
         return 1;
+    case CLI_OPT_REVISION:
+        s->revision = arg;
+        return 1;
     case 'j':
         if ((*st = lx_parse_u64(arg, "--threads", 1, 1024, &v)) == LX_OK)
             s->e->threads = (int)v;
@@ -73,6 +76,24 @@ lx_status cli_stream_finish(const cli_stream *s, const char *cmd, int argc, char
     if (s->e->svd.exact && (s->have_tol || s->have_power))
         return lx_fail(LX_EUSAGE, "%s: --exact computes a full SVD: --tol and --power-iters do "
                        "not apply", cmd);
+    /* the other usage errors before the inputs are looked at */
+    lx_filter f;
+    lx_status st = lx_filter_init(&f, s->e->include, s->e->exclude);
+    if (st != LX_OK)
+        return st;
+    lx_filter_free(&f);
+    lx_engine_opts *e = s->e;
+    st = cli_input("--base", e->base_path, s->revision, e->quiet, &e->base_path,
+                             &e->base_model);
+    if (st == LX_OK)
+        st = cli_input("--aligned", e->aligned_path, s->revision, e->quiet, &e->aligned_path,
+                       &e->aligned_model);
+    if (st == LX_OK && s->finetuned && *s->finetuned)
+        st = cli_input("--finetuned", *s->finetuned, s->revision, e->quiet, s->finetuned, NULL);
+    if (st == LX_OK)
+        st = cli_revision_used(s->revision, cmd);
+    if (st != LX_OK)
+        return st;
 #ifdef _OPENMP
     omp_set_num_threads(s->e->threads);
 #endif

@@ -17,6 +17,8 @@ static void usage(FILE *f)
           "  -b, --base CKPT         base (pre-alignment) checkpoint\n"
           "  -a, --aligned CKPT      aligned checkpoint\n"
           "  -f, --finetuned CKPT    fine-tuned checkpoint (for R_ft)\n"
+          "      --revision REV      ref or commit of CKPTs given as Hugging Face model IDs\n"
+          "                          (ORG/NAME, found in the local cache; default main)\n"
           "  -k, --rank K            k of R_align and R_ft (default 6)\n"
           "      --ranks LIST        ranks of the energy columns (default 1,2,3,4,6,8)\n"
           "      --tol T             accuracy target of the SVD (default 3e-4)\n"
@@ -49,7 +51,7 @@ int cmd_analyze(int argc, char **argv)
     lx_analyze_opts o;
     lx_analyze_opts_default(&o);
     o.stream.report = cli_reporter();
-    cli_stream cs = {&o.stream, 0, 0};
+    cli_stream cs = {.e = &o.stream, .finetuned = &o.finetuned_path};
     uint64_t v;
     int c;
     lx_status st = LX_OK;

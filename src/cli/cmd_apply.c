@@ -16,6 +16,8 @@ static void usage(FILE *f)
           "matrix (LoX), streaming the checkpoints in bounded memory.\n\n"
           "  -b, --base CKPT         base (pre-alignment) checkpoint: directory or .safetensors\n"
           "  -a, --aligned CKPT      aligned checkpoint (its layout is kept)\n"
+          "      --revision REV      ref or commit of CKPTs given as Hugging Face model IDs\n"
+          "                          (ORG/NAME, found in the local cache; default main)\n"
           "  -o, --output DIR        output directory: new or empty, or an earlier run's\n"
           "                          output with the same options and inputs (resumed)\n"
           "      --restart           discard the earlier run's output in DIR and start over\n"
@@ -133,7 +135,7 @@ int cmd_apply(int argc, char **argv)
     lx_apply_opts o;
     lx_apply_opts_default(&o);
     o.stream.report = cli_reporter();
-    cli_stream cs = {&o.stream, 0, 0};
+    cli_stream cs = {.e = &o.stream};
     uint64_t v;
     int c;
     lx_status st = LX_OK;

@@ -19,16 +19,18 @@ static void usage(FILE *f)
     fprintf(f, "Usage: loxstream inspect [OPTION]... CKPT\n"
                "List the tensors of a checkpoint (a .safetensors file, or a directory with\n"
                "model.safetensors.index.json and its shards, model.safetensors, or loose\n"
-               "*.safetensors files), after validating every shard and the index.\n\n"
+               "*.safetensors files, or a model ID such as ORG/NAME in the local Hugging\n"
+               "Face cache), after validating every shard and the index.\n\n"
                "One line per tensor on stdout, tab-separated: name, dtype, shape (dims joined\n"
                "by 'x', empty for a scalar), bytes, shard file.  Control characters and '\\'\n"
                "in names are escaped (\\t, \\n, \\\\, \\xNN).\n\n"
                "  --json       one JSON object per line instead:\n"
                "               {\"name\",\"dtype\",\"shape\",\"bytes\",\"shard\",\"offset\"}\n"
+               "  --revision REV  ref or commit of a model ID (default main)\n"
                "  -q, --quiet  no summary on stderr\n"
                "  -h, --help   show this help\n\n"
-               "Exit status: 0 success, 1 runtime error (e.g. CKPT does not exist),\n"
-               "2 usage error, 3 the checkpoint was rejected.\n");
+               "Exit status: 0 success, 1 runtime error (e.g. CKPT cannot be read),\n"
+               "2 usage error, 3 the checkpoint was rejected or does not exist.\n");
 }
 
 /* Shape "8x768"; "" for a scalar. */
@@ -138,18 +140,25 @@ int cmd_inspect(int argc, char **argv)
 {
     static const struct option longopts[] = {
         {"json", no_argument, NULL, 'j'},
+        {"revision", required_argument, NULL, 'r'},
         {"quiet", no_argument, NULL, 'q'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
     int json = 0, quiet = 0, c;
+    const char *revision = NULL, *path;
     opterr = 0;
     optind = 1;
-    while ((c = getopt_long(argc, argv, "qh", longopts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, ":qh", longopts, NULL)) != -1) {
         switch (c) {
         case 'j': json = 1; break;
+        case 'r': revision = optarg; break;
         case 'q': quiet = 1; break;
         case 'h': usage(stdout); return 0;
+        case ':':
+            fprintf(stderr, "loxstream inspect: option '%s' needs a value (try 'loxstream "
+                    "inspect --help')\n", argv[optind - 1]);
+            return LX_EUSAGE;
         default:
             bad_option(argv[optind - 1]);
             return LX_EUSAGE;
@@ -162,7 +171,11 @@ int cmd_inspect(int argc, char **argv)
     }
 
     lx_checkpoint *ck;
-    lx_status st = lx_checkpoint_open(argv[optind], &ck);
+    lx_status st = cli_input("inspect", argv[optind], revision, quiet, &path, NULL);
+    if (st == LX_OK)
+        st = cli_revision_used(revision, "inspect");
+    if (st == LX_OK)
+        st = lx_checkpoint_open(path, &ck);
     if (st != LX_OK)
         return cli_report(st);
     if (json && (st = check_json_names(ck)) != LX_OK) {

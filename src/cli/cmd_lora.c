@@ -16,6 +16,8 @@ static void usage(FILE *f)
           "aligned model it gives what loxstream apply writes, up to rounding.\n\n"
           "  -b, --base CKPT         base (pre-alignment) checkpoint: directory or .safetensors\n"
           "  -a, --aligned CKPT      aligned checkpoint (the model the adapter is for)\n"
+          "      --revision REV      ref or commit of CKPTs given as Hugging Face model IDs\n"
+          "                          (ORG/NAME, found in the local cache; default main)\n"
           "  -o, --output DIR        output directory: new or empty\n"
           "  -k, --rank K            adapter rank r, the same for every module (default 6;\n"
           "                          at least 1)\n"
@@ -56,7 +58,7 @@ int cmd_lora(int argc, char **argv)
     lx_lora_opts o;
     lx_lora_opts_default(&o);
     o.stream.report = cli_reporter();
-    cli_stream cs = {&o.stream, 0, 0};
+    cli_stream cs = {.e = &o.stream};
     uint64_t v;
     int c;
     lx_status st = LX_OK;

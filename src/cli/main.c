@@ -34,11 +34,47 @@ static void usage(FILE *f)
                "Commands:\n");
     for (size_t i = 0; i < sizeof subcommands / sizeof subcommands[0]; i++)
         fprintf(f, "  %-9s %s\n", subcommands[i].name, subcommands[i].summary);
+    fprintf(f, "  %-9s %s\n", "help", "this help; help COMMAND: that command's options");
     fprintf(f, "\nGlobal options:\n"
                "  -h, --help     show this help (COMMAND --help: that command's options)\n"
                "  -V, --version  show version, BLIS kernels and library versions\n\n"
                "Exit status: 0 success, 1 runtime error, 2 usage error, 3 invalid input,\n"
-               "4 verification failed, 5 output directory refused.  See loxstream(1).\n");
+               "4 verification failed, 5 output directory refused.  See loxstream(1).\n"
+               "Report bugs to %s.  License: BSD-2-Clause (see LICENSE).\n",
+            PACKAGE_BUGREPORT);
+}
+
+static const struct subcommand *find_command(const char *name)
+{
+    for (size_t i = 0; i < sizeof subcommands / sizeof subcommands[0]; i++)
+        if (!strcmp(name, subcommands[i].name))
+            return &subcommands[i];
+    return NULL;
+}
+
+static int unknown_command(const char *name)
+{
+    fprintf(stderr, "loxstream: unknown command '%s' (try 'loxstream --help')\n", name);
+    return LX_EUSAGE;
+}
+
+/* loxstream help [COMMAND]: the top-level help, or COMMAND --help. */
+static int help(int argc, char **argv)
+{
+    if (argc < 3) {
+        usage(stdout);
+        return 0;
+    }
+    if (argc > 3) {
+        fprintf(stderr, "loxstream: help: one COMMAND at most (try 'loxstream help')\n");
+        return LX_EUSAGE;
+    }
+    const struct subcommand *c = find_command(argv[2]);
+    if (!c)
+        return unknown_command(argv[2]);
+    static char opt[] = "--help";
+    char *args[] = {argv[2], opt, NULL};
+    return c->run(2, args);
 }
 
 static int version(void)
@@ -86,15 +122,14 @@ int main(int argc, char **argv)
     if (lx_sigbus_install() != LX_OK)
         lx_warn("%s", lx_errmsg());
     const char *cmd = argv[1];
-    if (!strcmp(cmd, "-h") || !strcmp(cmd, "--help") || !strcmp(cmd, "help")) {
+    if (!strcmp(cmd, "-h") || !strcmp(cmd, "--help")) {
         usage(stdout);
         return 0;
     }
+    if (!strcmp(cmd, "help"))
+        return help(argc, argv);
     if (!strcmp(cmd, "-V") || !strcmp(cmd, "--version"))
         return version();
-    for (size_t i = 0; i < sizeof subcommands / sizeof subcommands[0]; i++)
-        if (!strcmp(cmd, subcommands[i].name))
-            return subcommands[i].run(argc - 1, argv + 1);
-    fprintf(stderr, "loxstream: unknown command '%s' (try 'loxstream --help')\n", cmd);
-    return LX_EUSAGE;
+    const struct subcommand *c = find_command(cmd);
+    return c ? c->run(argc - 1, argv + 1) : unknown_command(cmd);
 }

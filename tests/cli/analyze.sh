@@ -161,7 +161,8 @@ expect_exit 2 "$LOXSTREAM" analyze -b "$TMP/m/base" -a "$TMP/m/aligned" --includ
 expect_err 'no matrix to analyse'
 expect_exit 2 "$LOXSTREAM" analyze -b "$TMP/m/base" -a "$TMP/m/aligned" --embedding '('
 expect_err 'invalid regular expression'
-expect_exit 1 "$LOXSTREAM" analyze -b "$TMP/m/base" -a "$TMP/missing"
+expect_exit 3 "$LOXSTREAM" analyze -b "$TMP/m/base" -a "$TMP/missing"
+expect_err "^loxstream: --aligned: '$TMP/missing': No such file or directory\$"
 # a NaN in the fine-tuned model: exit 3 naming tensor, row and column
 cp -r "$TMP/m/finetuned" "$TMP/nan"
 poke_nan "$TMP/nan" model.layers.1.self_attn.v_proj.weight 3 7

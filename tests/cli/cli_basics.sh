@@ -11,6 +11,24 @@ expect_exit 2 "$LOXSTREAM"
 expect_err 'Usage'
 expect_exit 2 "$LOXSTREAM" frobnicate
 expect_err "unknown command 'frobnicate'"
+expect_out_none() { [ ! -s "$TMP/out" ] || fail "stdout: $(head -3 "$TMP/out")"; }
+
+# help [COMMAND]: the top-level help, or exactly COMMAND --help
+"$LOXSTREAM" --help >"$TMP/top" || fail "--help"
+grep -q "^Report bugs to .*License: BSD-2-Clause" "$TMP/top" || fail "--help: no bug-report or license line"
+expect_exit 0 "$LOXSTREAM" help
+cmp "$TMP/out" "$TMP/top" || fail "'help' differs from '--help'"
+for c in analyze apply inspect lora synth verify; do
+    "$LOXSTREAM" $c --help >"$TMP/want" || fail "$c --help"
+    grep -q "Usage: loxstream $c" "$TMP/want" || fail "$c --help: no usage line"
+    expect_exit 0 "$LOXSTREAM" help $c
+    cmp "$TMP/out" "$TMP/want" || fail "'help $c' differs from '$c --help'"
+done
+expect_exit 2 "$LOXSTREAM" help frobnicate
+expect_err "unknown command 'frobnicate'"
+expect_out_none
+expect_exit 2 "$LOXSTREAM" help apply lora
+expect_err "one COMMAND at most"
 
 expect_exit 0 "$LOXSTREAM" --version
 expect_out '^loxstream [0-9]+\.[0-9]+\.[0-9]+'

@@ -1,7 +1,7 @@
 #!/bin/sh
 # inspect.sh - loxstream inspect on real files written by other tools and on
 # hand-made checkpoints: exact TSV lines, JSON lines, summary, pipes, usage.
-# Exit codes: 0 listed, 1 CKPT missing (runtime error), 2 usage, 3 rejected.
+# Exit codes: 0 listed, 2 usage, 3 rejected or missing.
 . "$TESTS_SRCDIR/cli/lib.sh"
 . "$TESTS_SRCDIR/cli/stlib.sh"
 TAB=$(printf '\t')
@@ -152,7 +152,7 @@ expect_exit 2 "$LOXSTREAM" inspect "$PY" "$PY"
 expect_err "only one CKPT is expected"
 expect_exit 0 "$LOXSTREAM" inspect --help
 expect_out "^Usage: loxstream inspect \[OPTION\]\.\.\. CKPT"
-expect_exit 1 "$LOXSTREAM" inspect "$TMP/nope"
-expect_err "^loxstream: $TMP/nope: cannot open: No such file or directory\$"
+expect_exit 3 "$LOXSTREAM" inspect "$TMP/nope"
+expect_err "^loxstream: inspect: '$TMP/nope': No such file or directory\$"
 
 pass

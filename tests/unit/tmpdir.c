@@ -71,6 +71,30 @@ const char *tmpdir_file(const char *name)
     return p;
 }
 
+int tmpdir_mkparent(const char *rel)
+{
+    char p[PATH_MAX];
+    snprintf(p, sizeof p, "%s", tmpdir_file(rel));
+    for (char *s = p + strlen(root) + 1; (s = strchr(s, '/')); s++) {
+        *s = '\0';
+        if (mkdir(p, 0777) != 0 && errno != EEXIST)
+            return -1;
+        *s = '/';
+    }
+    return 0;
+}
+
+int tmpdir_put(const char *rel, const void *bytes, size_t n)
+{
+    if (tmpdir_mkparent(rel) != 0)
+        return -1;
+    FILE *f = fopen(tmpdir_file(rel), "wb");
+    if (!f)
+        return -1;
+    size_t w = fwrite(bytes, 1, n, f);
+    return fclose(f) == 0 && w == n ? 0 : -1;
+}
+
 int tmpdir_setup(void **state)
 {
     (void)state;

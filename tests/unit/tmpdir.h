@@ -8,6 +8,8 @@
 #ifndef LX_TESTS_TMPDIR_H
 #define LX_TESTS_TMPDIR_H
 
+#include <stddef.h>
+
 /* Create the directory under parent (NULL: $TMPDIR, else /tmp); 0 on
  * success, -1 (with a message on stderr) otherwise. */
 int tmpdir_make(const char *parent);
@@ -18,6 +20,12 @@ int tmpdir_remove(void);
 const char *tmpdir_root(void);
 /* root/name, in one of 16 static buffers used in turn. */
 const char *tmpdir_file(const char *name);
+
+/* Create the directories leading to root/rel (mkdir -p of its parent);
+ * 0 on success. */
+int tmpdir_mkparent(const char *rel);
+/* Write n bytes as root/rel, creating its parent directories; 0 on success. */
+int tmpdir_put(const char *rel, const void *bytes, size_t n);
 
 /* cmocka group fixtures: tmpdir_make(NULL) and tmpdir_remove(). */
 int tmpdir_setup(void **state);
