@@ -73,7 +73,8 @@ signal_at() {
     set -e
     wait_stopped "$pid"
     kill -"$sig" "$pid"
-    kill -CONT "$pid"
+    # after SIGKILL the shell may have reaped it already: nothing to wake
+    kill -CONT "$pid" 2>/dev/null || true
     set +e
     wait "$pid"
     rc=$?
