@@ -58,5 +58,10 @@ lx_status lx_err_restore(lx_status status, char *saved);
 
 /* Print a warning on stderr ("loxstream: warning: ...").  Warnings never stop a run. */
 void lx_warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* Where lx_warn's lines go ("loxstream: warning: ...", without the line
+ * break): fn(ctx, line), or stderr when fn is NULL (the default).  The
+ * command line sets it so that a warning never lands on a progress bar's
+ * line. */
+void lx_warn_sink(void (*fn)(void *ctx, const char *line), void *ctx);
 
 #endif

@@ -233,6 +233,15 @@ lx_status lx_err_restore(lx_status status, char *saved)
     return status;
 }
 
+static void (*warn_fn)(void *ctx, const char *line);
+static void *warn_ctx;
+
+void lx_warn_sink(void (*fn)(void *ctx, const char *line), void *ctx)
+{
+    warn_fn = fn;
+    warn_ctx = ctx;
+}
+
 void lx_warn(const char *fmt, ...)
 {
     va_list ap;
@@ -244,7 +253,13 @@ void lx_warn(const char *fmt, ...)
     char *buf = s ? malloc(want + 1) : NULL;
     if (buf)
         escape_into(buf, want, (const unsigned char *)s, len, e);
-    fprintf(stderr, "loxstream: warning: %s\n", buf ? buf : "(out of memory formatting a warning)");
+    const char *text = buf ? buf : "(out of memory formatting a warning)";
+    char *line = NULL;
+    if (warn_fn && asprintf(&line, "loxstream: warning: %s", text) >= 0)
+        warn_fn(warn_ctx, line);
+    else
+        fprintf(stderr, "loxstream: warning: %s\n", text);
+    free(line);
     free(buf);
     free(s);
 }

@@ -1,6 +1,7 @@
 /* cli_report.c - the command line's side of report.h: the jobs' status
  * lines printed on stderr, a progress bar redrawn in place on a terminal,
  * and the terminal's width (TIOCGWINSZ, read again after SIGWINCH). */
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
@@ -40,19 +41,31 @@ static void clear_bar(void)
     fputs("\r\033[K", stderr);
 }
 
+/* Status lines, bars and warnings may come from more than one thread. */
+static pthread_mutex_t lines_lock = PTHREAD_MUTEX_INITIALIZER;
+
 static void print_line(void *ctx, lx_line_kind kind, const char *line)
 {
     (void)ctx;
+    pthread_mutex_lock(&lines_lock);
     if (kind == LX_LINE_BAR) {
         clear_bar();
         fputs(line, stderr);
         bar_shown = 1;
-        return;
+    } else {
+        if (bar_shown)
+            clear_bar();
+        bar_shown = 0;
+        fprintf(stderr, "%s\n", line);
     }
-    if (bar_shown)
-        clear_bar();
-    bar_shown = 0;
-    fprintf(stderr, "%s\n", line);
+    pthread_mutex_unlock(&lines_lock);
+}
+
+/* lx_warn's lines: on a line of their own, the bar redrawn at its next
+ * update. */
+static void print_warning(void *ctx, const char *line)
+{
+    print_line(ctx, LX_LINE_STATUS, line);
 }
 
 lx_reporter cli_reporter(void)
@@ -66,6 +79,7 @@ lx_reporter cli_reporter(void)
         sigemptyset(&sa.sa_mask);
         sigaction(SIGWINCH, &sa, NULL);
     }
+    lx_warn_sink(print_warning, NULL);
     lx_reporter r = {print_line, NULL, tty, columns};
     return r;
 }

@@ -15,7 +15,7 @@ printf 'set -g remain-on-exit on\nset -g status off\nset -g history-limit 5000\n
 tm() { tmux -S "$SOCK" -f "$TMP/tmux.conf" "$@"; }
 trap 'tm kill-server >/dev/null 2>&1; [ -n "${KEEP:-}" ] || rm -rf "$TMP"' EXIT INT TERM
 
-# run_in_tmux NAME COLUMNS STOP: apply in a new tmux window of COLUMNS x 40,
+# run_in_tmux NAME COLUMNS STOP [ARGS]: apply [ARGS] in a new tmux window of COLUMNS x 40,
 # its output recorded raw in $TMP/NAME.raw, its pid in $TMP/NAME.pid;
 # LOXSTREAM_TEST_BAR=STOP.  The command waits for $TMP/NAME.go, so that the
 # recording starts first.  apply is a child of the pane's shell, not the
@@ -23,7 +23,7 @@ trap 'tm kill-server >/dev/null 2>&1; [ -n "${KEEP:-}" ] || rm -rf "$TMP"' EXIT 
 run_in_tmux() {
     tm new-session -d -s "$1" -x "$2" -y 40 \
         "while [ ! -e '$TMP/$1.go' ]; do sleep 0.05; done; LOXSTREAM_TEST_BAR=$3 \
-'$LOXSTREAM' apply -j 1 -b '$TMP/m/base' -a '$TMP/m/aligned' -o '$TMP/$1.out' & \
+'$LOXSTREAM' apply ${4:-} -j 1 -b '$TMP/m/base' -a '$TMP/m/aligned' -o '$TMP/$1.out' & \
 echo \$! >'$TMP/$1.pid'; wait \$!; echo \$? >'$TMP/$1.rc.tmp'; mv '$TMP/$1.rc.tmp' '$TMP/$1.rc'" ||
         fail "tmux new-session"
     tm pipe-pane -t "$1" -o "cat >'$TMP/$1.raw'" || fail "tmux pipe-pane"
@@ -50,7 +50,7 @@ screen_ok() {
     tm capture-pane -p -J "$@" -t "$sc_name" | grep -v '^Pane is dead' | grep -v '^$' >"$TMP/$sc_name.screen"
     set -- "$sc_name"
     NCHECKS=$((NCHECKS + 1))
-    if grep -qv '^apply: ' "$TMP/$1.screen"; then
+    if grep -v '^loxstream: warning: tensor .*: rank 100 exceeds min' "$TMP/$1.screen" | grep -qv '^apply: '; then
         echo "--- screen of $1:" >&2
         cat "$TMP/$1.screen" >&2
         fail "$1: a stale line is left on the screen"
@@ -78,6 +78,14 @@ grep -Eq '^apply .*[0-9]+% .*/s ETA [0-9:-]+ (\.\.\.)?[a-z_.0-9]+$' "$TMP/w80.ba
 screen_ok w80 -S -
 same=$(grep -c 'ETA' "$TMP/w80.screen" || true)
 expect_eq "w80: bars left on the screen" "$same" 0
+
+# ---- warnings while the bar is shown (--rank 100: one per tensor) each on
+# a line of their own, never after a bar on its line ----
+run_in_tmux warn 80 0 "--rank 100"
+wait_dead warn
+nwarn=$(tr '\r' '\n' <"$TMP/warn.raw" | sed 's/\x1b\[[0-9]*[AJK]//g' | grep -c '^loxstream: warning: tensor .*: rank 100 exceeds min' || true)
+[ "$nwarn" -ge 10 ] || fail "warn: $nwarn warnings at the start of a line, expected one per tensor"
+screen_ok warn -S -
 
 # ---- 132 columns, shrunk to 80 under a drawn bar ----
 run_in_tmux shrink 132 5
