@@ -90,10 +90,19 @@ expect_eq "lines after the pause" "$(grep -vc '^loxstream: test:' "$TMP/err")" 1
 expect_exit 0 lox -o "$TMP/t"
 same_output "$TMP/ref" "$TMP/t"
 
-# lora: SIGHUP removes its .partial
+# lora: SIGHUP removes its .partial.  A SIGHUP ignored when this test
+# started (under nohup) stays ignored in its children, as loxstream leaves
+# it: then SIGTERM stands in for it
 lora -o "$TMP/lref" || fail "the fresh lora"
-signal_at HUP "$LOXSTREAM" lora -q -j 1 -b "$M/base" -a "$M/aligned" -o "$TMP/lh"
-expect_eq "exit status after SIGHUP" "$rc" 129
+hup=HUP
+hup_rc=129
+if [ $(( 0x$(awk '/^SigIgn:/{print $2}' /proc/self/status) & 1 )) -ne 0 ]; then
+    skipped "SIGHUP is ignored here (nohup): lora's SIGHUP case run with SIGTERM"
+    hup=TERM
+    hup_rc=143
+fi
+signal_at "$hup" "$LOXSTREAM" lora -q -j 1 -b "$M/base" -a "$M/aligned" -o "$TMP/lh"
+expect_eq "exit status after SIG$hup" "$rc" "$hup_rc"
 expect_err "^loxstream: interrupted: the unfinished adapter file was removed"
 expect_eq "files left by the interrupted lora" "$(ls -A "$TMP/lh")" ""
 expect_exit 0 lora -o "$TMP/lh"
