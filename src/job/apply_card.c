@@ -270,16 +270,6 @@ static char *input_name(const char *path, const lx_hf_model *hf)
     return r ? r : strdup(path);
 }
 
-static const char *fmt_double(double x, char *buf, size_t len)
-{
-    for (int prec = 1; prec <= 17; prec++) {
-        snprintf(buf, len, "%.*g", prec, x);
-        if (strtod(buf, NULL) == x)
-            break;
-    }
-    return buf;
-}
-
 static void front_matter(FILE *f, const char *aligned_name, const lx_card_meta *m)
 {
     fputs("---\nbase_model: ", f);
@@ -319,7 +309,7 @@ static void command(FILE *f, const lx_apply_opts *o, const char *bname, const ch
         sh_word(f, rev);
     }
     fprintf(f, " \\\n    --output OUTDIR --rank %d --alpha %s", o->rank,
-            fmt_double(o->alpha, v, sizeof v));
+            lx_format_double(o->alpha, v, sizeof v));
     if (o->anchor_base)
         fputs(" --anchor base", f);
     if (o->factor_rank > o->rank)
@@ -331,7 +321,7 @@ static void command(FILE *f, const lx_apply_opts *o, const char *bname, const ch
                 s->oversample, s->seed);
     else if (o->rank > 0)
         fprintf(f, " --tol %s --max-passes %d --oversample %d --seed %" PRIu64,
-                fmt_double(s->tol, v, sizeof v), s->max_passes, s->oversample, s->seed);
+                lx_format_double(s->tol, v, sizeof v), s->max_passes, s->oversample, s->seed);
     if (e->include) {
         fputs(" --include ", f);
         sh_word(f, e->include);
@@ -380,14 +370,14 @@ static void body(FILE *f, const lx_apply_opts *o, const lx_inputs *in, const lx_
                                           : s->exact ? "exact SVD"
                                                      : "randomized SVD");
     fprintf(f, "| rank k | %d |\n| alpha | %s |\n| anchor | %s |\n", o->rank,
-            fmt_double(o->alpha, v, sizeof v), o->anchor_base ? "base" : "aligned");
+            lx_format_double(o->alpha, v, sizeof v), o->anchor_base ? "base" : "aligned");
     if (o->factor_rank > o->rank)
         fprintf(f, "| factor rank | %d |\n", o->factor_rank);
     if (o->rank > 0 && !s->exact) {
         if (s->passes > 0)
             fprintf(f, "| passes | %d |\n", s->passes);
         else
-            fprintf(f, "| tol | %s (at most %d passes) |\n", fmt_double(s->tol, v, sizeof v),
+            fprintf(f, "| tol | %s (at most %d passes) |\n", lx_format_double(s->tol, v, sizeof v),
                     s->max_passes);
         fprintf(f, "| oversample | %d |\n| seed | %" PRIu64 " |\n", s->oversample, s->seed);
     }

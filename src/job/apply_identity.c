@@ -164,18 +164,6 @@ static lx_status list_side_files(lx_apply_identity *J, const lx_checkpoint *alig
     return st;
 }
 
-/* The shortest decimal that reads back as the same double ("0.0003", not
- * "0.00029999999999999997"). */
-static const char *format_double(double x, char *buf, size_t len)
-{
-    for (int prec = 1; prec <= 17; prec++) {
-        snprintf(buf, len, "%.*g", prec, x);
-        if (strtod(buf, NULL) == x)
-            break;
-    }
-    return buf;
-}
-
 static lx_status add_escaped(lx_identity *id, const char *key, const char *value)
 {
     char *v = lx_st_escape_dup(value);
@@ -199,7 +187,7 @@ static lx_status build_identity(lx_apply_identity *J, const lx_apply_opts *o,
     if (st == LX_OK)
         st = lx_identity_add(id, "option rank", v);
     if (st == LX_OK)
-        st = lx_identity_add(id, "option alpha", format_double(o->alpha, v, sizeof v));
+        st = lx_identity_add(id, "option alpha", lx_format_double(o->alpha, v, sizeof v));
     /* recorded when not the default only: a default run's identity, and so
      * its journal's name, is what it was before these options */
     if (st == LX_OK && o->anchor_base)
@@ -222,7 +210,7 @@ static lx_status build_identity(lx_apply_identity *J, const lx_apply_opts *o,
                 st = lx_identity_add(id, "option passes", v);
         } else {
             if (st == LX_OK)
-                st = lx_identity_add(id, "option tol", format_double(o->stream.svd.tol, v, sizeof v));
+                st = lx_identity_add(id, "option tol", lx_format_double(o->stream.svd.tol, v, sizeof v));
             snprintf(v, sizeof v, "%d", o->stream.svd.max_passes);
             if (st == LX_OK)
                 st = lx_identity_add(id, "option max-passes", v);

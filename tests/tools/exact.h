@@ -77,7 +77,7 @@ static double *exact_truncation2(const char *who, const char *name, lx_dtype dta
 }
 
 /* exact_truncation2 with both matrices of dtype dt. */
-static double *exact_truncation(const char *who, const char *name, lx_dtype dt,
+static inline double *exact_truncation(const char *who, const char *name, lx_dtype dt,
                                 const unsigned char *al, const unsigned char *ba, size_t m,
                                 size_t n, int rank)
 {
