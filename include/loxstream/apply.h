@@ -30,6 +30,10 @@ typedef struct lx_apply_opts {
     int ranks[LX_SWEEP_MAX];
     char alpha_text[LX_SWEEP_MAX][LX_SWEEP_TEXT], rank_text[LX_SWEEP_MAX][LX_SWEEP_TEXT];
     int copy_unmatched;
+    int no_copy_tokenizer;         /* --no-copy-tokenizer: the tokenizer's side files
+                                    * are not copied (apply_identity.c) */
+    uint64_t out_shard_size;       /* --out-shard-size: re-shard the output into shards
+                                    * of at most this many bytes (0: the aligned layout) */
     const char *report_path;       /* per-matrix TSV, NULL for none ("-": stdout) */
     int stats;                     /* report resource use and rates at the end */
     int restart;                   /* discard an earlier run's output in output_path */

@@ -1,6 +1,6 @@
 /* apply_finish.h - the end of an apply run: once every tensor is durable
- * and recorded, the output is completed (side files, shards renamed into
- * place, index, checksum list, marker, each step durable before the next);
+ * and recorded, the output is completed (side files, the model card, shards
+ * renamed into place, index, checksum list, marker, each step durable before the next);
  * with --part, the last part to finish reads every shard back against the
  * records of all journals and completes it, the others say what is missing.
  */
@@ -15,6 +15,7 @@
 #include "loxstream/plan.h"
 
 typedef struct lx_apply_finish {
+    const lx_apply_opts *o;        /* the run's options (set by the caller): the card */
     int completed;                 /* this process completed the output */
     char msg[1024];                /* a part's last line: completed, or what it waits for */
     int final_message;             /* the error message needs no "run again to resume" */

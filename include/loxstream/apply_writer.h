@@ -21,7 +21,8 @@
 #define LX_INDEX_NAME "model.safetensors.index.json"
 
 typedef struct lx_out_shard {
-    const char *name;              /* the aligned shard's file name */
+    const char *name;              /* its file name: the aligned shard's, or own_name */
+    char *own_name;                /* re-sharded: model-0000i-of-0000N.safetensors */
     lx_st_entry *entries;
     lx_st_layout layout;
     lx_st_out file;
@@ -42,8 +43,11 @@ typedef struct lx_apply_writer {
     uint64_t *in_xxh3;             /* 2 per plan item: its inputs' XXH3 before the
                                     * computation read them (lx_writer_hash_inputs) */
     double in_hash_seconds;        /* main thread: lx_writer_hash_inputs */
-    lx_out_shard *shards;          /* one per aligned shard */
+    lx_out_shard *shards;          /* one per aligned shard, or per --out-shard-size shard */
     size_t nshards;
+    int has_index;                 /* an index is written (the aligned model has one,
+                                    * or the output is re-sharded into several) */
+    size_t *shard_of;              /* aligned tensor index -> its output shard */
     size_t *slot;                  /* aligned tensor index -> entry index in its shard */
     lx_journal journal;            /* this process's, appended to after each tensor */
     lx_wqueue *wq;
@@ -59,7 +63,11 @@ typedef struct lx_apply_writer {
     double sync_seconds;           /* writeback start and fdatasync */
 } lx_apply_writer;
 
-/* The layouts of every output shard (no file is touched) and the state. */
+/* The layouts of every output shard (apply_layout.c): shard_of, slot,
+ * shards with their names, entries, headers and paths.  No file is touched. */
+lx_status lx_writer_layouts(lx_apply_writer *w, const lx_apply_opts *o,
+                            const lx_checkpoint *aligned);
+/* The layouts (lx_writer_layouts) and the state. */
 lx_status lx_writer_init(lx_apply_writer *w, const lx_apply_opts *o, const lx_inputs *in,
                          unsigned nparts);
 void lx_writer_free(lx_apply_writer *w);

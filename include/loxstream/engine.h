@@ -69,7 +69,8 @@ void lx_read_ahead_set(lx_read_ahead *ra, const lx_plan_item *const *items, size
 void lx_read_ahead_stop(lx_read_ahead *ra);
 
 /* Rows [r0, r0+h) of dW = aligned - base of matrix b of a transformed item
- * (it->base set), as f32 into dst (leading dimension ld >= n), computed
+ * (it->base set, of the aligned dtype or another float one: both are
+ * converted exactly), as f32 into dst (leading dimension ld >= n), computed
  * exactly (dtype.h).  A NaN or Inf in dW is LX_EINPUT naming the tensor,
  * matrix, row, column and both input values.  Thread-safe. */
 lx_status lx_delta_rows(const lx_plan_item *it, uint64_t b, size_t r0, size_t h, float *dst,

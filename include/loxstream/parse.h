@@ -16,6 +16,9 @@ lx_status lx_parse_size(const char *s, const char *what, uint64_t *out);
 /* Strict integer / double parsing with range checks, LX_EUSAGE on error. */
 lx_status lx_parse_u64(const char *s, const char *what, uint64_t lo, uint64_t hi, uint64_t *out);
 lx_status lx_parse_double(const char *s, const char *what, double lo, double hi, double *out);
+/* The shortest decimal that reads back as the same double ("0.0003", not
+ * "0.00029999999999999997") into buf. */
+const char *lx_format_double(double x, char *buf, size_t len);
 /* "1.50 GiB", "312 MiB", "12 B" into buf. */
 const char *lx_format_size(uint64_t bytes, char *buf, size_t len);
 

@@ -48,8 +48,13 @@ lx_status lx_filter_init(lx_filter *f, const char *include, const char *exclude)
 void lx_filter_free(lx_filter *f);
 
 /* Pair the tensors and decide their actions.  Every tensor to transform
- * must exist in base with the same dtype and shape, else LX_EINPUT naming
- * it, unless copy_unmatched (then it is copied, with a warning).  A tensor
+ * must exist in base with the same shape and a float dtype (the aligned
+ * one's or another: a mixed pair is transformed, dW from both as stored,
+ * said in one warning), else LX_EINPUT naming it, unless copy_unmatched
+ * (then it is copied, with a warning).  The hint to copy differing
+ * tensors is given only when others are still transformed; when every
+ * tensor to transform differs the run would change nothing: LX_EINPUT
+ * either way, naming what the two config.json files disagree on.  A tensor
  * of 2 or more dimensions that would be transformed but whose dtype
  * loxstream cannot compute in (F8_*, F4, I8, U8, BOOL, C64, ...: not
  * lx_dtype_is_index) is LX_EINPUT naming tensor and dtype, unless

@@ -115,3 +115,13 @@ lx_status lx_parse_hex64(const char *s, size_t len, uint64_t *out)
     *out = v;
     return LX_OK;
 }
+
+const char *lx_format_double(double x, char *buf, size_t len)
+{
+    for (int prec = 1; prec <= 17; prec++) {
+        snprintf(buf, len, "%.*g", prec, x);
+        if (strtod(buf, NULL) == x)
+            break;
+    }
+    return buf;
+}

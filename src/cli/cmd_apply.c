@@ -44,6 +44,11 @@ static void usage(FILE *f)
           "      --include REGEX     transform only tensors matching (POSIX ERE)\n"
           "      --exclude REGEX     do not transform tensors matching\n"
           "      --copy-unmatched    copy tensors missing from base or of another shape\n"
+          "      --copy-tokenizer    copy the aligned model's tokenizer files (the default)\n"
+          "      --no-copy-tokenizer do not copy them\n"
+          "      --out-shard-size SIZE  re-shard the output into shards of at most SIZE\n"
+          "                          bytes (model-0000i-of-0000N.safetensors and an index;\n"
+          "                          default: the aligned model's shards)\n"
           "      --max-memory SIZE   bound on working memory (default 1G)\n"
           "  -j, --threads N         threads (default: online CPUs)\n"
           "      --report FILE       per-matrix TSV report (- for stdout)\n"
@@ -54,7 +59,7 @@ static void usage(FILE *f)
 }
 
 enum { OPT_ALPHA = 256, OPT_COPY, OPT_REPORT, OPT_STATS, OPT_RESTART, OPT_PART, OPT_ANCHOR,
-       OPT_FRANK };
+       OPT_FRANK, OPT_TOKENIZER, OPT_NO_TOKENIZER, OPT_SHARD_SIZE };
 
 /* "1,1.25,2" into o's alpha list (rank: 0) with each value as typed. */
 static lx_status parse_list(const char *s, int rank, lx_apply_opts *o)
@@ -119,6 +124,21 @@ bad:
                    "1 <= I <= N <= %d (e.g. --part 2/4)", s, LX_MAX_PARTS);
 }
 
+/* --out-shard-size: lx_parse_size, but mergekit's "5B" (10^9 bytes there,
+ * 5 bytes here) is refused as ambiguous. */
+static lx_status parse_shard_size(const char *s, uint64_t *out)
+{
+    size_t len = strlen(s), digits = strspn(s, "0123456789.");
+    if (len >= 2 && digits == len - 1 && (s[len - 1] == 'B' || s[len - 1] == 'b'))
+        return lx_fail(LX_EUSAGE, "apply: --out-shard-size '%s': ambiguous (mergekit reads B "
+                       "as 10^9 bytes, loxstream as bytes): write %.*sG for GiB, or the number "
+                       "of bytes", s, (int)(len - 1), s);
+    lx_status st = lx_parse_size(s, "--out-shard-size", out);
+    if (st == LX_OK && *out == 0)
+        st = lx_fail(LX_EUSAGE, "apply: --out-shard-size '%s': must be more than 0", s);
+    return st;
+}
+
 int cmd_apply(int argc, char **argv)
 {
     static const struct option longopts[] = {
@@ -130,6 +150,9 @@ int cmd_apply(int argc, char **argv)
         {"part", required_argument, 0, OPT_PART},
         {"anchor", required_argument, 0, OPT_ANCHOR},
         {"factor-rank", required_argument, 0, OPT_FRANK},
+        {"copy-tokenizer", no_argument, 0, OPT_TOKENIZER},
+        {"no-copy-tokenizer", no_argument, 0, OPT_NO_TOKENIZER},
+        {"out-shard-size", required_argument, 0, OPT_SHARD_SIZE},
         {"quiet", no_argument, 0, 'q'},             {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0}};
     lx_apply_opts o;
@@ -159,6 +182,11 @@ int cmd_apply(int argc, char **argv)
                 o.factor_rank = (int)v;
             break;
         case OPT_COPY: o.copy_unmatched = 1; break;
+        case OPT_TOKENIZER: o.no_copy_tokenizer = 0; break;
+        case OPT_NO_TOKENIZER: o.no_copy_tokenizer = 1; break;
+        case OPT_SHARD_SIZE:
+            st = parse_shard_size(optarg, &o.out_shard_size);
+            break;
         case OPT_REPORT: o.report_path = optarg; break;
         case OPT_STATS: o.stats = 1; break;
         case OPT_RESTART: o.restart = 1; break;

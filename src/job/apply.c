@@ -5,8 +5,9 @@
  * checked finite) -> randomized SVD (rsvd.c) -> output pass: rows of
  * anchor (aligned, or base) + alpha * U_k S_k V_k^T, rounded to the stored dtype and handed
  * to the writer thread (apply_writer.c) at their final offsets.  The output
- * keeps the aligned model's shard names, tensor order and offsets, so each
- * output header is known before the first byte of data is written.
+ * keeps the aligned model's shard names, tensor order and offsets (or is
+ * re-sharded, apply_layout.c), so each output header is known before the
+ * first byte of data is written.
  *
  * A run writes one output or, for a sweep (apply_sweep.c), several: each
  * matrix is factored once and every output that still needs it gets its
@@ -227,7 +228,7 @@ static lx_status output_panel(job *J, output *u, const lx_plan_item *it, uint64_
     /* before the put: the tensor is never finished, so never journaled */
     if (bad < h * n)
         return overflow_error(it, b, anchor, u->o.anchor_base, r0 + bad / n, bad % n);
-    lx_out_shard *os = &u->w.shards[t->shard];
+    lx_out_shard *os = &u->w.shards[u->w.shard_of[t - J->in.aligned->tensors]];
     st = lx_writer_put(&u->w, os, idx, b * mat_bytes + r0 * n * esize, obuf, h * n * esize, slot);
     J->done_bytes += h * n * esize;
     lx_progress_update(&J->progress, J->progress.done_items, J->done_bytes, t->name);
@@ -288,8 +289,8 @@ static void prefetch_from(job *J, size_t i)
 static lx_status process_item(job *J, size_t i)
 {
     const lx_plan_item *it = &J->in.plan.items[i];
-    /* Where the output bytes go: the aligned tensor's shard, same slot. */
-    size_t idx = J->outs[0].w.slot[it->aligned - J->in.aligned->tensors];
+    /* Where the output bytes go: the same shard and slot in every output */
+    size_t idx = J->outs[0].w.slot[i];
     lx_status st = LX_OK;
     prefetch_from(J, i);
     if (it->action == LX_ACT_COPY) {
@@ -297,7 +298,7 @@ static lx_status process_item(job *J, size_t i)
             output *u = &J->outs[q];
             double t0 = lx_now();
             if (u->need)
-                st = write_copy(J, u, &u->w.shards[it->aligned->shard], idx, it);
+                st = write_copy(J, u, &u->w.shards[u->w.shard_of[i]], idx, it);
             if (u->need && st == LX_OK)
                 report_line(u, it, 0, NULL, 0, lx_now() - t0);
         }
@@ -345,6 +346,26 @@ static lx_status check_memory(job *J)
         st = lx_fail_append(st, "; the sweep writes %zu outputs at once, each with its own "
                             "output buffers: sweep fewer values per run", J->nouts);
     return st;
+}
+
+/* --anchor base adds the update to the base tensor, rounded to the aligned
+ * dtype: only when both have that dtype (a mixed pair is refused). */
+static lx_status check_anchor(job *J)
+{
+    for (size_t q = 0; q < J->nouts; q++) {
+        if (!J->outs[q].o.anchor_base)
+            continue;
+        for (size_t i = 0; i < J->in.plan.n; i++) {
+            const lx_plan_item *it = &J->in.plan.items[i];
+            if (it->action != LX_ACT_COPY && it->base->dtype != it->aligned->dtype)
+                return lx_fail(LX_EUSAGE, "--anchor base: tensor '%s' is %s in base and %s in "
+                               "aligned: the base anchor needs one dtype (use the default "
+                               "anchor, or --exclude it)", it->aligned->name,
+                               lx_dtype_name(it->base->dtype), lx_dtype_name(it->aligned->dtype));
+        }
+        break;
+    }
+    return LX_OK;
 }
 
 static void job_free(job *J)
@@ -406,7 +427,7 @@ static void print_stats(job *J)
 static lx_status item_begin(job *J, output *u, size_t i)
 {
     const lx_plan_item *it = &J->in.plan.items[i];
-    lx_out_shard *os = &u->w.shards[it->aligned->shard];
+    lx_out_shard *os = &u->w.shards[u->w.shard_of[i]];
     int keep = 0;
     lx_status st = LX_OK;
     u->need = 0;
@@ -487,7 +508,7 @@ static lx_status run_items(job *J)
         for (size_t q = 0; q < J->nouts && st == LX_OK; q++) {
             output *u = &J->outs[q];
             if (u->need) {
-                st = lx_writer_end_item(&u->w, i, &u->w.shards[it->aligned->shard],
+                st = lx_writer_end_item(&u->w, i, &u->w.shards[u->w.shard_of[i]],
                                         u->w.slot[i]);
                 u->computed++;
             }
@@ -552,6 +573,7 @@ static lx_status output_finish(job *J, output *u)
     const lx_part *pt = &J->part;
     lx_inputs *in = &J->in;
     lx_status st = LX_OK;
+    u->fin.o = o;
     if (u->report && fflush(u->report) != 0)
         st = lx_fail_errno(LX_EFAIL, errno, "%s: cannot write report", o->report_path);
     if (st == LX_OK && pt->nparts > 1)
@@ -588,6 +610,8 @@ static lx_status run(job *J)
     lx_status st = lx_engine_filter(in, &o->stream);
     if (st == LX_OK)
         st = lx_engine_open(in, &o->stream, o->rank, o->copy_unmatched);
+    if (st == LX_OK)
+        st = check_anchor(J);
     if (st == LX_OK)
         st = check_memory(J);
     /* before the output directory is touched: a report onto an input or

@@ -15,6 +15,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "loxstream/apply_card.h"
 #include "loxstream/apply_finish.h"
 #include "loxstream/fs.h"
 #include "loxstream/hash.h"
@@ -37,7 +38,7 @@ typedef struct fin_run {
 
 static lx_status write_index(fin_run *J)
 {
-    if (!J->in->aligned->has_index)
+    if (!J->w->has_index)
         return LX_OK;
     size_t n = J->in->aligned->ntensors;
     const char **tn = malloc((n ? n : 1) * sizeof *tn), **sn = malloc((n ? n : 1) * sizeof *sn);
@@ -48,7 +49,7 @@ static lx_status write_index(fin_run *J)
     }
     for (size_t i = 0; i < n; i++) {
         tn[i] = J->in->aligned->tensors[i].name;
-        sn[i] = J->in->aligned->shards[J->in->aligned->tensors[i].shard].name;
+        sn[i] = J->w->shards[J->w->shard_of[i]].name;
     }
     char *path = lx_path_join(J->w->output_path, LX_INDEX_NAME);
     lx_status st = path ? lx_index_write(path, J->in->aligned->total_bytes, n, tn, sn)
@@ -158,7 +159,7 @@ static lx_status readback_shard(fin_run *J, size_t s, unsigned *bad, size_t *nba
         st = lx_fail(LX_EFAIL, "%s: its header is not the one the run writes", path);
     for (size_t i = 0; i < J->in->plan.n && st == LX_OK; i++) {
         const lx_tensor *t = J->in->plan.items[i].aligned;
-        if (t->shard != s)
+        if (J->w->shard_of[i] != s)
             continue;
         XXH3_64bits_reset(J->t);
         st = read_back(J, fd, path, lx_writer_file_offset(os, J->w->slot[i], 0), t->nbytes, os->stream,
@@ -177,8 +178,8 @@ static lx_status readback_shard(fin_run *J, size_t s, unsigned *bad, size_t *nba
     return st;
 }
 
-/* Every tensor is durable and recorded.  Side files, then the shards'
- * final names, then index, checksum list and marker: each step durable
+/* Every tensor is durable and recorded.  Side files and the card, then
+ * the shards' final names, then index, checksum list and marker: each step durable
  * before the next, the marker last.  bad: room for one part number per
  * tensor (parts, readback_shard). */
 static lx_status complete_output(fin_run *J, unsigned *bad)
@@ -188,7 +189,7 @@ static lx_status complete_output(fin_run *J, unsigned *bad)
      * removed once no other process writes the output */
     lx_status st = lx_state_remove(out, 1u << LX_STATE_SHARD_TEMP);
     size_t nfiles = 0, nbad = 0;
-    lx_listed_file *files = calloc(J->w->nshards + J->ri->nside + 1, sizeof *files);
+    lx_listed_file *files = calloc(J->w->nshards + J->ri->nside + 2, sizeof *files);
     if (!files)
         return lx_fail(LX_EFAIL, "out of memory");
     for (size_t s = 0; s < J->w->nshards && st == LX_OK; s++) {
@@ -235,6 +236,13 @@ static lx_status complete_output(fin_run *J, unsigned *bad)
         free(src);
         free(dst);
     }
+    uint64_t card_h = 0;
+    if (st == LX_OK)
+        st = lx_card_write(J->fin->o, J->in, J->w, &card_h);
+    if (st == LX_OK) {
+        lx_test_point("card");
+        st = list_add(files, &nfiles, LX_CARD_NAME, card_h);
+    }
     if (st == LX_OK)
         st = lx_sync_dir(out);
     for (size_t s = 0; s < J->w->nshards && st == LX_OK; s++) {
@@ -247,7 +255,7 @@ static lx_status complete_output(fin_run *J, unsigned *bad)
     }
     if (st == LX_OK)
         st = lx_sync_dir(out);
-    if (st == LX_OK && J->in->aligned->has_index) {
+    if (st == LX_OK && J->w->has_index) {
         char *path = lx_path_join(out, LX_INDEX_NAME);
         st = path ? lx_unlink_in(out, LX_INDEX_NAME, ".tmp") : lx_fail(LX_EFAIL, "out of memory");
         if (st == LX_OK)

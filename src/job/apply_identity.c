@@ -14,6 +14,7 @@
 #include "config.h"
 #include "loxstream/xxh.h"
 
+#include "loxstream/apply_card.h"
 #include "loxstream/apply_identity.h"
 #include "loxstream/fs.h"
 #include "loxstream/hash.h"
@@ -31,25 +32,32 @@ static int cmp_str(const void *a, const void *b)
  * Anything else is not copied: above all weights in other formats
  * (pytorch_model*.bin and its index, .gguf, .pt, .pth, .ckpt, .msgpack,
  * .h5, .onnx, .tflite, other .safetensors), which a loader may prefer to
- * the LoX shards.  fnmatch(3) patterns; man/loxstream.1 lists them too. */
+ * the LoX shards, and README.md (the output has its own card).  fnmatch(3)
+ * patterns; man/loxstream.1 lists them too.  The tokenizer's files (what
+ * a tokenizer's save_pretrained writes, chat template included) are left
+ * out with --no-copy-tokenizer. */
 static const char *const side_allowed[] = {
     "config.json", "generation_config.json", "adapter_config.json",
-    "tokenizer.json", "tokenizer_config.json", "tokenizer.model", "special_tokens_map.json",
-    "added_tokens.json", "vocab.json", "vocab.txt", "merges.txt", "spiece.model",
-    "sentencepiece.bpe.model", "*.tiktoken", "tekken.json",
-    "chat_template.*",
     "preprocessor_config.json", "processor_config.json", "video_preprocessor_config.json",
     "*.py",
     "LICENSE*", "USE_POLICY*", "NOTICE*",
 };
+static const char *const side_tokenizer[] = {
+    "tokenizer.json", "tokenizer_config.json", "tokenizer.model", "special_tokens_map.json",
+    "added_tokens.json", "vocab.json", "vocab.txt", "merges.txt", "spiece.model",
+    "sentencepiece.bpe.model", "*.tiktoken", "tekken.json",
+    "chat_template.*",
+};
 
-static int side_is_allowed(const char *name)
+static int matches(const char *const *pats, size_t n, const char *name)
 {
-    for (size_t i = 0; i < sizeof side_allowed / sizeof *side_allowed; i++)
-        if (fnmatch(side_allowed[i], name, FNM_PERIOD) == 0)
+    for (size_t i = 0; i < n; i++)
+        if (fnmatch(pats[i], name, FNM_PERIOD) == 0)
             return 1;
     return 0;
 }
+
+#define MATCHES(pats, name) matches(pats, sizeof pats / sizeof *pats, name)
 
 /* Say once which regular files of the aligned directory are not copied. */
 static void warn_skipped(const lx_checkpoint *aligned, char **skipped, size_t n)
@@ -84,7 +92,8 @@ static int is_input_shard(const lx_checkpoint *ck, const char *name)
     return 0;
 }
 
-static lx_status list_side_files(lx_apply_identity *J, const lx_checkpoint *aligned)
+static lx_status list_side_files(lx_apply_identity *J, const lx_checkpoint *aligned,
+                                 int copy_tokenizer)
 {
     struct stat sb;
     if (stat(aligned->path, &sb) != 0 || !S_ISDIR(sb.st_mode))
@@ -99,6 +108,7 @@ static lx_status list_side_files(lx_apply_identity *J, const lx_checkpoint *alig
     while (st == LX_OK && (de = readdir(d))) {
         const char *nm = de->d_name;
         if (nm[0] == '.' || !strcmp(nm, LX_INDEX_NAME) || !strcmp(nm, LX_LIST_NAME) ||
+            !strcmp(nm, LX_CARD_NAME) || /* the output has its own */
             is_input_shard(aligned, nm))
             continue;
         char *src = lx_path_join(aligned->dir, nm);
@@ -110,7 +120,10 @@ static lx_status list_side_files(lx_apply_identity *J, const lx_checkpoint *alig
         free(src);
         if (!regular)
             continue;
-        if (!side_is_allowed(nm)) {
+        int tokenizer = MATCHES(side_tokenizer, nm);
+        if (tokenizer && !copy_tokenizer)
+            continue; /* asked for: not warned about */
+        if (!tokenizer && !MATCHES(side_allowed, nm)) {
             if (nskipped == skipcap) {
                 skipcap = skipcap ? 2 * skipcap : 16;
                 char **p = realloc(skipped, skipcap * sizeof *p);
@@ -151,18 +164,6 @@ static lx_status list_side_files(lx_apply_identity *J, const lx_checkpoint *alig
     return st;
 }
 
-/* The shortest decimal that reads back as the same double ("0.0003", not
- * "0.00029999999999999997"). */
-static const char *format_double(double x, char *buf, size_t len)
-{
-    for (int prec = 1; prec <= 17; prec++) {
-        snprintf(buf, len, "%.*g", prec, x);
-        if (strtod(buf, NULL) == x)
-            break;
-    }
-    return buf;
-}
-
 static lx_status add_escaped(lx_identity *id, const char *key, const char *value)
 {
     char *v = lx_st_escape_dup(value);
@@ -186,7 +187,7 @@ static lx_status build_identity(lx_apply_identity *J, const lx_apply_opts *o,
     if (st == LX_OK)
         st = lx_identity_add(id, "option rank", v);
     if (st == LX_OK)
-        st = lx_identity_add(id, "option alpha", format_double(o->alpha, v, sizeof v));
+        st = lx_identity_add(id, "option alpha", lx_format_double(o->alpha, v, sizeof v));
     /* recorded when not the default only: a default run's identity, and so
      * its journal's name, is what it was before these options */
     if (st == LX_OK && o->anchor_base)
@@ -209,12 +210,15 @@ static lx_status build_identity(lx_apply_identity *J, const lx_apply_opts *o,
                 st = lx_identity_add(id, "option passes", v);
         } else {
             if (st == LX_OK)
-                st = lx_identity_add(id, "option tol", format_double(o->stream.svd.tol, v, sizeof v));
+                st = lx_identity_add(id, "option tol", lx_format_double(o->stream.svd.tol, v, sizeof v));
             snprintf(v, sizeof v, "%d", o->stream.svd.max_passes);
             if (st == LX_OK)
                 st = lx_identity_add(id, "option max-passes", v);
         }
     }
+    snprintf(v, sizeof v, "%" PRIu64, o->out_shard_size);
+    if (st == LX_OK && o->out_shard_size)
+        st = lx_identity_add(id, "option out-shard-size", v);
     if (st == LX_OK && o->stream.include)
         st = add_escaped(id, "option include", o->stream.include);
     if (st == LX_OK && o->stream.exclude)
@@ -232,10 +236,12 @@ static lx_status build_identity(lx_apply_identity *J, const lx_apply_opts *o,
                                           w->shards[s].layout.n,
                                           XXH3_64bits(w->shards[s].layout.header,
                                                       w->shards[s].layout.header_size));
-    if (st == LX_OK && aligned->has_index)
+    if (st == LX_OK && w->has_index)
         st = lx_identity_add_output(id, LX_INDEX_NAME, "index");
     for (size_t i = 0; i < J->nside && st == LX_OK; i++)
         st = lx_identity_add_output(id, J->side[i], "side");
+    if (st == LX_OK)
+        st = lx_identity_add_output(id, LX_CARD_NAME, "card");
     J->hash = lx_identity_hash(id);
     return st;
 }
@@ -244,7 +250,7 @@ lx_status lx_apply_identity_build(lx_apply_identity *ri, const lx_apply_opts *o,
                                   const lx_checkpoint *base, const lx_checkpoint *aligned,
                                   const lx_apply_writer *w)
 {
-    lx_status st = list_side_files(ri, aligned);
+    lx_status st = list_side_files(ri, aligned, !o->no_copy_tokenizer);
     return st == LX_OK ? build_identity(ri, o, base, aligned, w) : st;
 }
 

@@ -122,7 +122,7 @@ static lx_status reopen_output(const char *out, const lx_inputs *in, lx_apply_wr
     }
     if (st == LX_OK)
         st = lx_unlink_in(out, LX_LIST_NAME, "");
-    if (st == LX_OK && in->aligned->has_index)
+    if (st == LX_OK && w->has_index)
         st = lx_unlink_in(out, LX_INDEX_NAME, "");
     for (size_t s = 0; s < w->nshards && st == LX_OK; s++) {
         lx_out_shard *os = &w->shards[s];
@@ -160,7 +160,7 @@ int lx_resume_record_fits(const lx_inputs *in, const lx_apply_writer *w, size_t 
 {
     const lx_plan_item *it = &in->plan.items[i];
     const lx_tensor *t = it->aligned;
-    const lx_out_shard *os = &w->shards[t->shard];
+    const lx_out_shard *os = &w->shards[w->shard_of[i]];
     size_t idx = w->slot[i];
     return !strcmp(r->shard, os->name) && r->offset == lx_writer_file_offset(os, idx, 0) &&
            r->length == t->nbytes && r->has_base == lx_writer_uses_base(w, it);

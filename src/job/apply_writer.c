@@ -22,7 +22,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "config.h"
 #include "loxstream/apply_writer.h"
 #include "loxstream/fs.h"
 #include "loxstream/sys.h"
@@ -137,117 +136,6 @@ static lx_status writer_job(void *ctx, const lx_wq_job *w)
     }
     }
 }
-
-static char *method_string(const lx_apply_opts *o)
-{
-    char *s = NULL;
-    int rc;
-    if (o->rank == 0)
-        rc = asprintf(&s, "full-rank extrapolation");
-    else if (o->stream.svd.exact)
-        rc = asprintf(&s, "exact SVD");
-    else if (o->stream.svd.passes > 0)
-        rc = asprintf(&s, "randomized SVD, %d passes, oversample %d, seed %" PRIu64,
-                      o->stream.svd.passes, o->stream.svd.oversample, o->stream.svd.seed);
-    else
-        rc = asprintf(&s, "randomized SVD, tol %g (max %d passes), oversample %d, seed %" PRIu64,
-                      o->stream.svd.tol, o->stream.svd.max_passes, o->stream.svd.oversample, o->stream.svd.seed);
-    return rc < 0 ? NULL : s;
-}
-
-/* Header metadata of every output shard: the aligned shard's own, with
- * format=pt and the parameters of this run. */
-static lx_status build_layouts(lx_apply_writer *J, const lx_apply_opts *o,
-                               const lx_checkpoint *aligned)
-{
-    char rank[32], alpha[64], frank[32];
-    snprintf(rank, sizeof rank, "%d", o->rank);
-    snprintf(alpha, sizeof alpha, "%.17g", o->alpha);
-    snprintf(frank, sizeof frank, "%d", o->factor_rank);
-    char *method = method_string(o);
-    if (!method)
-        return lx_fail(LX_EFAIL, "out of memory");
-    /* the anchor and the factor rank only when not the default, so that a
-     * default run's bytes are what they were before these options */
-    const char *own_keys[] = {"format", "loxstream_version", "loxstream_rank", "loxstream_alpha",
-                              "loxstream_method", "loxstream_include", "loxstream_exclude",
-                              "loxstream_anchor", "loxstream_factor_rank"};
-    const char *own_vals[] = {"pt", PACKAGE_VERSION, rank, alpha, method,
-                              o->stream.include ? o->stream.include : "", o->stream.exclude ? o->stream.exclude : "",
-                              "base", frank};
-    size_t nown = sizeof own_keys / sizeof own_keys[0], nset = 0;
-    const char *set_keys[sizeof own_keys / sizeof own_keys[0]], *set_vals[sizeof set_keys / sizeof set_keys[0]];
-    for (size_t k = 0; k < nown; k++) {
-        if ((k == nown - 2 && !o->anchor_base) || (k == nown - 1 && o->factor_rank <= o->rank))
-            continue;
-        set_keys[nset] = own_keys[k];
-        set_vals[nset++] = own_vals[k];
-    }
-    lx_status st = LX_OK;
-    J->nshards = aligned->nshards;
-    J->shards = calloc(J->nshards, sizeof *J->shards);
-    J->slot = calloc(aligned->ntensors ? aligned->ntensors : 1, sizeof *J->slot);
-    if (!J->shards || !J->slot) {
-        free(method);
-        return lx_fail(LX_EFAIL, "out of memory");
-    }
-    for (size_t s = 0; s < J->nshards && st == LX_OK; s++) {
-        const lx_shard *in = &aligned->shards[s];
-        lx_out_shard *os = &J->shards[s];
-        size_t nt = in->header.ntensors;
-        os->entries = calloc(nt ? nt : 1, sizeof *os->entries);
-        size_t maxmeta = in->header.nmeta + nown;
-        const char **keys = calloc(maxmeta, sizeof *keys), **vals = calloc(maxmeta, sizeof *vals);
-        if (!os->entries || !keys || !vals) {
-            free(keys);
-            free(vals);
-            st = lx_fail(LX_EFAIL, "out of memory");
-            break;
-        }
-        size_t nmeta = 0;
-        for (size_t k = 0; k < nset; k++) {
-            keys[nmeta] = set_keys[k];
-            vals[nmeta++] = set_vals[k];
-        }
-        for (size_t k = 0; k < in->header.nmeta; k++) {
-            int ours = 0;
-            for (size_t q = 0; q < nown; q++)
-                ours |= !strcmp(in->header.meta_keys[k], own_keys[q]);
-            if (!ours) {
-                keys[nmeta] = in->header.meta_keys[k];
-                vals[nmeta++] = in->header.meta_values[k];
-            }
-        }
-        /* Entries in file order, so offsets equal the aligned shard's. */
-        size_t e = 0;
-        for (size_t ti = 0; ti < aligned->ntensors; ti++) {
-            const lx_tensor *t = &aligned->tensors[ti];
-            if (t->shard != s)
-                continue;
-            J->slot[ti] = e;
-            lx_st_entry *en = &os->entries[e++];
-            en->name = t->name;
-            en->dtype = t->dtype;
-            en->ndim = t->ndim;
-            for (int d = 0; d < t->ndim; d++)
-                en->shape[d] = t->shape[d];
-        }
-        st = lx_st_layout_build(&os->layout, os->entries, e, keys, vals, nmeta);
-        free(keys);
-        free(vals);
-        if (st != LX_OK)
-            break;
-        os->name = in->name;
-        os->final_path = lx_path_join(o->output_path, in->name);
-        if (os->final_path && asprintf(&os->partial_path, "%s" LX_PARTIAL_SUFFIX, os->final_path) < 0)
-            os->partial_path = NULL;
-        if (!os->final_path || !os->partial_path)
-            st = lx_fail(LX_EFAIL, "out of memory");
-    }
-    free(method);
-    return st;
-}
-
 
 /* A file of the output directory that the run writes into is its own
  * (lx_fd_own_file: regular, one link, on the directory's device) and not
@@ -435,7 +323,7 @@ lx_status lx_writer_init(lx_apply_writer *w, const lx_apply_opts *o, const lx_in
     if (!(w->tstate = XXH3_createState()) ||
         !(w->in_xxh3 = calloc(2 * (in->plan.n ? in->plan.n : 1), sizeof *w->in_xxh3)))
         return lx_fail(LX_EFAIL, "out of memory allocating buffers");
-    lx_status st = build_layouts(w, o, in->aligned);
+    lx_status st = lx_writer_layouts(w, o, in->aligned);
     for (size_t s = 0; s < w->nshards && st == LX_OK; s++)
         if (!(w->shards[s].stream = XXH3_createState()))
             st = lx_fail(LX_EFAIL, "out of memory");
@@ -453,9 +341,11 @@ void lx_writer_free(lx_apply_writer *w)
         free(os->entries);
         free(os->final_path);
         free(os->partial_path);
+        free(os->own_name);
     }
     free(w->shards);
     free(w->slot);
+    free(w->shard_of);
     free(w->in_xxh3);
     XXH3_freeState(w->tstate);
     lx_journal_close(&w->journal);

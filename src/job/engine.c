@@ -146,19 +146,61 @@ static size_t first_nonfinite(const float *x, size_t n)
     return n;
 }
 
+/* One element of a transformable dtype as a double (exact). */
+static double elem_f64(lx_dtype dt, const unsigned char *p)
+{
+    if (dt == LX_DT_F64) {
+        double d;
+        memcpy(&d, p, sizeof d);
+        return d;
+    }
+    float f;
+    lx_to_f32(dt, p, &f, 1);
+    return f;
+}
+
+/* Row a - b of n elements, a of dtype da and b of dtype db (mixed: a base
+ * in F32, the aligned model in BF16), as lx_sub_to_f32 computes it for
+ * one dtype: both converted exactly, subtracted in f32 (in double when
+ * either is F64, then rounded to f32). */
+#define MIXED_BLOCK 256
+static void sub_mixed_to_f32(lx_dtype da, const unsigned char *a, lx_dtype db,
+                             const unsigned char *b, float *dst, size_t n)
+{
+    size_t ea = lx_dtype_bits(da) / 8, eb = lx_dtype_bits(db) / 8;
+    if (da == LX_DT_F64 || db == LX_DT_F64) {
+        for (size_t j = 0; j < n; j++)
+            dst[j] = (float)(elem_f64(da, a + j * ea) - elem_f64(db, b + j * eb));
+        return;
+    }
+    float fb[MIXED_BLOCK];
+    for (size_t j = 0; j < n; j += MIXED_BLOCK) {
+        size_t c = n - j < MIXED_BLOCK ? n - j : MIXED_BLOCK;
+        lx_to_f32(da, a + j * ea, dst + j, c);
+        lx_to_f32(db, b + j * eb, fb, c);
+        for (size_t q = 0; q < c; q++)
+            dst[j + q] -= fb[q];
+    }
+}
+
 /* Convert and subtract rows [r0, r0+h) of one matrix; reject NaN/Inf. */
 static lx_status delta_rows(const lx_plan_item *it, const unsigned char *al,
-                            const unsigned char *ba, size_t esize, uint64_t batch_index,
-                            size_t r0, size_t h, float *dst, size_t ld)
+                            const unsigned char *ba, uint64_t batch_index, size_t r0, size_t h,
+                            float *dst, size_t ld)
 {
     size_t n = it->n;
+    lx_dtype da = it->aligned->dtype, db = it->base->dtype;
+    size_t ea = lx_dtype_bits(da) / 8, eb = lx_dtype_bits(db) / 8;
     long bad_row = -1;
     /* serial when called by one of the threads of a pass (rsvd.c) */
 #pragma omp parallel for schedule(static) if (h * n >= (1u << 16) && !in_parallel())
     for (size_t i = 0; i < h; i++) {
-        size_t off = (r0 + i) * n * esize;
+        size_t off = (r0 + i) * n;
         float *row = dst + i * ld;
-        lx_sub_to_f32(it->aligned->dtype, al + off, ba + off, row, n);
+        if (da == db)
+            lx_sub_to_f32(da, al + off * ea, ba + off * eb, row, n);
+        else
+            sub_mixed_to_f32(da, al + off * ea, db, ba + off * eb, row, n);
         if (first_nonfinite(row, n) != n) {
 #pragma omp critical
             if (bad_row < 0 || (long)i < bad_row)
@@ -169,9 +211,7 @@ static lx_status delta_rows(const lx_plan_item *it, const unsigned char *al,
         size_t r = r0 + (size_t)bad_row;
         float *row = dst + (size_t)bad_row * ld;
         size_t c = first_nonfinite(row, n);
-        float a, b;
-        lx_to_f32(it->aligned->dtype, al + (r * n + c) * esize, &a, 1);
-        lx_to_f32(it->aligned->dtype, ba + (r * n + c) * esize, &b, 1);
+        double a = elem_f64(da, al + (r * n + c) * ea), b = elem_f64(db, ba + (r * n + c) * eb);
         char where[64] = "";
         if (it->batch > 1)
             snprintf(where, sizeof where, "matrix %" PRIu64 ", ", batch_index);
@@ -186,10 +226,11 @@ static lx_status delta_rows(const lx_plan_item *it, const unsigned char *al,
 lx_status lx_delta_rows(const lx_plan_item *it, uint64_t b, size_t r0, size_t h, float *dst,
                         size_t ld)
 {
-    size_t esize = lx_dtype_bits(it->aligned->dtype) / 8;
-    uint64_t mat_bytes = it->m * it->n * esize;
-    return delta_rows(it, it->aligned->data + b * mat_bytes, it->base->data + b * mat_bytes,
-                      esize, b, r0, h, dst, ld);
+    uint64_t mn = it->m * it->n;
+    uint64_t abytes = mn * (lx_dtype_bits(it->aligned->dtype) / 8);
+    uint64_t bbytes = mn * (lx_dtype_bits(it->base->dtype) / 8);
+    return delta_rows(it, it->aligned->data + b * abytes, it->base->data + b * bbytes, b, r0, h,
+                      dst, ld);
 }
 
 /* The row source of the randomized SVD: called by several threads at once

@@ -16,6 +16,7 @@
 #endif
 
 #include "loxstream/dtype.h"
+#include "loxstream/modelconfig.h"
 #include "loxstream/plan.h"
 #include "loxstream/simd.h"
 
@@ -84,6 +85,33 @@ static int same_shape(const lx_tensor *a, const lx_tensor *b)
     return 1;
 }
 
+/* Tensors of base and aligned that differ in shape (or in kind of dtype):
+ * without --copy-unmatched the first one is an error; the hint to copy
+ * them is given only when that leaves something to transform, and a run
+ * that would transform nothing (the models of different architectures)
+ * is refused either way, with what config.json says. */
+static lx_status mismatch_error(const lx_checkpoint *base, const lx_checkpoint *aligned,
+                                const lx_plan *p, size_t nmismatch, int copy_unmatched,
+                                const char *first)
+{
+    char cfg[512], why[600];
+    if (p->ntransform > 0) {
+        if (copy_unmatched)
+            return LX_OK;
+        return lx_fail(LX_EINPUT, "%s; %zu tensor%s differ%s from base: use --copy-unmatched to "
+                       "copy %s unchanged (%zu other tensors are still transformed)", first,
+                       nmismatch, nmismatch > 1 ? "s" : "", nmismatch > 1 ? "" : "s",
+                       nmismatch > 1 ? "them" : "it", p->ntransform);
+    }
+    if (lx_config_differences(base->dir, "base", aligned->dir, "aligned", cfg, sizeof cfg))
+        snprintf(why, sizeof why, "different architectures (config.json: %s)", cfg);
+    else
+        snprintf(why, sizeof why, "the models are not of one architecture");
+    return lx_fail(LX_EINPUT, "%s; every tensor to transform (%zu) differs from base: %s; "
+                   "nothing would be transformed, with --copy-unmatched or without",
+                   first, nmismatch, why);
+}
+
 lx_status lx_plan_build(const lx_checkpoint *base, const lx_checkpoint *aligned,
                         const lx_filter *filter, int rank, int copy_unmatched, lx_plan *out)
 {
@@ -95,6 +123,9 @@ lx_status lx_plan_build(const lx_checkpoint *base, const lx_checkpoint *aligned,
     lx_status st = LX_OK;
     size_t nocompute = 0;          /* copied: a weight dtype loxstream cannot compute in */
     const lx_tensor *first_nocompute = NULL;
+    size_t nmixed = 0, nmismatch = 0; /* transformed with another dtype in base; differing */
+    const lx_plan_item *first_mixed = NULL;
+    char mismatch[512] = "";       /* the first differing tensor, without --copy-unmatched */
     for (size_t i = 0; i < aligned->ntensors && st == LX_OK; i++) {
         const lx_tensor *t = &aligned->tensors[i];
         lx_plan_item *it = &out->items[i];
@@ -143,23 +174,25 @@ lx_status lx_plan_build(const lx_checkpoint *base, const lx_checkpoint *aligned,
                 if (!nocompute++)
                     first_nocompute = t;
             }
-        } else if (it->base->dtype != t->dtype || !same_shape(it->base, t)) {
+        } else if (!same_shape(it->base, t) || !lx_dtype_is_transformable(it->base->dtype)) {
             shape_string(t, sa, sizeof sa);
             shape_string(it->base, sb, sizeof sb);
-            if (!copy_unmatched) {
-                st = lx_fail(LX_EINPUT,
-                             "tensor '%s': aligned is %s [%s] but base is %s [%s]; use "
-                             "--copy-unmatched to copy it unchanged",
-                             t->name, lx_dtype_name(t->dtype), sa, lx_dtype_name(it->base->dtype),
-                             sb);
-                break;
+            if (!mismatch[0])
+                snprintf(mismatch, sizeof mismatch, "tensor '%s': aligned is %s [%s] but base "
+                         "is %s [%s]", t->name, lx_dtype_name(t->dtype), sa,
+                         lx_dtype_name(it->base->dtype), sb);
+            if (copy_unmatched) {
+                lx_warn("tensor '%s': aligned %s [%s] differs from base %s [%s]: copied "
+                        "unchanged", t->name, lx_dtype_name(t->dtype), sa,
+                        lx_dtype_name(it->base->dtype), sb);
             }
-            lx_warn("tensor '%s': aligned %s [%s] differs from base %s [%s]: copied unchanged",
-                    t->name, lx_dtype_name(t->dtype), sa, lx_dtype_name(it->base->dtype), sb);
             it->why = "differs from base";
+            nmismatch++;
         } else if (t->nelem == 0) {
             it->why = "empty";
         } else {
+            if (it->base->dtype != t->dtype && !nmixed++)
+                first_mixed = it;
             it->action = rank > 0 ? LX_ACT_LOWRANK : LX_ACT_FULL;
             it->m = t->shape[t->ndim - 2];
             it->n = t->shape[t->ndim - 1];
@@ -172,6 +205,14 @@ lx_status lx_plan_build(const lx_checkpoint *base, const lx_checkpoint *aligned,
             out->ntransform++;
         }
     }
+    if (st == LX_OK && nmismatch)
+        st = mismatch_error(base, aligned, out, nmismatch, copy_unmatched, mismatch);
+    if (st == LX_OK && nmixed)
+        lx_warn("%zu tensor%s of other float dtypes in base than in %s, the first '%s' (base "
+                "%s, %s %s): dW is computed in f32 from both as stored, the output written in "
+                "the %s dtype", nmixed, nmixed > 1 ? "s" : "", "aligned",
+                first_mixed->aligned->name, lx_dtype_name(first_mixed->base->dtype), "aligned",
+                lx_dtype_name(first_mixed->aligned->dtype), "aligned");
     if (st == LX_OK && nocompute)
         lx_warn("%zu tensor%s of a dtype loxstream cannot compute in copied unchanged "
                 "(--copy-unmatched), the first '%s' (%s)", nocompute, nocompute > 1 ? "s" : "",

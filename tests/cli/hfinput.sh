@@ -39,7 +39,18 @@ q apply -b "$TMP/m/base" -a "$TMP/m/aligned" -o "$TMP/local" || fail "apply loca
 expect_exit 0 "$LOXSTREAM" apply -b acme/llm-base -a acme/llm-chat -o "$TMP/ids"
 expect_err "^loxstream: --base: acme/llm-base, revision main = $C_BASE: $HUB/models--acme--llm-base/snapshots/$C_BASE\$"
 expect_err "^loxstream: --aligned: acme/llm-chat, revision main = $C_ALIGNED: "
-same_output "$TMP/local" "$TMP/ids"
+# the weights and side files the same; the cards name the inputs as given
+for d in local ids; do
+    mkdir "$TMP/$d.cmp" && cp "$TMP/$d"/* "$TMP/$d.cmp/" && rm "$TMP/$d.cmp/README.md"
+    grep -v '(README.md)' "$TMP/$d/loxstream.xxh3" >"$TMP/$d.cmp/loxstream.xxh3"
+done
+same_output "$TMP/local.cmp" "$TMP/ids.cmp"
+grep -qx 'base_model: "acme/llm-chat"' "$TMP/ids/README.md" || fail "card: base_model is not the ID"
+grep -q "aligned: .acme/llm-chat. (revision .main., commit .$C_ALIGNED.)" "$TMP/ids/README.md" ||
+    fail "card: the aligned model's commit is not named"
+grep -qx "base_model: \"$(cd "$TMP/m/aligned" && pwd -P)\"" "$TMP/local/README.md" ||
+    fail "card: base_model is not the absolute path"
+NCHECKS=$((NCHECKS + 3))
 expect_exit 0 "$LOXSTREAM" apply -q -b acme/llm-base -a acme/llm-chat -o "$TMP/ids-q"
 [ ! -s "$TMP/err" ] || fail "apply -q printed: $(cat "$TMP/err")"
 

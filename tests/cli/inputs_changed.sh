@@ -60,8 +60,8 @@ race() {
     # the same command again: the tensors whose inputs changed are computed
     # again; the result is a fresh run's on the final inputs, byte for byte
     expect_exit 0 "$LOXSTREAM" apply -q -j 1 -b "$C/base" -a "$C/aligned" -o "$OUT"
-    lox -b "$C/base" -a "$C/aligned" -o "$TMP/$1.ref" || fail "$1: the fresh run failed"
-    same_output "$TMP/$1.ref" "$OUT"
+    lox -b "$C/base" -a "$C/aligned" -o "$OUT.ref" || fail "$OUT: the fresh run failed"
+    same_output "$OUT.ref" "$OUT"
     expect_exit 0 "$LOXSTREAM" verify "$OUT"
     cp "$TMP/err1" "$TMP/err" # for the caller's expect_err: the raced run's
 }

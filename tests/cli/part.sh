@@ -20,7 +20,7 @@ part() {
 complete_ok() {
     same_output "$TMP/ref" "$1"
     expect_exit 0 "$LOXSTREAM" verify "$1"
-    expect_err 'complete and intact: 9 files, 21 tensors'
+    expect_err 'complete and intact: 10 files, 21 tensors'
     if have xxhsum; then
         NCHECKS=$((NCHECKS + 1))
         (cd "$1" && xxhsum -c loxstream.xxh3 >/dev/null) || fail "xxhsum -c rejects $1/loxstream.xxh3"

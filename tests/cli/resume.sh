@@ -37,7 +37,7 @@ tensor_offset() {
 # ---- an uninterrupted run: verify and xxhsum -c accept it ---------------
 expect_exit 0 lox -o "$TMP/ref"
 expect_exit 0 "$LOXSTREAM" verify "$TMP/ref"
-expect_err 'complete and intact: 9 files, 21 tensors'
+expect_err 'complete and intact: 10 files, 21 tensors'
 if have xxhsum; then
     (cd "$TMP/ref" && xxhsum -c loxstream.xxh3 >/dev/null) || fail "xxhsum -c rejects loxstream.xxh3"
     NCHECKS=$((NCHECKS + 1))
@@ -127,7 +127,7 @@ flip "$TMP/f/$shard" $(($(tensor_offset "$TMP/f" model.layers.0.mlp.down_proj.we
 expect_exit 4 "$LOXSTREAM" verify "$TMP/f"
 expect_err "verify: $shard: tensor 'model.layers.0.mlp.down_proj.weight' \(bytes [0-9]+\.\.[0-9]+\): XXH3 [0-9a-f]{16}, its journal record says [0-9a-f]{16}"
 expect_err "verify: $shard: XXH3 [0-9a-f]{16}, loxstream.xxh3 says"
-expect_err 'complete but damaged: 2 problems \(1 of 9 files and 1 of 21 tensors do not match\)'
+expect_err 'complete but damaged: 2 problems \(1 of 10 files and 1 of 21 tensors do not match\)'
 if have xxhsum; then
     (cd "$TMP/f" && xxhsum -c loxstream.xxh3 >/dev/null 2>&1) && fail "xxhsum -c accepts a flipped byte"
     NCHECKS=$((NCHECKS + 1))

@@ -14,12 +14,11 @@ cp -r "$g/checkpoint-2000" "$TMP/in/base"
 cp -r "$g/checkpoint-7500" "$TMP/in/aligned"
 A=$TMP/in/aligned
 skip="pytorch_model.bin pytorch_model-00001-of-00002.bin pytorch_model.bin.index.json model.gguf
- adapter.pt weights.pth last.ckpt flax_model.msgpack tf_model.h5 model.onnx model.tflite
- README.md"
+ adapter.pt weights.pth last.ckpt flax_model.msgpack tf_model.h5 model.onnx model.tflite"
 keep="config.json generation_config.json tokenizer.json tokenizer_config.json tokenizer.model
  special_tokens_map.json added_tokens.json vocab.json merges.txt chat_template.jinja
  preprocessor_config.json modeling_gpt2x.py LICENSE.txt USE_POLICY.md NOTICE"
-for f in $skip $keep; do
+for f in $skip $keep README.md; do
     printf 'bytes of %s\n' "$f" >"$A/$f"
 done
 nskip=$(echo $skip | wc -w | tr -d ' ')
@@ -33,8 +32,12 @@ for f in $skip; do
 done
 NCHECKS=$((NCHECKS + 1))
 # exactly the allowed files (and adapter_config.json of the real
-# checkpoint), each a byte-for-byte copy, plus the shard and the list
-want=$(for f in $keep adapter_config.json adapter_model.safetensors loxstream.xxh3; do echo "$f"; done |
+# checkpoint), each a byte-for-byte copy, plus the shard, the list and
+# the output's own card (the aligned README.md is neither copied nor
+# named in the warning)
+grep -q 'README' "$TMP/err" && fail "the warning names README.md"
+cmp -s "$A/README.md" "$TMP/o/README.md" && fail "README.md is the aligned card"
+want=$(for f in $keep adapter_config.json adapter_model.safetensors loxstream.xxh3 README.md; do echo "$f"; done |
     LC_ALL=C sort | tr '\n' ' ')
 expect_eq "output files" "$(cd "$TMP/o" && ls | LC_ALL=C sort | tr '\n' ' ')" "$want"
 for f in $keep adapter_config.json; do

@@ -24,7 +24,7 @@ at() {
 # forge DIR: the checksum list and the marker made to match the files as
 # they are now, as someone covering a change would
 forge() {
-    (cd "$1" && for f in *.safetensors *.json; do xxhsum -H3 "$f"; done) >"$TMP/list"
+    (cd "$1" && for f in *.safetensors *.json README.md; do xxhsum -H3 "$f"; done) >"$TMP/list"
     # the list in loxstream's order: its own lines, each with the new sum
     while IFS= read -r line; do
         name=${line#XXH3 (}

@@ -7,17 +7,32 @@
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "loxstream/dtype.h"
 #include "loxstream/linalg.h"
 
+/* One element of a float dtype as a double (F64 as stored). */
+static double exact_elem(lx_dtype dt, const unsigned char *p)
+{
+    if (dt == LX_DT_F64) {
+        double d;
+        memcpy(&d, p, sizeof d);
+        return d;
+    }
+    float f;
+    lx_to_f32(dt, p, &f, 1);
+    return f;
+}
+
 /* T (m x n, row-major, malloc'd) = the rank-`rank` truncation of dW, rank
- * clamped to min(m, n); rank 0 gives dW itself.  al and ba hold the m x n
- * matrix in dtype dt.  Exits 2 (with `who` and `name` in the message) when
- * out of memory or when the SVD fails. */
-static double *exact_truncation(const char *who, const char *name, lx_dtype dt,
-                                const unsigned char *al, const unsigned char *ba, size_t m,
-                                size_t n, int rank)
+ * clamped to min(m, n); rank 0 gives dW itself.  al holds the m x n matrix
+ * in dtype dta, ba in dtb (the same, or another float dtype: a mixed pair).
+ * Exits 2 (with `who` and `name` in the message) when out of memory or
+ * when the SVD fails. */
+static double *exact_truncation2(const char *who, const char *name, lx_dtype dta,
+                                 const unsigned char *al, lx_dtype dtb,
+                                 const unsigned char *ba, size_t m, size_t n, int rank)
 {
     size_t p = m < n ? m : n;
     float *a = malloc(m * n * sizeof *a), *b = malloc(m * n * sizeof *b);
@@ -28,12 +43,12 @@ static double *exact_truncation(const char *who, const char *name, lx_dtype dt,
         fprintf(stderr, "%s: out of memory\n", who);
         exit(2);
     }
-    lx_to_f32(dt, al, a, m * n);
-    lx_to_f32(dt, ba, b, m * n);
-    /* column-major dW for LAPACK */
+    size_t ea = lx_dtype_bits(dta) / 8, eb = lx_dtype_bits(dtb) / 8;
+    /* column-major dW for LAPACK, each element from the bytes as stored */
     for (size_t i = 0; i < m; i++)
         for (size_t j = 0; j < n; j++)
-            A[j * m + i] = (float)((double)a[i * n + j] - (double)b[i * n + j]);
+            A[j * m + i] = (float)(exact_elem(dta, al + (i * n + j) * ea) -
+                                   exact_elem(dtb, ba + (i * n + j) * eb));
     if (rank == 0) {
         for (size_t i = 0; i < m; i++)
             for (size_t j = 0; j < n; j++)
@@ -59,6 +74,14 @@ static double *exact_truncation(const char *who, const char *name, lx_dtype dt,
     free(S);
     free(VT);
     return T;
+}
+
+/* exact_truncation2 with both matrices of dtype dt. */
+static inline double *exact_truncation(const char *who, const char *name, lx_dtype dt,
+                                const unsigned char *al, const unsigned char *ba, size_t m,
+                                size_t n, int rank)
+{
+    return exact_truncation2(who, name, dt, al, dt, ba, m, n, rank);
 }
 
 #endif

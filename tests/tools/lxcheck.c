@@ -12,6 +12,8 @@
  * than 2 dimensions, or not float, must be bit-identical to ALIGNED.
  * Prints one line per matrix ("name<TAB>matrix<TAB>err") and exits 1 if
  * any err > MAXERR or any copy differs, 2 on usage or input errors.
+ * A base tensor of another float dtype than the aligned one (a mixed pair)
+ * is read as stored; the output is in the aligned dtype.
  * LXCHECK_ONLY=NAME restricts the check to one tensor (for benchmarks).
  * LXCHECK_ANCHOR=base: the expectation is round(base + alpha * T_k) (apply
  * --anchor base), and copies must equal the base tensor where base has it
@@ -29,7 +31,7 @@
 #include "exact.h"
 
 static int check_matrix(const char *name, uint64_t b, lx_dtype dt, const unsigned char *al,
-                        const unsigned char *ba, const unsigned char *out, size_t m, size_t n,
+                        lx_dtype dtb, const unsigned char *ba, const unsigned char *out, size_t m, size_t n,
                         int rank, double alpha, double maxerr)
 {
     size_t es = lx_dtype_bits(dt) / 8;
@@ -41,7 +43,7 @@ static int check_matrix(const char *name, uint64_t b, lx_dtype dt, const unsigne
         exit(2);
     }
     lx_to_f32(dt, out, o, m * n);
-    double *T = exact_truncation("lxcheck", name, dt, al, ba, m, n, rank);
+    double *T = exact_truncation2("lxcheck", name, dt, al, dtb, ba, m, n, rank);
     double num = 0, den = 0;
     for (size_t i = 0; i < m * n; i++)
         expect_f[i] = (float)(alpha * T[i]);
@@ -111,12 +113,12 @@ int main(int argc, char **argv)
             continue;
         }
         size_t m = t->shape[t->ndim - 2], n = t->shape[t->ndim - 1];
-        size_t es = lx_dtype_bits(t->dtype) / 8;
+        size_t es = lx_dtype_bits(t->dtype) / 8, esb = lx_dtype_bits(b->dtype) / 8;
         uint64_t batch = t->nelem / (m * n);
         for (uint64_t k = 0; k < batch; k++) {
-            size_t off = k * m * n * es;
-            failures += check_matrix(t->name, k, t->dtype, t->data + off, b->data + off,
-                                     o->data + off, m, n, rank, alpha, maxerr);
+            size_t off = k * m * n * es, offb = k * m * n * esb;
+            failures += check_matrix(t->name, k, t->dtype, t->data + off, b->dtype,
+                                     b->data + offb, o->data + off, m, n, rank, alpha, maxerr);
         }
     }
     lx_checkpoint_close(base);
