@@ -37,67 +37,72 @@ static int has_item(const char *list, const char *word)
     return 0;
 }
 
-/* The cgroup path of hierarchy v2 (version 2) or of the v1 hierarchy with
- * the memory controller (version 1), from /proc/self/cgroup, into path. */
-static int cgroup_path(const char *cgroup_file, int version, char *path, size_t size)
+/* Call fn on each line of file (newline cut) until it returns 1; returns
+ * that 1, or 0 (also when the file cannot be read). */
+static int scan_lines(const char *file, int (*fn)(char *line, void *ctx), void *ctx)
 {
-    FILE *f = fopen(cgroup_file, "r");
+    FILE *f = fopen(file, "r");
     if (!f)
         return 0;
     char line[4096];
     int found = 0;
     while (!found && fgets(line, sizeof line, f)) {
         line[strcspn(line, "\n")] = 0;
-        char *c1 = strchr(line, ':'), *c2 = c1 ? strchr(c1 + 1, ':') : NULL;
-        if (!c2)
-            continue;
-        *c1 = *c2 = 0;
-        int match = version == 2 ? !strcmp(line, "0") && c2 == c1 + 1 : has_item(c1 + 1, "memory");
-        if (match && c2[1] == '/' && strlen(c2 + 1) < size) {
-            strcpy(path, c2 + 1);
-            found = 1;
-        }
+        found = fn(line, ctx);
     }
     fclose(f);
     return found;
 }
 
-/* The mount point and root of the hierarchy, from /proc/self/mountinfo. */
-static int mount_of(const char *mountinfo_file, int version, char *mnt, char *root, size_t size)
+/* What the scans look for, and where the answer goes. */
+struct want {
+    int version;                   /* 2: the v2 hierarchy; 1: v1 with "memory" */
+    char *path, *mnt, *root;       /* size bytes each */
+    size_t size;
+};
+
+/* A line of /proc/self/cgroup: "ID:CONTROLLERS:PATH" ("0::PATH" for v2). */
+static int cgroup_line(char *line, void *ctx)
 {
-    FILE *f = fopen(mountinfo_file, "r");
-    if (!f)
+    struct want *w = ctx;
+    char *c1 = strchr(line, ':'), *c2 = c1 ? strchr(c1 + 1, ':') : NULL;
+    if (!c2)
         return 0;
-    char line[4096];
-    int found = 0;
-    while (!found && fgets(line, sizeof line, f)) {
-        line[strcspn(line, "\n")] = 0;
-        char *field[6] = {0}, *save = NULL, *tok = strtok_r(line, " ", &save);
-        for (int i = 0; tok && i < 6; i++, tok = i < 6 ? strtok_r(NULL, " ", &save) : tok)
-            field[i] = tok;
-        if (!field[4])
-            continue;
-        /* optional fields, then "-", fstype, source, super options */
-        char *t = field[5];
-        while (t && strcmp(t, "-"))
-            t = strtok_r(NULL, " ", &save);
-        char *fstype = t ? strtok_r(NULL, " ", &save) : NULL;
-        char *source = fstype ? strtok_r(NULL, " ", &save) : NULL;
-        char *opts = source ? strtok_r(NULL, " ", &save) : NULL;
-        if (!fstype)
-            continue;
-        int match = version == 2 ? !strcmp(fstype, "cgroup2")
-                                 : !strcmp(fstype, "cgroup") && opts && has_item(opts, "memory");
-        if (match && strlen(field[3]) < size && strlen(field[4]) < size) {
-            strcpy(root, field[3]);
-            strcpy(mnt, field[4]);
-            unescape(root);
-            unescape(mnt);
-            found = 1;
-        }
-    }
-    fclose(f);
-    return found;
+    *c1 = *c2 = 0;
+    int match = w->version == 2 ? !strcmp(line, "0") && c2 == c1 + 1 : has_item(c1 + 1, "memory");
+    if (!match || c2[1] != '/' || strlen(c2 + 1) >= w->size)
+        return 0;
+    strcpy(w->path, c2 + 1);
+    return 1;
+}
+
+/* A line of /proc/self/mountinfo: ID PARENT MAJ:MIN ROOT MOUNTPOINT OPTIONS
+ * [OPTIONAL...] - FSTYPE SOURCE SUPER_OPTIONS. */
+static int mount_line(char *line, void *ctx)
+{
+    struct want *w = ctx;
+    char *field[6] = {0}, *save = NULL, *tok = strtok_r(line, " ", &save);
+    for (int i = 0; tok && i < 6; i++, tok = i < 6 ? strtok_r(NULL, " ", &save) : tok)
+        field[i] = tok;
+    if (!field[4])
+        return 0;
+    char *t = field[5];
+    while (t && strcmp(t, "-"))
+        t = strtok_r(NULL, " ", &save);
+    char *fstype = t ? strtok_r(NULL, " ", &save) : NULL;
+    char *source = fstype ? strtok_r(NULL, " ", &save) : NULL;
+    char *opts = source ? strtok_r(NULL, " ", &save) : NULL;
+    if (!fstype)
+        return 0;
+    int match = w->version == 2 ? !strcmp(fstype, "cgroup2")
+                                : !strcmp(fstype, "cgroup") && opts && has_item(opts, "memory");
+    if (!match || strlen(field[3]) >= w->size || strlen(field[4]) >= w->size)
+        return 0;
+    strcpy(w->root, field[3]);
+    strcpy(w->mnt, field[4]);
+    unescape(w->root);
+    unescape(w->mnt);
+    return 1;
 }
 
 /* The limit in file: 0 if absent, unreadable or none. */
@@ -122,9 +127,9 @@ static uint64_t read_limit(const char *file, int version)
 static void walk(const char *cgroup_file, const char *mountinfo_file, int version,
                  lx_memlimit *ml)
 {
-    char path[2048], mnt[1024], root[1024];
-    if (!cgroup_path(cgroup_file, version, path, sizeof path) ||
-        !mount_of(mountinfo_file, version, mnt, root, sizeof mnt))
+    char path[1024], mnt[1024], root[1024];
+    struct want w = {version, path, mnt, root, sizeof path};
+    if (!scan_lines(cgroup_file, cgroup_line, &w) || !scan_lines(mountinfo_file, mount_line, &w))
         return;
     /* the part of the path below what the mount shows */
     const char *rel = path;
