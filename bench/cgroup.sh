@@ -21,7 +21,7 @@ lox="$build/src/loxstream"
 [ -x "$lox" ] || { echo "build first: $lox not found" >&2; exit 1; }
 . "$src/tests/cli/cglib.sh"
 dir=${BENCH_DIR:-$(mktemp -d /var/tmp/loxcgbench.XXXXXX)}
-[ "${BENCH_KEEP:-0}" = 1 ] || trap 'cg_remove; rm -rf "$dir"' EXIT
+if [ "${BENCH_KEEP:-0}" = 1 ]; then trap cg_remove EXIT; else trap 'cg_remove; rm -rf "$dir"' EXIT; fi
 [ -d "$dir/m/aligned" ] ||
     "$lox" synth -q --preset llama-7b --layers "$layers" --no-finetuned "$dir/m"
 rm -rf "$dir/lox"
