@@ -56,7 +56,15 @@ typedef struct lx_apply_writer {
      * (lx_writer_flush); its names are borrowed from the checkpoint */
     int pending;
     lx_out_shard *pending_shard;
+    size_t pending_idx;
     lx_journal_record pending_rec;
+    /* within a memory limit (lx_budget): written output pages are dropped
+     * from the page cache, each large write once the next one is under way,
+     * each tensor's once it is durable */
+    int evict;
+    lx_out_shard *prev_shard;      /* the last large write, not yet dropped */
+    size_t prev_idx;
+    uint64_t prev_off, prev_len;
     /* --stats */
     double write_seconds;          /* pwrite of output bytes, with their XXH3 */
     double hash_seconds;           /* XXH3 of inputs */

@@ -34,6 +34,7 @@ typedef struct lx_shard {
      * reads it is a change of the input (lx_shard_unchanged) */
     uint64_t dev, ino;
     int64_t mtime_ns, ctime_ns;
+    int fd;                        /* kept open for lx_tensor_release (-1: none) */
 } lx_shard;
 
 typedef struct lx_tensor {
@@ -46,6 +47,7 @@ typedef struct lx_tensor {
     uint64_t offset;               /* absolute file offset within the shard */
     uint32_t shard;                /* index into lx_checkpoint.shards */
     const unsigned char *data;     /* map + offset (NULL when nbytes == 0) */
+    const lx_shard *file;          /* its shard (NULL: not from a checkpoint) */
 } lx_tensor;
 
 typedef struct lx_index_table lx_index_table; /* private hash table */
@@ -78,6 +80,12 @@ const lx_shard *lx_checkpoint_find_inode(const lx_checkpoint *ck, uint64_t dev, 
 
 /* O(1) lookup by exact name; NULL if absent. */
 const lx_tensor *lx_checkpoint_find(const lx_checkpoint *ck, const char *name);
+
+/* Done with the tensor's bytes: unmap its pages from this process
+ * (MADV_DONTNEED) and, with evict, drop them from the page cache too
+ * (POSIX_FADV_DONTNEED on the whole pages of its file range), as a job in a
+ * memory cgroup does, where the cache counts against its limit. */
+void lx_tensor_release(const lx_tensor *t, int evict);
 
 /* The index file of the HF layout, parsed on its own (fuzzable).
  * weight_map entries are kept in file order. */

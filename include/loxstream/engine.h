@@ -12,6 +12,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "loxstream/memlimit.h"
 #include "loxstream/plan.h"
 #include "loxstream/prefetch.h"
 #include "loxstream/report.h"
@@ -52,20 +53,45 @@ lx_status lx_engine_open_third(lx_inputs *in, const lx_engine_opts *e, int rank,
 
 /* The SVD's working memory for item it at rank (lx_rsvd_workspace_bytes). */
 uint64_t lx_engine_svd_bytes(const lx_engine_opts *e, const lx_plan_item *it, int rank);
+/* How a job reads within the memory it has (lx_engine_check_memory).
+ * Without a cgroup limit: LX_PREFETCH_AHEAD of read-ahead, and the page
+ * cache is left to the kernel.  Within a limit L, where the page cache
+ * counts: the job's working memory W (its largest need and the fixed
+ * overhead), two items' inputs (the one computed, the one the writer still
+ * hashes) and L/8 of slack come first; the read-ahead gets half of what is
+ * left, at most LX_PREFETCH_AHEAD; and each item's input pages, and the
+ * output pages once written, are dropped from the cache (evict). */
+typedef struct lx_budget {
+    lx_memlimit limit;             /* the cgroup's (limit.bytes 0: none) */
+    uint64_t ahead;                /* input bytes read ahead beyond the current item */
+    int evict;
+} lx_budget;
+
 /* Refuse (LX_EUSAGE) a job whose largest need, worst bytes for tensor
- * worst_name, does not fit --max-memory with the fixed overhead. */
-lx_status lx_engine_check_memory(const lx_engine_opts *e, uint64_t worst, const char *worst_name);
+ * worst_name, does not fit --max-memory, or the cgroup's limit, with the
+ * fixed overhead; else size b for the items of p.  A transformed item
+ * whose inputs do not fit the limit beside the working memory is warned
+ * about: it is read from storage on every pass. */
+lx_status lx_engine_check_memory(const lx_engine_opts *e, const lx_plan *p, uint64_t worst,
+                                 const char *worst_name, lx_budget *b);
+/* "memory limit 400 MiB (cgroup v1 FILE), read-ahead 96 MiB" or "no memory
+ * limit found, read-ahead 512 MiB", for --stats. */
+void lx_budget_describe(const lx_budget *b, char *buf, size_t size);
 
 /* Read-ahead: a prefetcher thread (prefetch.h), or MADV_WILLNEED on the
  * next item when it could not start (the job only goes slower). */
 typedef struct lx_read_ahead {
     lx_prefetch *pf;
+    uint64_t ahead;
+    int evict;
 } lx_read_ahead;
 
-void lx_read_ahead_start(lx_read_ahead *ra);
+void lx_read_ahead_start(lx_read_ahead *ra, const lx_budget *b);
 /* items[0] is being computed, items[1..n) come next (NULL: skipped):
- * read their inputs up to LX_PREFETCH_AHEAD bytes beyond items[0]. */
+ * read their inputs up to b->ahead bytes beyond items[0]. */
 void lx_read_ahead_set(lx_read_ahead *ra, const lx_plan_item *const *items, size_t n);
+/* Item it is done: lx_plan_item_release, evicting as the budget says. */
+void lx_read_ahead_done(const lx_read_ahead *ra, const lx_plan_item *it);
 void lx_read_ahead_stop(lx_read_ahead *ra);
 
 /* Rows [r0, r0+h) of dW = aligned - base of matrix b of a transformed item

@@ -71,8 +71,8 @@ lx_status lx_svd_thin(float *A, size_t m, size_t n, size_t lda, float *U, size_t
  * matrices rsvd_dense.c factors exactly. */
 lx_status lx_dsvd_thin(double *A, size_t m, size_t n, size_t lda, double *U, size_t ldu,
                        double *S, double *VT, size_t ldvt);
-/* The work array (doubles) lx_dsvd_thin's dgesvd asks for at m x n, from
- * its workspace query. */
+/* The work array (doubles) lx_dsvd_thin allocates at m x n: what dgesvd
+ * asks for in its workspace query, and the padding (lapack_flame.c). */
 size_t lx_dsvd_work(size_t m, size_t n);
 
 #endif

@@ -84,6 +84,9 @@ void lx_plan_partition(const lx_plan *p, unsigned nparts, size_t *bounds);
 /* madvise (MADV_WILLNEED, MADV_DONTNEED, ...) the mapped bytes of the item's
  * aligned tensor and, unless it is copied, its base tensor. */
 void lx_plan_item_advise(const lx_plan_item *it, int advice);
+/* The item is done: lx_tensor_release its aligned tensor and, unless it is
+ * copied, its base tensor (evict: from the page cache too). */
+void lx_plan_item_release(const lx_plan_item *it, int evict);
 
 /* The input ranges of plan items for lx_prefetch_set: for each of items[0..n)
  * in order (NULL entries skipped) its aligned tensor and, unless the item is

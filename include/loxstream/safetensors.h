@@ -111,6 +111,11 @@ lx_status lx_st_out_write(lx_st_out *o, size_t idx, uint64_t off, const void *bu
  * disk works while the next bytes are computed and the final sync has
  * little left.  Bounds checked as lx_st_out_write. */
 lx_status lx_st_out_writeback(lx_st_out *o, size_t idx, uint64_t off, uint64_t len);
+/* Drop bytes [off, off+len) of tensor idx from the page cache: with wait,
+ * write them back and wait for that first (sync_file_range; no fdatasync:
+ * the file's metadata are not made durable), else they must be clean
+ * already (synced).  Bounds checked as lx_st_out_write. */
+lx_status lx_st_out_release(lx_st_out *o, size_t idx, uint64_t off, uint64_t len, int wait);
 /* fdatasync the file. */
 lx_status lx_st_out_sync(lx_st_out *o);
 /* Close (no sync); returns the status of close(2). */

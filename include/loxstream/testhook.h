@@ -7,6 +7,8 @@
  *   LOXSTREAM_TEST_KILL_AT=N | KIND | KIND:N
  *       at the N-th durability point (lx_test_point), or the (N-th) one of
  *       that kind, the process kills itself with SIGKILL (crash tests)
+ *   LOXSTREAM_TEST_KILL_SIGNAL=STOP
+ *       ... or stops itself there with SIGSTOP (a job cancelled midway)
  *   LOXSTREAM_TEST_TRACE=1
  *       print each durability point on stderr ("loxstream: test: point N
  *       KIND") and each directory sync ("loxstream: test: dirsync N DIR")

@@ -14,6 +14,7 @@
 static struct {
     int active, trace;
     unsigned long target;          /* kill at this count (0: never) */
+    int sig;                       /* sent then: SIGKILL, or SIGSTOP (..._KILL_SIGNAL=STOP) */
     char kind[32];                 /* count only this kind ("" = all) */
     int has_avail;
     uint64_t avail;
@@ -43,6 +44,8 @@ static void hook_init(void)
             hook.target = colon ? strtoul(colon + 1, NULL, 10) : 1;
         }
     }
+    const char *sig = getenv("LOXSTREAM_TEST_KILL_SIGNAL");
+    hook.sig = sig && !strcmp(sig, "STOP") ? SIGSTOP : SIGKILL;
     hook.active = hook.trace || hook.target > 0;
     const char *a = getenv("LOXSTREAM_TEST_AVAIL");
     if (a && *a) {
@@ -98,7 +101,7 @@ void lx_test_point(const char *kind)
     if (hook.kind[0] && strcmp(hook.kind, kind))
         return;
     if (hook.target && ++counted == hook.target)
-        kill(getpid(), SIGKILL);
+        kill(getpid(), hook.sig);
 }
 
 void lx_test_avail(uint64_t *avail)

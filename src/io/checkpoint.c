@@ -241,9 +241,11 @@ static lx_status shard_open(lx_shard *s, const char *listed_for)
             }
         }
     }
-    close(fd); /* the mapping stays valid */
-    if (st != LX_OK)
+    if (st != LX_OK) {
+        close(fd);
         return st;
+    }
+    s->fd = fd; /* the mapping would stay valid without it: kept for lx_tensor_release */
     /* size 0: no mapping, and the parser rejects it as too short */
     if ((st = lx_st_parse(s->map, s->size, s->path, &s->header)) != LX_OK)
         return st;
@@ -283,6 +285,7 @@ static lx_status open_shards(lx_checkpoint *ck, struct shard_ref *refs, size_t n
         return lx_fail(LX_EFAIL, "out of memory");
     for (size_t i = 0; i < u; i++) {
         lx_shard *s = &ck->shards[ck->nshards++];
+        s->fd = -1;
         s->name = strdup(refs[i].name);
         s->path = lx_path_join(ck->dir, refs[i].name);
         if (!s->name || !s->path)
@@ -319,6 +322,7 @@ static lx_status build_tensors(lx_checkpoint *ck)
             t->offset = s->header.data_start + h->begin;
             t->shard = (uint32_t)i;
             t->data = t->nbytes ? s->map + t->offset : NULL;
+            t->file = s;
             ck->total_bytes += t->nbytes;
             ck->total_params += t->nelem;
         }
@@ -521,6 +525,7 @@ static lx_status open_file(lx_checkpoint *ck, const char *path)
         st = lx_fail(LX_EFAIL, "out of memory");
     } else {
         s = &ck->shards[ck->nshards++];
+        s->fd = -1;
         if (!(s->name = strdup(basename(b))) || !(s->path = strdup(path)))
             st = lx_fail(LX_EFAIL, "out of memory");
         else
@@ -605,6 +610,20 @@ lx_status lx_checkpoint_open(const char *path, lx_checkpoint **out)
     return LX_OK;
 }
 
+void lx_tensor_release(const lx_tensor *t, int evict)
+{
+    if (!t->data || !t->nbytes)
+        return;
+    uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+    uintptr_t a = (uintptr_t)t->data & ~(page - 1);
+    uintptr_t e = ((uintptr_t)t->data + t->nbytes + page - 1) & ~(page - 1);
+    madvise((void *)a, e - a, MADV_DONTNEED);
+    /* only pages no longer mapped leave the cache; the kernel keeps the
+     * partial pages at either end, which neighbours may share */
+    if (evict && t->file && t->file->fd >= 0)
+        posix_fadvise(t->file->fd, (off_t)t->offset, (off_t)t->nbytes, POSIX_FADV_DONTNEED);
+}
+
 void lx_checkpoint_close(lx_checkpoint *ck)
 {
     if (!ck)
@@ -615,6 +634,8 @@ void lx_checkpoint_close(lx_checkpoint *ck)
             lx_sigbus_unregister(s->map);
             munmap((void *)s->map, (size_t)s->size);
         }
+        if (s->fd >= 0)
+            close(s->fd);
         lx_st_header_free(&s->header);
         free(s->name);
         free(s->path);

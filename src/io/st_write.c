@@ -486,23 +486,54 @@ lx_status lx_st_out_write(lx_st_out *o, size_t idx, uint64_t off, const void *bu
     return LX_OK;
 }
 
-lx_status lx_st_out_writeback(lx_st_out *o, size_t idx, uint64_t off, uint64_t len)
+/* The file offset of bytes [off, off+len) of tensor idx, bounds checked
+ * (what: the operation, for the message). */
+static lx_status file_range(const lx_st_out *o, size_t idx, uint64_t off, uint64_t len,
+                            const char *what, uint64_t *at)
 {
     const lx_st_layout *L = o->layout;
     if (idx >= L->n)
-        return lx_fail(LX_EFAIL, "%s: writeback of tensor #%zu, the file has %zu tensors", o->path, idx, L->n);
+        return lx_fail(LX_EFAIL, "%s: %s of tensor #%zu, the file has %zu tensors", o->path, what,
+                       idx, L->n);
     const lx_st_entry *e = &L->entries[idx];
     if (off > e->nbytes || len > e->nbytes - off) {
         char q[NAME_QUOTE];
-        return lx_fail(LX_EFAIL, "%s: tensor '%s': writeback of %" PRIu64 " bytes at offset %" PRIu64
+        return lx_fail(LX_EFAIL, "%s: tensor '%s': %s of %" PRIu64 " bytes at offset %" PRIu64
                        " is outside its %" PRIu64 " bytes", o->path,
-                       lx_st_escape_name(e->name, q, sizeof q), len, off, e->nbytes);
+                       lx_st_escape_name(e->name, q, sizeof q), what, len, off, e->nbytes);
     }
+    *at = L->header_size + e->begin + off;
+    return LX_OK;
+}
+
+lx_status lx_st_out_writeback(lx_st_out *o, size_t idx, uint64_t off, uint64_t len)
+{
+    uint64_t at;
+    lx_status st = file_range(o, idx, off, len, "writeback", &at);
+    if (st != LX_OK)
+        return st;
 #ifdef SYNC_FILE_RANGE_WRITE
-    if (len && sync_file_range(o->fd, (off_t)(L->header_size + e->begin + off), (off_t)len,
-                               SYNC_FILE_RANGE_WRITE) != 0)
+    if (len && sync_file_range(o->fd, (off_t)at, (off_t)len, SYNC_FILE_RANGE_WRITE) != 0)
         return lx_fail_errno(LX_EFAIL, errno, "%s: cannot start writing back", o->path);
 #endif
+    return LX_OK;
+}
+
+lx_status lx_st_out_release(lx_st_out *o, size_t idx, uint64_t off, uint64_t len, int wait)
+{
+    uint64_t at;
+    lx_status st = file_range(o, idx, off, len, "release", &at);
+    if (st != LX_OK || !len)
+        return st;
+#ifdef SYNC_FILE_RANGE_WRITE
+    unsigned flags = SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE | SYNC_FILE_RANGE_WAIT_AFTER;
+    if (wait && sync_file_range(o->fd, (off_t)at, (off_t)len, flags) != 0)
+        return lx_fail_errno(LX_EFAIL, errno, "%s: writing back %" PRIu64 " bytes at file offset "
+                             "%" PRIu64 " failed", o->path, len, at);
+#else
+    (void)wait;
+#endif
+    posix_fadvise(o->fd, (off_t)at, (off_t)len, POSIX_FADV_DONTNEED);
     return LX_OK;
 }
 

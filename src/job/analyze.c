@@ -88,6 +88,7 @@ typedef struct actx {
     size_t nlinear, nlinear_ft;
     double sum_ralign, sum_rft, sum_ratio;
     lx_factor_stats svd;           /* the factorisations (matrices analysed) */
+    lx_budget budget;              /* read-ahead within the memory limit */
 } actx;
 
 /* The plan item of the fine-tuned model for aligned item it, or NULL when the
@@ -253,7 +254,7 @@ static lx_status check_memory(actx *A, size_t *n_max)
             worst_name = it->aligned->name;
         }
     }
-    return lx_engine_check_memory(&o->stream, worst, worst_name);
+    return lx_engine_check_memory(&o->stream, &A->in.plan, worst, worst_name, &A->budget);
 }
 
 /* Before any output: something to analyse (else exit 2, as a filter that
@@ -345,7 +346,7 @@ static lx_status run(actx *A, FILE *out)
     print_header(A, out);
     uint64_t done = 0;
     lx_read_ahead ra;
-    lx_read_ahead_start(&ra);
+    lx_read_ahead_start(&ra, &A->budget);
     for (size_t i = 0; i < A->in.plan.n && st == LX_OK; i++) {
         const lx_plan_item *it = &A->in.plan.items[i];
         if (it->action == LX_ACT_LOWRANK) {
@@ -362,9 +363,9 @@ static lx_status run(actx *A, FILE *out)
             for (uint64_t b = 0; b < it->batch && st == LX_OK; b++)
                 st = analyze_matrix(A, it, b, out);
             done += it->aligned->nbytes;
-            lx_plan_item_advise(it, MADV_DONTNEED);
+            lx_read_ahead_done(&ra, it);
             if (ft_item(A, it))
-                lx_plan_item_advise(ft_item(A, it), MADV_DONTNEED);
+                lx_read_ahead_done(&ra, ft_item(A, it));
         }
         lx_progress_update(&prog, i + 1, done, it->aligned->name);
     }

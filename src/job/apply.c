@@ -88,6 +88,7 @@ typedef struct job {
     size_t n_max;
     lx_progress progress;
     uint64_t done_bytes;           /* of every output */
+    lx_budget budget;              /* read-ahead within the memory limit */
     lx_read_ahead ra;
     const lx_plan_item **ahead;    /* prefetch_from's list: plan.n entries */
     lx_factor_stats svd;           /* the factorisations of this run */
@@ -341,7 +342,8 @@ static lx_status check_memory(job *J)
             worst_name = it->aligned->name;
         }
     }
-    lx_status st = lx_engine_check_memory(&o->stream, worst, worst_name);
+    lx_status st = lx_engine_check_memory(&o->stream, &J->in.plan, worst, worst_name,
+                                            &J->budget);
     if (st != LX_OK && J->nouts > 1)
         st = lx_fail_append(st, "; the sweep writes %zu outputs at once, each with its own "
                             "output buffers: sweep fewer values per run", J->nouts);
@@ -410,16 +412,18 @@ static void print_stats(job *J)
         ss += J->outs[q].w.sync_seconds;
     }
     uint64_t in_bytes = J->part.transform_bytes * 2 + J->part.copy_bytes;
+    char mem[700];
+    lx_budget_describe(&J->budget, mem, sizeof mem);
     lx_say(&J->o->stream.report,
             "stats: wall %.2f s; inputs %.3f GB, output %.3f GB (%.2f GB/s in+out); "
             "storage read %.3f GB, written %.3f GB; SVD %.2f s, %.1f GFLOP (%.1f GFLOP/s); "
             "output rows %.2f s, write %.2f s, hash %.2f s, sync %.2f s; "
-            "peak RSS %ld MiB; %s",
+            "peak RSS %ld MiB; %s; %s",
             wall, (double)in_bytes / 1e9, (double)J->done_bytes / 1e9,
             wall > 0 ? (double)(in_bytes + J->done_bytes) / 1e9 / wall : 0.0, (double)rd / 1e9,
             (double)wr / 1e9, J->svd.seconds, J->svd.flops / 1e9,
             J->svd.seconds > 0 ? J->svd.flops / 1e9 / J->svd.seconds : 0.0, J->out_seconds,
-            ws, hs, ss, ru.ru_maxrss / 1024, lx_linalg_describe());
+            ws, hs, ss, ru.ru_maxrss / 1024, mem, lx_linalg_describe());
 }
 
 /* Item i in output u: its shard open, and whether the earlier run's bytes
@@ -500,7 +504,7 @@ static lx_status run_items(job *J)
             any |= J->outs[q].need;
         }
         if (st == LX_OK && !any)
-            lx_plan_item_advise(it, MADV_DONTNEED);
+            lx_read_ahead_done(&J->ra, it);
         if (st == LX_OK && any && it->action != LX_ACT_COPY)
             hash_inputs(J, i);
         if (st == LX_OK && any)
@@ -644,7 +648,9 @@ static lx_status run(job *J)
     lx_progress_begin(&J->progress, "apply", pt->hi - pt->lo,
                       (pt->transform_bytes + pt->copy_bytes) * active, o->stream.quiet,
                       &o->stream.report);
-    lx_read_ahead_start(&J->ra);
+    lx_read_ahead_start(&J->ra, &J->budget);
+    for (size_t q = 0; q < J->nouts; q++)
+        J->outs[q].w.evict = J->budget.evict;
     for (size_t q = 0; q < J->nouts && st == LX_OK; q++)
         if (J->outs[q].active)
             st = lx_writer_start(&J->outs[q].w, out_buffer_bytes(J));

@@ -80,6 +80,13 @@ lx_status lx_writer_flush(lx_apply_writer *J)
     J->sync_seconds += lx_now() - t0;
     if (st != LX_OK)
         return st;
+    if (J->evict) {
+        st = lx_st_out_release(&J->pending_shard->file, J->pending_idx, 0,
+                               J->pending_rec.length, 0);
+        J->prev_shard = NULL;
+        if (st != LX_OK)
+            return st;
+    }
     lx_test_point("data-sync");
     return lx_journal_append(&J->journal, &J->pending_rec);
 }
@@ -106,6 +113,15 @@ static lx_status out_put(lx_apply_writer *J, lx_out_shard *os, size_t idx, uint6
         return st;
     double t2 = lx_now();
     st = len >= WRITEBACK_MIN ? lx_st_out_writeback(&os->file, idx, off, len) : LX_OK;
+    if (st == LX_OK && J->evict && len >= WRITEBACK_MIN) {
+        /* the write before this one has had the time to go to disk */
+        if (J->prev_shard && J->prev_shard->open)
+            st = lx_st_out_release(&J->prev_shard->file, J->prev_idx, J->prev_off, J->prev_len, 1);
+        J->prev_shard = os;
+        J->prev_idx = idx;
+        J->prev_off = off;
+        J->prev_len = len;
+    }
     J->sync_seconds += lx_now() - t2;
     return st;
 }
@@ -131,7 +147,7 @@ static lx_status writer_job(void *ctx, const lx_wq_job *w)
         return out_put(J, w->p, w->a, w->off, w->buf, w->len);
     default: {
         lx_status st = finish_item(J, w->a, w->p, w->b);
-        lx_plan_item_advise(&J->plan->items[w->a], MADV_DONTNEED);
+        lx_plan_item_release(&J->plan->items[w->a], J->evict);
         return st;
     }
     }
@@ -306,6 +322,7 @@ static lx_status finish_item(lx_apply_writer *J, size_t i, lx_out_shard *os, siz
         return st;
     J->pending_rec = r;
     J->pending_shard = os;
+    J->pending_idx = idx;
     J->pending = 1;
     return LX_OK;
 }

@@ -72,23 +72,77 @@ uint64_t lx_engine_svd_bytes(const lx_engine_opts *e, const lx_plan_item *it, in
     return lx_rsvd_workspace_bytes(it->m, it->n, &so);
 }
 
-lx_status lx_engine_check_memory(const lx_engine_opts *e, uint64_t worst, const char *worst_name)
+/* Bytes of the inputs a transformed item reads (both tensors). */
+static uint64_t item_input_bytes(const lx_plan_item *it)
 {
-    if (worst + LX_FIXED_OVERHEAD <= e->max_memory)
+    if (it->action == LX_ACT_COPY)
+        return 0;
+    return it->aligned->nbytes + (it->base ? it->base->nbytes : 0);
+}
+
+lx_status lx_engine_check_memory(const lx_engine_opts *e, const lx_plan *p, uint64_t worst,
+                                 const char *worst_name, lx_budget *b)
+{
+    char a[32], c[32], d[32], q[LX_NAME_QUOTE];
+    memset(b, 0, sizeof *b);
+    b->ahead = LX_PREFETCH_AHEAD;
+    uint64_t need = worst + LX_FIXED_OVERHEAD;
+    if (need > e->max_memory)
+        return lx_fail(LX_EUSAGE, "--max-memory %s is too small: tensor '%s' needs %s of working "
+                       "memory (with %s of fixed overhead)",
+                       lx_format_size(e->max_memory, a, sizeof a),
+                       lx_st_escape_name(worst_name ? worst_name : "", q, sizeof q),
+                       lx_format_size(need, c, sizeof c),
+                       lx_format_size(LX_FIXED_OVERHEAD, d, sizeof d));
+    lx_memlimit_detect(&b->limit);
+    uint64_t L = b->limit.bytes;
+    if (!L)
         return LX_OK;
-    char a[32], b[32], c[32], q[LX_NAME_QUOTE];
-    return lx_fail(LX_EUSAGE, "--max-memory %s is too small: tensor '%s' needs %s of working "
-                   "memory (with %s of fixed overhead)",
-                   lx_format_size(e->max_memory, a, sizeof a),
-                   lx_st_escape_name(worst_name ? worst_name : "", q, sizeof q),
-                   lx_format_size(worst + LX_FIXED_OVERHEAD, b, sizeof b),
-                   lx_format_size(LX_FIXED_OVERHEAD, c, sizeof c));
+    if (need > L)
+        return lx_fail(LX_EUSAGE, "the memory limit of this process's cgroup, %s (%s), is too "
+                       "small: tensor '%s' needs %s of working memory (with %s of fixed "
+                       "overhead); ask for more memory (sbatch --mem)",
+                       lx_format_size(L, a, sizeof a), b->limit.file,
+                       lx_st_escape_name(worst_name ? worst_name : "", q, sizeof q),
+                       lx_format_size(need, c, sizeof c),
+                       lx_format_size(LX_FIXED_OVERHEAD, d, sizeof d));
+    const lx_plan_item *big = NULL;
+    for (size_t i = 0; i < p->n; i++)
+        if (!big || item_input_bytes(&p->items[i]) > item_input_bytes(big))
+            big = &p->items[i];
+    uint64_t item = big ? item_input_bytes(big) : 0, slack = L / 8;
+    uint64_t first = need + 2 * item + slack;
+    b->ahead = first < L ? (L - first) / 2 : 0;
+    if (b->ahead > LX_PREFETCH_AHEAD)
+        b->ahead = LX_PREFETCH_AHEAD;
+    b->evict = 1;
+    if (big && need + item + slack > L)
+        lx_warn("tensor '%s': its inputs (%s) do not fit in the page cache that the memory "
+                "limit %s (%s) leaves beside %s of working memory: they are read from storage "
+                "again on every pass",
+                lx_st_escape_name(big->aligned->name, q, sizeof q),
+                lx_format_size(item, a, sizeof a), lx_format_size(L, c, sizeof c),
+                b->limit.file, lx_format_size(need, d, sizeof d));
+    return LX_OK;
+}
+
+void lx_budget_describe(const lx_budget *b, char *buf, size_t size)
+{
+    char a[32], r[32];
+    lx_format_size(b->ahead, r, sizeof r);
+    if (b->limit.bytes)
+        snprintf(buf, size, "memory limit %s (cgroup v%d %s), read-ahead %s",
+                 lx_format_size(b->limit.bytes, a, sizeof a), b->limit.version, b->limit.file, r);
+    else
+        snprintf(buf, size, "no memory limit found, read-ahead %s", r);
 }
 
 /* ---- read-ahead ------------------------------------------------------------ */
 
-void lx_read_ahead_start(lx_read_ahead *ra)
+void lx_read_ahead_start(lx_read_ahead *ra, const lx_budget *b)
 {
+    ra->ahead = b->ahead;
+    ra->evict = b->evict;
     /* without a prefetcher the run goes on, only slower */
     if (lx_prefetch_start(&ra->pf) != LX_OK)
         ra->pf = NULL;
@@ -97,12 +151,17 @@ void lx_read_ahead_start(lx_read_ahead *ra)
 void lx_read_ahead_set(lx_read_ahead *ra, const lx_plan_item *const *items, size_t n)
 {
     if (!ra->pf) {
-        if (n > 1 && items[1])
+        if (n > 1 && items[1] && ra->ahead)
             lx_plan_item_advise(items[1], MADV_WILLNEED);
         return;
     }
     lx_range r[LX_PREFETCH_MAX];
-    lx_prefetch_set(ra->pf, r, lx_prefetch_item_ranges(items, n, LX_PREFETCH_AHEAD, r));
+    lx_prefetch_set(ra->pf, r, lx_prefetch_item_ranges(items, n, ra->ahead, r));
+}
+
+void lx_read_ahead_done(const lx_read_ahead *ra, const lx_plan_item *it)
+{
+    lx_plan_item_release(it, ra->evict);
 }
 
 void lx_read_ahead_stop(lx_read_ahead *ra)

@@ -73,6 +73,7 @@ typedef struct lora_job {
     float *fbuf;
     unsigned char *obuf;
     lx_factor_stats svd;           /* the modules' factorisations */
+    lx_budget budget;              /* read-ahead within the memory limit */
 } lora_job;
 
 void lx_lora_opts_default(lx_lora_opts *o)
@@ -196,7 +197,7 @@ static lx_status check_memory(lora_job *J)
             worst_name = md->item->aligned->name;
         }
     }
-    return lx_engine_check_memory(&o->stream, worst, worst_name);
+    return lx_engine_check_memory(&o->stream, &J->in.plan, worst, worst_name, &J->budget);
 }
 
 /* ---- the output directory ------------------------------------------------ */
@@ -567,7 +568,7 @@ static lx_status run(lora_job *J)
     J->out_open = 1;
     double t0 = lx_now();
     lx_read_ahead ra;
-    lx_read_ahead_start(&ra);
+    lx_read_ahead_start(&ra, &J->budget);
     for (size_t i = 0; i < J->nmods && st == LX_OK; i++) {
         const lx_plan_item *it = J->mods[i].item;
         /* this module's inputs and the next ones' */
@@ -577,7 +578,7 @@ static lx_status run(lora_job *J)
             next[nn++] = J->mods[j].item;
         lx_read_ahead_set(&ra, next, nn);
         st = run_module(J, i);
-        lx_plan_item_advise(it, MADV_DONTNEED);
+        lx_read_ahead_done(&ra, it);
     }
     lx_read_ahead_stop(&ra);
     if (st == LX_OK)

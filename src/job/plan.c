@@ -303,6 +303,13 @@ void lx_plan_item_advise(const lx_plan_item *it, int advice)
         advise(it->base->data, it->base->nbytes, advice);
 }
 
+void lx_plan_item_release(const lx_plan_item *it, int evict)
+{
+    lx_tensor_release(it->aligned, evict);
+    if (it->base && it->action != LX_ACT_COPY)
+        lx_tensor_release(it->base, evict);
+}
+
 size_t lx_prefetch_item_ranges(const lx_plan_item *const *items, size_t n, uint64_t ahead,
                                lx_range *r)
 {

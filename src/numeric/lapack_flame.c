@@ -67,7 +67,11 @@ lx_status lx_qr_orthonormalize(float *A, size_t m, size_t n, size_t lda)
 }
 
 /* lx_svd_thin (float, sgesvd) and lx_dsvd_thin (double, dgesvd): one body,
- * the workspace query then the factorisation. */
+ * the workspace query then the factorisation.  libflame's sgesvd reads past
+ * the end of the workspace it asks for (a 250 x 64 matrix read 1 KiB beyond
+ * it, a crash when that crossed the end of the heap): the buffer is padded,
+ * lwork is not (the same computation). */
+#define SVD_WORK_PAD 4096 /* elements */
 #define SVD_THIN(NAME, T, GESVD)                                                            \
     lx_status NAME(T *A, size_t m, size_t n, size_t lda, T *U, size_t ldu, T *S, T *VT,     \
                    size_t ldvt)                                                             \
@@ -86,7 +90,7 @@ lx_status lx_qr_orthonormalize(float *A, size_t m, size_t n, size_t lda)
         int lwork = (int)wq;                                                                \
         if (lwork < 1)                                                                      \
             lwork = 1;                                                                      \
-        T *work = malloc((size_t)lwork * sizeof *work);                                     \
+        T *work = malloc(((size_t)lwork + SVD_WORK_PAD) * sizeof *work);                   \
         if (!work)                                                                          \
             return lx_fail(LX_EFAIL, "SVD: out of memory for a %zu x %zu matrix", m, n);    \
         GESVD(&ju, &jv, &im, &in, A, &ilda, S, U ? U : &dummy, &ildu, VT ? VT : &dummy,     \
@@ -109,5 +113,5 @@ size_t lx_dsvd_work(size_t m, size_t n)
     double dummy = 0, wq = 0;
     char ju = 'S', jv = 'S';
     dgesvd_(&ju, &jv, &im, &in, &dummy, &im, &dummy, &dummy, &im, &dummy, &p, &wq, &query, &info);
-    return info == 0 && wq >= 1 ? (size_t)wq : 1;
+    return (info == 0 && wq >= 1 ? (size_t)wq : 1) + SVD_WORK_PAD;
 }
