@@ -446,7 +446,7 @@ static void legend(FILE *f, const series *s, int k)
     y += 10;
     char buf[64];
     snprintf(buf, sizeof buf, "dashed: k = %d (--rank)", k);
-    text(f, x, y, "start", 12, " fill=\"#444\"", "lines: mean over layers");
+    text(f, x, y, "start", 12, " fill=\"#444\"", "lines: mean over matrices");
     text(f, x, y + 17, "start", 12, " fill=\"#444\"", "band: smallest to largest");
     text(f, x, y + 34, "start", 12, " fill=\"#444\"", buf);
     fputs("</g>\n", f);
