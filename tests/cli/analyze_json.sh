@@ -158,6 +158,20 @@ expect_exit 0 jq -e -n -R --slurpfile S "$TMP/sum.json" '$S[0] as $s
     | length > 100 and all' "$TMP/means.tsv"
 expect_eq "--means first line" "$(sed -n 2p "$TMP/means.tsv" | cut -f1-3)" "all	*	15"
 
+# ---- module types and layers of Mixtral's names ---------------------------------
+"$LOXSTREAM" synth -q --preset mixtral --hidden 64 --intermediate 32 --layers 2 --vocab 50 \
+    --heads 4 --kv-heads 2 --experts 2 --dtype f32 --no-finetuned "$TMP/mx" >/dev/null 2>&1 ||
+    fail "synth mixtral"
+expect_exit 0 "$LOXSTREAM" analyze -q --json -b "$TMP/mx/base" -a "$TMP/mx/aligned"
+jq -r 'select(.tensor != "*") | "\(.tensor) \(.module) \(.layer)"' "$TMP/out" >"$TMP/mx.types"
+for want in "model.layers.1.block_sparse_moe.experts.1.w1.weight gate_proj 1" \
+    "model.layers.1.block_sparse_moe.experts.1.w3.weight up_proj 1" \
+    "model.layers.0.block_sparse_moe.experts.0.w2.weight down_proj 0" \
+    "model.layers.0.block_sparse_moe.gate.weight other 0" "lm_head.weight lm_head null"; do
+    NCHECKS=$((NCHECKS + 1))
+    grep -qxF "$want" "$TMP/mx.types" || fail "module type: no line '$want' in $(cat "$TMP/mx.types")"
+done
+
 # ---- without the new options the outputs are those of before -----------------
 # (analyze.sh checks the TSV's columns; here: --means alone changes no byte
 # of stdout, and the stderr lines of one model stay one line)

@@ -21,9 +21,28 @@ W="$TMP/w"
 "$LOXSTREAM" synth -q --preset tiny --layers 3 --dtype f32 --seed 9 --no-finetuned "$W" \
     >/dev/null 2>&1 || fail "synth"
 
+# run_pipeline SCRIPT DIR: SCRIPT in DIR (holding base and aligned) with
+# the built loxstream first on PATH
+run_pipeline() {
+    (cd "$2" && PATH="$TMP/bin:$PATH" sh -e "$1") >"$TMP/out" 2>"$TMP/err" ||
+        fail "the choose-k pipeline $1 failed: $(cat "$TMP/err")"
+}
+# check_recons DIR RANKS: DIR holds recon-kR for exactly the comma-separated
+# RANKS, each W_base + the exact rank-R truncation of dW, and verified
+check_recons() {
+    got=$(cd "$1" && ls -d recon-k* | sed 's/recon-k//' | sort -n | tr '\n' ',' | sed 's/,$//')
+    expect_eq "reconstructions in $1" "$got" "$2"
+    LXCHECK_ANCHOR=base
+    export LXCHECK_ANCHOR
+    for r in $(echo "$2" | tr ',' ' '); do
+        expect_exit 0 "$LXCHECK" "$W/base" "$W/aligned" "$1/recon-k$r" "$r" 1 1e-3
+        expect_exit 0 "$LOXSTREAM" verify "$1/recon-k$r"
+    done
+    unset LXCHECK_ANCHOR
+}
+
 # ---- the pipeline, as written ----------------------------------------------
-(cd "$W" && PATH="$TMP/bin:$PATH" sh -e "$TMP/choose-k.sh") >"$TMP/out" 2>"$TMP/err" ||
-    fail "the choose-k pipeline failed: $(cat "$TMP/err")"
+run_pipeline "$TMP/choose-k.sh" "$W"
 # the ranks it chose: those of --ranks up to the first whose mean energy
 # reaches 0.9, from the JSON summary of the same analysis
 expect_exit 0 "$LOXSTREAM" analyze -q --json -b "$W/base" -a "$W/aligned" --ranks 1,2,4,6,8,16
@@ -42,33 +61,16 @@ ks() {
     fi
 }
 want=$(ks 0.9)
-got=$(cd "$W" && ls -d recon-k* | sed 's/recon-k//' | sort -n | tr '\n' ',' | sed 's/,$//')
-expect_eq "reconstructions written" "$got" "$want"
-# the rank-r reconstructions against the exact truncation, and verified
-LXCHECK_ANCHOR=base
-export LXCHECK_ANCHOR
-for r in $(echo "$want" | tr ',' ' '); do
-    expect_exit 0 "$LXCHECK" "$W/base" "$W/aligned" "$W/recon-k$r" "$r" 1 1e-3
-    expect_exit 0 "$LOXSTREAM" verify "$W/recon-k$r"
-done
-unset LXCHECK_ANCHOR
+check_recons "$W" "$want"
 # the same pipeline with a threshold the means reach early stops there
 sed 's/-v e=0\.9/-v e=0.6/' "$TMP/choose-k.sh" >"$TMP/choose-k-06.sh"
 mkdir "$TMP/w6"
 ln -s "$W/base" "$TMP/w6/base"
 ln -s "$W/aligned" "$TMP/w6/aligned"
-(cd "$TMP/w6" && PATH="$TMP/bin:$PATH" sh -e "$TMP/choose-k-06.sh") >"$TMP/out" 2>"$TMP/err" ||
-    fail "the choose-k pipeline at 0.6 failed: $(cat "$TMP/err")"
+run_pipeline "$TMP/choose-k-06.sh" "$TMP/w6"
 want6=$(ks 0.6)
 [ "$want6" != "$want" ] || fail "threshold 0.6 picks the same ranks ($want): no check of the stop"
-got6=$(cd "$TMP/w6" && ls -d recon-k* | sed 's/recon-k//' | sort -n | tr '\n' ',' | sed 's/,$//')
-expect_eq "reconstructions at 0.6" "$got6" "$want6"
-LXCHECK_ANCHOR=base
-export LXCHECK_ANCHOR
-for r in $(echo "$want6" | tr ',' ' '); do
-    expect_exit 0 "$LXCHECK" "$W/base" "$W/aligned" "$TMP/w6/recon-k$r" "$r" 1 1e-3
-done
-unset LXCHECK_ANCHOR
+check_recons "$TMP/w6" "$want6"
 
 # ---- the chart's text --------------------------------------------------------
 SVG="$W/spectrum.svg"
