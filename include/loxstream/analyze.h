@@ -22,6 +22,14 @@
  * Statuses besides apply's: LX_EUSAGE when the filters leave no matrix
  * (before any output; only embedding tables is LX_OK, without means),
  * LX_EINPUT when the fine-tuned model has none of the analysed matrices.
+ *
+ * Several fine-tuned models: each gets its R_ft from its own projection
+ * pass, in the one pass over base and aligned; their columns (and JSON
+ * keys) are suffixed _1, _2, ... in the order given (one model: no suffix).
+ * With json, JSON Lines instead of the TSV (analyze_json.c): one object per
+ * matrix, then a summary {"tensor": "*"} with the means overall, per
+ * module type and per layer (analyze_means.c); means_path gets those means
+ * as a TSV, plot_path an SVG chart of the spectra (analyze_plot.c).
  */
 #ifndef LOXSTREAM_ANALYZE_H
 #define LOXSTREAM_ANALYZE_H
@@ -32,14 +40,23 @@
 #include "loxstream/plan.h"
 
 #define LX_ANALYZE_MAX_RANKS 32
+#define LX_ANALYZE_MAX_FT 16       /* --finetuned given at most this often */
+#define LX_ANALYZE_TOP_DEFAULT 16  /* singular values listed with --json or --plot */
 
 typedef struct lx_analyze_opts {
     lx_engine_opts stream;         /* inputs, SVD, filters, memory, threads, reporting */
-    const char *finetuned_path;    /* NULL for none */
+    const char *finetuned[LX_ANALYZE_MAX_FT]; /* fine-tuned models, in order given */
+    size_t nfinetuned;
     int rank;                      /* k of R_align and R_ft (default 6) */
     int ranks[LX_ANALYZE_MAX_RANKS]; /* energy columns (default 1 2 3 4 6 8) */
     size_t nranks;
     const char *embedding;         /* regex of embedding tables */
+    int top;                       /* singular values listed (0: LX_ANALYZE_TOP_DEFAULT
+                                    * with json or plot_path, else all of the rank
+                                    * factored); the factor rank is at least this */
+    int json;                      /* JSON Lines on out instead of the TSV */
+    const char *plot_path;         /* SVG chart (NULL: none) */
+    const char *means_path;        /* means per group as a TSV (NULL: none) */
 } lx_analyze_opts;
 
 void lx_analyze_opts_default(lx_analyze_opts *o);

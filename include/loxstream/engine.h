@@ -43,13 +43,14 @@ void lx_engine_opts_default(lx_engine_opts *e);
  * and plan them (lx_plan_build with rank and copy_unmatched). */
 lx_status lx_engine_filter(lx_inputs *in, const lx_engine_opts *e);
 lx_status lx_engine_open(lx_inputs *in, const lx_engine_opts *e, int rank, int copy_unmatched);
-/* lx_engine_open (copy_unmatched 0) with a third model (analyze's
- * fine-tuned one) at path, opened after the two inputs and before the
- * plans; it is planned against the base with the same filters, its
- * unmatched or differing tensors copied with the plan's warning, its items
- * named by role in messages. */
-lx_status lx_engine_open_third(lx_inputs *in, const lx_engine_opts *e, int rank, const char *path,
-                               const char *role, lx_checkpoint **third, lx_plan *third_plan);
+/* lx_engine_open (copy_unmatched 0) with n more models (analyze's
+ * fine-tuned ones) at paths[0..n), opened after the two inputs and before
+ * the plans; each is planned against the base with the same filters into
+ * more_plans[j], its unmatched or differing tensors copied with the plan's
+ * warning, its items named roles[j] in messages (roles outlive the plans). */
+lx_status lx_engine_open_more(lx_inputs *in, const lx_engine_opts *e, int rank, size_t n,
+                              const char *const *paths, const char *const *roles,
+                              lx_checkpoint **more, lx_plan *more_plans);
 
 /* The SVD's working memory for item it at rank (lx_rsvd_workspace_bytes). */
 uint64_t lx_engine_svd_bytes(const lx_engine_opts *e, const lx_plan_item *it, int rank);

@@ -56,13 +56,15 @@ enum {
     {"threads", required_argument, 0, 'j'}
 
 /* Where the shared options go (the job's embedded engine options), and
- * which of --tol / --power-iters was seen; --revision; a third input to
- * resolve with the other two (analyze's --finetuned; NULL: none). */
+ * which of --tol / --power-iters was seen; --revision; more inputs to
+ * resolve with the other two (analyze's --finetuned: finetuned[0..*nfinetuned),
+ * NULL: none). */
 typedef struct cli_stream {
     lx_engine_opts *e;
     int have_tol, have_power;
     const char *revision;
     const char **finetuned;
+    const size_t *nfinetuned;
 } cli_stream;
 
 /* If c is one of the shared options, parse arg into s, set *st, return 1;

@@ -88,8 +88,9 @@ lx_status cli_stream_finish(const cli_stream *s, const char *cmd, int argc, char
     if (st == LX_OK)
         st = cli_input("--aligned", e->aligned_path, s->revision, e->quiet, &e->aligned_path,
                        &e->aligned_model);
-    if (st == LX_OK && s->finetuned && *s->finetuned)
-        st = cli_input("--finetuned", *s->finetuned, s->revision, e->quiet, s->finetuned, NULL);
+    for (size_t i = 0; st == LX_OK && s->finetuned && i < *s->nfinetuned; i++)
+        st = cli_input("--finetuned", s->finetuned[i], s->revision, e->quiet, &s->finetuned[i],
+                       NULL);
     if (st == LX_OK)
         st = cli_revision_used(s->revision, cmd);
     if (st != LX_OK)

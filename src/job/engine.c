@@ -32,35 +32,35 @@ lx_status lx_engine_filter(lx_inputs *in, const lx_engine_opts *e)
     return lx_filter_init(&in->filter, e->include, e->exclude);
 }
 
-/* Open base, aligned and (path set) a third model, then plan them. */
+/* Open base, aligned and the nmore other models, then plan them. */
 static lx_status open_and_plan(lx_inputs *in, const lx_engine_opts *e, int rank, int copy_unmatched,
-                               const char *path, const char *role, lx_checkpoint **third,
-                               lx_plan *third_plan)
+                               size_t nmore, const char *const *paths, const char *const *roles,
+                               lx_checkpoint **more, lx_plan *more_plans)
 {
     lx_status st = lx_checkpoint_open(e->base_path, &in->base);
     if (st == LX_OK)
         st = lx_checkpoint_open(e->aligned_path, &in->aligned);
-    if (st == LX_OK && path)
-        st = lx_checkpoint_open(path, third);
+    for (size_t j = 0; j < nmore && st == LX_OK; j++)
+        st = lx_checkpoint_open(paths[j], &more[j]);
     if (st == LX_OK)
         st = lx_plan_build(in->base, in->aligned, &in->filter, rank, copy_unmatched, &in->plan);
-    if (st != LX_OK || !path)
-        return st;
-    if ((st = lx_plan_build(in->base, *third, &in->filter, rank, 1, third_plan)) == LX_OK)
-        for (size_t i = 0; i < third_plan->n; i++)
-            third_plan->items[i].role = role;
+    for (size_t j = 0; j < nmore && st == LX_OK; j++)
+        if ((st = lx_plan_build(in->base, more[j], &in->filter, rank, 1, &more_plans[j])) == LX_OK)
+            for (size_t i = 0; i < more_plans[j].n; i++)
+                more_plans[j].items[i].role = roles[j];
     return st;
 }
 
 lx_status lx_engine_open(lx_inputs *in, const lx_engine_opts *e, int rank, int copy_unmatched)
 {
-    return open_and_plan(in, e, rank, copy_unmatched, NULL, NULL, NULL, NULL);
+    return open_and_plan(in, e, rank, copy_unmatched, 0, NULL, NULL, NULL, NULL);
 }
 
-lx_status lx_engine_open_third(lx_inputs *in, const lx_engine_opts *e, int rank, const char *path,
-                               const char *role, lx_checkpoint **third, lx_plan *third_plan)
+lx_status lx_engine_open_more(lx_inputs *in, const lx_engine_opts *e, int rank, size_t n,
+                              const char *const *paths, const char *const *roles,
+                              lx_checkpoint **more, lx_plan *more_plans)
 {
-    return open_and_plan(in, e, rank, 0, path, role, third, third_plan);
+    return open_and_plan(in, e, rank, 0, n, paths, roles, more, more_plans);
 }
 
 /* ---- memory --------------------------------------------------------------- */

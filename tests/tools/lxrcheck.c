@@ -8,7 +8,8 @@
  * stored values: dW in double, full SVD through sgesvd (lx_svd_thin), then
  *   energy_r = sum_{i<r} s_i^2 / ||dW||_F^2, R_align = sqrt(energy_RANK),
  *   R_ft = ||U_RANK^T dW_ft||_F / ||dW_ft||_F with U the exact left vectors,
- *   retention = R_ft / R_align, and the singular values (relative check).
+ *   retention = R_ft / R_align, and every singular value listed (relative
+ *   to s_1; at most min(rows, cols) of them).
  * Names are unescaped (lx_unescape_name) before the look-up.  A matrix the
  * fine-tuned model lacks (or has in another dtype or shape) must have
  * empty frobenius_ft, r_ft and retention fields; converged, when there,
@@ -161,9 +162,9 @@ static int check(const lx_tensor *t, const lx_tensor *b, const lx_tensor *f, uin
         bad += near("r_ft", fields[col(hdr, nh, "r_ft")], rf, tol, 0);
         bad += near("retention", fields[col(hdr, nh, "retention")], ra > 0 ? rf / ra : 0, tol, 0);
     }
-    /* singular values, relative to s_1 */
+    /* every singular value listed (at most min(m, n)), relative to s_1 */
     char *sv = fields[col(hdr, nh, "singular_values")];
-    for (int i = 0; i < kk && sv && *sv; i++) {
+    for (int i = 0; i < (int)p && sv && *sv; i++) {
         char *end;
         double g = strtod(sv, &end);
         double d = S[0] > 0 ? fabs(g - S[i]) / S[0] : fabs(g);
