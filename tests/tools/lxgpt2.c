@@ -116,6 +116,21 @@ static size_t add(tensor *t, size_t n, const char *name, uint64_t rows, uint64_t
     return n + 1;
 }
 
+/* DIR/NAME/model.safetensors and its config.json */
+static void write_model(const char *dir, const char *name, const tensor *t, size_t n)
+{
+    const char *config = "{\n  \"architectures\": [\"GPT2LMHeadModel\"],\n  \"model_type\": \"gpt2\",\n"
+                         "  \"n_embd\": 48,\n  \"n_layer\": 2,\n  \"n_head\": 4,\n"
+                         "  \"n_positions\": 32,\n  \"vocab_size\": 96\n}\n";
+    char path[4096];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    mkdir(path, 0777);
+    snprintf(path, sizeof path, "%s/%s/model.safetensors", dir, name);
+    write_file(path, t, n);
+    snprintf(path, sizeof path, "%s/%s/config.json", dir, name);
+    write_text(path, config);
+}
+
 static int synth(const char *dir, uint64_t seed)
 {
     rng_state = seed * 0x9E3779B97F4A7C15ull + 1;
@@ -142,18 +157,8 @@ static int synth(const char *dir, uint64_t seed)
     for (size_t i = 0; i < n; i++)
         for (uint64_t k = 0; k < t[i].rows * (t[i].cols ? t[i].cols : 1); k++)
             t[i].v[k] = (float)(0.1 * uniform());
-    char path[4096];
-    const char *config = "{\n  \"architectures\": [\"GPT2LMHeadModel\"],\n  \"model_type\": \"gpt2\",\n"
-                         "  \"n_embd\": 48,\n  \"n_layer\": 2,\n  \"n_head\": 4,\n"
-                         "  \"n_positions\": 32,\n  \"vocab_size\": 96\n}\n";
-    snprintf(path, sizeof path, "%s", dir);
-    mkdir(path, 0777);
-    snprintf(path, sizeof path, "%s/base", dir);
-    mkdir(path, 0777);
-    snprintf(path, sizeof path, "%s/base/model.safetensors", dir);
-    write_file(path, t, n);
-    snprintf(path, sizeof path, "%s/base/config.json", dir);
-    write_text(path, config);
+    mkdir(dir, 0777);
+    write_model(dir, "base", t, n);
     /* the planted update: rows x cols = sum_k 2^-k u_k v_k^T */
     for (size_t i = 0; i < n; i++) {
         if (!t[i].cols)
@@ -173,12 +178,7 @@ static int synth(const char *dir, uint64_t seed)
         free(u);
         free(v);
     }
-    snprintf(path, sizeof path, "%s/aligned", dir);
-    mkdir(path, 0777);
-    snprintf(path, sizeof path, "%s/aligned/model.safetensors", dir);
-    write_file(path, t, n);
-    snprintf(path, sizeof path, "%s/aligned/config.json", dir);
-    write_text(path, config);
+    write_model(dir, "aligned", t, n);
     for (size_t i = 0; i < n; i++)
         free(t[i].v);
     return 0;
