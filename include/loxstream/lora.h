@@ -39,8 +39,11 @@
 #define LX_LORA_ADAPTER_NAME "adapter_model.safetensors"
 #define LX_LORA_CONFIG_NAME "adapter_config.json"
 #define LX_LORA_KEY_PREFIX "base_model.model."
-/* POSIX ERE: the embedding tables of Llama, GPT-2, BLOOM and GPT-NeoX */
-#define LX_LORA_EMBEDDING_DEFAULT LX_EMBEDDING_REGEX /* plan.h */
+/* POSIX ERE: the embedding tables (torch.nn.Embedding) of Llama, GPT-2
+ * (with its position table wpe), BERT, OPT, BLOOM and GPT-NeoX */
+#define LX_LORA_EMBEDDING_DEFAULT                                                            \
+    "(^|\\.)(embed_tokens|wte|wpe|word_embeddings|position_embeddings|token_type_embeddings|"     \
+    "embed_positions|embed_in)\\.weight$"
 
 typedef struct lx_lora_opts {
     lx_engine_opts stream;         /* inputs, SVD, filters, memory, threads, reporting */
@@ -50,7 +53,22 @@ typedef struct lx_lora_opts {
     const char *embedding;         /* ERE on tensor names; NULL: LX_LORA_EMBEDDING_DEFAULT */
     int has_dtype;                 /* 0: the aligned tensor's dtype if BF16/F16/F32, else F32 */
     lx_dtype dtype;                /* BF16, F16 or F32 */
+    /* the adapter's form (lora_card.c) */
+    int no_embeddings;             /* leave out the embedding tables and output heads */
+    int fan_in_fan_out;            /* LX_FIFO_AUTO, _NEVER or _ALL (below) */
+    const char *base_model_name;   /* base_model_name_or_path; NULL: the model ID of
+                                    * --aligned if from the HF cache, else its absolute path */
+    const char *command;           /* the command line, for the card (NULL: not recorded) */
 } lx_lora_opts;
+
+/* Linear weights stored [in, out] (transformers' Conv1D): AUTO takes
+ * c_attn, q_attn, c_proj and c_fc of a model whose config.json model_type
+ * is one of LX_LORA_CONV1D_TYPES; ALL every linear module; NEVER none. */
+enum { LX_FIFO_AUTO = 0, LX_FIFO_NEVER, LX_FIFO_ALL };
+#define LX_LORA_CONV1D_TYPES "gpt2, openai-gpt, imagegpt, decision_transformer"
+/* output heads, left out with the embeddings by no_embeddings (POSIX ERE) */
+#define LX_LORA_HEAD_REGEX "(^|\\.)(lm_head|embed_out)\\.weight$"
+#define LX_LORA_CARD_NAME "README.md"
 
 /* rank 6, alpha 1.25, lx_rsvd_opts_default, 1 GiB, online CPUs. */
 void lx_lora_opts_default(lx_lora_opts *o);

@@ -2,6 +2,7 @@
 #include <getopt.h>
 #include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "cli.h"
@@ -12,8 +13,9 @@ static void usage(FILE *f)
 {
     fputs("Usage: loxstream lora --base CKPT --aligned CKPT --output DIR [OPTION]...\n"
           "Write the LoX update of every 2-D '.weight' matrix as a PEFT LoRA adapter\n"
-          "(DIR/adapter_model.safetensors and DIR/adapter_config.json): merged onto the\n"
-          "aligned model it gives what loxstream apply writes, up to rounding.\n\n"
+          "(DIR/adapter_model.safetensors, DIR/adapter_config.json and the card\n"
+          "DIR/README.md): merged onto the aligned model it gives what loxstream apply\n"
+          "writes, up to rounding.\n\n"
           "  -b, --base CKPT         base (pre-alignment) checkpoint: directory or .safetensors\n"
           "  -a, --aligned CKPT      aligned checkpoint (the model the adapter is for)\n"
           "      --revision REV      ref or commit of CKPTs given as Hugging Face model IDs\n"
@@ -37,6 +39,16 @@ static void usage(FILE *f)
           "                          '" LX_LORA_EMBEDDING_DEFAULT "')\n"
           "      --dtype TYPE        bf16, f16 or f32 (default: the aligned tensor's dtype\n"
           "                          if one of these, else f32)\n"
+          "      --no-embeddings     linear layers only: no embedding tables or output\n"
+          "                          heads (embed_tokens, wte, lm_head...), as vLLM wants\n"
+          "                          for most models\n"
+          "      --fan-in-fan-out    every linear weight is stored [in, out] (Conv1D);\n"
+          "                          default: c_attn/q_attn/c_proj/c_fc when config.json\n"
+          "                          has a Conv1D model_type:\n"
+          "                          " LX_LORA_CONV1D_TYPES "\n"
+          "      --no-fan-in-fan-out every linear weight is stored [out, in]\n"
+          "      --base-model-name NAME  base_model_name_or_path of the adapter (default:\n"
+          "                          the --aligned model ID, else its absolute path)\n"
           "      --max-memory SIZE   bound on working memory (default 1G)\n"
           "  -j, --threads N         threads (default: online CPUs)\n"
           "  -q, --quiet             no progress on stderr\n"
@@ -44,7 +56,44 @@ static void usage(FILE *f)
           f);
 }
 
-enum { OPT_ALPHA = 256, OPT_EMBEDDING, OPT_DTYPE };
+enum {
+    OPT_ALPHA = 256, OPT_EMBEDDING, OPT_DTYPE, OPT_NO_EMB, OPT_FIFO, OPT_NO_FIFO, OPT_BASE_NAME
+};
+
+/* "loxstream lora ARG...", each argument shell-quoted where it needs it
+ * (for the card); malloc'd, NULL on OOM. */
+static char *command_line(int argc, char **argv)
+{
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&buf, &len);
+    if (!f)
+        return NULL;
+    fputs("loxstream", f);
+    for (int i = 0; i < argc; i++) {
+        const char *a = argv[i];
+        int plain = *a != '\0';
+        for (const char *p = a; *p && plain; p++)
+            plain = strchr("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+                           "-_./=:,+@%", *p) != NULL;
+        if (plain) {
+            fprintf(f, " %s", a);
+            continue;
+        }
+        fputs(" '", f);
+        for (const char *p = a; *p; p++)
+            if (*p == '\'')
+                fputs("'\\''", f);
+            else
+                fputc(*p, f);
+        fputc('\'', f);
+    }
+    if (fclose(f) != 0) {
+        free(buf);
+        return NULL;
+    }
+    return buf;
+}
 
 int cmd_lora(int argc, char **argv)
 {
@@ -53,6 +102,10 @@ int cmd_lora(int argc, char **argv)
         {"alpha", required_argument, 0, OPT_ALPHA}, CLI_STREAM_LONGOPTS,
         {"embedding", required_argument, 0, OPT_EMBEDDING},
         {"dtype", required_argument, 0, OPT_DTYPE},
+        {"no-embeddings", no_argument, 0, OPT_NO_EMB},
+        {"fan-in-fan-out", no_argument, 0, OPT_FIFO},
+        {"no-fan-in-fan-out", no_argument, 0, OPT_NO_FIFO},
+        {"base-model-name", required_argument, 0, OPT_BASE_NAME},
         {"quiet", no_argument, 0, 'q'},             {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0}};
     lx_lora_opts o;
@@ -82,6 +135,14 @@ int cmd_lora(int argc, char **argv)
             st = lx_lora_parse_dtype(optarg, &o.dtype);
             o.has_dtype = 1;
             break;
+        case OPT_NO_EMB: o.no_embeddings = 1; break;
+        case OPT_FIFO: o.fan_in_fan_out = LX_FIFO_ALL; break;
+        case OPT_NO_FIFO: o.fan_in_fan_out = LX_FIFO_NEVER; break;
+        case OPT_BASE_NAME:
+            o.base_model_name = optarg;
+            if (!*optarg)
+                st = lx_fail(LX_EUSAGE, "lora: --base-model-name: the name is empty");
+            break;
         case 'q': o.stream.quiet = 1; break;
         case 'h': usage(stdout); return 0;
         default: st = cli_bad_option("lora", c, argv); break;
@@ -95,5 +156,9 @@ int cmd_lora(int argc, char **argv)
      * the run clean up, rather than the process be killed. */
     signal(SIGXFSZ, SIG_IGN);
     cli_on_interrupt("interrupted: the unfinished adapter file was removed; run the command again");
-    return cli_report(lx_lora_run(&o));
+    char *command = command_line(argc, argv);
+    o.command = command;
+    int rc = cli_report(lx_lora_run(&o));
+    free(command);
+    return rc;
 }

@@ -8,8 +8,12 @@
  * adapter_model.safetensors.partial.  Every entry of the file is known from
  * the plan, so its header is written first and one module's factors are in
  * memory at a time.  Completion: sync, close, rename, adapter_config.json
- * (atomic), sync of the directory; a failure on the way removes what was
- * written, so that no final name is left behind.
+ * and README.md (atomic, lora_card.c), sync of the directory; a failure on
+ * the way removes what was written, so that no final name is left behind.
+ * Which modules and in which orientation: the 2-D '.weight' tensors of the
+ * plan, without the embeddings and heads under --no-embeddings; factors of
+ * dW^T for embeddings and for weights stored [in, out] (Conv1D, found by
+ * the aligned model's config.json or --fan-in-fan-out).
  */
 #include <dirent.h>
 #include <errno.h>
@@ -38,15 +42,18 @@
 #include "loxstream/prefetch.h"
 #include "loxstream/safetensors.h"
 #include "loxstream/fs.h"
+#include "loxstream/hfcache.h"
 #include "loxstream/parse.h"
 #include "loxstream/sys.h"
 #include "loxstream/testhook.h"
+#include "lora_int.h"
 
 #define WEIGHT_SUFFIX ".weight"
 
 typedef struct module {
     const lx_plan_item *item;
     int embedding;                 /* lora_embedding_A/B instead of lora_A/B */
+    int fifo;                      /* stored [in, out] (Conv1D): fan_in_fan_out */
     int k;                         /* rank of the factors: min(r, m, n) */
     lx_dtype dtype;                /* of the adapter tensors */
     char *key_a, *key_b;           /* tensor names in the adapter */
@@ -57,8 +64,10 @@ typedef struct module {
 typedef struct lora_job {
     const lx_lora_opts *o;
     lx_inputs in;                  /* checkpoints, filters, plan (engine.h) */
-    regex_t emb;
-    int has_emb;
+    regex_t emb, head;
+    int has_emb, has_head;
+    int conv1d_model;              /* config.json's model_type uses Conv1D */
+    char *model_type;
     module *mods;
     size_t nmods;
     lx_st_entry *entries;
@@ -66,7 +75,11 @@ typedef struct lora_job {
     int has_layout;
     lx_st_out out;
     int out_open;
-    char *partial_path, *final_path, *config_path;
+    char *partial_path, *final_path, *config_path, *card_path;
+    lx_adapter_desc desc;          /* what the config, card and metadata say */
+    lx_adapter_meta meta;
+    char *base_model;              /* malloc'd default of base_model_name_or_path */
+    char *fifo_source;
     int created_dir, partial_made, final_made;
     int dir_fd;                    /* the output directory, flock'ed for the run; -1 */
     size_t buf_elems;              /* r * max(m, n) over the modules */
@@ -111,6 +124,66 @@ static int ends_with(const char *s, const char *suffix)
     return n >= k && !strcmp(s + n - k, suffix);
 }
 
+/* The aligned model's config.json (beside its shards): does its model_type
+ * store linear layers as transformers' Conv1D?  No file: no. */
+static lx_status read_model_type(lora_job *J)
+{
+    static const char *const conv1d[] = {"gpt2", "openai-gpt", "imagegpt", "decision_transformer"};
+    if (J->o->fan_in_fan_out != LX_FIFO_AUTO)
+        return LX_OK;
+    char *path = lx_path_join(J->in.aligned->dir, "config.json");
+    if (!path)
+        return lx_fail(LX_EFAIL, "out of memory");
+    int fd = -1;
+    struct stat sb;
+    lx_status st = lx_open_input_regular(path, O_RDONLY, LX_EINPUT, &fd, &sb);
+    char *text = NULL;
+    size_t len = 0;
+    if (st == LX_OK && fd >= 0) {
+        st = lx_read_fd_text(fd, sb.st_size < (1 << 24) ? (size_t)sb.st_size : (1 << 24), path,
+                             &text, &len);
+        close(fd);
+    }
+    json_t *root = text ? json_loadb(text, len, 0, NULL) : NULL;
+    const char *mt = json_string_value(json_object_get(root, "model_type"));
+    if (st == LX_OK && text && !mt)
+        lx_warn("%s: no model_type read (not a JSON object with a string model_type): linear "
+                "weights are taken as [out, in]; give --fan-in-fan-out if they are stored [in, out]",
+                path);
+    if (mt) {
+        for (size_t i = 0; i < sizeof conv1d / sizeof conv1d[0]; i++)
+            J->conv1d_model |= !strcmp(mt, conv1d[i]);
+        if (!(J->model_type = strdup(mt)))
+            st = lx_fail(LX_EFAIL, "out of memory");
+    }
+    json_decref(root);
+    free(text);
+    free(path);
+    return st;
+}
+
+/* Stored [in, out] as transformers' Conv1D (GPT-2's attention and MLP). */
+static int module_fifo(const lora_job *J, const module *md)
+{
+    static const char *const leaves[] = {"c_attn", "q_attn", "c_proj", "c_fc"};
+    if (md->embedding || J->o->fan_in_fan_out == LX_FIFO_NEVER)
+        return 0;
+    if (J->o->fan_in_fan_out == LX_FIFO_ALL)
+        return 1;
+    for (size_t i = 0; J->conv1d_model && i < sizeof leaves / sizeof leaves[0]; i++)
+        if (!strcmp(md->leaf, leaves[i]))
+            return 1;
+    return 0;
+}
+
+/* An embedding table or an output head (what vLLM takes only from models
+ * that declare embedding_modules). */
+static int is_embedding_or_head(const lora_job *J, const char *name)
+{
+    return (J->has_emb && regexec(&J->emb, name, 0, NULL, 0) == 0) ||
+           (J->has_head && regexec(&J->head, name, 0, NULL, 0) == 0);
+}
+
 static lx_status select_modules(lora_job *J)
 {
     const lx_lora_opts *o = J->o;
@@ -139,6 +212,10 @@ static lx_status select_modules(lora_job *J)
                     q, WEIGHT_SUFFIX);
             continue;
         }
+        if (o->no_embeddings && is_embedding_or_head(J, t->name)) {
+            J->desc.nskipped++;
+            continue;
+        }
         module *md = &J->mods[J->nmods++];
         md->item = it;
         md->embedding = J->has_emb && regexec(&J->emb, t->name, 0, NULL, 0) == 0;
@@ -164,6 +241,9 @@ static lx_status select_modules(lora_job *J)
                        : strndup(t->name, (size_t)ml);
         if (!md->key_a || !md->key_b || !md->leaf)
             return lx_fail(LX_EFAIL, "out of memory");
+        md->fifo = module_fifo(J, md);
+        J->desc.nfifo += md->fifo;
+        J->desc.nemb += is_embedding_or_head(J, t->name);
         size_t big = it->m > it->n ? (size_t)it->m : (size_t)it->n;
         if ((size_t)o->rank * big > J->buf_elems)
             J->buf_elems = (size_t)o->rank * big;
@@ -282,7 +362,9 @@ static lx_status build_layout(lora_job *J)
     for (size_t i = 0; i < J->nmods; i++) {
         module *md = &J->mods[i];
         uint64_t m = md->item->m, n = md->item->n;
-        /* linear: A [r, in], B [out, r]; embedding: A [r, vocab], B [dim, r] */
+        /* linear [out, in]: A [r, in], B [out, r]; embedding [vocab, dim]:
+         * A [r, vocab], B [dim, r]; Conv1D [in, out]: A [r, in], B [out, r] */
+        int tr = md->embedding || md->fifo;
         lx_st_entry *a = &J->entries[e], *b = &J->entries[e + 1];
         md->ea = e++;
         md->eb = e++;
@@ -291,12 +373,12 @@ static lx_status build_layout(lora_job *J)
         a->dtype = b->dtype = md->dtype;
         a->ndim = b->ndim = 2;
         a->shape[0] = r;
-        a->shape[1] = md->embedding ? m : n;
-        b->shape[0] = md->embedding ? n : m;
+        a->shape[1] = tr ? m : n;
+        b->shape[0] = tr ? n : m;
         b->shape[1] = r;
     }
-    const char *keys[] = {"format"}, *vals[] = {"pt"};
-    lx_status st = lx_st_layout_build(&J->layout, J->entries, e, keys, vals, 1);
+    lx_status st = lx_st_layout_build(&J->layout, J->entries, e, J->meta.keys, J->meta.vals,
+                                      J->meta.n);
     if (st == LX_OK)
         J->has_layout = 1;
     return st;
@@ -363,14 +445,19 @@ static lx_status run_module(lora_job *J, size_t i)
         s[t] = f.S[t] > 0 ? (float)sqrt((double)f.S[t]) : 0.0f;
     int r = o->rank;
     /* linear: A = s V^T (r x n), B = U s (m x r);
-     * embedding: A = s U^T (r x m), B = V s (n x r) */
-    const float *xa = md->embedding ? f.U : f.V, *xb = md->embedding ? f.V : f.U;
-    size_t la = md->embedding ? m : n, lb = md->embedding ? n : m;
+     * embedding and Conv1D (dW^T = V S U^T): A = s U^T (r x m), B = V s (n x r) */
+    int tr = md->embedding || md->fifo;
+    const float *xa = tr ? f.U : f.V, *xb = tr ? f.V : f.U;
+    size_t la = tr ? m : n, lb = tr ? n : m;
     factor_rows(xa, la, f.k, r, s, J->fbuf);
     st = write_factor(J, md, md->ea, (size_t)r * la);
     if (st == LX_OK) {
         factor_cols(xb, lb, f.k, r, s, J->fbuf);
         st = write_factor(J, md, md->eb, lb * (size_t)r);
+    }
+    if (f.err_est > J->desc.worst_err) {
+        J->desc.worst_err = f.err_est;
+        J->desc.worst_name = it->aligned->name;
     }
     if (st == LX_OK && !o->stream.quiet) {
         char q[LX_NAME_QUOTE];
@@ -380,121 +467,6 @@ static lx_status run_module(lora_job *J, size_t i)
     }
     free(s);
     lx_factors_free(&f);
-    return st;
-}
-
-/* ---- adapter_config.json ------------------------------------------------- */
-
-static int cmp_str(const void *a, const void *b)
-{
-    return strcmp(*(char *const *)a, *(char *const *)b);
-}
-
-/* Digits of the shortest %g form that reads back as x (1..17). */
-static int shortest_digits(double x)
-{
-    char buf[64];
-    for (int prec = 1; prec < 17; prec++) {
-        snprintf(buf, sizeof buf, "%.*g", prec, x);
-        if (strtod(buf, NULL) == x)
-            return prec;
-    }
-    return 17;
-}
-
-static int set(json_t *obj, const char *key, json_t *v)
-{
-    return v ? json_object_set_new(obj, key, v) : -1;
-}
-
-static lx_status write_config(lora_job *J)
-{
-    const lx_lora_opts *o = J->o;
-    json_t *root = json_object(), *tm = json_array(), *lx = json_object();
-    const char **leaves = malloc(J->nmods * sizeof *leaves);
-    int bad = !root || !tm || !lx || !leaves;
-    for (size_t i = 0; !bad && i < J->nmods; i++)
-        leaves[i] = J->mods[i].leaf;
-    if (!bad)
-        qsort(leaves, J->nmods, sizeof *leaves, cmp_str);
-    for (size_t i = 0; !bad && i < J->nmods; i++)
-        if (i == 0 || strcmp(leaves[i], leaves[i - 1]))
-            bad |= json_array_append_new(tm, json_string(leaves[i])) != 0;
-    free(leaves);
-    double r = o->rank;
-    if (!bad) {
-        bad |= set(root, "peft_type", json_string("LORA"));
-        bad |= set(root, "task_type", json_string("CAUSAL_LM"));
-        bad |= set(root, "base_model_name_or_path", json_string(o->stream.aligned_path));
-        bad |= set(root, "r", json_integer(o->rank));
-        bad |= set(root, "lora_alpha", json_real(o->alpha * r));
-        bad |= set(root, "target_modules", json_incref(tm));
-        bad |= set(root, "lora_dropout", json_real(0.0));
-        bad |= set(root, "fan_in_fan_out", json_false());
-        bad |= set(root, "bias", json_string("none"));
-        bad |= set(root, "use_rslora", json_false());
-        bad |= set(root, "use_dora", json_false());
-        bad |= set(root, "inference_mode", json_true());
-        bad |= set(root, "modules_to_save", json_null());
-    }
-    if (!bad) {
-        bad |= set(lx, "version", json_string(PACKAGE_VERSION));
-        bad |= set(lx, "rank", json_integer(o->rank));
-        bad |= set(lx, "alpha", json_real(o->alpha));
-        bad |= set(lx, "method", json_string(o->stream.svd.exact ? "exact" : "randomized"));
-        /* json_int_t is 64-bit signed: larger seeds are written as strings */
-        if (o->stream.svd.seed <= (uint64_t)INT64_MAX) {
-            bad |= set(lx, "seed", json_integer((json_int_t)o->stream.svd.seed));
-        } else {
-            char sv[32];
-            snprintf(sv, sizeof sv, "%" PRIu64, o->stream.svd.seed);
-            bad |= set(lx, "seed", json_string(sv));
-        }
-        if (!o->stream.svd.exact) {
-            bad |= set(lx, "oversample", json_integer(o->stream.svd.oversample));
-            if (o->stream.svd.passes > 0) {
-                bad |= set(lx, "passes", json_integer(o->stream.svd.passes));
-            } else {
-                bad |= set(lx, "tol", json_real(o->stream.svd.tol));
-                bad |= set(lx, "max_passes", json_integer(o->stream.svd.max_passes));
-            }
-        }
-        bad |= set(lx, "include", o->stream.include ? json_string(o->stream.include) : json_null());
-        bad |= set(lx, "exclude", o->stream.exclude ? json_string(o->stream.exclude) : json_null());
-        bad |= set(lx, "embedding",
-                   json_string(o->embedding ? o->embedding : LX_LORA_EMBEDDING_DEFAULT));
-        bad |= set(lx, "dtype", o->has_dtype ? json_string(lx_dtype_name(o->dtype))
-                                             : json_string("aligned"));
-        bad |= set(lx, "modules", json_integer((json_int_t)J->nmods));
-        bad |= set(lx, "base", json_string(o->stream.base_path));
-        bad |= set(root, "loxstream", json_incref(lx));
-    }
-    /* reals with the fewest digits that read back exactly ("0.0003", not
-     * "0.00029999999999999997"): jansson takes one precision for all */
-    int digits = shortest_digits(o->alpha);
-    if (shortest_digits(o->alpha * r) > digits)
-        digits = shortest_digits(o->alpha * r);
-    if (!o->stream.svd.exact && o->stream.svd.passes == 0 && shortest_digits(o->stream.svd.tol) > digits)
-        digits = shortest_digits(o->stream.svd.tol);
-    char *text = bad ? NULL : json_dumps(root, JSON_INDENT(2) | JSON_REAL_PRECISION(digits));
-    json_decref(tm);
-    json_decref(lx);
-    json_decref(root);
-    if (!text)
-        return lx_fail(LX_EFAIL, "%s: cannot build the JSON (a path or regular expression that is "
-                       "not UTF-8, or out of memory)", J->config_path);
-    size_t len = strlen(text);
-    char *buf = malloc(len + 2);
-    lx_status st;
-    if (!buf) {
-        st = lx_fail(LX_EFAIL, "out of memory");
-    } else {
-        memcpy(buf, text, len);
-        buf[len] = '\n';
-        st = lx_write_file_atomic(J->config_path, buf, len + 1);
-    }
-    free(buf);
-    free(text);
     return st;
 }
 
@@ -510,6 +482,66 @@ static lx_status check_utf8(const char *s, const char *what)
     }
     json_decref(v);
     return LX_OK;
+}
+
+static int cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* What the adapter will say about itself (lora_int.h): target_modules,
+ * base_model_name_or_path and revision, why some modules are [in, out]. */
+static lx_status describe(lora_job *J)
+{
+    const lx_lora_opts *o = J->o;
+    lx_adapter_desc *d = &J->desc;
+    d->o = o;
+    d->nmods = J->nmods;
+    d->leaves = malloc(J->nmods * sizeof *d->leaves);
+    if (!d->leaves)
+        return lx_fail(LX_EFAIL, "out of memory");
+    for (size_t i = 0; i < J->nmods; i++)
+        d->leaves[i] = J->mods[i].leaf;
+    qsort(d->leaves, J->nmods, sizeof *d->leaves, cmp_str);
+    for (size_t i = 0; i < J->nmods; i++)
+        if (i == 0 || strcmp(d->leaves[i], d->leaves[d->nleaves - 1]))
+            d->leaves[d->nleaves++] = d->leaves[i];
+    /* the model the adapter is applied to: the aligned one */
+    const struct lx_hf_model *hf = o->stream.aligned_model;
+    if (o->base_model_name) {
+        d->base_model = o->base_model_name;
+    } else if (hf) {
+        d->base_model = hf->id;
+        d->revision = hf->commit;
+    } else {
+        if (!(J->base_model = realpath(o->stream.aligned_path, NULL)))
+            return lx_fail_errno(LX_EINPUT, errno, "--aligned: %s: cannot resolve the absolute "
+                                 "path (for base_model_name_or_path; --base-model-name gives one)",
+                                 o->stream.aligned_path);
+        d->base_model = J->base_model;
+    }
+    lx_status st = check_utf8(d->base_model, "base_model_name_or_path");
+    if (st != LX_OK)
+        return st;
+    d->fifo_source = o->fan_in_fan_out == LX_FIFO_ALL ? "--fan-in-fan-out"
+                                                      : "config.json model_type";
+    if (o->fan_in_fan_out == LX_FIFO_AUTO && J->model_type &&
+        asprintf(&J->fifo_source, "config.json model_type %s: transformers' Conv1D", J->model_type) >= 0)
+        d->fifo_source = J->fifo_source;
+    return lx_adapter_meta_build(d, &J->meta);
+}
+
+/* vLLM takes embedding tables and heads only from the models that declare
+ * them (embedding_modules): said once when the adapter holds any. */
+static void note_embeddings(const lora_job *J)
+{
+    const lx_lora_opts *o = J->o;
+    if (o->stream.quiet || J->desc.nemb == 0)
+        return;
+    lx_say(&o->stream.report, "lora: note: %zu of the %zu modules are embedding tables or output "
+           "heads; vLLM loads those only for models that declare them (embedding_modules: Llama "
+           "does, Qwen2 does not); --no-embeddings exports the linear layers only",
+           J->desc.nemb, J->nmods);
 }
 
 static lx_status run(lora_job *J)
@@ -536,18 +568,25 @@ static lx_status run(lora_job *J)
         return lx_fail(LX_EUSAGE, "--embedding '%s': invalid regular expression: %s", emb, msg);
     }
     J->has_emb = 1;
+    if (regcomp(&J->head, LX_LORA_HEAD_REGEX, REG_EXTENDED | REG_NOSUB) != 0)
+        return lx_fail(LX_EFAIL, "out of memory");
+    J->has_head = 1;
     if ((st = lx_engine_open(&J->in, &o->stream, o->rank, 0)) != LX_OK ||
-        (st = select_modules(J)) != LX_OK || (st = check_memory(J)) != LX_OK ||
+        (st = read_model_type(J)) != LX_OK || (st = select_modules(J)) != LX_OK ||
+        (st = describe(J)) != LX_OK || (st = check_memory(J)) != LX_OK ||
         (st = build_layout(J)) != LX_OK)
         return st;
+    note_embeddings(J);
     J->final_path = lx_path_join(o->output_path, LX_LORA_ADAPTER_NAME);
     J->config_path = lx_path_join(o->output_path, LX_LORA_CONFIG_NAME);
+    J->card_path = lx_path_join(o->output_path, LX_LORA_CARD_NAME);
     if (J->final_path && asprintf(&J->partial_path, "%s" LX_PARTIAL_SUFFIX, J->final_path) < 0)
         J->partial_path = NULL;
     /* fbuf only feeds lx_from_f32: plain memory */
     J->fbuf = malloc(J->buf_elems * sizeof *J->fbuf);
     J->obuf = malloc(J->buf_elems * sizeof(float));
-    if (!J->final_path || !J->config_path || !J->partial_path || !J->fbuf || !J->obuf)
+    if (!J->final_path || !J->config_path || !J->card_path || !J->partial_path || !J->fbuf ||
+        !J->obuf)
         return lx_fail(LX_EFAIL, "out of memory");
     if ((st = lx_linalg_init(o->stream.threads)) != LX_OK || (st = check_space(J)) != LX_OK ||
         (st = prepare_dir(J)) != LX_OK)
@@ -594,14 +633,18 @@ static lx_status run(lora_job *J)
     J->partial_made = 0;
     lx_remove_on_interrupt(NULL);
     J->final_made = 1;
-    if ((st = write_config(J)) != LX_OK || (st = lx_sync_dir(o->output_path)) != LX_OK)
+    J->desc.unconverged = J->svd.unconverged;
+    if ((st = lx_adapter_write_config(&J->desc, J->config_path)) != LX_OK ||
+        (st = lx_adapter_write_card(&J->desc, J->card_path)) != LX_OK ||
+        (st = lx_sync_dir(o->output_path)) != LX_OK)
         return st;
     J->final_made = 0; /* complete: kept */
     lx_engine_warn_unconverged(&o->stream, "lora", &J->svd);
     if (!o->stream.quiet)
-        lx_say(&o->stream.report, "lora: %zu module%s, r %d, lora_alpha %g, in %.2f s: %s and %s "
-               "written in %s", J->nmods, J->nmods == 1 ? "" : "s", o->rank, o->alpha * o->rank,
-                lx_now() - t0, LX_LORA_ADAPTER_NAME, LX_LORA_CONFIG_NAME, o->output_path);
+        lx_say(&o->stream.report, "lora: %zu module%s, r %d, lora_alpha %g, in %.2f s: %s, %s and "
+               "%s written in %s", J->nmods, J->nmods == 1 ? "" : "s", o->rank, o->alpha * o->rank,
+                lx_now() - t0, LX_LORA_ADAPTER_NAME, LX_LORA_CONFIG_NAME, LX_LORA_CARD_NAME,
+               o->output_path);
     return LX_OK;
 }
 
@@ -618,6 +661,7 @@ static void undo_output(lora_job *J)
     if (J->final_made) {
         unlink(J->final_path);
         unlink(J->config_path);
+        unlink(J->card_path);
     }
     if (J->created_dir)
         rmdir(J->o->output_path);
@@ -637,6 +681,12 @@ static void job_free(lora_job *J)
     free(J->partial_path);
     free(J->final_path);
     free(J->config_path);
+    free(J->card_path);
+    free(J->desc.leaves);
+    free(J->base_model);
+    free(J->model_type);
+    free(J->fifo_source);
+    lx_adapter_meta_free(&J->meta);
     if (J->dir_fd >= 0)
         close(J->dir_fd); /* and the lock with it */
     free(J->fbuf);
@@ -644,6 +694,8 @@ static void job_free(lora_job *J)
     lx_inputs_free(&J->in);
     if (J->has_emb)
         regfree(&J->emb);
+    if (J->has_head)
+        regfree(&J->head);
 }
 
 lx_status lx_lora_run(const lx_lora_opts *o)
@@ -653,6 +705,7 @@ lx_status lx_lora_run(const lx_lora_opts *o)
     J.o = o;
     J.out.fd = -1;
     J.dir_fd = -1;
+    J.desc.worst_err = -1;
     lx_status st = run(&J);
     if (st != LX_OK) {
         char *msg = lx_err_save();

@@ -116,7 +116,7 @@ NCHECKS=$((NCHECKS + 1))
 expect_exit 0 lora -o "$TMP/lk"
 expect_err "adapter_model.safetensors.partial: left by an interrupted run: removed"
 cmp "$TMP/lref/adapter_model.safetensors" "$TMP/lk/adapter_model.safetensors" || fail "lora after SIGKILL"
-expect_eq "files after the rerun" "$(ls -A "$TMP/lk" | tr '\n' ' ')" "adapter_config.json adapter_model.safetensors "
+expect_eq "files after the rerun" "$(ls -A "$TMP/lk" | tr '\n' ' ')" "README.md adapter_config.json adapter_model.safetensors "
 
 # lora's create failing for another reason than a running lora: exit 1
 if [ "$(id -u)" != 0 ]; then

@@ -1,26 +1,38 @@
 /* lxlora - test helper: checks a `loxstream lora` adapter against an exact SVD.
  *
  *   lxlora [--include RE] [--exclude RE] [--embedding RE] [--dtype T]
- *          [--apply-maxerr E] BASE ALIGNED ADAPTER_DIR RANK ALPHA MAXERR [APPLY_OUTPUT]
+ *          [--apply-maxerr E] [--fan-in-fan-out RE] [--no-embeddings]
+ *          [--base-model NAME] [--revision REV] [--peft-keys FILE]
+ *          [--peft-keys-within FILE]
+ *          BASE ALIGNED ADAPTER_DIR RANK ALPHA MAXERR [APPLY_OUTPUT]
  *
  * Independently of loxstream's randomized SVD and of its plan:
  * - the expected modules are the 2-D F16/BF16/F32/F64 tensors of ALIGNED
  *   named "<module>.weight" that exist in BASE (and match --include, not
  *   --exclude); those matching the embedding ERE (default: embed_tokens,
- *   wte, word_embeddings, embed_in) must be stored as
+ *   wte, wpe, word_embeddings, position_embeddings, token_type_embeddings,
+ *   embed_positions, embed_in) must be stored as
  *   base_model.model.<module>.lora_embedding_A [r, vocab] / _B [dim, r],
  *   the others as base_model.model.<module>.lora_A.weight [r, in] /
- *   lora_B.weight [out, r]; no other tensor may be in the adapter; the
+ *   lora_B.weight [out, r], where a weight matching --fan-in-fan-out is
+ *   stored [in, out] (GPT-2's Conv1D) and the others [out, in]; with
+ *   --no-embeddings the embeddings and the heads (lm_head, embed_out) are
+ *   not expected; no other tensor may be in the adapter; the
  *   dtype is T, or by default the aligned tensor's (F32 for F64);
  * - adapter_config.json: peft_type LORA, task_type CAUSAL_LM, r = RANK,
  *   lora_alpha = ALPHA * RANK, target_modules = the sorted unique leaf
- *   names of the expected modules, base_model_name_or_path = ALIGNED as
- *   given, lora_dropout 0, fan_in_fan_out false, bias "none", use_rslora
- *   false, inference_mode true, modules_to_save null, loxstream.rank and
- *   loxstream.alpha;
- * - per module, with D = (lora_alpha / r) * B A (transposed for
- *   embeddings) and T the exact rank-RANK truncation of dW = aligned - base
- *   from the stored values (full SVD through lx_svd_thin, as lxcheck):
+ *   names of the expected modules, base_model_name_or_path = NAME (default:
+ *   the absolute path of ALIGNED), revision REV (default null),
+ *   lora_dropout 0, fan_in_fan_out true exactly when a module matches
+ *   --fan-in-fan-out, bias "none", use_rslora false, inference_mode true,
+ *   modules_to_save null, no "loxstream" key; with --peft-keys the set of
+ *   keys is that of FILE (an adapter_config.json PEFT wrote), with
+ *   --peft-keys-within a subset of FILE's;
+ * - per module, PEFT's merge rule (get_delta_weight) written out:
+ *   D = transpose(B A, fan_in_fan_out) * (lora_alpha / r), transposed for
+ *   embeddings and for the [in, out] weights, and T the exact rank-RANK
+ *   truncation of dW = aligned - base as stored
+ *   (full SVD through lx_svd_thin, as lxcheck):
  *       err = ||D - ALPHA * T||_F / ||ALPHA * T||_F       (<= MAXERR)
  * - with APPLY_OUTPUT (a `loxstream apply` output with the same options):
  *       apply_err = ||(out - aligned) - D||_F / ||D||_F   (<= E, default 1e-5)
@@ -41,7 +53,10 @@
 #include "exact.h"
 
 #define PREFIX "base_model.model."
-#define EMB_DEFAULT "(^|\\.)(embed_tokens|wte|word_embeddings|embed_in)\\.weight$"
+#define EMB_DEFAULT                                                                        \
+    "(^|\\.)(embed_tokens|wte|wpe|word_embeddings|position_embeddings|token_type_embeddings|"   \
+    "embed_positions|embed_in)\\.weight$"
+#define HEADS "(^|\\.)(lm_head|embed_out)\\.weight$"
 
 static int failures;
 
@@ -71,7 +86,7 @@ static int cmp_str(const void *a, const void *b)
 typedef struct expect {
     const lx_tensor *al, *ba;
     char *module, *leaf, *key_a, *key_b;
-    int embedding;
+    int embedding, fifo;
 } expect;
 
 static float *read_f32(const lx_tensor *t)
@@ -103,8 +118,10 @@ static void check_module(const expect *e, const lx_checkpoint *ad, const lx_chec
         return;
     }
     uint64_t r = (uint64_t)rank;
-    /* linear: A [r, n], B [m, r]; embedding: A [r, m], B [n, r] */
-    uint64_t la = e->embedding ? m : n, lb = e->embedding ? n : m;
+    /* linear [out, in]: A [r, n], B [m, r]; embedding [vocab, dim] and
+     * Conv1D [in, out]: A [r, m], B [n, r] */
+    int tr = e->embedding || e->fifo;
+    uint64_t la = tr ? m : n, lb = tr ? n : m;
     if (!shape_is(A, r, la) || !shape_is(B, lb, r)) {
         problem("%s: wrong shape of %s", e->module, !shape_is(A, r, la) ? e->key_a : e->key_b);
         return;
@@ -129,8 +146,8 @@ static void check_module(const expect *e, const lx_checkpoint *ad, const lx_chec
         for (size_t j = 0; j < n; j++) {
             double s = 0;
             for (size_t t = 0; t < r; t++)
-                s += e->embedding ? (double)b[j * r + t] * a[t * m + i]
-                                  : (double)b[i * r + t] * a[t * n + j];
+                s += tr ? (double)b[j * r + t] * a[t * m + i]
+                        : (double)b[i * r + t] * a[t * n + j];
             D[i * n + j] = scale * s;
         }
     double num = 0, den = 0;
@@ -170,7 +187,35 @@ static void check_module(const expect *e, const lx_checkpoint *ad, const lx_chec
 
 /* ---- adapter_config.json ---- */
 
-static void check_config(const char *dir, const char *aligned_arg, int rank, double alpha,
+typedef struct config_want {
+    const char *base_model;        /* base_model_name_or_path */
+    const char *revision;          /* NULL: null */
+    int fifo;                      /* fan_in_fan_out */
+    const char *keys, *keys_within; /* adapter_config.json files of PEFT, or NULL */
+} config_want;
+
+/* The keys of c against those of the PEFT-written file: equal (exact) or
+ * a subset. */
+static void check_keys(const json_t *c, const char *path, int exact)
+{
+    json_error_t jerr;
+    json_t *p = json_load_file(path, 0, &jerr);
+    if (!json_is_object(p)) {
+        fprintf(stderr, "lxlora: %s: %s\n", path, p ? "not an object" : jerr.text);
+        exit(2);
+    }
+    const char *k;
+    json_t *v;
+    json_object_foreach((json_t *)c, k, v)
+        if (!json_object_get(p, k))
+            problem("config: key %s is not in %s", k, path);
+    json_object_foreach(p, k, v)
+        if (exact && !json_object_get(c, k))
+            problem("config: lacks key %s (in %s)", k, path);
+    json_decref(p);
+}
+
+static void check_config(const char *dir, const config_want *w, int rank, double alpha,
                          const expect *ex, size_t nex, double *scale)
 {
     char path[4096];
@@ -199,8 +244,12 @@ static void check_config(const char *dir, const char *aligned_arg, int rank, dou
     STR_IS("peft_type", "LORA");
     STR_IS("task_type", "CAUSAL_LM");
     STR_IS("bias", "none");
-    STR_IS("base_model_name_or_path", aligned_arg);
-    BOOL_IS("fan_in_fan_out", 0);
+    STR_IS("base_model_name_or_path", w->base_model);
+    v = json_object_get(c, "revision");
+    if (w->revision ? !json_is_string(v) || strcmp(json_string_value(v), w->revision)
+                    : !json_is_null(v))
+        problem("config: revision is not %s%s", w->revision ? w->revision : "null", "");
+    BOOL_IS("fan_in_fan_out", w->fifo);
     BOOL_IS("use_rslora", 0);
     BOOL_IS("inference_mode", 1);
     v = json_object_get(c, "modules_to_save");
@@ -217,13 +266,13 @@ static void check_config(const char *dir, const char *aligned_arg, int rank, dou
     if (!(fabs(la - alpha * rank) <= 1e-12 * fabs(alpha * rank)))
         problem("config: %s is not %s", "lora_alpha", "ALPHA * RANK");
     *scale = la / rank;
-    json_t *lx = json_object_get(c, "loxstream");
-    if (!json_is_object(lx) || !json_is_integer(json_object_get(lx, "rank")) ||
-        json_integer_value(json_object_get(lx, "rank")) != rank ||
-        !json_is_number(json_object_get(lx, "alpha")) ||
-        json_number_value(json_object_get(lx, "alpha")) != alpha ||
-        !json_is_string(json_object_get(lx, "version")))
-        problem("config: %s is not %s", "loxstream", "{rank: RANK, alpha: ALPHA, version}");
+    /* PEFT before 0.14 passes every key to LoraConfig(**kwargs) */
+    if (json_object_get(c, "loxstream"))
+        problem("config: has a %s key (%s)", "loxstream", "not a LoraConfig field");
+    if (w->keys)
+        check_keys(c, w->keys, 1);
+    if (w->keys_within)
+        check_keys(c, w->keys_within, 0);
     /* target_modules: the sorted unique leaves of the expected modules */
     const char **leaves = xmalloc(nex * sizeof *leaves);
     for (size_t i = 0; i < nex; i++)
@@ -261,22 +310,41 @@ static void compile(regex_t *re, const char *s, const char *what)
 static void usage(void)
 {
     fprintf(stderr, "usage: lxlora [--include RE] [--exclude RE] [--embedding RE] [--dtype T] "
-            "[--apply-maxerr E] BASE ALIGNED ADAPTER_DIR RANK ALPHA MAXERR [APPLY_OUTPUT]\n");
+            "[--apply-maxerr E] [--fan-in-fan-out RE] [--no-embeddings] [--base-model NAME] "
+            "[--revision REV] [--peft-keys FILE] [--peft-keys-within FILE] "
+            "BASE ALIGNED ADAPTER_DIR RANK ALPHA MAXERR [APPLY_OUTPUT]\n");
     exit(2);
 }
 
 int main(int argc, char **argv)
 {
-    const char *inc = NULL, *exc = NULL, *emb = EMB_DEFAULT;
+    const char *inc = NULL, *exc = NULL, *emb = EMB_DEFAULT, *fifo = NULL;
+    config_want want = {0};
+    int no_emb = 0;
     int has_dtype = 0;
     lx_dtype dtype = LX_DT_F32;
     double apply_maxerr = 1e-5;
     int ai = 1;
     while (ai < argc && !strncmp(argv[ai], "--", 2)) {
+        if (!strcmp(argv[ai], "--no-embeddings")) {
+            no_emb = 1;
+            ai++;
+            continue;
+        }
         if (ai + 1 >= argc)
             usage();
         const char *opt = argv[ai], *val = argv[ai + 1];
-        if (!strcmp(opt, "--include"))
+        if (!strcmp(opt, "--fan-in-fan-out"))
+            fifo = val;
+        else if (!strcmp(opt, "--base-model"))
+            want.base_model = val;
+        else if (!strcmp(opt, "--revision"))
+            want.revision = val;
+        else if (!strcmp(opt, "--peft-keys"))
+            want.keys = val;
+        else if (!strcmp(opt, "--peft-keys-within"))
+            want.keys_within = val;
+        else if (!strcmp(opt, "--include"))
             inc = val;
         else if (!strcmp(opt, "--exclude"))
             exc = val;
@@ -299,12 +367,18 @@ int main(int argc, char **argv)
     double alpha = atof(a[4]), maxerr = atof(a[5]);
     if (rank < 1)
         usage();
-    regex_t rinc, rexc, remb;
+    regex_t rinc, rexc, remb, rfifo, rheads;
     if (inc)
         compile(&rinc, inc, "--include");
     if (exc)
         compile(&rexc, exc, "--exclude");
     compile(&remb, emb, "--embedding");
+    compile(&rheads, HEADS, "heads");
+    if (fifo)
+        compile(&rfifo, fifo, "--fan-in-fan-out");
+    char *aligned_abs = realpath(a[1], NULL);
+    if (!want.base_model)
+        want.base_model = aligned_abs ? aligned_abs : a[1];
     char adapter[4096];
     snprintf(adapter, sizeof adapter, "%s/adapter_model.safetensors", a[2]);
     lx_checkpoint *base, *al, *ad, *ap = NULL;
@@ -327,13 +401,18 @@ int main(int argc, char **argv)
             (inc && regexec(&rinc, t->name, 0, NULL, 0) != 0) ||
             (exc && regexec(&rexc, t->name, 0, NULL, 0) == 0))
             continue;
+        int is_emb = regexec(&remb, t->name, 0, NULL, 0) == 0;
+        if (no_emb && (is_emb || regexec(&rheads, t->name, 0, NULL, 0) == 0))
+            continue;
         expect *e = &ex[nex++];
         e->al = t;
         e->ba = b;
         e->module = strndup(t->name, len - 7);
         const char *dot = strrchr(e->module, '.');
         e->leaf = strdup(dot ? dot + 1 : e->module);
-        e->embedding = regexec(&remb, t->name, 0, NULL, 0) == 0;
+        e->embedding = is_emb;
+        e->fifo = !is_emb && fifo && regexec(&rfifo, t->name, 0, NULL, 0) == 0;
+        want.fifo |= e->fifo;
         if (asprintf(&e->key_a, PREFIX "%s%s", e->module,
                      e->embedding ? ".lora_embedding_A" : ".lora_A.weight") < 0 ||
             asprintf(&e->key_b, PREFIX "%s%s", e->module,
@@ -356,7 +435,7 @@ int main(int argc, char **argv)
     if (nex == 0)
         problem("no module expected in %s%s", a[1], "");
     double scale = alpha;
-    check_config(a[2], a[1], rank, alpha, ex, nex, &scale);
+    check_config(a[2], &want, rank, alpha, ex, nex, &scale);
     for (size_t k = 0; k < nex; k++)
         check_module(&ex[k], ad, ap, rank, alpha, scale, has_dtype, dtype, maxerr, apply_maxerr);
     printf("modules\t%zu\n", nex);
@@ -372,6 +451,10 @@ int main(int argc, char **argv)
     if (exc)
         regfree(&rexc);
     regfree(&remb);
+    regfree(&rheads);
+    if (fifo)
+        regfree(&rfifo);
+    free(aligned_abs);
     lx_checkpoint_close(base);
     lx_checkpoint_close(al);
     lx_checkpoint_close(ad);
