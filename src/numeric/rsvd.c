@@ -280,7 +280,10 @@ done:
  * left (at least 2: lx_krylov_topk stops for a lead only then, so that the
  * total stays within the pass cap), merged into orthonormal factors
  * (merge_runs).  The result is within ld->et * lx_rsvd_deflation_gain + the
- * second run's (absolute) error of the exact rank-k truncation. */
+ * second run's (absolute) error of the exact rank-k truncation.  The
+ * second run stops on that merged bound (budget: tol ||A_k|| less what the
+ * lead's error takes), not on tol relative to its own, far smaller norm
+ * (which made a cliff spectrum take 10-11 passes at tol 3e-4, now 4-6). */
 static lx_status deflated(const lx_rowsrc *A, const lx_rsvd_opts *o, lx_factors *out,
                           const lead *ld, const double *abs1)
 {
@@ -310,7 +313,7 @@ static lx_status deflated(const lx_rowsrc *A, const lx_rsvd_opts *o, lx_factors 
     if (st == LX_OK)
         st = lx_factors_fill_vt(out);
     if (st == LX_OK)
-        st = lx_krylov_topk(&src, &o2, &f2, NULL, NULL, abs2);
+        st = lx_krylov_topk(&src, &o2, &f2, NULL, &bud, abs2);
     free(r2);
     float *U = lx_rsvd_alloc(m * k, &st, m, n), *V = lx_rsvd_alloc(n * k, &st, m, n);
     float *S = lx_rsvd_alloc(k, &st, m, n), *Sb = lx_rsvd_alloc((size_t)out->l, &st, m, n);
