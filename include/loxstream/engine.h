@@ -132,8 +132,9 @@ void lx_engine_count(lx_factor_stats *s, int converged, double gap);
  * factorisation): *err an upper estimate of ||U_r S_r V_r^T - A_r||_F /
  * ||A_r||_F (A_r the exact rank-r truncation), *gap as lx_factors.gap at
  * r, *converged err <= tol.  r >= f->k: f's own err_est, gap, converged.
- * For r < f->k the estimate follows from f's, by perturbation (engine.c):
- * sound, but looser than the solver's own bound at rank r. */
+ * For r < f->k: the solver's own bound at r (f->err_at, f->gap_at); for
+ * factors without them, one that follows from f's by perturbation
+ * (engine.c): sound, but much looser. */
 void lx_engine_prefix(const lx_factors *f, int r, double tol, double *err, double *gap,
                       int *converged);
 

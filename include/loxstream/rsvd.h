@@ -19,7 +19,9 @@
  * After every pass an upper estimate of the error of the rank-k result
  * (from the residuals of the Ritz pairs and the gap to sigma_k+1, see
  * rsvd_bound.c) is compared with tol: converged means err_est <= tol, never a
- * guess from the change between passes.  Spectra with s_k ~ s_k+1 (no gap)
+ * guess from the change between passes; the same bound is kept for every
+ * rank r < k (err_at), and listed ranks (opts.ranks) must meet tol too
+ * before the passes stop.  Spectra with s_k ~ s_k+1 (no gap)
  * end at max_passes with converged = 0.  Matrices with min(m, n) < 4 l are
  * factored densely in double instead (exact = 1): LoRA factors, small heads.
  *
@@ -69,9 +71,15 @@ typedef struct lx_rsvd_opts {
     int max_passes;      /* adaptive cap (>= 2) */
     uint64_t seed;       /* seed of the Gaussian test matrix */
     int exact;           /* full SVD of the materialised matrix (validation) */
+    const int *ranks;    /* nranks ranks that must meet tol too (a sweep's): the
+                          * adaptive passes go on until the top r triplets of
+                          * the result are certified for every listed r < rank
+                          * as well as for rank (or the cap is reached); NULL,
+                          * 0 or ranks >= rank: rank alone, as without them */
+    size_t nranks;
 } lx_rsvd_opts;
 
-/* Defaults: k 6, p 10, adaptive, tol 3e-4, cap 12, seed 0.  With tol 3e-4 the
+/* Defaults: k 6, p 10, adaptive, tol 3e-4, cap 12, seed 0, no other ranks.  With tol 3e-4 the
  * rank-6 error stayed below 2.6e-4 of ||A_6|| (target 1e-3) on all measured
  * spectra with s_6 / s_7 >= 1.05, after 3-6 passes. */
 void lx_rsvd_opts_default(lx_rsvd_opts *o);
@@ -100,6 +108,13 @@ typedef struct lx_factors {
                           * seen (ill-posed: sigma_k ~ sigma_k+1, or the passes
                           * did not resolve it); 0 when s_k = 0 */
     double frob2;        /* ||A||_F^2, accumulated in double during the first pass */
+    double *err_at;      /* k + 1 entries (NULL when k = 0): err_at[r] the same
+                          * bound as err_est for the top r triplets against the
+                          * exact rank-r truncation, relative to the norm of
+                          * their r values, r = 1 .. k (err_at[k] == err_est,
+                          * err_at[0] = 0), from the last pass */
+    double *gap_at;      /* k + 1 entries: gap_at[r] the gap the bound at r rests
+                          * on, as gap (gap_at[k] == gap); in err_at's block */
 } lx_factors;
 
 /* Top-k factors of A.  Memory: O((m + n) * l * KRYLOV_BLOCKS + PANEL_ROWS * n)

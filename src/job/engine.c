@@ -343,7 +343,9 @@ void lx_engine_count(lx_factor_stats *s, int converged, double gap)
     }
 }
 
-/* The top r of the rank-k result B = U_k S_k V_k^T, against A_r.  B is
+/* The top r of the rank-k result B = U_k S_k V_k^T, against A_r: the
+ * solver's own bound at r (f->err_at, rsvd.h) when it has one.  Otherwise
+ * (factors that carry none) by perturbation from err_est: B is
  * within eps = err_est ||S_k|| / (1 - err_est) of A_k (err_est is relative
  * to ||A_k|| <= ||S_k|| + eps), so sigma_j(A) lies within eps of s_j for
  * j <= k (Weyl).  With Q the projector on B's top-r left vectors,
@@ -360,6 +362,12 @@ void lx_engine_prefix(const lx_factors *f, int r, double tol, double *err, doubl
         *err = f->err_est;
         *gap = f->gap;
         *converged = f->converged;
+        return;
+    }
+    if (r >= 1 && f->err_at) {
+        *err = f->err_at[r];
+        *gap = f->gap_at[r];
+        *converged = *err <= tol;
         return;
     }
     double s2 = 0, e = f->err_est;

@@ -1,6 +1,7 @@
 /* factors.c - what is done with lx_factors (rsvd.h): their rows times
  * alpha (lx_factors_rows), the fused output rows in the stored dtype
- * (lx_factors_add_rows), V transposed, and freeing them. */
+ * (lx_factors_add_rows), V transposed, the per-rank bounds' arrays, and
+ * freeing them. */
 #include <float.h>
 #include <math.h>
 #include <stdlib.h>
@@ -22,6 +23,7 @@ void lx_factors_free(lx_factors *f)
     free(f->S);
     free(f->V);
     free(f->S_block);
+    free(f->err_at); /* gap_at is in its block */
     memset(f, 0, sizeof *f);
 }
 
@@ -37,6 +39,20 @@ lx_status lx_factors_fill_vt(lx_factors *f)
     for (size_t t = 0; t < k; t++)
         for (size_t j = 0; j < n; j++)
             f->Vt[t * n + j] = f->V[j * k + t];
+    return LX_OK;
+}
+
+lx_status lx_factors_alloc_at(lx_factors *f)
+{
+    size_t k = (size_t)f->k;
+    free(f->err_at);
+    f->err_at = f->gap_at = NULL;
+    if (k == 0)
+        return LX_OK;
+    f->err_at = calloc(2 * (k + 1), sizeof(double));
+    if (!f->err_at)
+        return lx_fail(LX_EFAIL, "SVD of a %zu x %zu matrix: out of memory", f->m, f->n);
+    f->gap_at = f->err_at + k + 1;
     return LX_OK;
 }
 

@@ -100,6 +100,9 @@ typedef struct rsvd_work {
     float *M;            /* dmax x k */
     float *U, *S, *Vk;   /* the estimate of the last pass, row-major */
     double *gv;          /* 4 (dmax + l) + 1: scratch of the error bound */
+    double *pr;          /* 4 (k + 1), after gv: the bounds at every rank r <= k of
+                          * the last certify() (eR, eL, gap, ||D_r||_F^2) */
+    double *pden;        /* k + 1, after pr: the norms they are relative to */
     double frob2;        /* ||A||_F^2 (from the first pass) */
     double den;          /* the norm certify's bounds are relative to */
 } rsvd_work;
@@ -431,6 +434,13 @@ static lx_status restart(rsvd_work *w)
  * 7.9 over test_calibrate's matrices (on lora(3000) 256 x 600, exactly of
  * rank 8, so all of it rounding); twice that. */
 #define F_NOISE 16.0
+/* The float rounding of the products A V behind the left vectors: s_j u_j
+ * = (A V) w_j is off by up to Y_NOISE FLT_EPSILON ||A||_F per direction
+ * (measured on test_calibrate's matrices: up to 7.8 at ranks below k, where
+ * a wide gap leaves this the largest term).  Counted in the
+ * bounds below rank k only: at k, err_est is as it was calibrated (there
+ * the gap terms have covered it on every measured matrix). */
+#define Y_NOISE 8.0
 /* Beyond s_1 / s_k = STEEP_RATIO, float32 products of A^T A keep less and
  * less of direction k (its share s_k^2 / s_1^2 nears FLT_EPSILON): the
  * uncertainty of the measured residuals grows with s_1 / s_k. */
@@ -476,11 +486,14 @@ static void certify(rsvd_work *w, double *eL, double *eR, double *gap)
     double eRr = lx_rsvd_ritz_bound(s, rg, nuG, R_NOISE * FLT_EPSILON * s1, F_NOISE * FLT_EPSILON,
                                     k, d, w->frob2, gap, lh);
     double nR = 0, nL = 0, dd = 0;
+    double *peR = w->pr, *peL = peR + k + 1, *pgap = peL + k + 1, *pdd = pgap + k + 1;
+    memset(pdd, 0, (k + 1) * sizeof *pdd);
     for (size_t t = 0; t < k; t++) {
         nR += (double)w->SR[t] * w->SR[t];
         nL += (double)w->Sig[t] * w->Sig[t];
     }
-    /* D = M diag(Sig) Up_k^T - UR_k diag(SR) [W_k; 0]^T, d x de */
+    /* D = M diag(Sig) Up_k^T - UR_k diag(SR) [W_k; 0]^T, d x de; pdd[r]:
+     * ||D_r||_F^2 of its first r terms (the top r triplets of both) */
     for (size_t a = 0; a < d; a++)
         for (size_t b = 0; b < de; b++) {
             double x = 0;
@@ -488,17 +501,41 @@ static void certify(rsvd_work *w, double *eL, double *eR, double *gap)
                 x += (double)w->M[a + t * d] * w->Sig[t] * w->Up[b + t * de];
                 if (b < d)
                     x -= (double)w->UR[a + t * d] * w->SR[t] * w->WT[t + b * d];
+                if (t + 1 < k)
+                    pdd[t + 1] += x * x;
             }
             dd += x * x;
         }
     double den = sqrt(nL > nR ? nL : nR);
     w->den = den;
+    pdd[k] = dd;
+    peR[0] = peL[0] = pgap[0] = 0;
     if (den <= 0) {
         *eL = *eR = 0;
+        for (size_t r = 1; r <= k; r++)
+            peR[r] = peL[r] = pgap[r] = w->pden[r] = 0;
         return;
     }
     *eR = eRr * sqrt(nR) / den;
     *eL = *eR + sqrt(dd) / den;
+    /* the same bounds for the top r < k triplets of either estimate,
+     * relative to their own r values (a sweep's ranks) */
+    double nRr = 0, nLr = 0;
+    for (size_t r = 1; r < k; r++) {
+        nRr += (double)w->SR[r - 1] * w->SR[r - 1];
+        nLr += (double)w->Sig[r - 1] * w->Sig[r - 1];
+        double dr = sqrt(nLr > nRr ? nLr : nRr);
+        double b = lx_rsvd_ritz_bound(s, rg, nuG, R_NOISE * FLT_EPSILON * s1,
+                                      F_NOISE * FLT_EPSILON, r, d, w->frob2, &pgap[r], lh);
+        peR[r] = dr > 0 ? (b * sqrt(nRr) + Y_NOISE * FLT_EPSILON * sqrt(w->frob2 * (double)r)) / dr
+                        : 0;
+        peL[r] = dr > 0 ? peR[r] + sqrt(pdd[r]) / dr : 0;
+        w->pden[r] = dr;
+    }
+    peR[k] = *eR;
+    peL[k] = *eL;
+    pgap[k] = *gap;
+    w->pden[k] = den;
 }
 
 /* Krylov blocks kept before a restart: LX_RSVD_KRYLOV_BLOCKS, but no more
@@ -602,10 +639,10 @@ static void plan(size_t m, size_t n, const lx_rsvd_opts *o, rsvd_work *w, size_t
     sz[B_VR] = n * l;
 }
 
-/* Doubles of rsvd_work.gv. */
+/* Doubles of rsvd_work.gv, pr and pden (one block). */
 static size_t gv_count(const rsvd_work *w)
 {
-    return 4 * (w->dmax + w->l) + 1;
+    return 4 * (w->dmax + w->l) + 1 + 5 * (w->k + 1);
 }
 
 
@@ -646,8 +683,53 @@ static int leading_certified(rsvd_work *w, const lx_rsvd_opts *o, lead *ld)
     return 1;
 }
 
+/* Whether the last certify() meets the target: e[r] <= tol (e: the bounds
+ * of the estimate that would be returned) at rank k and at every listed
+ * rank below it; for a deflation's second run (bud), the merged result's
+ * bound at t + r within tol of its norm, with a margin for the merge. */
+#define BUDGET_MARGIN 0.99
+
+/* Whether the bound at rank r < k with no measured residual at all (the
+ * rounding terms only) is above tol: more passes cannot certify r, so the
+ * run does not wait for it.  Uses the last certify()'s data. */
+static int floor_above(const rsvd_work *w, size_t r, double tol)
+{
+    size_t d = w->nblk * w->l, ldh = w->dmax + w->l;
+    double *g = w->gv, *s = g + ldh, *lh = s + 2 * ldh, gt;
+    double s1 = s[0], nuG = H_NOISE * FLT_EPSILON * s1 * s1, nr = 0;
+    for (size_t j = 0; j < d; j++)
+        g[j] = j < w->k ? steep_noise(nuG, s1, s[j]) : 0;
+    for (size_t j = 0; j < r; j++)
+        nr += s[j] * s[j];
+    double b = lx_rsvd_ritz_bound(s, g, nuG, R_NOISE * FLT_EPSILON * s1, F_NOISE * FLT_EPSILON, r,
+                                  d, w->frob2, &gt, lh);
+    return nr > 0 && b + Y_NOISE * FLT_EPSILON * sqrt(w->frob2 * (double)r / nr) > tol;
+}
+
+static int met(const rsvd_work *w, const lx_rsvd_opts *o, const budget *bud, const double *e,
+               int right)
+{
+    size_t k = w->k;
+    const float *S = right ? w->SR : w->Sig;
+    for (size_t i = 0; i <= o->nranks; i++) {
+        size_t r = i < o->nranks ? (size_t)(o->ranks[i] > 0 ? o->ranks[i] : 0) : k;
+        if (r < 1 || r > k)
+            continue;
+        if (!bud) {
+            if (!(e[r] <= o->tol) && (r == k || !floor_above(w, r, o->tol)))
+                return 0;
+            continue;
+        }
+        const double *pgap = w->pr + 2 * (k + 1);
+        double a = lx_rsvd_merged_bound(bud, S[0], S[r - 1] * pgap[r], e[r] * w->pden[r]);
+        if (!(a <= BUDGET_MARGIN * o->tol * sqrt(bud->nt + w->pden[r] * w->pden[r])))
+            return 0;
+    }
+    return 1;
+}
+
 lx_status lx_krylov_topk(const lx_rowsrc *A, const lx_rsvd_opts *o, lx_factors *out, lead *ld,
-                         double *abs_err)
+                         const budget *bud, double *abs_at)
 {
     rsvd_work w = {0};
     size_t sz[NBUF];
@@ -672,6 +754,8 @@ lx_status lx_krylov_topk(const lx_rowsrc *A, const lx_rsvd_opts *o, lx_factors *
         st = lx_fail(LX_EFAIL, "randomized SVD of a %zu x %zu matrix: out of memory", m, n);
     if (st != LX_OK)
         goto done;
+    w.pr = w.gv + 4 * dx + 1;
+    w.pden = w.pr + 4 * (k + 1);
     /* R and H are block triangular / Hessenberg: what is never written is zero */
     memset(w.R, 0, dmax * dmax * sizeof(float));
     memset(w.H, 0, dx * dmax * sizeof(float));
@@ -684,6 +768,7 @@ lx_status lx_krylov_topk(const lx_rowsrc *A, const lx_rsvd_opts *o, lx_factors *
 
     int pass = 0, right = 0;
     double err_est = INFINITY, gap = 0;
+    double *peR = w.pr, *peL = peR + k + 1, *pgap = peL + k + 1;
     while (pass < cap) {
         st = stream_pass(&w, pass == 0 ? &w.frob2 : NULL);
         if (st == LX_OK)
@@ -697,7 +782,7 @@ lx_status lx_krylov_topk(const lx_rowsrc *A, const lx_rsvd_opts *o, lx_factors *
         certify(&w, &eL, &eR, &gap);
         right = eR < eL;
         err_est = right ? eR : eL;
-        if ((!fixed && err_est <= o->tol) || pass == cap)
+        if ((!fixed && met(&w, o, bud, right ? peR : peL, right)) || pass == cap)
             break;
         /* a lead is taken out only with the 2 passes a second run needs left */
         if (ld && !fixed && cap - pass >= 2 && leading_certified(&w, o, ld)) {
@@ -733,8 +818,17 @@ lx_status lx_krylov_topk(const lx_rowsrc *A, const lx_rsvd_opts *o, lx_factors *
     out->err_est = err_est;
     out->gap = gap;
     out->converged = err_est <= o->tol;
-    if (abs_err)
-        *abs_err = err_est * w.den;
+    st = lx_factors_alloc_at(out);
+    if (st != LX_OK)
+        goto done;
+    for (size_t r = 1; r <= k; r++) {
+        out->err_at[r] = r == k ? err_est : (right ? peR : peL)[r];
+        out->gap_at[r] = pgap[r];
+        if (abs_at)
+            abs_at[r] = out->err_at[r] * w.pden[r];
+    }
+    if (abs_at)
+        abs_at[0] = 0;
 
 done:
     for (int i = 0; i < NBUF; i++)
@@ -759,8 +853,10 @@ static size_t run_bytes(size_t m, size_t n, const lx_rsvd_opts *o, int rank, siz
     size_t dx = w.dmax + w.l;
     floats += 64 * dx + 8 * dx * dx;
     *l = w.l;
-    /* + lx_falloc's padding of each buffer */
-    return floats * sizeof(float) + NBUF * (LX_GEMM_PAD + 64) + gv_count(&w) * sizeof(double);
+    /* + lx_falloc's padding of each buffer; the doubles: the bound's
+     * scratch, the returned err_at / gap_at and the caller's abs_at */
+    return floats * sizeof(float) + NBUF * (LX_GEMM_PAD + 64) +
+           (gv_count(&w) + 3 * (w.k + 1)) * sizeof(double);
 }
 
 size_t lx_krylov_workspace_bytes(size_t m, size_t n, const lx_rsvd_opts *o)
@@ -772,12 +868,13 @@ size_t lx_krylov_workspace_bytes(size_t m, size_t n, const lx_rsvd_opts *o)
      * the first run's factors (U, V, Vt, S, S_block): at a smaller rank
      * krylov_blocks may keep more blocks, so every t counts; then the merge
      * (merge_runs): both runs' factors, the merged ones and, in double, the
-     * two bases and five k x k matrices */
-    size_t first = ((m + 2 * n) * k + k + l) * sizeof(float);
+     * two bases and six k x k matrices; beside the first run's factors,
+     * its err_at, gap_at and abs_at, the second run's abs_at and mix */
+    size_t first = ((m + 2 * n) * k + k + l) * sizeof(float) + 5 * (k + 1) * sizeof(double);
     for (size_t t = 1; t < k; t++) {
         size_t k2 = k - t, second = run_bytes(m, n, o, (int)k2, &l2) + first;
         size_t merge = first + ((m + n) * k2 + k2 + l2 + (m + n) * k + k + l) * sizeof(float) +
-                       ((m + n) * k + 5 * k * k + k) * sizeof(double);
+                       ((m + n) * k + 6 * k * k + k + 2 * (k2 + 1)) * sizeof(double);
         if (second > peak)
             peak = second;
         if (merge > peak)

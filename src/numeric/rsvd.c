@@ -22,6 +22,8 @@ void lx_rsvd_opts_default(lx_rsvd_opts *o)
     o->max_passes = 12;
     o->seed = 0;
     o->exact = 0;
+    o->ranks = NULL;
+    o->nranks = 0;
 }
 
 /* ---- small helpers ------------------------------------------------------ */
@@ -90,6 +92,21 @@ static int use_exact(size_t m, size_t n, const lx_rsvd_opts *o)
 }
 
 /* ---- deflation of a steep spectrum's leading directions ------------------ */
+
+/* The float rounding of the merged factors, in units of FLT_EPSILON of the
+ * norm the bound at a rank below k is relative to. */
+#define MERGE_ROUNDING 4.0
+
+/* count doubles (malloc), as lx_rsvd_alloc. */
+static double *alloc_doubles(size_t count, lx_status *st, size_t m, size_t n)
+{
+    if (*st != LX_OK)
+        return NULL;
+    double *p = malloc((count ? count : 1) * sizeof *p);
+    if (!p)
+        *st = lx_fail(LX_EFAIL, "randomized SVD of a %zu x %zu matrix: out of memory", m, n);
+    return p;
+}
 
 typedef struct deflated_src {
     const lx_rowsrc *A;
@@ -201,13 +218,16 @@ static void basis_times(const double *Q, const double *G, int trans, size_t k, s
  * Qu = orth[U_t U_2], Qv = orth[V_t V_2] as Qu C Qv^T (C = Qu^T B Qv, k x k)
  * and C's SVD X diag(S) Y^T gives U = Qu X, V = Qv Y: the same B (to
  * rounding), with the factors analyze's projections need.  U, V (m x k,
- * n x k row-major) and S (k) are written. */
+ * n x k row-major) and S (k) are written, and mix[r] (r = 1 .. k - 1) =
+ * ||Qu (X_r S_r Y_r^T - Pu_r S'_r Pv_r^T) Qv^T||_F: how far the top r of
+ * the merged result is from the first r of the runs' triplets joined (S'
+ * their values, lead first), computed in the k x k coordinates. */
 static lx_status merge_runs(const lx_factors *out, const lx_factors *f2, size_t t, float *U,
-                            float *V, float *S)
+                            float *V, float *S, double *mix)
 {
     size_t m = out->m, n = out->n, k = (size_t)out->k, k2 = (size_t)f2->k;
     double *Qu = malloc(m * k * sizeof *Qu), *Qv = malloc(n * k * sizeof *Qv);
-    double *Pu = malloc((5 * k * k + k) * sizeof *Pu);
+    double *Pu = malloc((6 * k * k + k) * sizeof *Pu);
     lx_status st = LX_OK;
     if (!Qu || !Qv || !Pu) {
         st = lx_fail(LX_EFAIL, "randomized SVD of a %zu x %zu matrix: out of memory", m, n);
@@ -233,6 +253,20 @@ static lx_status merge_runs(const lx_factors *out, const lx_factors *f2, size_t 
     basis_times(Qv, YT, 1, k, n, V);
     for (size_t j = 0; j < k; j++)
         S[j] = (float)sig[j];
+    /* Dm = sum_{j<r} (x_j sig_j y_j^T - pu_j s'_j pv_j^T), one rank at a time */
+    double *Dm = sig + k;
+    memset(Dm, 0, k * k * sizeof *Dm);
+    for (size_t r = 1; r < k; r++) {
+        size_t j = r - 1;
+        double sj = j < t ? out->S[j] : f2->S[j - t], d2 = 0;
+        for (size_t b = 0; b < k; b++)
+            for (size_t a = 0; a < k; a++) {
+                double *x = &Dm[a + b * k];
+                *x += X[a + j * k] * sig[j] * YT[j + b * k] - Pu[a + j * k] * sj * Pv[b + j * k];
+                d2 += *x * *x;
+            }
+        mix[r] = sqrt(d2);
+    }
 done:
     free(Qu);
     free(Qv);
@@ -246,9 +280,12 @@ done:
  * left (at least 2: lx_krylov_topk stops for a lead only then, so that the
  * total stays within the pass cap), merged into orthonormal factors
  * (merge_runs).  The result is within ld->et * lx_rsvd_deflation_gain + the
- * second run's (absolute) error of the exact rank-k truncation. */
+ * second run's (absolute) error of the exact rank-k truncation.  The
+ * second run stops on that merged bound (budget: tol ||A_k|| less what the
+ * lead's error takes), not on tol relative to its own, far smaller norm
+ * (which made a cliff spectrum take 10-11 passes at tol 3e-4, now 4-6). */
 static lx_status deflated(const lx_rowsrc *A, const lx_rsvd_opts *o, lx_factors *out,
-                          const lead *ld)
+                          const lead *ld, const double *abs1)
 {
     lx_factors f2;
     memset(&f2, 0, sizeof f2);
@@ -256,37 +293,63 @@ static lx_status deflated(const lx_rowsrc *A, const lx_rsvd_opts *o, lx_factors 
     lx_rowsrc src = {.m = A->m, .n = A->n, .rows = deflated_rows, .ctx = &D};
     lx_rsvd_opts o2 = *o;
     size_t k = (size_t)out->k, t = ld->t, k2 = k - t, m = A->m, n = A->n;
-    double abs2 = 0;
     o2.rank = (int)k2;
     o2.seed = o->seed ^ 0xdef1a7edULL;
     o2.max_passes = lx_rsvd_pass_cap(o) - out->passes;
-    lx_status st = lx_factors_fill_vt(out);
+    /* the listed ranks above the lead, as ranks of the second run */
+    int *r2 = o->nranks ? malloc(o->nranks * sizeof *r2) : NULL;
+    double *abs2 = malloc(2 * (k + 1) * sizeof *abs2), *mix = abs2 + k + 1;
+    lx_status st = LX_OK;
+    if (!abs2 || (o->nranks && !r2))
+        st = lx_fail(LX_EFAIL, "randomized SVD of a %zu x %zu matrix: out of memory", m, n);
+    o2.ranks = r2;
+    o2.nranks = 0;
+    for (size_t i = 0; st == LX_OK && i < o->nranks; i++)
+        if (o->ranks[i] > (int)t && o->ranks[i] < (int)k)
+            r2[o2.nranks++] = o->ranks[i] - (int)t;
+    budget bud = {.et = ld->et, .s_t = out->S[t - 1], .nt = 0};
+    for (size_t j = 0; j < t; j++)
+        bud.nt += (double)out->S[j] * out->S[j];
     if (st == LX_OK)
-        st = lx_krylov_topk(&src, &o2, &f2, NULL, &abs2);
-    if (st != LX_OK) {
-        lx_factors_free(&f2);
-        return st;
-    }
+        st = lx_factors_fill_vt(out);
+    if (st == LX_OK)
+        st = lx_krylov_topk(&src, &o2, &f2, NULL, &bud, abs2);
+    free(r2);
     float *U = lx_rsvd_alloc(m * k, &st, m, n), *V = lx_rsvd_alloc(n * k, &st, m, n);
     float *S = lx_rsvd_alloc(k, &st, m, n), *Sb = lx_rsvd_alloc((size_t)out->l, &st, m, n);
     if (st == LX_OK)
-        st = merge_runs(out, &f2, t, U, V, S);
+        st = merge_runs(out, &f2, t, U, V, S, mix);
     if (st != LX_OK) {
         free(U);
         free(V);
         free(S);
         free(Sb);
+        free(abs2);
         lx_factors_free(&f2);
         return st;
     }
     /* the spectrum estimate: the merged values, then the second run's rest */
     memcpy(Sb, S, k * sizeof *Sb);
     memcpy(Sb + k, f2.S_block + k2, ((size_t)out->l - k) * sizeof *Sb);
-    double nk = 0;
+    double nk = 0, nr = 0;
     for (size_t j = 0; j < k; j++)
         nk += (double)S[j] * S[j];
-    double e = ld->et * lx_rsvd_deflation_gain(ld->et, out->S[t - 1], f2.S[0],
-                                               f2.S[k2 - 1] * f2.gap) + abs2;
+    double e = lx_rsvd_merged_bound(&bud, f2.S[0], f2.S[k2 - 1] * f2.gap, abs2[k2]);
+    /* rank r < k: the top r of the merged result is within mix[r] of the
+     * first r triplets of the runs joined: for r <= t the lead's top r
+     * (the first run's bound at r, e1), above it the lead and the second
+     * run's top r - t (as at k); plus the float rounding of the merged
+     * factors (MERGE_ROUNDING) */
+    for (size_t r = 1; r < k; r++) {
+        nr += (double)S[r - 1] * S[r - 1];
+        double a = r <= t ? abs1[r]
+                          : lx_rsvd_merged_bound(&bud, f2.S[0], f2.S[r - t - 1] * f2.gap_at[r - t],
+                                                 abs2[r - t]);
+        out->err_at[r] = nr > 0 ? (a + mix[r]) / sqrt(nr) + MERGE_ROUNDING * FLT_EPSILON : 0;
+        if (r > t)
+            out->gap_at[r] = f2.gap_at[r - t];
+    }
+    free(abs2);
     free(out->U);
     free(out->V);
     free(out->S);
@@ -301,6 +364,8 @@ static lx_status deflated(const lx_rowsrc *A, const lx_rsvd_opts *o, lx_factors 
     out->gap = f2.gap;
     out->err_est = nk > 0 ? e / sqrt(nk) : 0;
     out->converged = out->err_est <= o->tol;
+    out->err_at[k] = out->err_est;
+    out->gap_at[k] = out->gap;
     lx_factors_free(&f2);
     return LX_OK;
 }
@@ -318,9 +383,18 @@ lx_status lx_rsvd_topk(const lx_rowsrc *A, const lx_rsvd_opts *o, lx_factors *ou
     if (A->m == 0 || A->n == 0)
         return LX_OK;
     lead ld = {0};
-    lx_status st = use_exact(A->m, A->n, o) ? lx_dense_topk(A, o, out) : lx_krylov_topk(A, o, out, &ld, NULL);
+    lx_status st = LX_OK;
+    double *abs1 = NULL;
+    if (use_exact(A->m, A->n, o)) {
+        st = lx_dense_topk(A, o, out);
+    } else {
+        abs1 = alloc_doubles(lx_rsvd_clamp_rank(A->m, A->n, o->rank) + 1, &st, A->m, A->n);
+        if (st == LX_OK)
+            st = lx_krylov_topk(A, o, out, &ld, NULL, abs1);
+    }
     if (st == LX_OK && ld.t > 0)
-        st = deflated(A, o, out, &ld);
+        st = deflated(A, o, out, &ld, abs1);
+    free(abs1);
     if (st == LX_OK && !out->Vt)
         st = lx_factors_fill_vt(out);
     if (st != LX_OK) {
@@ -340,10 +414,11 @@ size_t lx_rsvd_workspace_bytes(size_t m, size_t n, const lx_rsvd_opts *o)
     size_t l = lx_rsvd_block_width(m, n, k, o->oversample);
     size_t floats;
     if (use_exact(m, n, o)) {
-        /* in double: A, both factor sets of the full SVD, the singular values
-         * and dgesvd's work array (its workspace query, for A^T: n x m); in
-         * float: a panel, the results (with Vt) */
-        size_t dbl = m * n + n * p + p * m + 3 * p + 1 + lx_dsvd_work(n, m);
+        /* in double: A, both factor sets of the full SVD, the singular values,
+         * dgesvd's work array (its workspace query, for A^T: n x m) and the
+         * per-rank bounds (err_at, gap_at); in float: a panel, the results
+         * (with Vt) */
+        size_t dbl = m * n + n * p + p * m + 3 * p + 1 + lx_dsvd_work(n, m) + 2 * (k + 1);
         floats = LX_RSVD_PANEL_ROWS * n + (m + 2 * n + 1) * k + l;
         /* lx_falloc's padding of the five float buffers */
         return dbl * sizeof(double) + floats * sizeof(float) + 5 * (LX_GEMM_PAD + 64);

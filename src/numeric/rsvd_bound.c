@@ -36,6 +36,13 @@
  * (their gap is large), are taken out: a second run factors A - U_t S_t V_t^T
  * for rank k - t with the passes that are left (deflated), and the result's
  * bound adds the lead's error times lx_rsvd_deflation_gain.
+ *
+ * Every rank below k (lx_factors.err_at: a sweep keeps the top r of the
+ * rank-k factors) gets the same bound with k = r from the same residuals,
+ * on all three paths; after a deflation, for r above the lead, the lead's
+ * error moved by the gain at r plus the second run's bound at r - t, and
+ * for every r < k how far the merged factors' top r is from those runs'
+ * triplets joined (rsvd.c).
  */
 #include <float.h>
 #include <math.h>
@@ -162,3 +169,8 @@ double lx_rsvd_deflation_gain(double et, double s_t, double s_t1, double gk)
     return 2 + et / s_t * (1 + 2 * s_t1 / gk);
 }
 
+
+double lx_rsvd_merged_bound(const budget *b, double s1, double gr, double e2)
+{
+    return b->et * lx_rsvd_deflation_gain(b->et, b->s_t, s1, gr) + e2;
+}

@@ -91,6 +91,15 @@ lx_status lx_dense_topk(const lx_rowsrc *A, const lx_rsvd_opts *o, lx_factors *o
                    EXACT_ROUNDING * FLT_EPSILON;
     out->gap = gap;
     out->k = (int)k;
+    if ((st = lx_factors_alloc_at(out)) != LX_OK)
+        goto done;
+    /* the same bound for the top r < k (a sweep's ranks) */
+    for (size_t r = 1; r < k; r++)
+        out->err_at[r] = lx_rsvd_ritz_bound(s, rg, nu * s[0], nu, nuF, r, p, f2,
+                                            &out->gap_at[r], rg + p) +
+                         EXACT_ROUNDING * FLT_EPSILON;
+    out->err_at[k] = out->err_est;
+    out->gap_at[k] = gap;
     out->l = (int)l;
     out->U = U;
     out->S = S;

@@ -35,18 +35,36 @@ typedef struct lead {
     double et;
 } lead;
 
+/* The second run of a deflation (rsvd.c's deflated) stops on the bound of
+ * the merged rank-k result, not on its own relative error: its tolerance is
+ * what the lead leaves of tol ||A_k||.  et, s_t: the lead's absolute error
+ * and smallest value, nt: the sum of its t values' squares. */
+typedef struct budget {
+    double et, s_t, nt;
+} budget;
+
+/* The absolute bound of a merged rank t + r result for the second run's
+ * top r: the lead's error moved by lx_rsvd_deflation_gain (s1: the second
+ * run's largest value, gr: its absolute gap at r) plus the second run's
+ * absolute error e2 at r. */
+double lx_rsvd_merged_bound(const budget *b, double s1, double gr, double e2);
+
 /* krylov.c: the randomized solver (ld: where to report a lead worth
- * deflating, NULL: never stop for one; abs_err, unless NULL: the bound
- * err_est times the norm it is relative to, i.e. absolute, Frobenius); its
- * bytes for this shape. */
+ * deflating, NULL: never stop for one; bud: the budget of a deflation's
+ * second run, NULL: tol relative to its own result; abs_at, unless NULL,
+ * k + 1 doubles: abs_at[r] the bound err_at[r] times the norm it is
+ * relative to, i.e. absolute, Frobenius); its bytes for this shape.  out
+ * gets err_at and gap_at. */
 lx_status lx_krylov_topk(const lx_rowsrc *A, const lx_rsvd_opts *o, lx_factors *out, lead *ld,
-                         double *abs_err);
+                         const budget *bud, double *abs_at);
 size_t lx_krylov_workspace_bytes(size_t m, size_t n, const lx_rsvd_opts *o);
 
 /* rsvd_dense.c: the dense SVD in double. */
 lx_status lx_dense_topk(const lx_rowsrc *A, const lx_rsvd_opts *o, lx_factors *out);
 
-/* factors.c: f->Vt (k x n) from f->V. */
+/* factors.c: f->Vt (k x n) from f->V; f->err_at and f->gap_at (k + 1
+ * each, zeros) for f->k. */
 lx_status lx_factors_fill_vt(lx_factors *f);
+lx_status lx_factors_alloc_at(lx_factors *f);
 
 #endif

@@ -21,7 +21,13 @@
  * Beside the generated matrices, every 2-D tensor of the real PEFT
  * training pairs in tests/data/real (GPT-2: checkpoint-2000 -> 7500,
  * RoBERTa: 500 -> 2400; $TESTS_SRCDIR) is checked the same way.
- * Prints one line per matrix and tol; "-v" prints the spectra too.
+ * The bounds at the ranks r < k (lx_factors.err_at) are held to the same
+ * two rules against the exact rank-r truncation, on every run and on a
+ * sweep's run (every rank 1 .. k - 1 listed in lx_rsvd_opts.ranks, so the
+ * passes go on until each is certified) at both tols.
+ * Prints one line per matrix and tol, one per sweep, and one per rank
+ * below k that fails (every rank with CALIBRATE_RANKS set); "-v" prints
+ * the spectra too.
  */
 #include <math.h>
 #include <stdint.h>
@@ -161,7 +167,17 @@ typedef struct ref {
     double *s;       /* all p singular values */
     double *T;       /* m x n row-major: the rank-k truncation */
     double tnorm;    /* ||T||_F */
+    double *us;      /* m x k row-major: the top k left vectors times s */
+    double *vt;      /* k x n row-major: the top k right vectors */
 } ref;
+
+static void ref_free(ref *R)
+{
+    free(R->s);
+    free(R->T);
+    free(R->us);
+    free(R->vt);
+}
 
 static ref reference(const mat *M, int k)
 {
@@ -191,6 +207,14 @@ static ref reference(const mat *M, int k)
             t2 += v * v;
         }
     R.tnorm = sqrt(t2);
+    R.us = xmalloc((size_t)m * R.k * sizeof *R.us);
+    R.vt = xmalloc((size_t)R.k * n * sizeof *R.vt);
+    for (int i = 0; i < m; i++)
+        for (int t = 0; t < R.k; t++)
+            R.us[(size_t)i * R.k + t] = u[i + (size_t)t * m] * R.s[t];
+    for (int t = 0; t < R.k; t++)
+        for (int j = 0; j < n; j++)
+            R.vt[(size_t)t * n + j] = vt[t + (size_t)j * p];
     free(a);
     free(u);
     free(vt);
@@ -226,7 +250,75 @@ static double true_error(const mat *M, const ref *R, const lx_factors *f)
 typedef struct tally {
     int runs, bad_converged, bad_bound, wellposed, wellposed_converged;
     int wp_default, wpc_default; /* the same two at the default tol */
+    /* the bounds at the ranks r < k (lx_factors.err_at): every run's, and
+     * the sweep runs' (all of 1 .. k - 1 listed in lx_rsvd_opts.ranks) */
+    int ranks, rank_bad_converged, rank_bad_bound;
+    int sweeps, sw_wellposed, sw_wellposed_converged, sw_passes, sw_passes_plain;
+    double rank_worst; /* the largest true / tol of a rank r < k reported converged */
 } tally;
+
+/* e[r] = ||U_r S_r V_r^T - A_r||_F / ||A_r||_F for r = 1 .. k - 1 (the top
+ * r of f against the exact rank-r truncation), in one sweep over the
+ * entries. */
+static void rank_errors(const mat *M, const ref *R, const lx_factors *f, double *e)
+{
+    int m = M->m, n = M->n, k = f->k < R->k ? f->k : R->k;
+    double e2[64] = {0};
+    for (int i = 0; i < m; i++)
+        for (int j = 0; j < n; j++) {
+            double v = 0;
+            for (int t = 0; t + 1 < k; t++) {
+                v += (double)f->U[(size_t)i * f->k + t] * f->S[t] * f->V[(size_t)j * f->k + t] -
+                     R->us[(size_t)i * R->k + t] * R->vt[(size_t)t * n + j];
+                e2[t + 1] += v * v;
+            }
+        }
+    double n2 = 0;
+    for (int r = 1; r < k; r++) {
+        n2 += R->s[r - 1] * R->s[r - 1];
+        e[r] = n2 > 0 ? sqrt(e2[r] / n2) : sqrt(e2[r]);
+    }
+}
+
+/* Well-posed at rank r as at k (see the file comment). */
+static int wellposed_at(const ref *R, int r, double tol)
+{
+    double sr = R->s[r - 1], sr1 = r < R->p ? R->s[r] : 0, n2 = 0;
+    for (int j = 0; j < r; j++)
+        n2 += R->s[j] * R->s[j];
+    return (sr > 0 ? (sr - sr1) / sr : 1) >= 1e-2 || sr <= tol / 100 * sqrt(n2);
+}
+
+/* The ranks r < k of f against the truth: converged at r (err_at[r] <=
+ * tol) implies true <= 2 tol, and err_at[r] >= true / 2 always; a line
+ * for each failure.  Returns how many ranks were checked. */
+static int check_ranks(const mat *M, const ref *R, const lx_factors *f, double tol, tally *t,
+                       int *wp, int *wpc)
+{
+    double e[64];
+    int k = f->k < R->k ? f->k : R->k;
+    if (k < 2)
+        return 0;
+    if (!f->err_at)
+        die("no err_at");
+    rank_errors(M, R, f, e);
+    for (int r = 1; r < k; r++) {
+        int conv = f->err_at[r] <= tol, badc = conv && e[r] > 2 * tol;
+        int badb = f->err_at[r] < e[r] / 2, w = wellposed_at(R, r, tol);
+        t->ranks++;
+        t->rank_bad_converged += badc;
+        t->rank_bad_bound += badb;
+        *wp += w;
+        *wpc += w && conv;
+        if (conv && e[r] / tol > t->rank_worst)
+            t->rank_worst = e[r] / tol;
+        if (badc || badb || getenv("CALIBRATE_RANKS"))
+            printf("%-28s tol %-6g rank %d: err_at %-9.3g true %-9.3g%s%s\n", M->name, tol, r,
+                   f->err_at[r], e[r], badc ? "  CONVERGED BEYOND TOL" : "",
+                   badb ? "  ESTIMATE BELOW TRUE/2" : "");
+    }
+    return k - 1;
+}
 
 static double o_default_tol(void)
 {
@@ -235,7 +327,8 @@ static double o_default_tol(void)
     return o.tol;
 }
 
-static void check(const mat *M, const ref *R, double tol, int verbose, tally *t)
+/* Returns the passes. */
+static int check(const mat *M, const ref *R, double tol, int verbose, tally *t)
 {
     lx_rsvd_opts o;
     lx_rsvd_opts_default(&o);
@@ -246,7 +339,8 @@ static void check(const mat *M, const ref *R, double tol, int verbose, tally *t)
     if (lx_rsvd_topk(&src, &o, &f) != LX_OK)
         die(lx_errmsg());
     double e = true_error(M, R, &f);
-    int k = R->k;
+    int k = R->k, wp = 0, wpc = 0;
+    check_ranks(M, R, &f, tol, t, &wp, &wpc);
     double sk = R->s[k - 1], sk1 = k < R->p ? R->s[k] : 0;
     double gap = sk > 0 ? (sk - sk1) / sk : 1;
     int wellposed = gap >= 1e-2 || sk <= tol / 100 * R->tnorm;
@@ -275,6 +369,47 @@ static void check(const mat *M, const ref *R, double tol, int verbose, tally *t)
             printf(" %.6g", f.S[i]);
         printf("  (gap estimate %.3g)\n", f.gap);
     }
+    int passes = f.passes;
+    lx_factors_free(&f);
+    return passes;
+}
+
+/* A sweep's factorisation: every rank 1 .. k - 1 listed, so the passes go
+ * on until each is certified; one line with the passes (and those of the
+ * plain run, plain_passes) and the ranks that converged. */
+static void check_sweep(const mat *M, const ref *R, double tol, int plain_passes, tally *t)
+{
+    lx_rsvd_opts o;
+    lx_rsvd_opts_default(&o);
+    o.tol = tol;
+    o.seed = 0x5eed;
+    int ranks[64], k = R->k, wp = 0, wpc = 0;
+    for (int r = 1; r < k; r++)
+        ranks[r - 1] = r;
+    o.ranks = ranks;
+    o.nranks = (size_t)(k - 1);
+    lx_rowsrc src = {.m = (size_t)M->m, .n = (size_t)M->n, .rows = rows_of, .ctx = (void *)M};
+    lx_factors f;
+    if (lx_rsvd_topk(&src, &o, &f) != LX_OK)
+        die(lx_errmsg());
+    int n = check_ranks(M, R, &f, tol, t, &wp, &wpc), conv = 0;
+    for (int r = 1; r < f.k; r++)
+        conv += f.err_at[r] <= tol;
+    /* and rank k itself, after the longer run */
+    double e = true_error(M, R, &f);
+    int badc = f.converged && e > 2 * tol, badb = f.err_est < e / 2;
+    t->rank_bad_converged += badc;
+    t->rank_bad_bound += badb;
+    t->sweeps++;
+    t->sw_wellposed += wp;
+    t->sw_wellposed_converged += wpc;
+    t->sw_passes += f.passes;
+    t->sw_passes_plain += plain_passes;
+    printf("%-28s tol %-6g sweep 1..%d passes %2d (alone %2d) converged at %d of %d ranks "
+           "below k, %d of %d well-posed; at k %-3s true %-9.3g%s%s\n",
+           M->name, tol, k - 1, f.passes, plain_passes, conv, n, wpc, wp,
+           f.converged ? "yes" : "no", e, badc ? "  CONVERGED BEYOND TOL" : "",
+           badb ? "  ESTIMATE BELOW TRUE/2" : "");
     lx_factors_free(&f);
 }
 
@@ -302,10 +437,10 @@ static void real_pair(const char *base, const char *aligned, int verbose, tally 
         for (size_t j = 0; j < len; j++)
             M.a[j] = (float)((double)a[j] - (double)b[j]);
         ref R = reference(&M, 6);
-        check(&M, &R, 3e-4, verbose, t);
+        int passes = check(&M, &R, 3e-4, verbose, t);
         check(&M, &R, 1e-5, verbose, t);
-        free(R.s);
-        free(R.T);
+        check_sweep(&M, &R, 3e-4, passes, t);
+        ref_free(&R);
         free(M.a);
         free(a);
         free(b);
@@ -370,10 +505,11 @@ int main(int argc, char **argv)
             }
             mat M = planted(cases[c].fam, x, m, n, 1000 + c + 7919 * (uint64_t)round);
             ref R = reference(&M, 6);
-            check(&M, &R, 3e-4, verbose, &t);
-            check(&M, &R, 1e-5, verbose, &t);
-            free(R.s);
-            free(R.T);
+            int passes = check(&M, &R, 3e-4, verbose, &t);
+            int passes_fine = check(&M, &R, 1e-5, verbose, &t);
+            check_sweep(&M, &R, 3e-4, passes, &t);
+            check_sweep(&M, &R, 1e-5, passes_fine, &t);
+            ref_free(&R);
             free(M.a);
         }
     }
@@ -399,5 +535,11 @@ int main(int argc, char **argv)
            "tol (%.0f%%, need 95%%)\n",
            t.runs, t.bad_converged, t.bad_bound, t.wellposed_converged, t.wellposed, 100 * share,
            t.wpc_default, t.wp_default, 100 * share_d);
-    return t.bad_converged || t.bad_bound || share < 0.8 || share_d < 0.95;
+    printf("ranks below k: %d checked, %d converged beyond 2 tol, %d estimates below true/2, "
+           "largest true/tol when converged %.3g; %d sweeps (every rank 1..k-1 listed): "
+           "well-posed ranks converged %d of %d, passes %d (alone %d)\n",
+           t.ranks, t.rank_bad_converged, t.rank_bad_bound, t.rank_worst, t.sweeps,
+           t.sw_wellposed_converged, t.sw_wellposed, t.sw_passes, t.sw_passes_plain);
+    return t.bad_converged || t.bad_bound || share < 0.8 || share_d < 0.95 ||
+           t.rank_bad_converged || t.rank_bad_bound;
 }

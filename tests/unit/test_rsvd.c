@@ -608,6 +608,71 @@ static int bit_identical(const lx_factors *x, const lx_factors *y)
            !memcmp(x->S_block, y->S_block, (size_t)x->l * sizeof(float));
 }
 
+/* The bounds at every rank (err_at, gap_at) on the three paths: err_at[k]
+ * and gap_at[k] are err_est and gap; below k, err_at[r] bounds the error of
+ * the top r against the planted rank-r truncation.  Listing ranks (a
+ * sweep's) that are >= k, or none, changes no bit; listing every rank
+ * below k keeps the passes going until each is certified. */
+static void check_ranks_bound(const planted *p, const lx_factors *f, double tol)
+{
+    assert_non_null(f->err_at);
+    assert_true(f->err_at[f->k] == f->err_est);
+    assert_true(f->gap_at[f->k] == f->gap);
+    for (int r = 1; r < f->k; r++) {
+        double e = truncation_error(p, f, r);
+        assert_le(e, f->err_at[r] > 0 ? 2 * f->err_at[r] : 1e-6);
+        if (f->err_at[r] <= tol)
+            assert_le(e, 2 * tol);
+    }
+}
+
+static void test_rank_bounds(void **state)
+{
+    (void)state;
+    struct {
+        size_t m, n, r;
+        int cliff;
+    } cases[] = {{200, 300, 120, 0}, {30, 300, 30, 0}, {300, 400, 300, 1}};
+    for (int c = 0; c < 3; c++) {
+        planted p;
+        double *s = cases[c].cliff ? cliff(cases[c].r) : geometric(cases[c].r, 0.8);
+        plant(&p, cases[c].m, cases[c].n, s, cases[c].r, 3 + (uint64_t)c);
+        lx_rsvd_opts o = opts(6);
+        lx_factors f, g, h;
+        assert_int_equal(run(&p, &o, &f), LX_OK);
+        assert_int_equal(f.exact, c == 1);
+        check_ranks_bound(&p, &f, o.tol);
+        int big[] = {6, 9};
+        o.ranks = big;
+        o.nranks = 2;
+        assert_int_equal(run(&p, &o, &g), LX_OK);
+        assert_true(bit_identical(&f, &g));
+        /* at a finer tol, alone and with every rank listed: more passes
+         * only when the lone run left a rank below k uncertified */
+        lx_factors_free(&g);
+        int all[] = {5, 1, 3, 2, 4};
+        o.ranks = NULL;
+        o.nranks = 0;
+        o.tol = 1e-5;
+        assert_int_equal(run(&p, &o, &g), LX_OK);
+        o.ranks = all;
+        o.nranks = 5;
+        assert_int_equal(run(&p, &o, &h), LX_OK);
+        check_ranks_bound(&p, &h, o.tol);
+        assert_true(h.passes >= g.passes && h.passes <= o.max_passes);
+        int left = 0;
+        for (int r = 1; r < g.k; r++)
+            left |= g.err_at[r] > o.tol;
+        if (h.passes > g.passes)
+            assert_true(left);
+        lx_factors_free(&f);
+        lx_factors_free(&g);
+        lx_factors_free(&h);
+        free(s);
+        unplant(&p);
+    }
+}
+
 /* same seed: bit-identical, also on 2 BLIS threads; another seed: different
  * bits, same answer */
 static void test_determinism(void **state)
@@ -910,6 +975,7 @@ int main(void)
         cmocka_unit_test(test_factors_add_rows),
         cmocka_unit_test(test_matrix_seed),
         cmocka_unit_test(test_workspace_bytes),
+        cmocka_unit_test(test_rank_bounds),
     };
     return cmocka_run_group_tests(tests, setup, NULL);
 }
