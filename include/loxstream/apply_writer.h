@@ -40,6 +40,10 @@ typedef struct lx_apply_writer {
     const lx_plan *plan;
     int anchor_base;               /* --anchor base: copies come from base */
     const lx_inputs *in;
+    /* the output's tensors and shards (names, dtypes, shapes, order): the
+     * aligned model for apply; another (factor.h) whose tensor i is written
+     * for plan item i, with its shards' metadata as they are */
+    const lx_checkpoint *layout;
     uint64_t *in_xxh3;             /* 2 per plan item: its inputs' XXH3 before the
                                     * computation read them (lx_writer_hash_inputs) */
     double in_hash_seconds;        /* main thread: lx_writer_hash_inputs */
@@ -78,7 +82,15 @@ lx_status lx_writer_layouts(lx_apply_writer *w, const lx_apply_opts *o,
 /* The layouts (lx_writer_layouts) and the state. */
 lx_status lx_writer_init(lx_apply_writer *w, const lx_apply_opts *o, const lx_inputs *in,
                          unsigned nparts);
+/* The same with the output's tensors and shards of layout (see above). */
+lx_status lx_writer_init_layout(lx_apply_writer *w, const lx_apply_opts *o, const lx_inputs *in,
+                                const lx_checkpoint *layout, unsigned nparts);
 void lx_writer_free(lx_apply_writer *w);
+/* The output tensor of plan item i. */
+static inline const lx_tensor *lx_writer_out(const lx_apply_writer *w, size_t i)
+{
+    return &w->layout->tensors[i];
+}
 
 /* Where a copied item's bytes come from: W_anchor, i.e. with --anchor base
  * the base tensor when it has the aligned one's dtype and shape, else (and

@@ -32,6 +32,9 @@ typedef struct lx_engine_opts {
     const char *include, *exclude; /* POSIX ERE on tensor names (NULL: none) */
     uint64_t max_memory;           /* bound on working memory (bytes) */
     int threads;
+    /* NULL: each matrix is factored; else its factors are read from this
+     * store (factor.h), checked against the inputs when they are opened */
+    struct lx_factor_store *factors;
     int quiet;                     /* no progress or status lines */
     lx_reporter report;            /* where status lines go (none by default) */
 } lx_engine_opts;
@@ -122,7 +125,8 @@ typedef struct lx_factor_stats {
 } lx_factor_stats;
 
 /* Factor matrix b of it at rank (lx_engine_rank) with the per-matrix seed
- * lx_matrix_seed(svd.seed, name, b), the same for every job, into f. */
+ * lx_matrix_seed(svd.seed, name, b), the same for every job, into f; with
+ * e->factors, read them from the store instead (lx_factor_store_load). */
 lx_status lx_engine_factor(const lx_engine_opts *e, const lx_plan_item *it, uint64_t b, int rank,
                            lx_factors *f, lx_factor_stats *s);
 /* Count one matrix result in s as lx_engine_factor does. */

@@ -18,6 +18,7 @@ int cmd_apply(int argc, char **argv);
 int cmd_lora(int argc, char **argv);
 int cmd_verify(int argc, char **argv);
 int cmd_analyze(int argc, char **argv);
+int cmd_factor(int argc, char **argv);
 
 /* The jobs' status lines on stderr (cli_report.c). */
 lx_reporter cli_reporter(void);
@@ -62,6 +63,7 @@ enum {
 typedef struct cli_stream {
     lx_engine_opts *e;
     int have_tol, have_power;
+    int have_svd;                  /* one of --tol ... --exact was given */
     const char *revision;
     const char **finetuned;
     const size_t *nfinetuned;
@@ -76,6 +78,12 @@ int cli_stream_option(cli_stream *s, int c, const char *arg, lx_status *st);
  * then OpenMP's thread count set. */
 lx_status cli_stream_finish(const cli_stream *s, const char *cmd, int argc, char **argv,
                             const char *const *output);
+/* --part "I/N", decimal, 1 <= I <= N <= LX_MAX_PARTS; else LX_EUSAGE. */
+lx_status cli_parse_part(const char *cmd, const char *s, unsigned *part, unsigned *nparts);
+/* --factors path (apply, lora): the factor store opened into s->e->factors
+ * (close it with lx_factor_store_close after the run), its SVD options in
+ * s->e->svd, its rank into *rank; SVD options given as well are LX_EUSAGE. */
+lx_status cli_stream_factors(cli_stream *s, const char *cmd, const char *path, int *rank);
 /* The checkpoint that option names (cli_input.c): arg itself when it
  * exists, with what is not safetensors refused (sniff.h); else a model ID
  * in the Hugging Face cache at revision (NULL: main), announced on stderr

@@ -1,15 +1,19 @@
 /* cli_stream.c - the options apply, lora and analyze share (see cli.h). */
+#include <ctype.h>
 #include <getopt.h>
 #ifdef _OPENMP
 #include <omp.h>
 #endif
 
 #include "cli.h"
+#include "loxstream/factor.h"
 #include "loxstream/parse.h"
 
 int cli_stream_option(cli_stream *s, int c, const char *arg, lx_status *st)
 {
     uint64_t v;
+    if (c >= CLI_OPT_TOL && c <= CLI_OPT_EXACT)
+        s->have_svd = 1;
     switch (c) {
     case 'b':
         s->e->base_path = arg;
@@ -107,4 +111,43 @@ lx_status cli_bad_option(const char *cmd, int c, char **argv)
         return lx_fail(LX_EUSAGE, "%s: option '%s' needs a value", cmd, argv[optind - 1]);
     return lx_fail(LX_EUSAGE, "%s: unknown option '%s' (see loxstream %s --help)", cmd,
                    argv[optind - 1], cmd);
+}
+
+lx_status cli_stream_factors(cli_stream *s, const char *cmd, const char *path, int *rank)
+{
+    if (s->have_svd)
+        return lx_fail(LX_EUSAGE, "%s: --factors %s: the factors were computed with their own "
+                       "SVD options (--tol, --power-iters, --max-passes, --oversample, --seed, "
+                       "--exact): give none of them", cmd, path);
+    lx_rsvd_opts svd = s->e->svd;
+    lx_status st = lx_factor_store_open(path, &s->e->factors, rank, &svd);
+    if (st == LX_OK)
+        s->e->svd = svd;
+    return st;
+}
+
+/* "I/N", decimal, 1 <= I <= N <= LX_MAX_PARTS. */
+lx_status cli_parse_part(const char *cmd, const char *s, unsigned *part, unsigned *nparts)
+{
+    unsigned long v[2];
+    const char *p = s;
+    for (int k = 0; k < 2; k++) {
+        if (!isdigit((unsigned char)*p))
+            goto bad;
+        v[k] = 0;
+        for (; isdigit((unsigned char)*p); p++)
+            if ((v[k] = v[k] * 10 + (unsigned long)(*p - '0')) > LX_MAX_PARTS)
+                goto bad;
+        if (*p != (k ? '\0' : '/'))
+            goto bad;
+        p++;
+    }
+    if (v[0] < 1 || v[0] > v[1])
+        goto bad;
+    *part = (unsigned)v[0];
+    *nparts = (unsigned)v[1];
+    return LX_OK;
+bad:
+    return lx_fail(LX_EUSAGE, "%s: --part '%s': expected I/N, part I of N, with "
+                   "1 <= I <= N <= %d (e.g. --part 2/4)", cmd, s, LX_MAX_PARTS);
 }

@@ -1,5 +1,4 @@
 /* cmd_apply.c - loxstream apply: options -> lx_apply_run. */
-#include <ctype.h>
 #include <getopt.h>
 #include <signal.h>
 #include <stdio.h>
@@ -7,6 +6,7 @@
 
 #include "cli.h"
 #include "loxstream/apply.h"
+#include "loxstream/factor.h"
 #include "loxstream/parse.h"
 
 static void usage(FILE *f)
@@ -33,6 +33,9 @@ static void usage(FILE *f)
           "      --anchor M          base or aligned (default): W_out = W_M + alpha * U S V^T\n"
           "      --factor-rank K     factor at rank K (default: the largest --rank) and keep\n"
           "                          the top --rank of it\n"
+          "      --factors F         the factors of a loxstream factor run (DIR F) instead\n"
+          "                          of computing them: the same output as the direct run\n"
+          "                          with --factor-rank K (K: F's rank); --rank <= K\n"
           "      --tol T             accuracy target: passes go on until the estimated\n"
           "                          relative error of the rank-k result is <= T\n"
           "                          (default 3e-4)\n"
@@ -59,7 +62,7 @@ static void usage(FILE *f)
 }
 
 enum { OPT_ALPHA = 256, OPT_COPY, OPT_REPORT, OPT_STATS, OPT_RESTART, OPT_PART, OPT_ANCHOR,
-       OPT_FRANK, OPT_TOKENIZER, OPT_NO_TOKENIZER, OPT_SHARD_SIZE };
+       OPT_FRANK, OPT_TOKENIZER, OPT_NO_TOKENIZER, OPT_SHARD_SIZE, OPT_FACTORS };
 
 /* "1,1.25,2" into o's alpha list (rank: 0) with each value as typed. */
 static lx_status parse_list(const char *s, int rank, lx_apply_opts *o)
@@ -98,30 +101,28 @@ static lx_status parse_list(const char *s, int rank, lx_apply_opts *o)
     return LX_OK;
 }
 
-/* "I/N", decimal, 1 <= I <= N <= LX_MAX_PARTS. */
-static lx_status parse_part(const char *s, unsigned *part, unsigned *nparts)
+/* --factors F: its store and SVD options; the factor rank is F's rank K
+ * (the rank, unless --rank was given), every rank at most K. */
+static lx_status use_factors(cli_stream *cs, const char *path, int have_rank, lx_apply_opts *o)
 {
-    unsigned long v[2];
-    const char *p = s;
-    for (int k = 0; k < 2; k++) {
-        if (!isdigit((unsigned char)*p))
-            goto bad;
-        v[k] = 0;
-        for (; isdigit((unsigned char)*p); p++)
-            if ((v[k] = v[k] * 10 + (unsigned long)(*p - '0')) > LX_MAX_PARTS)
-                goto bad;
-        if (*p != (k ? '\0' : '/'))
-            goto bad;
-        p++;
+    int k = 0;
+    lx_status st = cli_stream_factors(cs, "apply", path, &k);
+    if (st != LX_OK)
+        return st;
+    if (o->factor_rank && o->factor_rank != k)
+        return lx_fail(LX_EUSAGE, "apply: --factor-rank %d: the factors in %s have rank %d (the "
+                       "factor rank of a run from them)", o->factor_rank, path, k);
+    if (!have_rank)
+        o->rank = k;
+    size_t n = o->nrank ? o->nrank : 1;
+    for (size_t i = 0; i < n; i++) {
+        int r = o->nrank ? o->ranks[i] : o->rank;
+        if (r > k)
+            return lx_fail(LX_EINPUT, "apply: --rank %d exceeds the rank of the factors in %s "
+                           "(%d): run loxstream factor with --rank %d or more", r, path, k, r);
     }
-    if (v[0] < 1 || v[0] > v[1])
-        goto bad;
-    *part = (unsigned)v[0];
-    *nparts = (unsigned)v[1];
+    o->factor_rank = k;
     return LX_OK;
-bad:
-    return lx_fail(LX_EUSAGE, "apply: --part '%s': expected I/N, part I of N, with "
-                   "1 <= I <= N <= %d (e.g. --part 2/4)", s, LX_MAX_PARTS);
 }
 
 /* --out-shard-size: lx_parse_size, but mergekit's "5B" (10^9 bytes there,
@@ -150,6 +151,7 @@ int cmd_apply(int argc, char **argv)
         {"part", required_argument, 0, OPT_PART},
         {"anchor", required_argument, 0, OPT_ANCHOR},
         {"factor-rank", required_argument, 0, OPT_FRANK},
+        {"factors", required_argument, 0, OPT_FACTORS},
         {"copy-tokenizer", no_argument, 0, OPT_TOKENIZER},
         {"no-copy-tokenizer", no_argument, 0, OPT_NO_TOKENIZER},
         {"out-shard-size", required_argument, 0, OPT_SHARD_SIZE},
@@ -162,6 +164,8 @@ int cmd_apply(int argc, char **argv)
     uint64_t v;
     int c;
     lx_status st = LX_OK;
+    const char *factors = NULL;
+    int have_rank = 0;
     optind = 1;
     opterr = 0;
     while (st == LX_OK && (c = getopt_long(argc, argv, ":b:a:o:k:j:qh", longopts, NULL)) != -1) {
@@ -169,7 +173,11 @@ int cmd_apply(int argc, char **argv)
             continue;
         switch (c) {
         case 'o': o.output_path = optarg; break;
-        case 'k': st = parse_list(optarg, 1, &o); break;
+        case 'k':
+            st = parse_list(optarg, 1, &o);
+            have_rank = 1;
+            break;
+        case OPT_FACTORS: factors = optarg; break;
         case OPT_ALPHA: st = parse_list(optarg, 0, &o); break;
         case OPT_ANCHOR:
             if (!strcmp(optarg, "base") || !strcmp(optarg, "aligned"))
@@ -190,7 +198,7 @@ int cmd_apply(int argc, char **argv)
         case OPT_REPORT: o.report_path = optarg; break;
         case OPT_STATS: o.stats = 1; break;
         case OPT_RESTART: o.restart = 1; break;
-        case OPT_PART: st = parse_part(optarg, &o.part, &o.nparts); break;
+        case OPT_PART: st = cli_parse_part("apply", optarg, &o.part, &o.nparts); break;
         case 'q': o.stream.quiet = 1; break;
         case 'h': usage(stdout); return 0;
         default: st = cli_bad_option("apply", c, argv); break;
@@ -201,11 +209,17 @@ int cmd_apply(int argc, char **argv)
     if (st == LX_OK && o.restart && o.nparts > 1)
         st = lx_fail(LX_EUSAGE, "apply: --restart with --part %u/%u would discard the other "
                      "parts' work: run --restart without --part", o.part, o.nparts);
-    if (st != LX_OK)
+    if (st == LX_OK && factors)
+        st = use_factors(&cs, factors, have_rank, &o);
+    if (st != LX_OK) {
+        lx_factor_store_close(o.stream.factors);
         return cli_report(st);
+    }
     /* Past a file-size limit (ulimit -f) a write must fail with EFBIG, which
      * leaves a resumable output, rather than kill the process. */
     signal(SIGXFSZ, SIG_IGN);
     cli_on_interrupt("interrupted: rerun the same command to resume");
-    return cli_report(lx_apply_run(&o));
+    st = lx_apply_run(&o);
+    lx_factor_store_close(o.stream.factors);
+    return cli_report(st);
 }

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "cli.h"
+#include "loxstream/factor.h"
 #include "loxstream/lora.h"
 #include "loxstream/parse.h"
 
@@ -25,6 +26,8 @@ static void usage(FILE *f)
           "                          at least 1)\n"
           "      --alpha A           extrapolation coefficient (default 1.25); not folded\n"
           "                          into the factors: lora_alpha = A * r\n"
+          "      --factors F         the factors of a loxstream factor run (DIR F) instead\n"
+          "                          of computing them (--rank: default and at most F's)\n"
           "      --tol T             accuracy target: passes go on until the estimated\n"
           "                          relative error of the rank-k result is <= T\n"
           "                          (default 3e-4)\n"
@@ -57,7 +60,8 @@ static void usage(FILE *f)
 }
 
 enum {
-    OPT_ALPHA = 256, OPT_EMBEDDING, OPT_DTYPE, OPT_NO_EMB, OPT_FIFO, OPT_NO_FIFO, OPT_BASE_NAME
+    OPT_ALPHA = 256, OPT_EMBEDDING, OPT_DTYPE, OPT_NO_EMB, OPT_FIFO, OPT_NO_FIFO, OPT_BASE_NAME,
+    OPT_FACTORS
 };
 
 /* "loxstream lora ARG...", each argument shell-quoted where it needs it
@@ -106,6 +110,7 @@ int cmd_lora(int argc, char **argv)
         {"fan-in-fan-out", no_argument, 0, OPT_FIFO},
         {"no-fan-in-fan-out", no_argument, 0, OPT_NO_FIFO},
         {"base-model-name", required_argument, 0, OPT_BASE_NAME},
+        {"factors", required_argument, 0, OPT_FACTORS},
         {"quiet", no_argument, 0, 'q'},             {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0}};
     lx_lora_opts o;
@@ -115,6 +120,8 @@ int cmd_lora(int argc, char **argv)
     uint64_t v;
     int c;
     lx_status st = LX_OK;
+    const char *factors = NULL;
+    int have_rank = 0, k = 0;
     optind = 1;
     opterr = 0;
     while (st == LX_OK && (c = getopt_long(argc, argv, ":b:a:o:k:j:qh", longopts, NULL)) != -1) {
@@ -125,12 +132,14 @@ int cmd_lora(int argc, char **argv)
         case 'k':
             if ((st = lx_parse_u64(optarg, "--rank", 0, 100000, &v)) == LX_OK)
                 o.rank = (int)v;
+            have_rank = 1;
             if (st == LX_OK && v == 0)
                 st = lx_fail(LX_EUSAGE, "lora: --rank 0 (full rank) has no LoRA form; use "
                              "--rank K >= 1, or loxstream apply --rank 0");
             break;
         case OPT_ALPHA: st = lx_parse_double(optarg, "--alpha", -1e6, 1e6, &o.alpha); break;
         case OPT_EMBEDDING: o.embedding = optarg; break;
+        case OPT_FACTORS: factors = optarg; break;
         case OPT_DTYPE:
             st = lx_lora_parse_dtype(optarg, &o.dtype);
             o.has_dtype = 1;
@@ -150,15 +159,25 @@ int cmd_lora(int argc, char **argv)
     }
     if (st == LX_OK)
         st = cli_stream_finish(&cs, "lora", argc, argv, &o.output_path);
-    if (st != LX_OK)
+    if (st == LX_OK && factors && (st = cli_stream_factors(&cs, "lora", factors, &k)) == LX_OK) {
+        if (!have_rank)
+            o.rank = k;
+        else if (o.rank > k)
+            st = lx_fail(LX_EINPUT, "lora: --rank %d exceeds the rank of the factors in %s (%d): "
+                         "run loxstream factor with --rank %d or more", o.rank, factors, k, o.rank);
+    }
+    if (st != LX_OK) {
+        lx_factor_store_close(o.stream.factors);
         return cli_report(st);
+    }
     /* Past a file-size limit (ulimit -f) a write must fail with EFBIG and
      * the run clean up, rather than the process be killed. */
     signal(SIGXFSZ, SIG_IGN);
     cli_on_interrupt("interrupted: the unfinished adapter file was removed; run the command again");
     char *command = command_line(argc, argv);
     o.command = command;
-    int rc = cli_report(lx_lora_run(&o));
+    st = lx_lora_run(&o);
+    lx_factor_store_close(o.stream.factors);
     free(command);
-    return rc;
+    return cli_report(st);
 }

@@ -20,6 +20,7 @@ static const struct subcommand {
 } subcommands[] = {
     {"analyze", cmd_analyze, "R_align, R_ft and spectra per matrix, as TSV"},
     {"apply", cmd_apply, "write the LoX-extrapolated model (base + aligned -> output)"},
+    {"factor", cmd_factor, "write the top-K factors of every matrix, for apply/lora --factors"},
     {"inspect", cmd_inspect, "list the tensors of a checkpoint, one per line"},
     {"lora", cmd_lora, "export the LoX update as a PEFT LoRA adapter"},
     {"synth", cmd_synth, "generate a synthetic base/aligned/finetuned model triplet"},

@@ -40,7 +40,8 @@ static lx_status write_index(fin_run *J)
 {
     if (!J->w->has_index)
         return LX_OK;
-    size_t n = J->in->aligned->ntensors;
+    const lx_checkpoint *lay = J->w->layout;
+    size_t n = lay->ntensors;
     const char **tn = malloc((n ? n : 1) * sizeof *tn), **sn = malloc((n ? n : 1) * sizeof *sn);
     if (!tn || !sn) {
         free(tn);
@@ -48,11 +49,11 @@ static lx_status write_index(fin_run *J)
         return lx_fail(LX_EFAIL, "out of memory");
     }
     for (size_t i = 0; i < n; i++) {
-        tn[i] = J->in->aligned->tensors[i].name;
+        tn[i] = lay->tensors[i].name;
         sn[i] = J->w->shards[J->w->shard_of[i]].name;
     }
     char *path = lx_path_join(J->w->output_path, LX_INDEX_NAME);
-    lx_status st = path ? lx_index_write(path, J->in->aligned->total_bytes, n, tn, sn)
+    lx_status st = path ? lx_index_write(path, lay->total_bytes, n, tn, sn)
                         : lx_fail(LX_EFAIL, "out of memory");
     free(path);
     free(tn);
@@ -158,7 +159,7 @@ static lx_status readback_shard(fin_run *J, size_t s, unsigned *bad, size_t *nba
     if (st == LX_OK && !same)
         st = lx_fail(LX_EFAIL, "%s: its header is not the one the run writes", path);
     for (size_t i = 0; i < J->in->plan.n && st == LX_OK; i++) {
-        const lx_tensor *t = J->in->plan.items[i].aligned;
+        const lx_tensor *t = lx_writer_out(J->w, i);
         if (J->w->shard_of[i] != s)
             continue;
         XXH3_64bits_reset(J->t);
@@ -237,9 +238,11 @@ static lx_status complete_output(fin_run *J, unsigned *bad)
         free(dst);
     }
     uint64_t card_h = 0;
-    if (st == LX_OK)
+    /* the model card goes with the aligned model's layout only */
+    int card = J->w->layout == J->in->aligned;
+    if (st == LX_OK && card)
         st = lx_card_write(J->fin->o, J->in, J->w, &card_h);
-    if (st == LX_OK) {
+    if (st == LX_OK && card) {
         lx_test_point("card");
         st = list_add(files, &nfiles, LX_CARD_NAME, card_h);
     }

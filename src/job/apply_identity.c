@@ -195,6 +195,9 @@ static lx_status build_identity(lx_apply_identity *J, const lx_apply_opts *o,
     snprintf(v, sizeof v, "%d", o->factor_rank);
     if (st == LX_OK && o->factor_rank > o->rank)
         st = lx_identity_add(id, "option factor-rank", v);
+    /* another layout (factor.h): what it writes is part of the identity */
+    if (st == LX_OK && w->layout != aligned)
+        st = lx_identity_add(id, "option output", "factors");
     const char *method = o->rank == 0 ? "full" : o->stream.svd.exact ? "exact" : "randomized";
     if (st == LX_OK)
         st = lx_identity_add(id, "option method", method);
@@ -240,7 +243,7 @@ static lx_status build_identity(lx_apply_identity *J, const lx_apply_opts *o,
         st = lx_identity_add_output(id, LX_INDEX_NAME, "index");
     for (size_t i = 0; i < J->nside && st == LX_OK; i++)
         st = lx_identity_add_output(id, J->side[i], "side");
-    if (st == LX_OK)
+    if (st == LX_OK && w->layout == aligned)
         st = lx_identity_add_output(id, LX_CARD_NAME, "card");
     J->hash = lx_identity_hash(id);
     return st;
@@ -250,7 +253,9 @@ lx_status lx_apply_identity_build(lx_apply_identity *ri, const lx_apply_opts *o,
                                   const lx_checkpoint *base, const lx_checkpoint *aligned,
                                   const lx_apply_writer *w)
 {
-    lx_status st = list_side_files(ri, aligned, !o->no_copy_tokenizer);
+    /* side files go with the aligned model's layout only */
+    lx_status st = w->layout == aligned ? list_side_files(ri, aligned, !o->no_copy_tokenizer)
+                                        : LX_OK;
     return st == LX_OK ? build_identity(ri, o, base, aligned, w) : st;
 }
 

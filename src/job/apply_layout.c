@@ -131,6 +131,8 @@ lx_status lx_writer_layouts(lx_apply_writer *J, const lx_apply_opts *o,
 {
     own_meta m;
     memset(&m, 0, sizeof m);
+    /* another layout than the aligned model's (factor.h): its own metadata only */
+    int own = aligned == J->in->aligned;
     size_t nt = aligned->ntensors ? aligned->ntensors : 1;
     J->slot = calloc(nt, sizeof *J->slot);
     J->shard_of = calloc(nt, sizeof *J->shard_of);
@@ -156,14 +158,14 @@ lx_status lx_writer_layouts(lx_apply_writer *J, const lx_apply_opts *o,
             break;
         }
         size_t nmeta = 0;
-        for (int k = 0; k < K_COUNT; k++)
+        for (int k = 0; k < K_COUNT && own; k++)
             if (m.set[k]) {
                 keys[nmeta] = own_keys[k];
                 vals[nmeta++] = m.vals[k];
             }
         for (size_t k = 0; k < in->header.nmeta; k++) {
             int ours = 0;
-            for (int q = 0; q < K_COUNT; q++)
+            for (int q = 0; q < K_COUNT && own; q++)
                 ours |= !strcmp(in->header.meta_keys[k], own_keys[q]);
             if (!ours) {
                 keys[nmeta] = in->header.meta_keys[k];

@@ -139,18 +139,27 @@ static lx_status reopen_output(const char *out, const lx_inputs *in, lx_apply_wr
     return st;
 }
 
-/* lx_tensor_index over the aligned checkpoint (plan items are in its order) */
-static long aligned_index(void *ctx, const char *tensor)
+/* lx_tensor_index over the output's tensors (plan items are in their
+ * order): the aligned checkpoint's lookup, or a search of another layout
+ * (it has no lookup table) */
+static long layout_index(void *ctx, const char *tensor)
 {
     const lx_checkpoint *ck = ctx;
-    const lx_tensor *t = lx_checkpoint_find(ck, tensor);
-    return t ? (long)(t - ck->tensors) : -1;
+    if (ck->lookup) {
+        const lx_tensor *t = lx_checkpoint_find(ck, tensor);
+        return t ? (long)(t - ck->tensors) : -1;
+    }
+    for (size_t i = 0; i < ck->ntensors; i++)
+        if (!strcmp(ck->tensors[i].name, tensor))
+            return (long)i;
+    return -1;
 }
 
 size_t lx_resume_index(lx_apply_resume *rs, const lx_inputs *in, const lx_apply_writer *w)
 {
-    return lx_journal_latest(rs->others, rs->nothers, &w->journal, aligned_index, in->aligned,
-                             rs->rec, in->aligned->ntensors);
+    (void)in;
+    return lx_journal_latest(rs->others, rs->nothers, &w->journal, layout_index,
+                             (void *)w->layout, rs->rec, w->layout->ntensors);
 }
 
 /* Does record r describe tensor i where this run puts it, computed from
@@ -159,7 +168,7 @@ int lx_resume_record_fits(const lx_inputs *in, const lx_apply_writer *w, size_t 
                           const lx_journal_record *r)
 {
     const lx_plan_item *it = &in->plan.items[i];
-    const lx_tensor *t = it->aligned;
+    const lx_tensor *t = lx_writer_out(w, i);
     const lx_out_shard *os = &w->shards[w->shard_of[i]];
     size_t idx = w->slot[i];
     return !strcmp(r->shard, os->name) && r->offset == lx_writer_file_offset(os, idx, 0) &&
@@ -316,7 +325,7 @@ lx_status lx_resume_prepare(lx_apply_resume *rs, const lx_apply_opts *o, const l
         if (st == LX_OK && marker)
             st = check_complete(rs, o, in, w, ri, &intact);
         lx_journal_close(&w->journal);
-        memset(rs->rec, 0, in->aligned->ntensors * sizeof *rs->rec);
+        memset(rs->rec, 0, w->layout->ntensors * sizeof *rs->rec);
         if (st == LX_OK && intact) {
             rs->complete_already = 1;
             free(jpath);

@@ -303,10 +303,10 @@ static lx_status finish_item(lx_apply_writer *J, size_t i, lx_out_shard *os, siz
     lx_test_point("data");
     lx_journal_record r;
     memset(&r, 0, sizeof r);
-    r.tensor = (char *)it->aligned->name;
+    r.tensor = (char *)lx_writer_out(J, i)->name;
     r.shard = (char *)os->name;
     r.offset = lx_writer_file_offset(os, idx, 0);
-    r.length = it->aligned->nbytes;
+    r.length = lx_writer_out(J, i)->nbytes;
     r.out_xxh3 = XXH3_64bits_digest(J->tstate);
     r.has_base = lx_writer_uses_base(J, it);
     if (!r.has_base) {
@@ -330,6 +330,12 @@ static lx_status finish_item(lx_apply_writer *J, size_t i, lx_out_shard *os, siz
 lx_status lx_writer_init(lx_apply_writer *w, const lx_apply_opts *o, const lx_inputs *in,
                          unsigned nparts)
 {
+    return lx_writer_init_layout(w, o, in, in->aligned, nparts);
+}
+
+lx_status lx_writer_init_layout(lx_apply_writer *w, const lx_apply_opts *o, const lx_inputs *in,
+                                const lx_checkpoint *layout, unsigned nparts)
+{
     memset(w, 0, sizeof *w);
     w->journal.fd = -1;
     w->output_path = o->output_path;
@@ -337,10 +343,11 @@ lx_status lx_writer_init(lx_apply_writer *w, const lx_apply_opts *o, const lx_in
     w->plan = &in->plan;
     w->in = in;
     w->anchor_base = o->anchor_base;
+    w->layout = layout;
     if (!(w->tstate = XXH3_createState()) ||
         !(w->in_xxh3 = calloc(2 * (in->plan.n ? in->plan.n : 1), sizeof *w->in_xxh3)))
         return lx_fail(LX_EFAIL, "out of memory allocating buffers");
-    lx_status st = lx_writer_layouts(w, o, in->aligned);
+    lx_status st = lx_writer_layouts(w, o, layout);
     for (size_t s = 0; s < w->nshards && st == LX_OK; s++)
         if (!(w->shards[s].stream = XXH3_createState()))
             st = lx_fail(LX_EFAIL, "out of memory");

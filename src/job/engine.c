@@ -14,6 +14,7 @@
 
 #include "loxstream/dtype.h"
 #include "loxstream/engine.h"
+#include "loxstream/factor.h"
 #include "loxstream/parse.h"
 #include "loxstream/safetensors.h"
 #include "loxstream/simd.h"
@@ -42,6 +43,8 @@ static lx_status open_and_plan(lx_inputs *in, const lx_engine_opts *e, int rank,
         st = lx_checkpoint_open(e->aligned_path, &in->aligned);
     for (size_t j = 0; j < nmore && st == LX_OK; j++)
         st = lx_checkpoint_open(paths[j], &more[j]);
+    if (st == LX_OK && e->factors)
+        st = lx_factor_store_check(e->factors, in->base, in->aligned);
     if (st == LX_OK)
         st = lx_plan_build(in->base, in->aligned, &in->filter, rank, copy_unmatched, &in->plan);
     for (size_t j = 0; j < nmore && st == LX_OK; j++)
@@ -325,11 +328,14 @@ lx_status lx_engine_factor(const lx_engine_opts *e, const lx_plan_item *it, uint
     lx_delta_src ds;
     lx_rowsrc src = lx_delta_rowsrc(&ds, it, b);
     double s0 = lx_now();
-    lx_status st = lx_rsvd_topk(&src, &so, f);
+    lx_status st = e->factors ? lx_factor_store_load(e->factors, it, b, rank, so.tol, f)
+                              : lx_rsvd_topk(&src, &so, f);
     s->seconds += lx_now() - s0;
     if (st != LX_OK)
         return st;
     lx_engine_count(s, f->converged, f->gap);
+    if (e->factors)
+        return LX_OK; /* read, not computed */
     s->flops += 4.0 * (double)f->passes * (double)it->m * (double)it->n * (double)f->l;
     return LX_OK;
 }

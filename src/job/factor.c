@@ -1,0 +1,481 @@
+/* factor.c - the factor job (see factor.h): every transformed matrix
+ * factored by the engine at rank K, its factors written to
+ * OUTDIR/factors.safetensors through apply's writer, journal, identity,
+ * output-directory, resumption and completion modules.
+ *
+ * The output's tensors are a layout of their own (apply_writer.h): five per
+ * transformed tensor, in the plan's order.  The run's plan has one item per
+ * output tensor, each a copy of the engine's item it comes from, so that the
+ * writer records and resumes each output tensor against the inputs it is
+ * computed from, as apply does for a tensor of its output.  The factors of
+ * one tensor (all its matrices) are computed once, when the first of its
+ * five output tensors is written, and kept until the last one is queued.
+ */
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+
+#include "loxstream/apply.h"
+#include "loxstream/apply_finish.h"
+#include "loxstream/apply_identity.h"
+#include "loxstream/apply_resume.h"
+#include "loxstream/apply_writer.h"
+#include "loxstream/factor.h"
+#include "loxstream/linalg.h"
+#include "loxstream/parse.h"
+#include "loxstream/progress.h"
+#include "loxstream/sys.h"
+#include "loxstream/testhook.h"
+
+#include "config.h"
+
+enum { K_U, K_S, K_V, K_INFO, K_INPUTS, K_COUNT };
+static const char *const suffix[K_COUNT] = {".lox_U", ".lox_S", ".lox_V", ".lox_info",
+                                            ".lox_inputs"};
+
+void lx_factor_opts_default(lx_factor_opts *o)
+{
+    memset(o, 0, sizeof *o);
+    o->rank = 6;
+    lx_engine_opts_default(&o->stream);
+    o->part = o->nparts = 1;
+}
+
+typedef struct job {
+    const lx_factor_opts *o;
+    lx_apply_opts ao;              /* what the writer and identity read */
+    lx_inputs in;                  /* in.plan: one item per output tensor */
+    lx_plan engine_plan;           /* the engine's plan (one item per input tensor) */
+    size_t *from;                  /* output tensor -> engine item */
+    /* the layout */
+    lx_checkpoint layout;
+    lx_shard shard;
+    char **names, **meta_keys, **meta_vals;
+    uint64_t *shapes;              /* LX_MAX_NDIM per output tensor */
+    /* the run */
+    lx_apply_writer w;
+    lx_apply_identity id;
+    lx_locks locks;
+    lx_apply_resume rs;
+    lx_apply_finish fin;
+    lx_part part;
+    lx_progress progress;
+    uint64_t done_bytes;
+    lx_factor_stats svd;
+    /* the factors of engine item cur (batch of them) */
+    size_t cur;
+    lx_factors *fac;
+    double *info;
+    uint64_t *inputs;              /* 2 per output tensor: NAME.lox_inputs's bytes */
+} job;
+
+static lx_status oom(void)
+{
+    return lx_fail(LX_EFAIL, "out of memory");
+}
+
+static lx_status add_meta(job *J, size_t *n, const char *key, const char *val)
+{
+    J->meta_keys[*n] = strdup(key);
+    J->meta_vals[*n] = strdup(val);
+    return J->meta_keys[(*n)++] && J->meta_vals[*n - 1] ? LX_OK : oom();
+}
+
+/* The header metadata: the identity of the run (factor.h). */
+static lx_status build_meta(job *J)
+{
+    const lx_rsvd_opts *so = &J->o->stream.svd;
+    size_t cap = 16 + J->in.base->nshards + J->in.aligned->nshards, n = 0;
+    J->meta_keys = calloc(cap, sizeof *J->meta_keys);
+    J->meta_vals = calloc(cap, sizeof *J->meta_vals);
+    if (!J->meta_keys || !J->meta_vals)
+        return oom();
+    char v[128], key[4200], h[LX_HEX64], q[LX_NAME_QUOTE];
+    lx_status st = add_meta(J, &n, "format", "pt");
+    if (st == LX_OK)
+        st = add_meta(J, &n, "loxstream_factors", LX_FACTOR_FORMAT);
+    if (st == LX_OK)
+        st = add_meta(J, &n, "loxstream_version", PACKAGE_VERSION);
+    snprintf(v, sizeof v, "%d", J->o->rank);
+    if (st == LX_OK)
+        st = add_meta(J, &n, "loxstream_rank", v);
+    if (st == LX_OK)
+        st = add_meta(J, &n, "loxstream_svd", so->exact ? "exact" : "randomized");
+    snprintf(v, sizeof v, "%" PRIu64, so->seed);
+    if (st == LX_OK)
+        st = add_meta(J, &n, "loxstream_seed", v);
+    snprintf(v, sizeof v, "%d", so->oversample);
+    if (st == LX_OK)
+        st = add_meta(J, &n, "loxstream_oversample", v);
+    snprintf(v, sizeof v, "%.17g", so->tol);
+    if (st == LX_OK)
+        st = add_meta(J, &n, "loxstream_tol", v);
+    snprintf(v, sizeof v, "%d", so->max_passes);
+    if (st == LX_OK)
+        st = add_meta(J, &n, "loxstream_max_passes", v);
+    snprintf(v, sizeof v, "%d", so->passes);
+    if (st == LX_OK)
+        st = add_meta(J, &n, "loxstream_passes", v);
+    if (st == LX_OK)
+        st = add_meta(J, &n, "loxstream_include", J->o->stream.include ? J->o->stream.include : "");
+    if (st == LX_OK)
+        st = add_meta(J, &n, "loxstream_exclude", J->o->stream.exclude ? J->o->stream.exclude : "");
+    const struct { const char *role; const lx_checkpoint *ck; } ins[] = {
+        {"base", J->in.base}, {"aligned", J->in.aligned}};
+    for (int r = 0; r < 2 && st == LX_OK; r++) {
+        for (size_t s = 0; s < ins[r].ck->nshards && st == LX_OK; s++) {
+            const lx_shard *sh = &ins[r].ck->shards[s];
+            snprintf(key, sizeof key, "loxstream_input %s/%s", ins[r].role,
+                     lx_st_escape_name(sh->name, q, sizeof q));
+            snprintf(v, sizeof v, "%" PRIu64 " %s", sh->size, lx_hex64(sh->header_xxh3, h));
+            st = add_meta(J, &n, key, v);
+        }
+    }
+    J->shard.header.nmeta = n;
+    J->shard.header.meta_keys = J->meta_keys;
+    J->shard.header.meta_values = J->meta_vals;
+    return st;
+}
+
+/* Output tensor o (kind k of engine item it, k = the rank at it) in the layout. */
+static lx_status layout_tensor(job *J, size_t o, const lx_plan_item *it, int kind, uint64_t k)
+{
+    lx_tensor *t = &J->layout.tensors[o];
+    uint64_t *sh = J->shapes + o * LX_MAX_NDIM;
+    const lx_tensor *a = it->aligned;
+    int lead = a->ndim - 2, nd = 0;
+    if (kind != K_INPUTS)
+        for (; nd < lead; nd++)
+            sh[nd] = a->shape[nd];
+    static const lx_dtype dt[K_COUNT] = {LX_DT_F32, LX_DT_F32, LX_DT_F32, LX_DT_F64, LX_DT_U64};
+    switch (kind) {
+    case K_U: sh[nd++] = it->m; sh[nd++] = k; break;
+    case K_S: sh[nd++] = k; break;
+    case K_V: sh[nd++] = it->n; sh[nd++] = k; break;
+    case K_INFO: sh[nd++] = LX_FACTOR_INFO; break;
+    default: sh[nd++] = 2; break;
+    }
+    size_t len = strlen(a->name) + strlen(suffix[kind]) + 1;
+    if (!(J->names[o] = malloc(len)))
+        return oom();
+    snprintf(J->names[o], len, "%s%s", a->name, suffix[kind]);
+    t->name = J->names[o];
+    t->dtype = dt[kind];
+    t->ndim = nd;
+    t->shape = sh;
+    t->nelem = 1;
+    for (int d = 0; d < nd; d++)
+        t->nelem *= sh[d];
+    t->nbytes = t->nelem * (lx_dtype_bits(t->dtype) / 8);
+    t->shard = 0;
+    J->layout.total_bytes += t->nbytes;
+    J->layout.total_params += t->nelem;
+    return LX_OK;
+}
+
+/* The layout and the run's plan, from the engine's plan. */
+static lx_status build_layout(job *J)
+{
+    lx_plan *ep = &J->engine_plan;
+    size_t nt = 0;
+    for (size_t i = 0; i < ep->n; i++)
+        nt += ep->items[i].action == LX_ACT_LOWRANK ? K_COUNT : 0;
+    if (nt == 0)
+        return lx_fail(LX_EINPUT, "factor: no matrix to factor in %s (every tensor is copied%s)",
+                       J->o->stream.aligned_path,
+                       J->o->stream.include || J->o->stream.exclude ? ": see --include/--exclude" : "");
+    J->layout.tensors = calloc(nt, sizeof *J->layout.tensors);
+    J->names = calloc(nt, sizeof *J->names);
+    J->shapes = calloc(nt * LX_MAX_NDIM, sizeof *J->shapes);
+    J->from = calloc(nt, sizeof *J->from);
+    J->in.plan.items = calloc(nt, sizeof *J->in.plan.items);
+    J->inputs = calloc(2 * nt, sizeof *J->inputs);
+    if (!J->layout.tensors || !J->names || !J->shapes || !J->from || !J->in.plan.items ||
+        !J->inputs)
+        return oom();
+    J->layout.ntensors = J->in.plan.n = J->shard.header.ntensors = nt;
+    J->layout.nshards = 1;
+    J->layout.shards = &J->shard;
+    J->shard.name = (char *)LX_FACTOR_FILE;
+    size_t o = 0;
+    lx_status st = LX_OK;
+    for (size_t i = 0; i < ep->n && st == LX_OK; i++) {
+        const lx_plan_item *it = &ep->items[i];
+        if (it->action != LX_ACT_LOWRANK)
+            continue;
+        uint64_t k = (uint64_t)lx_engine_rank(it, J->o->rank);
+        for (int kind = 0; kind < K_COUNT && st == LX_OK; kind++, o++) {
+            st = layout_tensor(J, o, it, kind, k);
+            J->from[o] = i;
+            J->in.plan.items[o] = *it;
+            J->in.plan.transform_bytes += it->aligned->nbytes + it->base->nbytes;
+        }
+    }
+    J->in.plan.ntransform = nt;
+    return st == LX_OK ? build_meta(J) : st;
+}
+
+/* The factors of engine item e (all its matrices) in J->fac, unless they
+ * are there already. */
+static lx_status factors_of(job *J, size_t e)
+{
+    const lx_plan_item *it = &J->engine_plan.items[e];
+    if (J->fac && J->cur == e)
+        return LX_OK;
+    lx_status st = lx_writer_drain(&J->w); /* the writer may still read the old ones */
+    if (J->fac) {
+        for (uint64_t b = 0; b < J->engine_plan.items[J->cur].batch; b++)
+            lx_factors_free(&J->fac[b]);
+        free(J->fac);
+        free(J->info);
+        J->fac = NULL;
+        J->info = NULL;
+    }
+    if (st != LX_OK)
+        return st;
+    J->fac = calloc(it->batch, sizeof *J->fac);
+    J->info = calloc(it->batch * LX_FACTOR_INFO, sizeof *J->info);
+    if (!J->fac || !J->info)
+        return oom();
+    J->cur = e;
+    int k = lx_engine_rank(it, J->o->rank);
+    if (k < J->o->rank)
+        lx_warn("tensor '%s': rank %d exceeds min(%" PRIu64 ", %" PRIu64 "): using rank %d%s",
+                it->aligned->name, J->o->rank, it->m, it->n, k,
+                it->batch > 1 ? " for each of its matrices" : "");
+    for (uint64_t b = 0; b < it->batch && st == LX_OK; b++) {
+        lx_factors *f = &J->fac[b];
+        st = lx_engine_factor(&J->o->stream, it, b, k, f, &J->svd);
+        if (st == LX_OK && f->k != k)
+            st = lx_fail(LX_EFAIL, "tensor '%s': %d triplets computed, %d expected",
+                         it->aligned->name, f->k, k);
+        double *in = J->info + b * LX_FACTOR_INFO;
+        in[0] = f->err_est;
+        in[1] = f->gap;
+        in[2] = f->frob2;
+        in[3] = f->passes;
+        in[4] = f->exact;
+        in[5] = f->converged;
+    }
+    if (st == LX_OK)
+        lx_test_pause("factored", it->aligned->name);
+    return st;
+}
+
+/* Output tensor i: its bytes queued from the factors. */
+static lx_status write_tensor(job *J, size_t i)
+{
+    const lx_plan_item *it = &J->in.plan.items[i];
+    int kind = (int)(i % K_COUNT); /* five per engine item, in order */
+    lx_out_shard *os = &J->w.shards[0];
+    size_t idx = J->w.slot[i];
+    uint64_t k = (uint64_t)lx_engine_rank(it, J->o->rank), off = 0;
+    if (kind == K_INPUTS) /* the writer reads them later: one pair per output tensor */
+        return lx_writer_put(&J->w, os, idx, 0, memcpy(J->inputs + 2 * i, J->w.in_xxh3 + 2 * i,
+                                                       2 * sizeof *J->inputs),
+                             2 * sizeof *J->inputs, -1);
+    lx_status st = factors_of(J, J->from[i]);
+    if (kind == K_INFO)
+        return st == LX_OK ? lx_writer_put(&J->w, os, idx, 0, J->info,
+                                           it->batch * LX_FACTOR_INFO * sizeof(double), -1)
+                           : st;
+    for (uint64_t b = 0; b < it->batch && st == LX_OK; b++) {
+        const lx_factors *f = &J->fac[b];
+        const float *src = kind == K_U ? f->U : kind == K_S ? f->S : f->V;
+        size_t len = (kind == K_U ? it->m : kind == K_V ? it->n : 1) * k * sizeof(float);
+        st = lx_writer_put(&J->w, os, idx, off, src, len, -1);
+        off += len;
+    }
+    return st;
+}
+
+/* Output tensor i kept from an earlier run, or begun (*need). */
+static lx_status item_begin(job *J, size_t i, int *need)
+{
+    lx_out_shard *os = &J->w.shards[0];
+    int keep = 0;
+    lx_status st = LX_OK;
+    *need = 0;
+    if (!os->open || (J->rs.resuming && J->rs.rec[i]))
+        st = lx_writer_drain(&J->w);
+    if (st == LX_OK && !os->open && (st = lx_writer_flush(&J->w)) == LX_OK)
+        st = lx_writer_shard_open(&J->w, os);
+    if (st == LX_OK && J->rs.resuming)
+        st = lx_resume_check_kept(&J->rs, &J->in, &J->w, i, os, &keep);
+    if (st == LX_OK && keep) {
+        J->rs.kept++;
+    } else if (st == LX_OK) {
+        *need = 1;
+        st = lx_writer_begin(&J->w);
+    }
+    return st;
+}
+
+static lx_status run_items(job *J)
+{
+    lx_status st = LX_OK;
+    for (size_t i = J->part.lo; i < J->part.hi && st == LX_OK; i++) {
+        const lx_plan_item *it = &J->in.plan.items[i];
+        int need = 0;
+        st = item_begin(J, i, &need);
+        if (st == LX_OK && need) {
+            /* the inputs hashed once per engine item */
+            if (i > J->part.lo && J->from[i - 1] == J->from[i] && J->w.in_xxh3[2 * (i - 1)]) {
+                J->w.in_xxh3[2 * i] = J->w.in_xxh3[2 * (i - 1)];
+                J->w.in_xxh3[2 * i + 1] = J->w.in_xxh3[2 * (i - 1) + 1];
+            } else {
+                lx_writer_hash_inputs(&J->w, i);
+            }
+            st = write_tensor(J, i);
+            if (st == LX_OK)
+                st = lx_writer_end_item(&J->w, i, &J->w.shards[0], J->w.slot[i]);
+        }
+        J->done_bytes += lx_writer_out(&J->w, i)->nbytes;
+        lx_progress_update(&J->progress, i - J->part.lo + 1, J->done_bytes, it->aligned->name);
+    }
+    lx_status wst = lx_writer_drain(&J->w);
+    if (st == LX_OK)
+        st = wst;
+    if (st == LX_OK)
+        return lx_writer_flush(&J->w);
+    if (J->w.pending && J->w.pending_shard->open) {
+        char *msg = lx_err_save();
+        lx_writer_flush(&J->w);
+        lx_err_restore(st, msg);
+    }
+    return st;
+}
+
+/* The largest need: the SVD at rank K and a tensor's factors. */
+static lx_status check_memory(job *J)
+{
+    uint64_t worst = 0;
+    const char *worst_name = NULL;
+    for (size_t i = 0; i < J->engine_plan.n; i++) {
+        const lx_plan_item *it = &J->engine_plan.items[i];
+        if (it->action != LX_ACT_LOWRANK)
+            continue;
+        uint64_t k = (uint64_t)lx_engine_rank(it, J->o->rank);
+        uint64_t need = lx_engine_svd_bytes(&J->o->stream, it, J->o->rank) +
+                        it->batch * ((it->m + 2 * it->n + 1) * k * 4 + 8 * LX_FACTOR_INFO);
+        if (need > worst) {
+            worst = need;
+            worst_name = it->aligned->name;
+        }
+    }
+    return lx_engine_check_memory(&J->o->stream, worst, worst_name);
+}
+
+static lx_status run(job *J)
+{
+    const lx_factor_opts *o = J->o;
+    lx_status st = lx_engine_filter(&J->in, &o->stream);
+    if (st == LX_OK)
+        st = lx_engine_open(&J->in, &o->stream, o->rank, 0);
+    if (st != LX_OK)
+        return st;
+    J->engine_plan = J->in.plan;
+    memset(&J->in.plan, 0, sizeof J->in.plan);
+    if ((st = check_memory(J)) != LX_OK || (st = build_layout(J)) != LX_OK ||
+        (st = lx_linalg_init(o->stream.threads)) != LX_OK ||
+        (st = lx_part_init(&J->part, &J->in.plan, o->part, o->nparts)) != LX_OK ||
+        (st = lx_resume_init(&J->rs, J->in.plan.n)) != LX_OK ||
+        (st = lx_writer_init_layout(&J->w, &J->ao, &J->in, &J->layout, o->nparts)) != LX_OK ||
+        (st = lx_apply_identity_build(&J->id, &J->ao, J->in.base, J->in.aligned, &J->w)) !=
+            LX_OK ||
+        (st = lx_resume_prepare(&J->rs, &J->ao, &J->in, &J->part, &J->w, &J->id, &J->locks)) !=
+            LX_OK)
+        return st;
+    if (J->rs.complete_already) {
+        if (!o->stream.quiet)
+            lx_say(&o->stream.report, "factor: %s is complete and intact: nothing to do",
+                   o->output_path);
+        return LX_OK;
+    }
+    const lx_part *pt = &J->part;
+    lx_progress_begin(&J->progress, "factor", pt->hi - pt->lo, J->layout.total_bytes,
+                      o->stream.quiet, &o->stream.report);
+    st = lx_writer_start(&J->w, 4096);
+    if (st == LX_OK)
+        st = run_items(J);
+    lx_writer_stop(&J->w);
+    if (st == LX_OK && ((st = lx_checkpoint_unchanged(J->in.base)) != LX_OK ||
+                        (st = lx_checkpoint_unchanged(J->in.aligned)) != LX_OK))
+        st = lx_fail_append(st, "; the output is not completed: run the same command again once "
+                            "the inputs no longer change");
+    if (st == LX_OK)
+        st = pt->nparts > 1
+                 ? lx_finish_part(&J->fin, &J->in, pt, &J->w, &J->id, &J->rs, &J->locks)
+                 : lx_finish_run(&J->fin, &J->in, pt, &J->w, &J->id, &J->rs, &J->locks);
+    if (st != LX_OK)
+        return st;
+    lx_progress_end(&J->progress);
+    if (!o->stream.quiet) {
+        if (J->rs.resuming)
+            lx_say(&o->stream.report, "factor: %zu output tensors kept from the earlier run",
+                   J->rs.kept);
+        lx_say(&o->stream.report, "factor: %zu matrices factored at rank %d; SVD %.2f s; "
+               "output %s", J->svd.matrices, o->rank, J->svd.seconds, o->output_path);
+        if (J->fin.msg[0])
+            lx_say(&o->stream.report, "%s", J->fin.msg);
+    }
+    lx_engine_warn_unconverged(&o->stream, "factor", &J->svd);
+    return LX_OK;
+}
+
+static void job_free(job *J)
+{
+    if (J->fac)
+        for (uint64_t b = 0; b < J->engine_plan.items[J->cur].batch; b++)
+            lx_factors_free(&J->fac[b]);
+    free(J->fac);
+    free(J->info);
+    lx_writer_free(&J->w);
+    lx_resume_free(&J->rs);
+    lx_apply_identity_free(&J->id);
+    lx_locks_close(&J->locks);
+    lx_part_free(&J->part);
+    for (size_t i = 0; J->names && i < J->layout.ntensors; i++)
+        free(J->names[i]);
+    for (size_t i = 0; J->meta_keys && i < J->shard.header.nmeta; i++) {
+        free(J->meta_keys[i]);
+        free(J->meta_vals[i]);
+    }
+    free(J->names);
+    free(J->meta_keys);
+    free(J->meta_vals);
+    free(J->shapes);
+    free(J->from);
+    free(J->inputs);
+    free(J->layout.tensors);
+    free(J->in.plan.items);
+    J->in.plan = J->engine_plan; /* freed with the inputs */
+    lx_inputs_free(&J->in);
+}
+
+lx_status lx_factor_run(const lx_factor_opts *o)
+{
+    if (o->rank < 1)
+        return lx_fail(LX_EUSAGE, "factor: --rank %d: expected at least 1", o->rank);
+    job J;
+    memset(&J, 0, sizeof J);
+    J.o = o;
+    lx_apply_opts_default(&J.ao);
+    J.ao.stream = o->stream;
+    J.ao.output_path = o->output_path;
+    J.ao.rank = o->rank;
+    J.ao.alpha = 0;
+    J.ao.restart = o->restart;
+    J.ao.part = o->part;
+    J.ao.nparts = o->nparts;
+    lx_locks_init(&J.locks);
+    J.w.journal.fd = -1;
+    lx_status st = run(&J);
+    if (st == LX_EFAIL && J.rs.prepared && !J.fin.final_message)
+        lx_fail_append(st, "; the output is incomplete: fix the cause and run the same command "
+                       "again to resume");
+    job_free(&J);
+    return st;
+}

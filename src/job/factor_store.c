@@ -1,0 +1,244 @@
+/* factor_store.c - factors read back (factor.h): a factor output opened and
+ * its identity read, checked against the inputs of a run, and one matrix's
+ * factors handed to the engine as lx_rsvd_topk would have computed them.
+ */
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "loxstream/checkpoint.h"
+#include "loxstream/factor.h"
+#include "loxstream/journal.h"
+#include "loxstream/parse.h"
+#include "loxstream/xxh.h"
+
+struct lx_factor_store {
+    lx_checkpoint *ck;
+    const lx_shard *sh;            /* factors.safetensors */
+    const char *last;              /* the tensor whose inputs were checked last */
+};
+
+static const char *meta(const lx_shard *sh, const char *key)
+{
+    for (size_t k = 0; k < sh->header.nmeta; k++)
+        if (!strcmp(sh->header.meta_keys[k], key))
+            return sh->header.meta_values[k];
+    return NULL;
+}
+
+static int meta_int(const lx_shard *sh, const char *key, long lo, long hi, long *v)
+{
+    const char *s = meta(sh, key);
+    char *end;
+    if (!s || !*s)
+        return 0;
+    *v = strtol(s, &end, 10);
+    return !*end && *v >= lo && *v <= hi;
+}
+
+lx_status lx_factor_store_open(const char *path, lx_factor_store **out, int *rank,
+                               lx_rsvd_opts *svd)
+{
+    *out = NULL;
+    struct stat sb;
+    if (stat(path, &sb) == 0 && S_ISDIR(sb.st_mode)) {
+        int exists = 0;
+        uint64_t a, b;
+        if (lx_marker_read(path, &exists, &a, &b) != LX_OK || !exists)
+            return lx_fail(LX_EINPUT, "--factors %s: not a complete factor output (no "
+                           "completion marker): run loxstream factor to the end first", path);
+    }
+    lx_factor_store *s = calloc(1, sizeof *s);
+    if (!s)
+        return lx_fail(LX_EFAIL, "out of memory");
+    lx_status st = lx_checkpoint_open(path, &s->ck);
+    if (st != LX_OK) {
+        free(s);
+        return lx_fail_append(st, " (--factors)");
+    }
+    s->sh = s->ck->nshards == 1 ? &s->ck->shards[0] : NULL;
+    const char *fmt = s->sh ? meta(s->sh, "loxstream_factors") : NULL;
+    const char *kind = s->sh ? meta(s->sh, "loxstream_svd") : NULL;
+    long k = 0, over = 0, maxp = 0, passes = 0;
+    const char *seed = s->sh ? meta(s->sh, "loxstream_seed") : NULL;
+    const char *tol = s->sh ? meta(s->sh, "loxstream_tol") : NULL;
+    if (!fmt || strcmp(fmt, LX_FACTOR_FORMAT) || !kind || !seed || !tol ||
+        !meta_int(s->sh, "loxstream_rank", 1, 100000, &k) ||
+        !meta_int(s->sh, "loxstream_oversample", 0, 1000, &over) ||
+        !meta_int(s->sh, "loxstream_max_passes", 2, 1000, &maxp) ||
+        !meta_int(s->sh, "loxstream_passes", 0, 1000, &passes) ||
+        lx_parse_u64(seed, "loxstream_seed", 0, UINT64_MAX, &svd->seed) != LX_OK ||
+        lx_parse_double(tol, "loxstream_tol", 1e-12, 1, &svd->tol) != LX_OK) {
+        st = lx_fail(LX_EINPUT, "--factors %s: not a factor file of this format (written by "
+                     "loxstream factor, metadata loxstream_factors = %s)", path,
+                     LX_FACTOR_FORMAT);
+        lx_factor_store_close(s);
+        return st;
+    }
+    svd->exact = !strcmp(kind, "exact");
+    svd->oversample = (int)over;
+    svd->max_passes = (int)maxp;
+    svd->passes = (int)passes;
+    *rank = (int)k;
+    *out = s;
+    return LX_OK;
+}
+
+void lx_factor_store_close(lx_factor_store *s)
+{
+    if (!s)
+        return;
+    lx_checkpoint_close(s->ck);
+    free(s);
+}
+
+lx_status lx_factor_store_check(const lx_factor_store *s, const lx_checkpoint *base,
+                                const lx_checkpoint *aligned)
+{
+    const struct { const char *role; const lx_checkpoint *ck; } ins[] = {
+        {"base", base}, {"aligned", aligned}};
+    size_t given = 0, recorded = 0;
+    char key[4200], want[64], h[LX_HEX64], q[LX_NAME_QUOTE];
+    for (size_t k = 0; k < s->sh->header.nmeta; k++)
+        recorded += !strncmp(s->sh->header.meta_keys[k], "loxstream_input ", 16);
+    for (int r = 0; r < 2; r++) {
+        for (size_t i = 0; i < ins[r].ck->nshards; i++, given++) {
+            const lx_shard *sh = &ins[r].ck->shards[i];
+            snprintf(key, sizeof key, "loxstream_input %s/%s", ins[r].role,
+                     lx_st_escape_name(sh->name, q, sizeof q));
+            snprintf(want, sizeof want, "%" PRIu64 " %s", sh->size, lx_hex64(sh->header_xxh3, h));
+            const char *v = meta(s->sh, key);
+            if (!v || strcmp(v, want))
+                return lx_fail(LX_EINPUT, "--factors %s: made from other inputs: %s shard %s "
+                               "(%s bytes, header XXH3 %s) %s", s->sh->path, ins[r].role,
+                               sh->path, want, h, v ? "differs from the one recorded"
+                                                    : "is not among the recorded inputs");
+        }
+    }
+    if (given != recorded)
+        return lx_fail(LX_EINPUT, "--factors %s: made from other inputs: %zu input shards "
+                       "recorded, %zu given", s->sh->path, recorded, given);
+    return LX_OK;
+}
+
+/* Tensor NAME + suffix of the store, or NULL. */
+static const lx_tensor *named(const lx_factor_store *s, const lx_plan_item *it,
+                              const char *suffix)
+{
+    size_t len = strlen(it->aligned->name) + strlen(suffix) + 1;
+    char *name = malloc(len);
+    if (!name)
+        return NULL;
+    snprintf(name, len, "%s%s", it->aligned->name, suffix);
+    const lx_tensor *t = lx_checkpoint_find(s->ck, name);
+    free(name);
+    return t;
+}
+
+/* named() of dtype dt and shape [..., d1, d2] (d2 0: [..., d1]; stacked 0:
+ * without the leading dimensions of it); NULL after a failure set in *st. */
+static const lx_tensor *find(const lx_factor_store *s, const lx_plan_item *it,
+                             const char *suffix, lx_dtype dt, int stacked, uint64_t d1,
+                             uint64_t d2, lx_status *st)
+{
+    const lx_tensor *a = it->aligned, *t = named(s, it, suffix);
+    int lead = stacked ? a->ndim - 2 : 0, nd = lead + (d2 ? 2 : 1);
+    int ok = t && t->dtype == dt && t->ndim == nd;
+    for (int d = 0; ok && d < lead; d++)
+        ok = t->shape[d] == a->shape[d];
+    ok = ok && t->shape[lead] == d1 && (!d2 || t->shape[lead + 1] == d2);
+    if (!ok) {
+        char q[LX_NAME_QUOTE];
+        *st = lx_fail(LX_EINPUT, "--factors %s: %s '%s%s' for tensor '%s' (%" PRIu64 " x %"
+                      PRIu64 "): %s", s->sh->path, t ? "tensor" : "no tensor",
+                      lx_st_escape_name(a->name, q, sizeof q), suffix, a->name, it->m, it->n,
+                      t ? "of another dtype or shape" : "the factors were made with other "
+                      "--include/--exclude, or for another model");
+    }
+    return ok ? t : NULL;
+}
+
+/* The inputs of it are the bytes the factors were made from. */
+static lx_status check_inputs(lx_factor_store *s, const lx_plan_item *it)
+{
+    lx_status st = LX_OK;
+    const lx_tensor *t = find(s, it, ".lox_inputs", LX_DT_U64, 0, 2, 0, &st);
+    if (!t)
+        return st;
+    uint64_t h[2];
+    memcpy(h, t->data, sizeof h);
+    if (h[0] != XXH3_64bits(it->aligned->data, it->aligned->nbytes) ||
+        h[1] != XXH3_64bits(it->base->data, it->base->nbytes))
+        return lx_fail(LX_EINPUT, "--factors %s: made from other inputs: the bytes of tensor "
+                       "'%s' (%s or base) are not those the factors were made from",
+                       s->sh->path, it->aligned->name, it->role ? it->role : "aligned");
+    s->last = it->aligned->name;
+    return LX_OK;
+}
+
+/* rows x k floats, columns [0, kk) of each row, from src (k per row). */
+static float *columns(const unsigned char *src, size_t rows, size_t k, size_t kk)
+{
+    float *d = malloc((rows * kk > 0 ? rows * kk : 1) * sizeof *d);
+    for (size_t i = 0; d && i < rows; i++)
+        memcpy(d + i * kk, src + i * k * sizeof(float), kk * sizeof(float));
+    return d;
+}
+
+lx_status lx_factor_store_load(lx_factor_store *s, const lx_plan_item *it, uint64_t b, int rank,
+                               double tol, lx_factors *f)
+{
+    memset(f, 0, sizeof *f);
+    lx_status st = LX_OK;
+    /* k is lox_S's last dimension (find checks it against the others) */
+    const lx_tensor *any = named(s, it, ".lox_S");
+    uint64_t k = any && any->ndim >= 1 ? any->shape[any->ndim - 1] : 0;
+    const lx_tensor *tS = find(s, it, ".lox_S", LX_DT_F32, 1, k, 0, &st);
+    const lx_tensor *tU = tS ? find(s, it, ".lox_U", LX_DT_F32, 1, it->m, k, &st) : NULL;
+    const lx_tensor *tV = tU ? find(s, it, ".lox_V", LX_DT_F32, 1, it->n, k, &st) : NULL;
+    const lx_tensor *tI = tV ? find(s, it, ".lox_info", LX_DT_F64, 1, LX_FACTOR_INFO, 0, &st) : NULL;
+    if (!tI)
+        return st;
+    if ((uint64_t)rank > k)
+        return lx_fail(LX_EINPUT, "--factors %s: tensor '%s': rank %d exceeds the rank of the "
+                       "stored factors (%" PRIu64 ")", s->sh->path, it->aligned->name, rank, k);
+    if ((b == 0 || !s->last || strcmp(s->last, it->aligned->name)) &&
+        (st = check_inputs(s, it)) != LX_OK)
+        return st;
+    double info[LX_FACTOR_INFO];
+    memcpy(info, tI->data + b * sizeof info, sizeof info);
+    lx_factors full = {.m = it->m, .n = it->n, .k = (int)k, .err_est = info[0], .gap = info[1],
+                       .frob2 = info[2], .passes = (int)info[3], .exact = info[4] != 0,
+                       .converged = info[5] != 0};
+    full.S = columns(tS->data + b * k * sizeof(float), 1, k, k);
+    if (!full.S)
+        return lx_fail(LX_EFAIL, "out of memory");
+    double err, gap;
+    int conv;
+    lx_engine_prefix(&full, rank, tol, &err, &gap, &conv);
+    f->m = it->m;
+    f->n = it->n;
+    f->k = f->l = rank;
+    f->passes = full.passes;
+    f->exact = full.exact;
+    f->frob2 = full.frob2;
+    f->err_est = err;
+    f->gap = gap;
+    f->converged = conv;
+    f->S = columns((const unsigned char *)full.S, 1, k, (size_t)rank);
+    free(full.S);
+    f->U = columns(tU->data + b * it->m * k * sizeof(float), it->m, k, (size_t)rank);
+    f->V = columns(tV->data + b * it->n * k * sizeof(float), it->n, k, (size_t)rank);
+    f->Vt = malloc((it->n * (size_t)rank > 0 ? it->n * (size_t)rank : 1) * sizeof(float));
+    if (!f->S || !f->U || !f->V || !f->Vt) {
+        lx_factors_free(f);
+        return lx_fail(LX_EFAIL, "out of memory reading the factors of tensor '%s'",
+                       it->aligned->name);
+    }
+    for (size_t t = 0; t < (size_t)rank; t++)
+        for (size_t j = 0; j < it->n; j++)
+            f->Vt[t * it->n + j] = f->V[j * (size_t)rank + t];
+    return LX_OK;
+}
