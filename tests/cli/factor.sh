@@ -1,0 +1,166 @@
+#!/bin/sh
+# factor.sh - loxstream factor and apply/lora --factors: the runs from
+# stored factors are byte for byte the direct runs (cmp, state files
+# included), factors made for other inputs or a rank above K are refused,
+# a killed factor run resumes to the uninterrupted run's bytes, verify
+# checks a factor output, and the man page's "tune alpha" pipeline runs.
+. "$TESTS_SRCDIR/cli/lib.sh"
+
+M="$TMP/m"
+lox() { "$LOXSTREAM" "$@" -q -j 1; }
+
+"$LOXSTREAM" synth -q --preset tiny --seed 11 --no-finetuned "$M" || fail "synth"
+"$LOXSTREAM" synth -q --preset tiny --seed 12 --no-finetuned "$TMP/other" || fail "synth"
+"$LOXSTREAM" synth -q --preset tiny --layers 1 --seed 11 --no-finetuned "$TMP/small" || fail "synth"
+
+# ---- the factor output ----------------------------------------------------
+expect_exit 0 lox factor -b "$M/base" -a "$M/aligned" -o "$TMP/F" --rank 6
+expect_exit 0 "$LOXSTREAM" verify "$TMP/F"
+expect_err 'complete and intact'
+expect_exit 0 "$LOXSTREAM" inspect "$TMP/F"
+# five tensors per transformed matrix of the plan (every 2-D weight of tiny)
+nmat=$("$LOXSTREAM" inspect "$M/aligned" | awk -F'\t' '$3 ~ /x/' | wc -l | tr -d ' ')
+expect_eq "factor tensors" "$(grep -c '\.lox_' "$TMP/out")" "$((5 * nmat))"
+expect_eq "a U of rank 6" "$(awk -F'\t' '$1 == "model.layers.0.mlp.down_proj.weight.lox_U" {print $2, $3}' "$TMP/out")" "F32 64x6"
+# the singular values are those apply's report gives for the same matrix
+expect_exit 0 lox apply -b "$M/base" -a "$M/aligned" -o "$TMP/d6" --report "$TMP/d6.tsv"
+sv=$(awk -F'\t' 'NR == 1 { for (i = 1; i <= NF; i++) c[$i] = i; next }
+     $1 == "model.layers.0.mlp.down_proj.weight" { print $c["singular_values"] }' "$TMP/d6.tsv")
+[ -n "$sv" ] || fail "no singular values in the report"
+if have python3; then
+    got=$(python3 - "$TMP/F/factors.safetensors" <<'EOF'
+import json, struct, sys
+b = open(sys.argv[1], 'rb').read()
+n = struct.unpack('<Q', b[:8])[0]
+h = json.loads(b[8:8 + n])
+t = h['model.layers.0.mlp.down_proj.weight.lox_S']
+s = struct.unpack('<6f', b[8 + n + t['data_offsets'][0]:8 + n + t['data_offsets'][1]])
+print(','.join('%.6g' % x for x in s))
+EOF
+)
+    expect_eq "singular values" "$got" "$sv"
+else
+    skipped "python3: the stored singular values against the report"
+fi
+
+# ---- apply --factors: the direct runs' bytes ------------------------------
+# same_state REF DIR: the outputs and their state files are the same bytes
+same_state() {
+    same_output "$1" "$2"
+    for f in identity journal.part-0001-of-0001 complete; do
+        NCHECKS=$((NCHECKS + 1))
+        cmp "$1/.loxstream/$f" "$2/.loxstream/$f" || fail "$2/.loxstream/$f differs"
+    done
+}
+expect_exit 0 lox apply --factors "$TMP/F" -b "$M/base" -a "$M/aligned" -o "$TMP/f6" \
+    --report "$TMP/f6.tsv"
+same_state "$TMP/d6" "$TMP/f6"
+expect_eq "the report" "$(cut -f 1-13,15- "$TMP/f6.tsv")" "$(cut -f 1-13,15- "$TMP/d6.tsv")"
+# a lower rank, another anchor, a sweep of alphas: as --factor-rank 6 runs
+expect_exit 0 lox apply --factors "$TMP/F" -b "$M/base" -a "$M/aligned" -o "$TMP/f3-a%a" \
+    --rank 3 --alpha 0.5,2 --anchor base
+for a in 0.5 2; do
+    expect_exit 0 lox apply -b "$M/base" -a "$M/aligned" -o "$TMP/d3-a$a" --rank 3 \
+        --factor-rank 6 --alpha "$a" --anchor base
+    same_state "$TMP/d3-a$a" "$TMP/f3-a$a"
+done
+
+# ---- lora --factors: the direct adapter -----------------------------------
+expect_exit 0 lox lora -b "$M/base" -a "$M/aligned" -o "$TMP/l6"
+expect_exit 0 lox lora --factors "$TMP/F" -b "$M/base" -a "$M/aligned" -o "$TMP/lf6"
+same_output "$TMP/l6" "$TMP/lf6"
+
+# ---- refusals -------------------------------------------------------------
+# other inputs with the same headers: the tensor bytes differ
+expect_exit 3 lox apply --factors "$TMP/F" -b "$TMP/other/base" -a "$TMP/other/aligned" \
+    -o "$TMP/no1"
+expect_err 'made from other inputs: the bytes of tensor'
+expect_exit 3 lox lora --factors "$TMP/F" -b "$M/base" -a "$TMP/other/aligned" -o "$TMP/no2"
+expect_err 'made from other inputs'
+# other shards: refused before the output directory is made
+expect_exit 3 lox apply --factors "$TMP/F" -b "$TMP/small/base" -a "$TMP/small/aligned" \
+    -o "$TMP/no3"
+expect_err 'made from other inputs: base shard'
+NCHECKS=$((NCHECKS + 1))
+[ ! -e "$TMP/no3" ] || fail "the refused run made its output directory"
+# a rank above K
+expect_exit 3 lox apply --factors "$TMP/F" -b "$M/base" -a "$M/aligned" -o "$TMP/no4" --rank 7
+expect_err 'rank 7 exceeds the rank of the factors'
+expect_exit 3 lox apply --factors "$TMP/F" -b "$M/base" -a "$M/aligned" -o "$TMP/no4-%k" \
+    --rank 2,8
+expect_err 'rank 8 exceeds'
+expect_exit 3 lox lora --factors "$TMP/F" -b "$M/base" -a "$M/aligned" -o "$TMP/no5" --rank 7
+expect_err 'rank 7 exceeds'
+# SVD options belong to the factors; the factor rank is K
+expect_exit 2 lox apply --factors "$TMP/F" -b "$M/base" -a "$M/aligned" -o "$TMP/no6" --seed 3
+expect_err 'give none of them'
+expect_exit 2 lox apply --factors "$TMP/F" -b "$M/base" -a "$M/aligned" -o "$TMP/no6" \
+    --factor-rank 5
+expect_err 'factors in .* have rank 6'
+# not a factor output: an apply output, an incomplete one
+expect_exit 3 lox apply --factors "$TMP/d6" -b "$M/base" -a "$M/aligned" -o "$TMP/no7"
+expect_err 'not a factor file'
+cp -r "$TMP/F" "$TMP/Finc" && rm "$TMP/Finc/.loxstream/complete"
+expect_exit 3 lox apply --factors "$TMP/Finc" -b "$M/base" -a "$M/aligned" -o "$TMP/no8"
+expect_err 'not a complete factor output'
+
+# ---- a killed factor run resumes to the same bytes -------------------------
+for how in identity create:1 data:3 record-half:2 data-sync:7 record:4 journal-sync:11 \
+    rename:1 list marker; do
+    rm -rf "$TMP/K"
+    set +e
+    LOXSTREAM_TEST_KILL_AT=$how "$LOXSTREAM" factor -q -j 1 -b "$M/base" -a "$M/aligned" \
+        -o "$TMP/K" 2>/dev/null
+    status=$?
+    set -e
+    expect_eq "killed at $how" "$status" 137
+    if [ -e "$TMP/K/.loxstream/complete" ]; then
+        expect_exit 0 "$LOXSTREAM" verify "$TMP/K"
+    else
+        expect_exit 4 "$LOXSTREAM" verify "$TMP/K"
+    fi
+    expect_exit 0 lox factor -b "$M/base" -a "$M/aligned" -o "$TMP/K"
+    expect_exit 0 "$LOXSTREAM" verify "$TMP/K"
+    same_state "$TMP/F" "$TMP/K"
+done
+# the kept tensors are said and counted (the journal's header line is its
+# first record point: 19 tensors are recorded at the 20th)
+rm -rf "$TMP/K"
+set +e
+LOXSTREAM_TEST_KILL_AT=record:20 "$LOXSTREAM" factor -q -j 1 -b "$M/base" -a "$M/aligned" \
+    -o "$TMP/K" 2>/dev/null
+set -e
+expect_exit 0 "$LOXSTREAM" factor -j 1 -b "$M/base" -a "$M/aligned" -o "$TMP/K"
+expect_err 'factor: 19 output tensors kept from the earlier run'
+same_output "$TMP/F" "$TMP/K"
+# two parts give the whole run's bytes
+expect_exit 0 lox factor -b "$M/base" -a "$M/aligned" -o "$TMP/P" --part 1/2
+expect_exit 4 "$LOXSTREAM" verify "$TMP/P"
+expect_exit 0 lox factor -b "$M/base" -a "$M/aligned" -o "$TMP/P" --part 2/2
+expect_exit 0 "$LOXSTREAM" verify "$TMP/P"
+same_output "$TMP/F" "$TMP/P"
+# a damaged factor file is found by verify, and refused by apply --factors
+# once it is noticed (verify is what checks the bytes)
+cp -r "$TMP/F" "$TMP/D"
+printf 'x' | dd of="$TMP/D/factors.safetensors" bs=1 seek=9000 conv=notrunc 2>/dev/null
+expect_exit 4 "$LOXSTREAM" verify "$TMP/D"
+
+# ---- the man page's "tune alpha" pipeline -----------------------------------
+MAN="$TESTS_SRCDIR/../man/loxstream.1"
+awk '/^\.Bd -literal/ { b = ""; inb = 1; next }
+     /^\.Ed/ { if (b ~ /loxstream factor /) printf "%s", b; inb = 0; next }
+     inb { b = b $0 "\n" }' "$MAN" | sed 's/\\e/\\/g' >"$TMP/tune.sh"
+grep -q 'apply --factors' "$TMP/tune.sh" || fail "no tune-alpha pipeline in the man page"
+mkdir "$TMP/tune"
+ln -s "$M/base" "$TMP/tune/base"
+ln -s "$M/aligned" "$TMP/tune/aligned"
+(cd "$TMP/tune" && loxstream() { "$LOXSTREAM" "$@" -q -j 1; } && . "$TMP/tune.sh") ||
+    fail "the man page's tune-alpha pipeline failed"
+same_output "$TMP/F" "$TMP/tune/factors"
+for a in 0.5 1.25 2; do
+    expect_exit 0 lox apply -b "$M/base" -a "$M/aligned" -o "$TMP/ta$a" --alpha "$a"
+    same_output "$TMP/ta$a" "$TMP/tune/lox-a$a"
+done
+expect_exit 0 lox apply -b "$M/base" -a "$M/aligned" -o "$TMP/tk4" --rank 4 --factor-rank 6
+same_output "$TMP/tk4" "$TMP/tune/lox-k4-a1.25"
+pass
