@@ -48,6 +48,11 @@ lx_status lx_resume_prepare(lx_apply_resume *rs, const lx_apply_opts *o, const l
 lx_status lx_resume_check_kept(lx_apply_resume *rs, const lx_inputs *in, lx_apply_writer *w,
                                size_t i, lx_out_shard *os, int *keep);
 
+/* Item i (its output tensor in shard os): os opened on first use, the
+ * earlier run's bytes kept (lx_resume_check_kept: *need = 0, counted in
+ * rs->kept) or the tensor begun in the writer (*need = 1). */
+lx_status lx_resume_item_begin(lx_apply_resume *rs, const lx_inputs *in, lx_apply_writer *w,
+                               size_t i, lx_out_shard *os, int *need);
 /* rs->rec from the records of the other journals, in name order, then of
  * w's own: the last record of each tensor wins.  Returns the number of
  * tensors with a record. */

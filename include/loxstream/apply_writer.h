@@ -130,5 +130,9 @@ lx_status lx_writer_put(lx_apply_writer *w, lx_out_shard *os, size_t idx, uint64
 lx_status lx_writer_end_item(lx_apply_writer *w, size_t i, lx_out_shard *os, size_t idx);
 /* Make the pending tensor durable and append its record (writer idle). */
 lx_status lx_writer_flush(lx_apply_writer *w);
+/* The end of a run's items, st its status so far: the writer drained and
+ * the last tensor recorded, whatever happened (kept for a later run after
+ * a failure); the writer's own failure comes first. */
+lx_status lx_writer_end_items(lx_apply_writer *w, lx_status st);
 
 #endif

@@ -80,6 +80,8 @@ lx_status cli_stream_finish(const cli_stream *s, const char *cmd, int argc, char
                             const char *const *output);
 /* --part "I/N", decimal, 1 <= I <= N <= LX_MAX_PARTS; else LX_EUSAGE. */
 lx_status cli_parse_part(const char *cmd, const char *s, unsigned *part, unsigned *nparts);
+/* --restart with --part I/N, N > 1, is LX_EUSAGE. */
+lx_status cli_restart_part(const char *cmd, int restart, unsigned part, unsigned nparts);
 /* --factors path (apply, lora): the factor store opened into s->e->factors
  * (close it with lx_factor_store_close after the run), its SVD options in
  * s->e->svd, its rank into *rank; SVD options given as well are LX_EUSAGE. */

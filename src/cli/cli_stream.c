@@ -151,3 +151,11 @@ bad:
     return lx_fail(LX_EUSAGE, "%s: --part '%s': expected I/N, part I of N, with "
                    "1 <= I <= N <= %d (e.g. --part 2/4)", cmd, s, LX_MAX_PARTS);
 }
+
+lx_status cli_restart_part(const char *cmd, int restart, unsigned part, unsigned nparts)
+{
+    if (restart && nparts > 1)
+        return lx_fail(LX_EUSAGE, "%s: --restart with --part %u/%u would discard the other "
+                       "parts' work: run --restart without --part", cmd, part, nparts);
+    return LX_OK;
+}

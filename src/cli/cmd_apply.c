@@ -206,9 +206,8 @@ int cmd_apply(int argc, char **argv)
     }
     if (st == LX_OK)
         st = cli_stream_finish(&cs, "apply", argc, argv, &o.output_path);
-    if (st == LX_OK && o.restart && o.nparts > 1)
-        st = lx_fail(LX_EUSAGE, "apply: --restart with --part %u/%u would discard the other "
-                     "parts' work: run --restart without --part", o.part, o.nparts);
+    if (st == LX_OK)
+        st = cli_restart_part("apply", o.restart, o.part, o.nparts);
     if (st == LX_OK && factors)
         st = use_factors(&cs, factors, have_rank, &o);
     if (st != LX_OK) {

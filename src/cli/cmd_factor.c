@@ -75,9 +75,8 @@ int cmd_factor(int argc, char **argv)
     }
     if (st == LX_OK)
         st = cli_stream_finish(&cs, "factor", argc, argv, &o.output_path);
-    if (st == LX_OK && o.restart && o.nparts > 1)
-        st = lx_fail(LX_EUSAGE, "factor: --restart with --part %u/%u would discard the other "
-                     "parts' work: run --restart without --part", o.part, o.nparts);
+    if (st == LX_OK)
+        st = cli_restart_part("factor", o.restart, o.part, o.nparts);
     if (st != LX_OK)
         return cli_report(st);
     signal(SIGXFSZ, SIG_IGN);

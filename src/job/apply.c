@@ -436,46 +436,13 @@ static void print_stats(job *J)
 static lx_status item_begin(job *J, output *u, size_t i)
 {
     const lx_plan_item *it = &J->in.plan.items[i];
-    lx_out_shard *os = &u->w.shards[u->w.shard_of[i]];
-    int keep = 0;
-    lx_status st = LX_OK;
     u->need = 0;
     if (!u->active)
         return LX_OK;
-    /* opening a shard and checking a kept tensor touch the writer's
-     * state: only with the writer idle */
-    if (!os->open || (u->rs.resuming && u->rs.rec[i]))
-        st = lx_writer_drain(&u->w);
-    if (st == LX_OK && !os->open && (st = lx_writer_flush(&u->w)) == LX_OK)
-        st = lx_writer_shard_open(&u->w, os);
-    if (st == LX_OK && u->rs.resuming)
-        st = lx_resume_check_kept(&u->rs, &J->in, &u->w, i, os, &keep);
-    if (st == LX_OK && keep) {
-        u->rs.kept++;
+    lx_status st = lx_resume_item_begin(&u->rs, &J->in, &u->w, i,
+                                        &u->w.shards[u->w.shard_of[i]], &u->need);
+    if (st == LX_OK && !u->need)
         J->done_bytes += it->aligned->nbytes;
-    } else if (st == LX_OK) {
-        u->need = 1;
-        st = lx_writer_begin(&u->w);
-    }
-    return st;
-}
-
-/* The end of run_items for output u (see run_items). */
-static lx_status items_end(output *u, lx_status st)
-{
-    /* the writer's failure, if it had one, comes before the computation's
-     * (it happened first); then the writer is idle */
-    lx_status wst = lx_writer_drain(&u->w);
-    if (wst != LX_OK)
-        st = wst;
-    if (st == LX_OK)
-        return lx_writer_flush(&u->w);
-    /* keep what was done before the failure: a later run resumes from it */
-    if (u->w.pending && u->w.pending_shard->open) {
-        char *msg = lx_err_save();
-        lx_writer_flush(&u->w);
-        lx_err_restore(st, msg);
-    }
     return st;
 }
 
@@ -527,7 +494,7 @@ static lx_status run_items(job *J)
     /* every output's writer drained and its last tensor recorded, whatever
      * happened: the first failure is returned */
     for (size_t q = 0; q < J->nouts; q++) {
-        lx_status ust = J->outs[q].active ? items_end(&J->outs[q], st) : st;
+        lx_status ust = J->outs[q].active ? lx_writer_end_items(&J->outs[q].w, st) : st;
         if (st == LX_OK)
             st = ust;
     }

@@ -444,3 +444,26 @@ void lx_resume_free(lx_apply_resume *rs)
     lx_journals_free(rs->others, rs->nothers);
     memset(rs, 0, sizeof *rs);
 }
+
+lx_status lx_resume_item_begin(lx_apply_resume *rs, const lx_inputs *in, lx_apply_writer *w,
+                               size_t i, lx_out_shard *os, int *need)
+{
+    int keep = 0;
+    lx_status st = LX_OK;
+    *need = 0;
+    /* opening a shard and checking a kept tensor touch the writer's
+     * state: only with the writer idle */
+    if (!os->open || (rs->resuming && rs->rec[i]))
+        st = lx_writer_drain(w);
+    if (st == LX_OK && !os->open && (st = lx_writer_flush(w)) == LX_OK)
+        st = lx_writer_shard_open(w, os);
+    if (st == LX_OK && rs->resuming)
+        st = lx_resume_check_kept(rs, in, w, i, os, &keep);
+    if (st == LX_OK && keep) {
+        rs->kept++;
+    } else if (st == LX_OK) {
+        *need = 1;
+        st = lx_writer_begin(w);
+    }
+    return st;
+}

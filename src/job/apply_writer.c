@@ -416,3 +416,21 @@ lx_status lx_writer_end_item(lx_apply_writer *w, size_t i, lx_out_shard *os, siz
     lx_wq_job fin = {.kind = W_FINISH, .p = os, .a = i, .b = idx, .slot = -1};
     return lx_wq_push(w->wq, &fin);
 }
+
+lx_status lx_writer_end_items(lx_apply_writer *w, lx_status st)
+{
+    /* the writer's failure, if it had one, comes before the computation's
+     * (it happened first); then the writer is idle */
+    lx_status wst = lx_writer_drain(w);
+    if (wst != LX_OK)
+        st = wst;
+    if (st == LX_OK)
+        return lx_writer_flush(w);
+    /* keep what was done before the failure: a later run resumes from it */
+    if (w->pending && w->pending_shard->open) {
+        char *msg = lx_err_save();
+        lx_writer_flush(w);
+        lx_err_restore(st, msg);
+    }
+    return st;
+}

@@ -291,35 +291,13 @@ static lx_status write_tensor(job *J, size_t i)
     return st;
 }
 
-/* Output tensor i kept from an earlier run, or begun (*need). */
-static lx_status item_begin(job *J, size_t i, int *need)
-{
-    lx_out_shard *os = &J->w.shards[0];
-    int keep = 0;
-    lx_status st = LX_OK;
-    *need = 0;
-    if (!os->open || (J->rs.resuming && J->rs.rec[i]))
-        st = lx_writer_drain(&J->w);
-    if (st == LX_OK && !os->open && (st = lx_writer_flush(&J->w)) == LX_OK)
-        st = lx_writer_shard_open(&J->w, os);
-    if (st == LX_OK && J->rs.resuming)
-        st = lx_resume_check_kept(&J->rs, &J->in, &J->w, i, os, &keep);
-    if (st == LX_OK && keep) {
-        J->rs.kept++;
-    } else if (st == LX_OK) {
-        *need = 1;
-        st = lx_writer_begin(&J->w);
-    }
-    return st;
-}
-
 static lx_status run_items(job *J)
 {
     lx_status st = LX_OK;
     for (size_t i = J->part.lo; i < J->part.hi && st == LX_OK; i++) {
         const lx_plan_item *it = &J->in.plan.items[i];
         int need = 0;
-        st = item_begin(J, i, &need);
+        st = lx_resume_item_begin(&J->rs, &J->in, &J->w, i, &J->w.shards[0], &need);
         if (st == LX_OK && need) {
             /* the inputs hashed once per engine item */
             if (i > J->part.lo && J->from[i - 1] == J->from[i] && J->w.in_xxh3[2 * (i - 1)]) {
@@ -335,17 +313,7 @@ static lx_status run_items(job *J)
         J->done_bytes += lx_writer_out(&J->w, i)->nbytes;
         lx_progress_update(&J->progress, i - J->part.lo + 1, J->done_bytes, it->aligned->name);
     }
-    lx_status wst = lx_writer_drain(&J->w);
-    if (st == LX_OK)
-        st = wst;
-    if (st == LX_OK)
-        return lx_writer_flush(&J->w);
-    if (J->w.pending && J->w.pending_shard->open) {
-        char *msg = lx_err_save();
-        lx_writer_flush(&J->w);
-        lx_err_restore(st, msg);
-    }
-    return st;
+    return lx_writer_end_items(&J->w, st);
 }
 
 /* The largest need: the SVD at rank K and a tensor's factors. */
