@@ -32,6 +32,7 @@
 #include "config.h"
 
 enum { K_U, K_S, K_V, K_INFO, K_INPUTS, K_COUNT };
+#define FACTOR_BUFFER (1u << 20)    /* bytes of each of the writer's buffers */
 static const char *const suffix[K_COUNT] = {".lox_U", ".lox_S", ".lox_V", ".lox_info",
                                             ".lox_inputs"};
 
@@ -68,7 +69,6 @@ typedef struct job {
     size_t cur;
     lx_factors *fac;
     double *info;
-    uint64_t *inputs;              /* 2 per output tensor: NAME.lox_inputs's bytes */
 } job;
 
 static lx_status oom(void)
@@ -191,9 +191,7 @@ static lx_status build_layout(job *J)
     J->shapes = calloc(nt * LX_MAX_NDIM, sizeof *J->shapes);
     J->from = calloc(nt, sizeof *J->from);
     J->in.plan.items = calloc(nt, sizeof *J->in.plan.items);
-    J->inputs = calloc(2 * nt, sizeof *J->inputs);
-    if (!J->layout.tensors || !J->names || !J->shapes || !J->from || !J->in.plan.items ||
-        !J->inputs)
+    if (!J->layout.tensors || !J->names || !J->shapes || !J->from || !J->in.plan.items)
         return oom();
     J->layout.ntensors = J->in.plan.n = J->shard.header.ntensors = nt;
     J->layout.nshards = 1;
@@ -224,7 +222,7 @@ static lx_status factors_of(job *J, size_t e)
     const lx_plan_item *it = &J->engine_plan.items[e];
     if (J->fac && J->cur == e)
         return LX_OK;
-    lx_status st = lx_writer_drain(&J->w); /* the writer may still read the old ones */
+    lx_status st = LX_OK; /* the writer has copies of the old ones (put_bytes) */
     if (J->fac) {
         for (uint64_t b = 0; b < J->engine_plan.items[J->cur].batch; b++)
             lx_factors_free(&J->fac[b]);
@@ -264,28 +262,46 @@ static lx_status factors_of(job *J, size_t e)
     return st;
 }
 
-/* Output tensor i: its bytes queued from the factors. */
+/* len bytes at off of output entry idx, copied into the writer's buffers
+ * (so that the factors can go as soon as they are queued). */
+static lx_status put_bytes(job *J, size_t idx, uint64_t off, const void *src, size_t len)
+{
+    lx_status st = LX_OK;
+    for (size_t at = 0; at < len && st == LX_OK; at += FACTOR_BUFFER) {
+        size_t n = len - at < FACTOR_BUFFER ? len - at : FACTOR_BUFFER;
+        int slot;
+        unsigned char *buf = lx_writer_buffer(&J->w, &slot);
+        if (!buf) {
+            st = lx_writer_drain(&J->w);
+            return st != LX_OK ? st : lx_fail(LX_EFAIL, "%s: the writer stopped",
+                                              J->o->output_path);
+        }
+        memcpy(buf, (const unsigned char *)src + at, n);
+        st = lx_writer_put(&J->w, &J->w.shards[0], idx, off + at, buf, n, slot);
+    }
+    return st;
+}
+
+/* Output tensor i: its bytes queued from the factors (or, for
+ * NAME.lox_inputs, the inputs' checksums). */
 static lx_status write_tensor(job *J, size_t i)
 {
     const lx_plan_item *it = &J->in.plan.items[i];
     int kind = (int)(i % K_COUNT); /* five per engine item, in order */
-    lx_out_shard *os = &J->w.shards[0];
     size_t idx = J->w.slot[i];
     uint64_t k = (uint64_t)lx_engine_rank(it, J->o->rank), off = 0;
-    if (kind == K_INPUTS) /* the writer reads them later: one pair per output tensor */
-        return lx_writer_put(&J->w, os, idx, 0, memcpy(J->inputs + 2 * i, J->w.in_xxh3 + 2 * i,
-                                                       2 * sizeof *J->inputs),
-                             2 * sizeof *J->inputs, -1);
+    if (kind == K_INPUTS)
+        return put_bytes(J, idx, 0, J->w.in_xxh3 + 2 * i, 2 * sizeof *J->w.in_xxh3);
     lx_status st = factors_of(J, J->from[i]);
     if (kind == K_INFO)
-        return st == LX_OK ? lx_writer_put(&J->w, os, idx, 0, J->info,
-                                           it->batch * LX_FACTOR_INFO * sizeof(double), -1)
+        return st == LX_OK ? put_bytes(J, idx, 0, J->info,
+                                       it->batch * LX_FACTOR_INFO * sizeof(double))
                            : st;
     for (uint64_t b = 0; b < it->batch && st == LX_OK; b++) {
         const lx_factors *f = &J->fac[b];
         const float *src = kind == K_U ? f->U : kind == K_S ? f->S : f->V;
         size_t len = (kind == K_U ? it->m : kind == K_V ? it->n : 1) * k * sizeof(float);
-        st = lx_writer_put(&J->w, os, idx, off, src, len, -1);
+        st = put_bytes(J, idx, off, src, len);
         off += len;
     }
     return st;
@@ -327,7 +343,8 @@ static lx_status check_memory(job *J)
             continue;
         uint64_t k = (uint64_t)lx_engine_rank(it, J->o->rank);
         uint64_t need = lx_engine_svd_bytes(&J->o->stream, it, J->o->rank) +
-                        it->batch * ((it->m + 2 * it->n + 1) * k * 4 + 8 * LX_FACTOR_INFO);
+                        it->batch * ((it->m + 2 * it->n + 1) * k * 4 + 8 * LX_FACTOR_INFO) +
+                        3 * (uint64_t)FACTOR_BUFFER; /* the writer's (apply_writer.c) */
         if (need > worst) {
             worst = need;
             worst_name = it->aligned->name;
@@ -365,7 +382,7 @@ static lx_status run(job *J)
     const lx_part *pt = &J->part;
     lx_progress_begin(&J->progress, "factor", pt->hi - pt->lo, J->layout.total_bytes,
                       o->stream.quiet, &o->stream.report);
-    st = lx_writer_start(&J->w, 4096);
+    st = lx_writer_start(&J->w, FACTOR_BUFFER);
     if (st == LX_OK)
         st = run_items(J);
     lx_writer_stop(&J->w);
@@ -416,7 +433,6 @@ static void job_free(job *J)
     free(J->meta_vals);
     free(J->shapes);
     free(J->from);
-    free(J->inputs);
     free(J->layout.tensors);
     free(J->in.plan.items);
     J->in.plan = J->engine_plan; /* freed with the inputs */
