@@ -456,6 +456,7 @@ lx_status lx_factor_run(const lx_factor_opts *o)
     J.ao.nparts = o->nparts;
     lx_locks_init(&J.locks);
     J.w.journal.fd = -1;
+    J.fin.o = &J.ao;
     lx_status st = run(&J);
     if (st == LX_EFAIL && J.rs.prepared && !J.fin.final_message)
         lx_fail_append(st, "; the output is incomplete: fix the cause and run the same command "
