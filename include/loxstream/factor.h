@@ -12,8 +12,11 @@
  *   NAME.lox_U       F32 [..., m, k]  U_k, orthonormal columns
  *   NAME.lox_S       F32 [..., k]     singular values, descending
  *   NAME.lox_V       F32 [..., n, k]  V_k
- *   NAME.lox_info    F64 [..., 6]     err_est, gap, ||dW||_F^2, passes,
- *                                     exact (0/1), converged (0/1)
+ *   NAME.lox_info    F64 [..., 8 + 2k] err_est, gap, ||dW||_F^2, passes,
+ *                                     exact (0/1), converged (0/1), then the
+ *                                     bounds at each rank r = 0..k: err_at[r]
+ *                                     (k + 1 of them), gap_at[r] (k + 1);
+ *                                     NaN for factors without them
  *   NAME.lox_inputs  U64 [2]          XXH3-64 of the aligned and the base
  *                                     tensor's bytes
  * U_k S_k is lox_U times lox_S column by column: the two are kept apart so
@@ -22,7 +25,8 @@
  * 1), the version, "loxstream_rank" (K), the SVD options
  * ("loxstream_svd": exact or randomized, "loxstream_seed",
  * "loxstream_oversample", "loxstream_tol", "loxstream_max_passes",
- * "loxstream_passes"), --include/--exclude, and one key
+ * "loxstream_passes", "loxstream_ranks": the ranks below K that the passes
+ * certified too, as a sweep's), --include/--exclude, and one key
  * "loxstream_input ROLE/SHARD" per input shard with its size and header
  * XXH3 ("SIZE HEX").
  */
@@ -34,12 +38,18 @@
 
 #define LX_FACTOR_FILE "factors.safetensors"
 #define LX_FACTOR_FORMAT "1"
-#define LX_FACTOR_INFO 6           /* doubles per matrix in NAME.lox_info */
+#define LX_FACTOR_RANKS 32         /* certified ranks below K recorded at most */
+#define LX_FACTOR_INFO 6           /* scalars per matrix in NAME.lox_info */
+/* doubles per matrix in NAME.lox_info at rank k: the scalars, then the
+ * bounds at every rank (err_at[0..k], gap_at[0..k], rsvd.h) */
+#define LX_FACTOR_INFO_AT(k) (LX_FACTOR_INFO + 2 * ((size_t)(k) + 1))
 
 typedef struct lx_factor_opts {
     lx_engine_opts stream;         /* inputs, SVD, filters, memory, threads, reporting */
     const char *output_path;
     int rank;                      /* K >= 1 */
+    int ranks[LX_FACTOR_RANKS];    /* below K, certified as well (--rank r1,...,K): */
+    size_t nranks;                 /* stream.svd.ranks points here */
     int restart;                   /* discard an earlier run's output */
     unsigned part, nparts;         /* --part I/N (default 1/1) */
 } lx_factor_opts;
@@ -56,7 +66,8 @@ typedef struct lx_factor_store lx_factor_store;
 
 /* Open DIR (a factor output; or its factors.safetensors): its rank K and
  * the SVD options it was made with into *rank and *svd.  Not a factor
- * file, or one of another format: LX_EINPUT naming it. */
+ * file, or one of another format: LX_EINPUT naming it.  svd->ranks and
+ * nranks point into the store: the ranks certified as well as K. */
 lx_status lx_factor_store_open(const char *path, lx_factor_store **out, int *rank,
                                lx_rsvd_opts *svd);
 void lx_factor_store_close(lx_factor_store *s);

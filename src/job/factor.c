@@ -12,6 +12,7 @@
  * five output tensors is written, and kept until the last one is queued.
  */
 #include <inttypes.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -65,6 +66,8 @@ typedef struct job {
     lx_progress progress;
     uint64_t done_bytes;
     lx_factor_stats svd;
+    lx_budget budget;              /* read-ahead within the memory limit */
+    lx_read_ahead ra;
     /* the factors of engine item cur (batch of them) */
     size_t cur;
     lx_factors *fac;
@@ -118,6 +121,12 @@ static lx_status build_meta(job *J)
     snprintf(v, sizeof v, "%d", so->passes);
     if (st == LX_OK)
         st = add_meta(J, &n, "loxstream_passes", v);
+    size_t at = 0;
+    v[0] = '\0';
+    for (size_t r = 0; r < so->nranks && at < sizeof v - 12; r++)
+        at += (size_t)snprintf(v + at, sizeof v - at, "%s%d", r ? "," : "", so->ranks[r]);
+    if (st == LX_OK)
+        st = add_meta(J, &n, "loxstream_ranks", v);
     if (st == LX_OK)
         st = add_meta(J, &n, "loxstream_include", J->o->stream.include ? J->o->stream.include : "");
     if (st == LX_OK)
@@ -154,7 +163,7 @@ static lx_status layout_tensor(job *J, size_t o, const lx_plan_item *it, int kin
     case K_U: sh[nd++] = it->m; sh[nd++] = k; break;
     case K_S: sh[nd++] = k; break;
     case K_V: sh[nd++] = it->n; sh[nd++] = k; break;
-    case K_INFO: sh[nd++] = LX_FACTOR_INFO; break;
+    case K_INFO: sh[nd++] = LX_FACTOR_INFO_AT(k); break;
     default: sh[nd++] = 2; break;
     }
     size_t len = strlen(a->name) + strlen(suffix[kind]) + 1;
@@ -234,7 +243,8 @@ static lx_status factors_of(job *J, size_t e)
     if (st != LX_OK)
         return st;
     J->fac = calloc(it->batch, sizeof *J->fac);
-    J->info = calloc(it->batch * LX_FACTOR_INFO, sizeof *J->info);
+    size_t ni = LX_FACTOR_INFO_AT(lx_engine_rank(it, J->o->rank));
+    J->info = calloc(it->batch * ni, sizeof *J->info);
     if (!J->fac || !J->info)
         return oom();
     J->cur = e;
@@ -249,13 +259,17 @@ static lx_status factors_of(job *J, size_t e)
         if (st == LX_OK && f->k != k)
             st = lx_fail(LX_EFAIL, "tensor '%s': %d triplets computed, %d expected",
                          it->aligned->name, f->k, k);
-        double *in = J->info + b * LX_FACTOR_INFO;
+        double *in = J->info + b * ni;
         in[0] = f->err_est;
         in[1] = f->gap;
         in[2] = f->frob2;
         in[3] = f->passes;
         in[4] = f->exact;
         in[5] = f->converged;
+        for (int r = 0; r <= k; r++) {
+            in[LX_FACTOR_INFO + r] = f->err_at ? f->err_at[r] : NAN;
+            in[LX_FACTOR_INFO + k + 1 + r] = f->err_at ? f->gap_at[r] : NAN;
+        }
     }
     if (st == LX_OK)
         lx_test_pause("factored", it->aligned->name);
@@ -295,7 +309,7 @@ static lx_status write_tensor(job *J, size_t i)
     lx_status st = factors_of(J, J->from[i]);
     if (kind == K_INFO)
         return st == LX_OK ? put_bytes(J, idx, 0, J->info,
-                                       it->batch * LX_FACTOR_INFO * sizeof(double))
+                                       it->batch * LX_FACTOR_INFO_AT(k) * sizeof(double))
                            : st;
     for (uint64_t b = 0; b < it->batch && st == LX_OK; b++) {
         const lx_factors *f = &J->fac[b];
@@ -307,12 +321,25 @@ static lx_status write_tensor(job *J, size_t i)
     return st;
 }
 
+/* Engine item e's inputs read ahead, and those of the next transformed ones. */
+static void read_ahead(job *J, size_t e)
+{
+    const lx_plan_item *next[LX_PREFETCH_MAX / 2];
+    size_t nn = 0;
+    for (size_t j = e; j < J->engine_plan.n && nn < LX_PREFETCH_MAX / 2; j++)
+        if (J->engine_plan.items[j].action == LX_ACT_LOWRANK)
+            next[nn++] = &J->engine_plan.items[j];
+    lx_read_ahead_set(&J->ra, next, nn);
+}
+
 static lx_status run_items(job *J)
 {
     lx_status st = LX_OK;
     for (size_t i = J->part.lo; i < J->part.hi && st == LX_OK; i++) {
         const lx_plan_item *it = &J->in.plan.items[i];
         int need = 0;
+        if (i == J->part.lo || J->from[i] != J->from[i - 1])
+            read_ahead(J, J->from[i]);
         st = lx_resume_item_begin(&J->rs, &J->in, &J->w, i, &J->w.shards[0], &need);
         if (st == LX_OK && need) {
             /* the inputs hashed once per engine item */
@@ -326,6 +353,8 @@ static lx_status run_items(job *J)
             if (st == LX_OK)
                 st = lx_writer_end_item(&J->w, i, &J->w.shards[0], J->w.slot[i]);
         }
+        if (st == LX_OK && !need)
+            lx_read_ahead_done(&J->ra, it);
         J->done_bytes += lx_writer_out(&J->w, i)->nbytes;
         lx_progress_update(&J->progress, i - J->part.lo + 1, J->done_bytes, it->aligned->name);
     }
@@ -343,14 +372,14 @@ static lx_status check_memory(job *J)
             continue;
         uint64_t k = (uint64_t)lx_engine_rank(it, J->o->rank);
         uint64_t need = lx_engine_svd_bytes(&J->o->stream, it, J->o->rank) +
-                        it->batch * ((it->m + 2 * it->n + 1) * k * 4 + 8 * LX_FACTOR_INFO) +
+                        it->batch * ((it->m + 2 * it->n + 1) * k * 4 + 8 * LX_FACTOR_INFO_AT(k)) +
                         3 * (uint64_t)FACTOR_BUFFER; /* the writer's (apply_writer.c) */
         if (need > worst) {
             worst = need;
             worst_name = it->aligned->name;
         }
     }
-    return lx_engine_check_memory(&J->o->stream, worst, worst_name);
+    return lx_engine_check_memory(&J->o->stream, &J->engine_plan, worst, worst_name, &J->budget);
 }
 
 static lx_status run(job *J)
@@ -382,10 +411,13 @@ static lx_status run(job *J)
     const lx_part *pt = &J->part;
     lx_progress_begin(&J->progress, "factor", pt->hi - pt->lo, J->layout.total_bytes,
                       o->stream.quiet, &o->stream.report);
+    lx_read_ahead_start(&J->ra, &J->budget);
+    J->w.evict = J->budget.evict;
     st = lx_writer_start(&J->w, FACTOR_BUFFER);
     if (st == LX_OK)
         st = run_items(J);
     lx_writer_stop(&J->w);
+    lx_read_ahead_stop(&J->ra);
     if (st == LX_OK && ((st = lx_checkpoint_unchanged(J->in.base)) != LX_OK ||
                         (st = lx_checkpoint_unchanged(J->in.aligned)) != LX_OK))
         st = lx_fail_append(st, "; the output is not completed: run the same command again once "

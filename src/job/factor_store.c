@@ -3,6 +3,7 @@
  * factors handed to the engine as lx_rsvd_topk would have computed them.
  */
 #include <inttypes.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,6 +17,8 @@
 
 struct lx_factor_store {
     lx_checkpoint *ck;
+    int ranks[LX_FACTOR_RANKS];    /* certified as well as K */
+    size_t nranks;
     const lx_shard *sh;            /* factors.safetensors */
     const char *last;              /* the tensor whose inputs were checked last */
 };
@@ -77,6 +80,17 @@ lx_status lx_factor_store_open(const char *path, lx_factor_store **out, int *ran
         lx_factor_store_close(s);
         return st;
     }
+    const char *rl = meta(s->sh, "loxstream_ranks");
+    for (const char *p = rl ? rl : ""; *p && s->nranks < LX_FACTOR_RANKS;) {
+        char *end;
+        long r = strtol(p, &end, 10);
+        if (end == p || r < 1 || r >= k)
+            break;
+        s->ranks[s->nranks++] = (int)r;
+        p = *end == ',' ? end + 1 : end;
+    }
+    svd->ranks = s->ranks;
+    svd->nranks = s->nranks;
     svd->exact = !strcmp(kind, "exact");
     svd->oversample = (int)over;
     svd->max_passes = (int)maxp;
@@ -198,7 +212,9 @@ lx_status lx_factor_store_load(lx_factor_store *s, const lx_plan_item *it, uint6
     const lx_tensor *tS = find(s, it, ".lox_S", LX_DT_F32, 1, k, 0, &st);
     const lx_tensor *tU = tS ? find(s, it, ".lox_U", LX_DT_F32, 1, it->m, k, &st) : NULL;
     const lx_tensor *tV = tU ? find(s, it, ".lox_V", LX_DT_F32, 1, it->n, k, &st) : NULL;
-    const lx_tensor *tI = tV ? find(s, it, ".lox_info", LX_DT_F64, 1, LX_FACTOR_INFO, 0, &st) : NULL;
+    const lx_tensor *tI = tV ? find(s, it, ".lox_info", LX_DT_F64, 1, LX_FACTOR_INFO_AT(k), 0,
+                                    &st)
+                             : NULL;
     if (!tI)
         return st;
     if ((uint64_t)rank > k)
@@ -207,14 +223,24 @@ lx_status lx_factor_store_load(lx_factor_store *s, const lx_plan_item *it, uint6
     if ((b == 0 || !s->last || strcmp(s->last, it->aligned->name)) &&
         (st = check_inputs(s, it)) != LX_OK)
         return st;
-    double info[LX_FACTOR_INFO];
-    memcpy(info, tI->data + b * sizeof info, sizeof info);
+    size_t ni = LX_FACTOR_INFO_AT(k);
+    double *info = malloc(ni * sizeof *info);
+    if (!info)
+        return lx_fail(LX_EFAIL, "out of memory");
+    memcpy(info, tI->data + b * ni * sizeof *info, ni * sizeof *info);
     lx_factors full = {.m = it->m, .n = it->n, .k = (int)k, .err_est = info[0], .gap = info[1],
                        .frob2 = info[2], .passes = (int)info[3], .exact = info[4] != 0,
                        .converged = info[5] != 0};
+    /* the bounds at every rank, unless the factors had none (NaN) */
+    if (!isnan(info[LX_FACTOR_INFO])) {
+        full.err_at = info + LX_FACTOR_INFO;
+        full.gap_at = full.err_at + k + 1;
+    }
     full.S = columns(tS->data + b * k * sizeof(float), 1, k, k);
-    if (!full.S)
+    if (!full.S) {
+        free(info);
         return lx_fail(LX_EFAIL, "out of memory");
+    }
     double err, gap;
     int conv;
     lx_engine_prefix(&full, rank, tol, &err, &gap, &conv);
@@ -227,12 +253,20 @@ lx_status lx_factor_store_load(lx_factor_store *s, const lx_plan_item *it, uint6
     f->err_est = err;
     f->gap = gap;
     f->converged = conv;
+    /* err_at[0..rank] and gap_at[0..rank] in one block, as rsvd.h keeps them */
+    if (full.err_at && (f->err_at = malloc(2 * ((size_t)rank + 1) * sizeof *f->err_at))) {
+        f->gap_at = f->err_at + rank + 1;
+        memcpy(f->err_at, full.err_at, ((size_t)rank + 1) * sizeof *f->err_at);
+        memcpy(f->gap_at, full.gap_at, ((size_t)rank + 1) * sizeof *f->gap_at);
+    }
+    int lost = full.err_at && !f->err_at;
+    free(info);
     f->S = columns((const unsigned char *)full.S, 1, k, (size_t)rank);
     free(full.S);
     f->U = columns(tU->data + b * it->m * k * sizeof(float), it->m, k, (size_t)rank);
     f->V = columns(tV->data + b * it->n * k * sizeof(float), it->n, k, (size_t)rank);
     f->Vt = malloc((it->n * (size_t)rank > 0 ? it->n * (size_t)rank : 1) * sizeof(float));
-    if (!f->S || !f->U || !f->V || !f->Vt) {
+    if (!f->S || !f->U || !f->V || !f->Vt || lost) {
         lx_factors_free(f);
         return lx_fail(LX_EFAIL, "out of memory reading the factors of tensor '%s'",
                        it->aligned->name);
