@@ -5,6 +5,7 @@
  */
 #include <inttypes.h>
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -16,7 +17,6 @@
 #include "loxstream/engine.h"
 #include "loxstream/parse.h"
 #include "loxstream/safetensors.h"
-#include "loxstream/simd.h"
 #include "loxstream/sys.h"
 
 void lx_engine_opts_default(lx_engine_opts *e)
@@ -122,53 +122,26 @@ static int in_parallel(void)
 #endif
 }
 
-/* Index of the first NaN/Inf in x[0..n), or n.  Blocks of fixed length so
- * that GCC -O2 vectorises the test (it leaves loops of unknown length
- * alone: this loop cost more than the conversion before). */
-#define FINITE_BLOCK 256
-LX_VECTOR_CLONES
-static size_t first_nonfinite(const float *x, size_t n)
-{
-    size_t i = 0;
-    for (; i + FINITE_BLOCK <= n; i += FINITE_BLOCK) {
-        uint32_t bad = 0;
-        for (size_t j = 0; j < FINITE_BLOCK; j++) {
-            uint32_t u;
-            memcpy(&u, &x[i + j], sizeof u);
-            bad |= (u & 0x7f800000u) == 0x7f800000u;
-        }
-        if (bad)
-            break;
-    }
-    for (; i < n; i++)
-        if (!isfinite(x[i]))
-            return i;
-    return n;
-}
-
 /* Convert and subtract rows [r0, r0+h) of one matrix; reject NaN/Inf. */
 static lx_status delta_rows(const lx_plan_item *it, const unsigned char *al,
                             const unsigned char *ba, size_t esize, uint64_t batch_index,
                             size_t r0, size_t h, float *dst, size_t ld)
 {
     size_t n = it->n;
-    long bad_row = -1;
+    size_t bad = SIZE_MAX; /* the first non-finite difference, i * n + column */
     /* serial when called by one of the threads of a pass (rsvd.c) */
 #pragma omp parallel for schedule(static) if (h * n >= (1u << 16) && !in_parallel())
     for (size_t i = 0; i < h; i++) {
         size_t off = (r0 + i) * n * esize;
-        float *row = dst + i * ld;
-        lx_sub_to_f32(it->aligned->dtype, al + off, ba + off, row, n);
-        if (first_nonfinite(row, n) != n) {
+        size_t c = lx_sub_to_f32(it->aligned->dtype, al + off, ba + off, dst + i * ld, n);
+        if (c != n) {
 #pragma omp critical
-            if (bad_row < 0 || (long)i < bad_row)
-                bad_row = (long)i;
+            if (i * n + c < bad)
+                bad = i * n + c;
         }
     }
-    if (bad_row >= 0) {
-        size_t r = r0 + (size_t)bad_row;
-        float *row = dst + (size_t)bad_row * ld;
-        size_t c = first_nonfinite(row, n);
+    if (bad != SIZE_MAX) {
+        size_t r = r0 + bad / n, c = bad % n;
         float a, b;
         lx_to_f32(it->aligned->dtype, al + (r * n + c) * esize, &a, 1);
         lx_to_f32(it->aligned->dtype, ba + (r * n + c) * esize, &b, 1);
