@@ -7,7 +7,10 @@
  *   bench/svdtime BASE ALIGNED TENSOR [THREADS [RUNS]]
  *
  * Prints one line per run (wall s, CPU s of the process: user + system),
- * then "min cpu X s, min wall Y s".  THREADS default 1, RUNS default 5.
+ * then "min cpu X s, min wall Y s", and two floors: the run's GEMM flops
+ * (to divide by bench/gemmrate's rate) and the time one thread takes to
+ * read the matrix's bytes in both inputs, the memory floor of one pass's
+ * conversion.  THREADS default 1, RUNS default 5.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,6 +21,7 @@
 #include <omp.h>
 #endif
 
+#include "loxstream/dtype.h"
 #include "loxstream/engine.h"
 #include "loxstream/linalg.h"
 #include "loxstream/sys.h"
@@ -79,7 +83,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "svdtime: no matrix '%s' to factor\n", argv[3]);
         return 1;
     }
-    double best_cpu = 1e30, best_wall = 1e30;
+    double best_cpu = 1e30, best_wall = 1e30, flops = 0;
     for (int r = 0; r < runs; r++) {
         lx_factors f = {0};
         lx_factor_stats s = {0};
@@ -96,11 +100,36 @@ int main(int argc, char **argv)
         h = fnv(h, f.V, f.n * (size_t)f.k);
         printf("run %d: wall %.3f s, cpu %.3f s, %d passes, err_est %.3g, s1 %.6g, factors %016llx\n",
                r + 1, wall, cpu, f.passes, f.err_est, f.S[0], (unsigned long long)h);
+        flops = 4.0 * f.passes * (double)it->m * (double)it->n * f.l;
         best_cpu = cpu < best_cpu ? cpu : best_cpu;
         best_wall = wall < best_wall ? wall : best_wall;
         lx_factors_free(&f);
     }
     printf("min cpu %.3f s, min wall %.3f s (%d threads)\n", best_cpu, best_wall, threads);
+    /* the memory floor: a sum of the 64-bit words of both inputs' bytes */
+    size_t bytes = it->m * it->n * (lx_dtype_bits(it->aligned->dtype) / 8), words = bytes / 8;
+    double best_read = 1e30;
+    uint64_t sum = 0;
+    for (int r = 0; r < 5; r++) {
+        double t0 = lx_now();
+        for (int side = 0; side < 2; side++) {
+            const unsigned char *p = side ? it->base->data : it->aligned->data;
+            uint64_t acc[8] = {0};
+            for (size_t i = 0; i + 8 <= words; i += 8)
+                for (int j = 0; j < 8; j++) {
+                    uint64_t u;
+                    memcpy(&u, p + 8 * (i + j), 8);
+                    acc[j] += u;
+                }
+            for (int j = 0; j < 8; j++)
+                sum += acc[j];
+        }
+        double t = lx_now() - t0;
+        best_read = t < best_read ? t : best_read;
+    }
+    printf("floors: %.2f GFLOP of pass products; reading both inputs (%.0f MB) on one thread: "
+           "%.1f ms (%.1f GB/s)%s\n", flops / 1e9, 2.0 * bytes / 1e6, best_read * 1e3,
+           2.0 * bytes / best_read / 1e9, sum == 42 ? " " : "");
     lx_inputs_free(&in);
     return 0;
 }
