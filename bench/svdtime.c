@@ -98,8 +98,10 @@ int main(int argc, char **argv)
         h = fnv(h, f.U, f.m * (size_t)f.k);
         h = fnv(h, f.S, (size_t)f.k);
         h = fnv(h, f.V, f.n * (size_t)f.k);
-        printf("run %d: wall %.3f s, cpu %.3f s, %d passes, err_est %.3g, s1 %.6g, factors %016llx\n",
-               r + 1, wall, cpu, f.passes, f.err_est, f.S[0], (unsigned long long)h);
+        printf("run %d: wall %.3f s, cpu %.3f s, %d passes, err_est %.3g, s1 %.6g, factors %016llx "
+               "(||A||_F^2 %a, err_est %a)\n",
+               r + 1, wall, cpu, f.passes, f.err_est, f.S[0], (unsigned long long)h, f.frob2,
+               f.err_est);
         flops = 4.0 * f.passes * (double)it->m * (double)it->n * f.l;
         best_cpu = cpu < best_cpu ? cpu : best_cpu;
         best_wall = wall < best_wall ? wall : best_wall;
