@@ -222,17 +222,15 @@ static lx_status stream_chunk(rsvd_work *w, size_t c, float *panel, float *Zp, d
 }
 
 #define ZSUM_SLICE 2048
-
 /* z[i] += x[i], separate arrays; a full slice in a loop of constant trip
  * count, which GCC -O2 vectorises. */
 static void add_into(float *restrict z, const float *restrict x, size_t len)
 {
-    if (len == ZSUM_SLICE) {
-        for (size_t i = 0; i < ZSUM_SLICE; i++)
+    size_t i = 0;
+    if (len == ZSUM_SLICE)
+        for (; i < ZSUM_SLICE; i++)
             z[i] += x[i];
-        return;
-    }
-    for (size_t i = 0; i < len; i++)
+    for (; i < len; i++)
         z[i] += x[i];
 }
 
