@@ -47,8 +47,11 @@ uint16_t lx_f32_to_f16(float f);
 void lx_to_f32(lx_dtype dt, const void *src, float *dst, size_t n);
 void lx_from_f32(lx_dtype dt, const float *src, void *dst, size_t n);
 /* dst[i] = a[i] - b[i], both of dtype dt, computed exactly in f32 (for F64 in
- * double, then rounded to f32). */
-void lx_sub_to_f32(lx_dtype dt, const void *a, const void *b, float *dst, size_t n);
+ * double, then rounded to f32).  Returns the index of the first element of
+ * dst that is not finite (NaN or Inf: an input's, or an overflow of the
+ * difference), or n when all are finite (for a dtype that is not
+ * transformable: n, dst untouched). */
+size_t lx_sub_to_f32(lx_dtype dt, const void *a, const void *b, float *dst, size_t n);
 /* Elements per block of the array kernels: lx_add_f32 and lx_sub_to_f32
  * are fastest on lengths that are multiples of it. */
 #define LX_DTYPE_BLOCK 512

@@ -46,6 +46,19 @@ const char *lx_flame_version(void);
 void lx_sgemm_panel(size_t m, size_t n, size_t k, float alpha, const float *A, ptrdiff_t rsa,
                     ptrdiff_t csa, const float *B, ptrdiff_t rsb, ptrdiff_t csb, float beta,
                     float *C, ptrdiff_t rsc, ptrdiff_t csc);
+/* lx_sgemm_panel as one single-threaded BLIS call, uncut, in the layout
+ * of Z += A^T Y only and for k <= LX_GEMM_SERIAL_MAX_K: for that product
+ * made by one of a pass's threads (krylov.c), where cutting C into blocks
+ * buys no parallelism and costs time (11008 x 16 x 16: 16 blocks ran at
+ * 49 GFLOP/s, one call at 62).  The same bits as lx_sgemm_panel there:
+ * every element of C comes from the same kernel's k-loop whichever rows a
+ * call covers (2000 random shapes, tests/unit/test_rsvd.c).  Not beyond:
+ * BLIS 0.9.0 gave other bits for some shapes with k > 100, and in the
+ * other two layouts. */
+#define LX_GEMM_SERIAL_MAX_K 64
+void lx_sgemm_panel_serial(size_t m, size_t n, size_t k, float alpha, const float *A,
+                           ptrdiff_t rsa, ptrdiff_t csa, const float *B, ptrdiff_t rsb,
+                           ptrdiff_t csb, float beta, float *C, ptrdiff_t rsc, ptrdiff_t csc);
 #define LX_GEMM_PAD 256
 /* n zeroed floats, 64-byte aligned, plus LX_GEMM_PAD bytes; free() it. */
 float *lx_falloc(size_t n);

@@ -5,6 +5,7 @@
  */
 #include <inttypes.h>
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -184,7 +185,8 @@ static int in_parallel(void)
 #endif
 }
 
-/* Index of the first NaN/Inf in x[0..n), or n.  Blocks of fixed length so
+/* Index of the first NaN/Inf in x[0..n), or n (rows of mixed dtypes; one
+ * dtype's rows are checked by lx_sub_to_f32 itself).  Blocks of fixed length so
  * that GCC -O2 vectorises the test (it leaves loops of unknown length
  * alone: this loop cost more than the conversion before). */
 #define FINITE_BLOCK 256
@@ -253,26 +255,27 @@ static lx_status delta_rows(const lx_plan_item *it, const unsigned char *al,
     size_t n = it->n;
     lx_dtype da = it->aligned->dtype, db = it->base->dtype;
     size_t ea = lx_dtype_bits(da) / 8, eb = lx_dtype_bits(db) / 8;
-    long bad_row = -1;
+    size_t bad = SIZE_MAX; /* the first non-finite difference, i * n + column */
     /* serial when called by one of the threads of a pass (rsvd.c) */
 #pragma omp parallel for schedule(static) if (h * n >= (1u << 16) && !in_parallel())
     for (size_t i = 0; i < h; i++) {
         size_t off = (r0 + i) * n;
         float *row = dst + i * ld;
-        if (da == db)
-            lx_sub_to_f32(da, al + off * ea, ba + off * eb, row, n);
-        else
+        size_t c;
+        if (da == db) {
+            c = lx_sub_to_f32(da, al + off * ea, ba + off * eb, row, n);
+        } else {
             sub_mixed_to_f32(da, al + off * ea, db, ba + off * eb, row, n);
-        if (first_nonfinite(row, n) != n) {
+            c = first_nonfinite(row, n);
+        }
+        if (c != n) {
 #pragma omp critical
-            if (bad_row < 0 || (long)i < bad_row)
-                bad_row = (long)i;
+            if (i * n + c < bad)
+                bad = i * n + c;
         }
     }
-    if (bad_row >= 0) {
-        size_t r = r0 + (size_t)bad_row;
-        float *row = dst + (size_t)bad_row * ld;
-        size_t c = first_nonfinite(row, n);
+    if (bad != SIZE_MAX) {
+        size_t r = r0 + bad / n, c = bad % n;
         double a = elem_f64(da, al + (r * n + c) * ea), b = elem_f64(db, ba + (r * n + c) * eb);
         char where[64] = "";
         if (it->batch > 1)

@@ -211,6 +211,20 @@ void lx_sgemm_panel(size_t m, size_t n, size_t k, float alpha, const float *A, p
     gemm_blocks(m, n, k, alpha, A, rsa, csa, B, rsb, csb, beta, C, rsc, csc, 1);
 }
 
+void lx_sgemm_panel_serial(size_t m, size_t n, size_t k, float alpha, const float *A,
+                           ptrdiff_t rsa, ptrdiff_t csa, const float *B, ptrdiff_t rsb,
+                           ptrdiff_t csb, float beta, float *C, ptrdiff_t rsc, ptrdiff_t csc)
+{
+    if (m == 0 || n == 0)
+        return;
+    float a = alpha, bt = beta;
+    rntm_t rntm = BLIS_RNTM_INITIALIZER;
+    bli_rntm_set_num_threads(1, &rntm);
+    bli_sgemm_ex(BLIS_NO_TRANSPOSE, BLIS_NO_TRANSPOSE, (dim_t)m, (dim_t)n, (dim_t)k, &a, (float *)A,
+                 (inc_t)rsa, (inc_t)csa, (float *)B, (inc_t)rsb, (inc_t)csb, &bt, C, (inc_t)rsc,
+                 (inc_t)csc, NULL, &rntm);
+}
+
 float *lx_falloc(size_t n)
 {
     size_t bytes = n * sizeof(float) + LX_GEMM_PAD;

@@ -317,31 +317,53 @@ static LX_ALWAYS_INLINE void encode_block(lx_dtype dt, const float *restrict src
     }
 }
 
-static LX_ALWAYS_INLINE void sub_block(lx_dtype dt, const unsigned char *restrict a,
-                      const unsigned char *restrict b, float *restrict dst)
+/* Nonzero when r is an Inf or a NaN (every exponent bit set). */
+static LX_ALWAYS_INLINE unsigned f32_nonfinite(float r)
 {
+    return (f32_bits(r) & 0x7f800000u) == 0x7f800000u;
+}
+
+/* dst = a - b over one block; nonzero when a difference is not finite (the
+ * test folded into the same loop, on the value in a register). */
+static LX_ALWAYS_INLINE unsigned sub_block(lx_dtype dt, const unsigned char *restrict a,
+                                           const unsigned char *restrict b, float *restrict dst)
+{
+    unsigned bad = 0;
     size_t i;
     switch (dt) {
     case LX_DT_BF16:
-        for (i = 0; i < BLOCK; i++)
-            dst[i] = load_bf16(a, i) - load_bf16(b, i);
+        for (i = 0; i < BLOCK; i++) {
+            float r = load_bf16(a, i) - load_bf16(b, i);
+            dst[i] = r;
+            bad |= f32_nonfinite(r);
+        }
         break;
     case LX_DT_F16:
-        for (i = 0; i < BLOCK; i++)
-            dst[i] = load_f16(a, i) - load_f16(b, i);
+        for (i = 0; i < BLOCK; i++) {
+            float r = load_f16(a, i) - load_f16(b, i);
+            dst[i] = r;
+            bad |= f32_nonfinite(r);
+        }
         break;
     case LX_DT_F32:
-        for (i = 0; i < BLOCK; i++)
-            dst[i] = load_f32(a, i) - load_f32(b, i);
+        for (i = 0; i < BLOCK; i++) {
+            float r = load_f32(a, i) - load_f32(b, i);
+            dst[i] = r;
+            bad |= f32_nonfinite(r);
+        }
         break;
     case LX_DT_F64:
         /* the difference is formed in double and rounded once */
-        for (i = 0; i < BLOCK; i++)
-            dst[i] = (float)(load_f64(a, i) - load_f64(b, i));
+        for (i = 0; i < BLOCK; i++) {
+            float r = (float)(load_f64(a, i) - load_f64(b, i));
+            dst[i] = r;
+            bad |= f32_nonfinite(r);
+        }
         break;
     default:
         break;
     }
+    return bad;
 }
 
 /* The sum is staged in a local block, so dst may alias base. */
@@ -466,23 +488,42 @@ void lx_from_f32(lx_dtype dt, const float *src, void *dst, size_t n)
     }
 }
 
+/* The first non-finite element of a block known to hold one. */
+static size_t first_nonfinite(lx_dtype dt, const unsigned char *p, size_t len)
+{
+    for (size_t i = 0; i < len; i++) {
+        double v = dt == LX_DT_BF16  ? load_bf16(p, i)
+                   : dt == LX_DT_F16 ? load_f16(p, i)
+                   : dt == LX_DT_F32 ? load_f32(p, i)
+                                     : load_f64(p, i);
+        if (!isfinite(v))
+            return i;
+    }
+    return len;
+}
+
 LX_VECTOR_CLONES
-void lx_sub_to_f32(lx_dtype dt, const void *a, const void *b, float *dst, size_t n)
+size_t lx_sub_to_f32(lx_dtype dt, const void *a, const void *b, float *dst, size_t n)
 {
     const unsigned char *pa = a, *pb = b;
-    size_t size = elem_size(dt), i = 0;
+    size_t size = elem_size(dt), i = 0, bad = n;
     if (!size)
-        return;
-    for (; i + BLOCK <= n; i += BLOCK)
-        sub_block(dt, pa + size * i, pb + size * i, dst + i);
+        return n;
+    for (; i + BLOCK <= n; i += BLOCK) {
+        if (sub_block(dt, pa + size * i, pb + size * i, dst + i) && bad == n)
+            bad = i + first_nonfinite(LX_DT_F32, (const unsigned char *)(dst + i), BLOCK);
+    }
     if (i < n) {
         unsigned char ina[BLOCK * MAX_ELEM_SIZE], inb[BLOCK * MAX_ELEM_SIZE];
         float out[BLOCK];
         stage(ina, sizeof ina, pa + size * i, size * (n - i));
         stage(inb, sizeof inb, pb + size * i, size * (n - i));
-        sub_block(dt, ina, inb, out);
+        /* the zero padding gives finite zeros */
+        if (sub_block(dt, ina, inb, out) && bad == n)
+            bad = i + first_nonfinite(LX_DT_F32, (const unsigned char *)out, n - i);
         memcpy(dst + i, out, sizeof(float) * (n - i));
     }
+    return bad;
 }
 
 LX_VECTOR_CLONES
@@ -503,20 +544,6 @@ void lx_add_f32(lx_dtype dt, const void *base, const float *delta, void *dst, si
         add_block(dt, in, d, out);
         memcpy(pd + size * i, out, size * (n - i));
     }
-}
-
-/* The first non-finite element of a block known to hold one. */
-static size_t first_nonfinite(lx_dtype dt, const unsigned char *p, size_t len)
-{
-    for (size_t i = 0; i < len; i++) {
-        double v = dt == LX_DT_BF16  ? load_bf16(p, i)
-                   : dt == LX_DT_F16 ? load_f16(p, i)
-                   : dt == LX_DT_F32 ? load_f32(p, i)
-                                     : load_f64(p, i);
-        if (!isfinite(v))
-            return i;
-    }
-    return len;
 }
 
 LX_VECTOR_CLONES

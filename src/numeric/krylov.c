@@ -213,13 +213,28 @@ static lx_status stream_chunk(rsvd_work *w, size_t c, float *panel, float *Zp, d
         lx_sgemm_panel(h, l, n, 1.0f, panel, (ptrdiff_t)n, 1, w->Vr, (ptrdiff_t)l, 1, 0.0f,
                        w->Yp + r0, 1, (ptrdiff_t)m);
         /* Z_c += A_b^T Y_b: the panel read with swapped strides (panel, Yp
-         * and the partials come from lx_falloc) */
-        lx_sgemm_panel(n, l, h, 1.0f, panel, 1, (ptrdiff_t)n, w->Yp + r0, 1, (ptrdiff_t)m,
-                       r0 == c0 ? 0.0f : 1.0f, Zp, 1, (ptrdiff_t)n);
+         * and the partials come from lx_falloc); one call on this thread
+         * where that gives the same bits */
+        (h <= LX_GEMM_SERIAL_MAX_K ? lx_sgemm_panel_serial : lx_sgemm_panel)(
+            n, l, h, 1.0f, panel, 1, (ptrdiff_t)n, w->Yp + r0, 1, (ptrdiff_t)m,
+            r0 == c0 ? 0.0f : 1.0f, Zp, 1, (ptrdiff_t)n);
     }
     if (frob2)
         *frob2 = f2;
     return LX_OK;
+}
+
+#define ZSUM_SLICE 2048
+/* z[i] += x[i], separate arrays; a full slice in a loop of constant trip
+ * count, which GCC -O2 vectorises. */
+static void add_into(float *restrict z, const float *restrict x, size_t len)
+{
+    size_t i = 0;
+    if (len == ZSUM_SLICE)
+        for (; i < ZSUM_SLICE; i++)
+            z[i] += x[i];
+    for (; i < len; i++)
+        z[i] += x[i];
 }
 
 /* One read of A for the newest block V_i: Y = A V_i into Yp, Z_i = A^T Y
@@ -265,15 +280,17 @@ static lx_status stream_pass(rsvd_work *w, double *frob2)
     }
     if (failed >= 0)
         return lx_err_restore(fst, fmsg);
-    /* Z_i = ((Z_0 + Z_1) + Z_2) + ..., element by element */
+    /* Z_i = ((Z_0 + Z_1) + Z_2) + ..., element by element; in slices of
+     * ZSUM_SLICE elements that stay in L1 while every partial is added */
     if (nch > 1) {
         size_t len = n * l;
+        long slices = (long)((len + ZSUM_SLICE - 1) / ZSUM_SLICE);
 #pragma omp parallel for schedule(static) num_threads(w->nthr) if (w->nthr > 1 && len >= 65536)
-        for (size_t i = 0; i < len; i++) {
-            float z = Z[i];
+        for (long q = 0; q < slices; q++) {
+            size_t i0 = (size_t)q * ZSUM_SLICE;
+            size_t cnt = len - i0 < ZSUM_SLICE ? len - i0 : ZSUM_SLICE;
             for (size_t c = 1; c < nch; c++)
-                z += w->Zc[(c - 1) * len + i];
-            Z[i] = z;
+                add_into(Z + i0, w->Zc + (c - 1) * len + i0, cnt);
         }
     }
     if (frob2) {
@@ -327,11 +344,12 @@ static lx_status extend_bases(rsvd_work *w)
     return extend_right(w);
 }
 
-/* Rayleigh-Ritz on the Krylov space into w->U, S, Vk (see the file
- * comment); all SVDs are of d x d or (d + l) x d matrices. */
+/* Rayleigh-Ritz on the Krylov space (see the file comment): the small
+ * factors UR, SR, WT, Up, Sig and M, from which use_left_estimate() makes
+ * U, S, Vk; all SVDs are of d x d or (d + l) x d matrices. */
 static lx_status estimate(rsvd_work *w)
 {
-    size_t m = w->m, n = w->n, k = w->k, d = w->nblk * w->l, de = w->dext;
+    size_t k = w->k, d = w->nblk * w->l, de = w->dext;
     size_t dmax = w->dmax, ldh = dmax + w->l;
     for (size_t j = 0; j < d; j++)
         memcpy(w->Rt + j * d, w->R + j * dmax, d * sizeof(float));
@@ -362,15 +380,23 @@ static lx_status estimate(rsvd_work *w)
     if (st != LX_OK)
         return st;
 
-    /* U = QY UR X[:, :k] (X(a, b) = XT[b + a*d]), V = Vb Up[:, :k] */
+    /* M = UR X[:, :k] (X(a, b) = XT[b + a*d]): U = QY M, V = Vb Up[:, :k] */
     lx_sgemm(d, k, d, 1.0f, w->UR, 1, (ptrdiff_t)d, w->XT, (ptrdiff_t)d, 1, 0.0f, w->M, 1,
              (ptrdiff_t)d);
+    return LX_OK;
+}
+
+/* The m x k and n x k factors of the last estimate() into w->U, S, Vk:
+ * made once, after the last pass (certify needs only the small matrices),
+ * from QY and Vb as that estimate saw them. */
+static void use_left_estimate(rsvd_work *w)
+{
+    size_t m = w->m, n = w->n, k = w->k, d = w->nblk * w->l, de = w->dext;
     lx_sgemm(m, k, d, 1.0f, w->QY, 1, (ptrdiff_t)m, w->M, 1, (ptrdiff_t)d, 0.0f, w->U,
              (ptrdiff_t)k, 1);
     lx_sgemm(n, k, de, 1.0f, w->Vb, 1, (ptrdiff_t)n, w->Up, 1, (ptrdiff_t)de, 0.0f,
              w->Vk, (ptrdiff_t)k, 1);
     memcpy(w->S, w->Sig, k * sizeof(float));
-    return LX_OK;
 }
 
 /* The right Rayleigh-Ritz estimate in place of the last one: the triplets
@@ -797,6 +823,8 @@ lx_status lx_krylov_topk(const lx_rowsrc *A, const lx_rsvd_opts *o, lx_factors *
     }
     if (right)
         use_right_ritz(&w);
+    else
+        use_left_estimate(&w);
     for (size_t j = 0; j < l; j++) {
         if (!isfinite(w.Sig[j])) {
             st = lx_fail(LX_EFAIL, "randomized SVD of a %zu x %zu matrix: non-finite "

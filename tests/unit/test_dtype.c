@@ -535,7 +535,7 @@ static void test_sub_to_f32(void **state)
                     random_element(dt, b + i * size);
                 }
                 memset(B->f, 0x5a, sizeof B->f);
-                lx_sub_to_f32(dt, a, b, B->f, n);
+                size_t bad = lx_sub_to_f32(dt, a, b, B->f, n), first = n;
                 for (size_t i = 0; i < n; i++) {
                     float want;
                     if (dt == LX_DT_F64) {
@@ -547,12 +547,64 @@ static void test_sub_to_f32(void **state)
                         want = scalar_load(dt, a + i * size) - scalar_load(dt, b + i * size);
                     }
                     assert_true(same_f32(B->f[i], want));
+                    if (first == n && !isfinite(want))
+                        first = i;
                 }
+                assert_int_equal(bad, first);
                 assert_int_equal(bits_of(B->f[n]), 0x5a5a5a5au);
             }
         }
     }
     free(B);
+}
+
+/* lx_sub_to_f32's index of the first non-finite difference: an Inf or a
+ * NaN in either input, or a difference of two finite values beyond FLT_MAX,
+ * at every position class (first, inside and at the end of a full block,
+ * in the last partial one), a second one later not reported. */
+static void test_sub_nonfinite(void **state)
+{
+    (void)state;
+    static const size_t n = 1300, at[] = {0, 1, 511, 512, 1023, 1024, 1299};
+    uint16_t a[1300], b[1300];
+    double da[1300], db[1300];
+    float d[1300];
+    for (size_t i = 0; i < n; i++) {
+        a[i] = lx_f32_to_bf16(1.0f + (float)i);
+        b[i] = lx_f32_to_bf16(0.5f);
+        da[i] = 1.0 + (double)i;
+        db[i] = 0.5;
+    }
+    assert_int_equal(lx_sub_to_f32(LX_DT_BF16, a, b, d, n), n);
+    assert_int_equal(lx_sub_to_f32(LX_DT_F64, da, db, d, n), n);
+    for (size_t t = 0; t < sizeof at / sizeof at[0]; t++) {
+        size_t p = at[t];
+        for (int kind = 0; kind < 4; kind++) {
+            uint16_t sa = a[p], sb = b[p];
+            /* NaN in a; Inf in b; max - (-max) overflows; a later one too */
+            if (kind == 0)
+                a[p] = 0x7fc1;
+            else if (kind == 1)
+                b[p] = 0xff80;
+            else {
+                a[p] = 0x7f7f;
+                b[p] = 0xff7f;
+            }
+            uint16_t late = a[n - 1];
+            if (kind == 3 && p < n - 1)
+                a[n - 1] = 0x7f80;
+            assert_int_equal(lx_sub_to_f32(LX_DT_BF16, a, b, d, n), p);
+            a[p] = sa;
+            b[p] = sb;
+            a[n - 1] = late;
+        }
+        double sd = da[p];
+        da[p] = 1e300; /* finite in double, Inf in f32 */
+        assert_int_equal(lx_sub_to_f32(LX_DT_F64, da, db, d, n), p);
+        da[p] = sd;
+    }
+    /* not transformable: n, nothing written */
+    assert_int_equal(lx_sub_to_f32(LX_DT_I32, a, b, d, 7), 7);
 }
 
 static void test_add_f32(void **state)
@@ -738,6 +790,7 @@ int main(void)
         cmocka_unit_test(test_nan_stays_nan),
         cmocka_unit_test(test_to_from_f32_arrays),
         cmocka_unit_test(test_sub_to_f32),
+        cmocka_unit_test(test_sub_nonfinite),
         cmocka_unit_test(test_add_f32),
         cmocka_unit_test(test_precision_of_f64_and_rounding),
         cmocka_unit_test(test_find_nonfinite),

@@ -950,6 +950,51 @@ static int setup(void **state)
     return lx_linalg_init(1) == LX_OK ? 0 : -1;
 }
 
+/* lx_sgemm_panel_serial (one BLIS call) gives the bits of lx_sgemm_panel
+ * (C cut into blocks, on 1 or 2 threads) in the layout of Z += A^T Y
+ * (linalg.h) up to its k limit, on random shapes, the pass's own (n x l x h:
+ * 11008 x 16 x 16) among them: the passes use the first, the rest of the
+ * program the second.  LX_PANEL_SHAPES=N tries N shapes (default 50). */
+static void test_panel_serial(void **state)
+{
+    (void)state;
+    rng_state = 0x5e71a1ULL;
+    int iters = getenv("LX_PANEL_SHAPES") ? atoi(getenv("LX_PANEL_SHAPES")) : 50;
+    for (int it = 0; it < iters; it++) {
+        size_t m = it == 0 ? 11008 : 1 + rng_next() % 12000;
+        size_t n = it == 0 ? 16 : 1 + rng_next() % 80;
+        size_t k = it == 0 ? 16 : 1 + rng_next() % LX_GEMM_SERIAL_MAX_K;
+        float beta = it == 0 || rng_next() % 2 ? 1.0f : 0.0f;
+        /* A^T: a row-major k x m read transposed; Y (k x n) and Z (m x n)
+         * column-major */
+        float *A = lx_falloc(m * k), *B = lx_falloc(k * n), *C[2];
+        assert_non_null(A);
+        assert_non_null(B);
+        for (size_t i = 0; i < m * k; i++)
+            A[i] = (float)rng_gauss();
+        for (size_t i = 0; i < k * n; i++)
+            B[i] = (float)rng_gauss();
+        for (int v = 0; v < 2; v++) {
+            C[v] = lx_falloc(m * n);
+            assert_non_null(C[v]);
+        }
+        for (size_t i = 0; i < m * n; i++)
+            C[0][i] = C[1][i] = (float)rng_gauss();
+        lx_linalg_set_threads(1 + it % 2);
+        lx_sgemm_panel(m, n, k, 1.0f, A, 1, (ptrdiff_t)m, B, 1, (ptrdiff_t)k, beta, C[0], 1,
+                       (ptrdiff_t)m);
+        lx_linalg_set_threads(1);
+        lx_sgemm_panel_serial(m, n, k, 1.0f, A, 1, (ptrdiff_t)m, B, 1, (ptrdiff_t)k, beta, C[1],
+                              1, (ptrdiff_t)m);
+        if (memcmp(C[0], C[1], m * n * sizeof(float)) != 0)
+            fail_msg("%zu x %zu x %zu, beta %g: the bits differ", m, n, k, (double)beta);
+        free(A);
+        free(B);
+        free(C[0]);
+        free(C[1]);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -971,6 +1016,7 @@ int main(void)
         cmocka_unit_test(test_failing_source),
         cmocka_unit_test(test_failing_chunks),
         cmocka_unit_test(test_nonfinite),
+        cmocka_unit_test(test_panel_serial),
         cmocka_unit_test(test_factors_rows),
         cmocka_unit_test(test_factors_add_rows),
         cmocka_unit_test(test_matrix_seed),
