@@ -23,8 +23,9 @@ typedef struct lx_apply_opts {
     int rank;                      /* k; 0 = full-rank extrapolation */
     double alpha;
     int anchor_base;               /* W_out = W_base + ...  (default: W_aligned + ...) */
-    int factor_rank;               /* factor at this rank (>= rank), keep the top rank;
-                                    * 0: at rank */
+    int factor_rank;               /* factor at this rank (>= rank), keep the top rank,
+                                    * every rank 1..factor_rank certified; 0: at rank,
+                                    * that rank certified */
     size_t nalpha, nrank;          /* > 0: the lists below replace alpha, rank */
     double alphas[LX_SWEEP_MAX];
     int ranks[LX_SWEEP_MAX];

@@ -3,6 +3,10 @@
  * factorisation per matrix at the largest rank).  Each output's options are
  * those a run writing it alone would have (its alpha, rank, factor rank),
  * with %a and %k of --output and --report replaced by its values as typed.
+ * With more than one rank, or factor_rank given (--factor-rank, --factors),
+ * every output has factor_rank K and stream.certify_all set (the passes
+ * certify every rank 1..K): its bytes do not depend on the other ranks of
+ * the run.  Otherwise factor_rank is 0 and each matrix certifies its rank.
  */
 #ifndef LOXSTREAM_APPLY_SWEEP_H
 #define LOXSTREAM_APPLY_SWEEP_H

@@ -29,6 +29,9 @@ typedef struct lx_engine_opts {
      * NULL for local paths: for provenance */
     const struct lx_hf_model *base_model, *aligned_model;
     lx_rsvd_opts svd;              /* rank and seed inside are set per matrix */
+    int certify_all;               /* the passes certify every rank 1..k of a matrix
+                                    * factored at rank k, not k alone (svd.ranks): the
+                                    * rule of factors used at several ranks */
     const char *include, *exclude; /* POSIX ERE on tensor names (NULL: none) */
     uint64_t max_memory;           /* bound on working memory (bytes) */
     int threads;
@@ -125,8 +128,9 @@ typedef struct lx_factor_stats {
 } lx_factor_stats;
 
 /* Factor matrix b of it at rank (lx_engine_rank) with the per-matrix seed
- * lx_matrix_seed(svd.seed, name, b), the same for every job, into f; with
- * e->factors, read them from the store instead (lx_factor_store_load). */
+ * lx_matrix_seed(svd.seed, name, b), the same for every job, into f (with
+ * e->certify_all, svd.ranks 1..rank-1); with e->factors, read them from the
+ * store instead (lx_factor_store_load). */
 lx_status lx_engine_factor(const lx_engine_opts *e, const lx_plan_item *it, uint64_t b, int rank,
                            lx_factors *f, lx_factor_stats *s);
 /* Count one matrix result in s as lx_engine_factor does. */

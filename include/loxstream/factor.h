@@ -25,8 +25,7 @@
  * 1), the version, "loxstream_rank" (K), the SVD options
  * ("loxstream_svd": exact or randomized, "loxstream_seed",
  * "loxstream_oversample", "loxstream_tol", "loxstream_max_passes",
- * "loxstream_passes", "loxstream_ranks": the ranks below K that the passes
- * certified too, as a sweep's), --include/--exclude, and one key
+ * "loxstream_passes"), --include/--exclude, and one key
  * "loxstream_input ROLE/SHARD" per input shard with its size and header
  * XXH3 ("SIZE HEX").
  */
@@ -38,7 +37,6 @@
 
 #define LX_FACTOR_FILE "factors.safetensors"
 #define LX_FACTOR_FORMAT "1"
-#define LX_FACTOR_RANKS 32         /* certified ranks below K recorded at most */
 #define LX_FACTOR_INFO 6           /* scalars per matrix in NAME.lox_info */
 /* doubles per matrix in NAME.lox_info at rank k: the scalars, then the
  * bounds at every rank (err_at[0..k], gap_at[0..k], rsvd.h) */
@@ -47,9 +45,8 @@
 typedef struct lx_factor_opts {
     lx_engine_opts stream;         /* inputs, SVD, filters, memory, threads, reporting */
     const char *output_path;
-    int rank;                      /* K >= 1 */
-    int ranks[LX_FACTOR_RANKS];    /* below K, certified as well (--rank r1,...,K): */
-    size_t nranks;                 /* stream.svd.ranks points here */
+    int rank;                      /* K >= 1: the passes certify every rank 1..K
+                                    * (engine.h certify_all), as a sweep's do */
     int restart;                   /* discard an earlier run's output */
     unsigned part, nparts;         /* --part I/N (default 1/1) */
 } lx_factor_opts;
@@ -66,8 +63,7 @@ typedef struct lx_factor_store lx_factor_store;
 
 /* Open DIR (a factor output; or its factors.safetensors): its rank K and
  * the SVD options it was made with into *rank and *svd.  Not a factor
- * file, or one of another format: LX_EINPUT naming it.  svd->ranks and
- * nranks point into the store: the ranks certified as well as K. */
+ * file, or one of another format: LX_EINPUT naming it. */
 lx_status lx_factor_store_open(const char *path, lx_factor_store **out, int *rank,
                                lx_rsvd_opts *svd);
 void lx_factor_store_close(lx_factor_store *s);

@@ -121,18 +121,6 @@ static lx_status use_factors(cli_stream *cs, const char *path, int have_rank, lx
             return lx_fail(LX_EINPUT, "apply: --rank %d exceeds the rank of the factors in %s "
                            "(%d): run loxstream factor with --rank %d or more", r, path, k, r);
     }
-    /* a rank below K that the factor run did not certify: the direct run
-     * waits for it too, so it may have made more passes */
-    const lx_rsvd_opts *svd = &cs->e->svd;
-    for (size_t i = 0; i < n; i++) {
-        int r = o->nrank ? o->ranks[i] : o->rank, seen = r == 0 || r >= k;
-        for (size_t j = 0; j < svd->nranks && !seen; j++)
-            seen = svd->ranks[j] == r;
-        if (!seen)
-            lx_warn("apply: rank %d is not certified in %s (made with --rank %d): the output "
-                    "may differ in its last bits from the direct run's, which certifies it "
-                    "(run loxstream factor with --rank %d,%d)", r, path, k, r, k);
-    }
     o->factor_rank = k;
     return LX_OK;
 }

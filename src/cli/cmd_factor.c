@@ -21,9 +21,8 @@ static void usage(FILE *f)
           "                          output with the same options and inputs (resumed)\n"
           "      --restart           discard the earlier run's output in DIR and start over\n"
           "      --part I/N          compute only part I of N (as apply --part)\n"
-          "  -k, --rank K[,R...]     rank of the factors (default 6; at least 1): later runs\n"
-          "                          use any rank up to K (the largest); the passes also\n"
-          "                          certify the other ranks, as a sweep over them does\n"
+          "  -k, --rank K            rank of the factors (default 6; at least 1): later runs\n"
+          "                          use any rank up to K; the passes certify every one\n"
           "      --tol T             accuracy target (default 3e-4)\n"
           "      --power-iters Q     instead of --tol: exactly Q power iterations (Q+1 passes)\n"
           "      --max-passes N      cap of passes with --tol (default 12)\n"
@@ -41,42 +40,17 @@ static void usage(FILE *f)
 
 enum { OPT_RESTART = 256, OPT_PART };
 
-/* "2,4,6": K the largest, the others certified as well (o->ranks). */
-static lx_status parse_ranks(const char *s, lx_factor_opts *o)
+/* One rank K: the factors hold, and certify, every rank up to it. */
+static lx_status parse_rank(const char *s, lx_factor_opts *o)
 {
-    int v[LX_FACTOR_RANKS + 1];
-    size_t n = 0;
-    char buf[32];
-    for (const char *p = s;; p++) {
-        const char *e = strchr(p, ',');
-        size_t len = e ? (size_t)(e - p) : strlen(p);
-        uint64_t r;
-        if (n == LX_FACTOR_RANKS + 1 || len == 0 || len >= sizeof buf)
-            return lx_fail(LX_EUSAGE, "factor: --rank '%s': expected K or a comma-separated "
-                           "list of at most %d ranks", s, LX_FACTOR_RANKS + 1);
-        memcpy(buf, p, len);
-        buf[len] = '\0';
-        lx_status st = lx_parse_u64(buf, "--rank", 1, 100000, &r);
-        if (st != LX_OK)
-            return st;
-        for (size_t i = 0; i < n; i++)
-            if (v[i] == (int)r)
-                return lx_fail(LX_EUSAGE, "factor: --rank '%s': %d given twice", s, (int)r);
-        v[n++] = (int)r;
-        if (!e)
-            break;
-        p = e;
-    }
-    o->rank = 0;
-    for (size_t i = 0; i < n; i++)
-        o->rank = v[i] > o->rank ? v[i] : o->rank;
-    o->nranks = 0;
-    for (size_t i = 0; i < n; i++)
-        if (v[i] < o->rank)
-            o->ranks[o->nranks++] = v[i];
-    o->stream.svd.ranks = o->nranks ? o->ranks : NULL;
-    o->stream.svd.nranks = o->nranks;
-    return LX_OK;
+    if (strchr(s, ','))
+        return lx_fail(LX_EUSAGE, "factor: --rank '%s': expected one rank K, the largest a "
+                       "later run uses (the factors certify every rank up to K)", s);
+    uint64_t r;
+    lx_status st = lx_parse_u64(s, "--rank", 1, 100000, &r);
+    if (st == LX_OK)
+        o->rank = (int)r;
+    return st;
 }
 
 int cmd_factor(int argc, char **argv)
@@ -100,7 +74,7 @@ int cmd_factor(int argc, char **argv)
             continue;
         switch (c) {
         case 'o': o.output_path = optarg; break;
-        case 'k': st = parse_ranks(optarg, &o); break;
+        case 'k': st = parse_rank(optarg, &o); break;
         case OPT_RESTART: o.restart = 1; break;
         case OPT_PART: st = cli_parse_part("factor", optarg, &o.part, &o.nparts); break;
         case 'q': o.stream.quiet = 1; break;

@@ -81,8 +81,6 @@ typedef struct job {
     output *outs;
     size_t nouts;
     int factor_rank;               /* each matrix is factored at this rank */
-    int *ranks;                    /* the outputs' ranks below it, each certified */
-    size_t nranks;
     lx_inputs in;                  /* checkpoints, filters, plan */
     lx_part part;                  /* this process's items [lo, hi) */
     /* the transform */
@@ -254,10 +252,7 @@ static lx_status transform_matrix(job *J, const lx_plan_item *it, size_t idx, ui
         if (rank < J->factor_rank && b == 0) /* once per tensor, not per matrix */
             lx_warn("tensor '%s': rank %d exceeds min(%zu, %zu): using rank %d%s", t->name,
                     J->factor_rank, m, n, rank, it->batch > 1 ? " for each of its matrices" : "");
-        lx_engine_opts eo = J->o->stream;
-        eo.svd.ranks = J->ranks;
-        eo.svd.nranks = J->nranks;
-        st = lx_engine_factor(&eo, it, b, rank, &f, &J->svd);
+        st = lx_engine_factor(&J->o->stream, it, b, rank, &f, &J->svd);
         if (st != LX_OK)
             return st;
         have_factors = 1;
@@ -668,8 +663,7 @@ lx_status lx_apply_run(const lx_apply_opts *o)
         st = lx_sweep_build(&sw, o);
     job J;
     memset(&J, 0, sizeof J);
-    if (st == LX_OK && (!(J.outs = calloc(sw.n, sizeof *J.outs)) ||
-                        !(J.ranks = calloc(sw.n, sizeof *J.ranks))))
+    if (st == LX_OK && !(J.outs = calloc(sw.n, sizeof *J.outs)))
         st = lx_fail(LX_EFAIL, "out of memory");
     if (st != LX_OK) {
         free(J.outs);
@@ -680,11 +674,6 @@ lx_status lx_apply_run(const lx_apply_opts *o)
     J.nouts = sw.n;
     J.factor_rank = sw.factor_rank;
     for (size_t q = 0; q < J.nouts; q++) {
-        int r = sw.outs[q].rank, seen = r < 1 || r >= J.factor_rank;
-        for (size_t i = 0; i < J.nranks && !seen; i++)
-            seen = J.ranks[i] == r;
-        if (!seen)
-            J.ranks[J.nranks++] = r;
         J.outs[q].o = sw.outs[q];
         lx_locks_init(&J.outs[q].locks);
         J.outs[q].w.journal.fd = -1;
@@ -702,7 +691,6 @@ lx_status lx_apply_run(const lx_apply_opts *o)
                        "again to resume");
     job_free(&J);
     free(J.outs);
-    free(J.ranks);
     lx_sweep_free(&sw);
     return st;
 }

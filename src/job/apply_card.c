@@ -312,7 +312,7 @@ static void command(FILE *f, const lx_apply_opts *o, const char *bname, const ch
             lx_format_double(o->alpha, v, sizeof v));
     if (o->anchor_base)
         fputs(" --anchor base", f);
-    if (o->factor_rank > o->rank)
+    if (o->factor_rank)
         fprintf(f, " --factor-rank %d", o->factor_rank);
     if (o->rank > 0 && s->exact)
         fputs(" --exact", f);
@@ -371,7 +371,7 @@ static void body(FILE *f, const lx_apply_opts *o, const lx_inputs *in, const lx_
                                                      : "randomized SVD");
     fprintf(f, "| rank k | %d |\n| alpha | %s |\n| anchor | %s |\n", o->rank,
             lx_format_double(o->alpha, v, sizeof v), o->anchor_base ? "base" : "aligned");
-    if (o->factor_rank > o->rank)
+    if (o->factor_rank)
         fprintf(f, "| factor rank | %d |\n", o->factor_rank);
     if (o->rank > 0 && !s->exact) {
         if (s->passes > 0)

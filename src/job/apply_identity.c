@@ -193,7 +193,7 @@ static lx_status build_identity(lx_apply_identity *J, const lx_apply_opts *o,
     if (st == LX_OK && o->anchor_base)
         st = lx_identity_add(id, "option anchor", "base");
     snprintf(v, sizeof v, "%d", o->factor_rank);
-    if (st == LX_OK && o->factor_rank > o->rank)
+    if (st == LX_OK && o->factor_rank)
         st = lx_identity_add(id, "option factor-rank", v);
     /* another layout (factor.h): what it writes is part of the identity */
     if (st == LX_OK && w->layout != aligned)

@@ -77,7 +77,7 @@ static lx_status own_meta_build(own_meta *m, const lx_apply_opts *o)
         m->set[k] = 1;
     }
     m->set[K_ANCHOR] = o->anchor_base;
-    m->set[K_FRANK] = o->factor_rank > o->rank;
+    m->set[K_FRANK] = o->factor_rank > 0;
     m->set[K_TOL] = randomized && svd->passes == 0 && svd->tol != def.tol;
     m->set[K_SEED] = randomized && svd->seed != def.seed;
     return LX_OK;

@@ -1,6 +1,6 @@
 /* apply_sweep.c - the outputs of an apply run (see apply_sweep.h): the
- * value lists checked, the factor rank, and one set of options per
- * (alpha, rank) with its output and report paths.
+ * value lists checked, the factor rank and the ranks it certifies, and one
+ * set of options per (alpha, rank) with its output and report paths.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -96,6 +96,11 @@ lx_status lx_sweep_build(lx_sweep *s, const lx_apply_opts *o)
     if (st != LX_OK)
         return st;
     s->factor_rank = o->factor_rank ? o->factor_rank : kmax;
+    /* factors used at several ranks (or at a chosen one): every rank
+     * 1..K certified, so that each output is the same whichever others
+     * are made with it; a plain run (or one swept over alpha only)
+     * certifies its rank alone */
+    int certify_all = nk > 1 || o->factor_rank;
     s->n = na * nk;
     if (s->n > 1 && o->nparts > 1)
         return lx_fail(LX_EUSAGE, "apply: --part with a sweep (%zu outputs): run each value on "
@@ -114,7 +119,8 @@ lx_status lx_sweep_build(lx_sweep *s, const lx_apply_opts *o)
             u->nalpha = u->nrank = 0;
             u->alpha = al[i];
             u->rank = rk[j];
-            u->factor_rank = s->factor_rank > rk[j] ? s->factor_rank : 0;
+            u->factor_rank = certify_all ? s->factor_rank : 0;
+            u->stream.certify_all = certify_all;
             if (o->nalpha)
                 snprintf(atext, sizeof atext, "%s", o->alpha_text[i]);
             else

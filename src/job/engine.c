@@ -7,6 +7,7 @@
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #ifdef _OPENMP
@@ -328,12 +329,22 @@ lx_status lx_engine_factor(const lx_engine_opts *e, const lx_plan_item *it, uint
     lx_rsvd_opts so = e->svd;
     so.rank = rank;
     so.seed = lx_matrix_seed(e->svd.seed, it->aligned->name, b);
+    int *all = NULL;
+    if (e->certify_all && !e->factors && rank > 1) {
+        if (!(all = malloc((size_t)(rank - 1) * sizeof *all)))
+            return lx_fail(LX_EFAIL, "out of memory");
+        for (int r = 1; r < rank; r++)
+            all[r - 1] = r;
+        so.ranks = all;
+        so.nranks = (size_t)(rank - 1);
+    }
     lx_delta_src ds;
     lx_rowsrc src = lx_delta_rowsrc(&ds, it, b);
     double s0 = lx_now();
     lx_status st = e->factors ? lx_factor_store_load(e->factors, it, b, rank, so.tol, f)
                               : lx_rsvd_topk(&src, &so, f);
     s->seconds += lx_now() - s0;
+    free(all);
     if (st != LX_OK)
         return st;
     lx_engine_count(s, f->converged, f->gap);

@@ -47,7 +47,7 @@ void lx_factor_opts_default(lx_factor_opts *o)
 
 typedef struct job {
     const lx_factor_opts *o;
-    lx_apply_opts ao;              /* what the writer and identity read */
+    lx_apply_opts ao;              /* what the writer, identity and engine read */
     lx_inputs in;                  /* in.plan: one item per output tensor */
     lx_plan engine_plan;           /* the engine's plan (one item per input tensor) */
     size_t *from;                  /* output tensor -> engine item */
@@ -121,12 +121,6 @@ static lx_status build_meta(job *J)
     snprintf(v, sizeof v, "%d", so->passes);
     if (st == LX_OK)
         st = add_meta(J, &n, "loxstream_passes", v);
-    size_t at = 0;
-    v[0] = '\0';
-    for (size_t r = 0; r < so->nranks && at < sizeof v - 12; r++)
-        at += (size_t)snprintf(v + at, sizeof v - at, "%s%d", r ? "," : "", so->ranks[r]);
-    if (st == LX_OK)
-        st = add_meta(J, &n, "loxstream_ranks", v);
     if (st == LX_OK)
         st = add_meta(J, &n, "loxstream_include", J->o->stream.include ? J->o->stream.include : "");
     if (st == LX_OK)
@@ -255,7 +249,7 @@ static lx_status factors_of(job *J, size_t e)
                 it->batch > 1 ? " for each of its matrices" : "");
     for (uint64_t b = 0; b < it->batch && st == LX_OK; b++) {
         lx_factors *f = &J->fac[b];
-        st = lx_engine_factor(&J->o->stream, it, b, k, f, &J->svd);
+        st = lx_engine_factor(&J->ao.stream, it, b, k, f, &J->svd);
         if (st == LX_OK && f->k != k)
             st = lx_fail(LX_EFAIL, "tensor '%s': %d triplets computed, %d expected",
                          it->aligned->name, f->k, k);
@@ -480,6 +474,7 @@ lx_status lx_factor_run(const lx_factor_opts *o)
     J.o = o;
     lx_apply_opts_default(&J.ao);
     J.ao.stream = o->stream;
+    J.ao.stream.certify_all = 1; /* every rank up to K, for any later run */
     J.ao.output_path = o->output_path;
     J.ao.rank = o->rank;
     J.ao.alpha = 0;

@@ -17,8 +17,6 @@
 
 struct lx_factor_store {
     lx_checkpoint *ck;
-    int ranks[LX_FACTOR_RANKS];    /* certified as well as K */
-    size_t nranks;
     const lx_shard *sh;            /* factors.safetensors */
     const char *last;              /* the tensor whose inputs were checked last */
 };
@@ -80,17 +78,8 @@ lx_status lx_factor_store_open(const char *path, lx_factor_store **out, int *ran
         lx_factor_store_close(s);
         return st;
     }
-    const char *rl = meta(s->sh, "loxstream_ranks");
-    for (const char *p = rl ? rl : ""; *p && s->nranks < LX_FACTOR_RANKS;) {
-        char *end;
-        long r = strtol(p, &end, 10);
-        if (end == p || r < 1 || r >= k)
-            break;
-        s->ranks[s->nranks++] = (int)r;
-        p = *end == ',' ? end + 1 : end;
-    }
-    svd->ranks = s->ranks;
-    svd->nranks = s->nranks;
+    svd->ranks = NULL; /* every rank below K was certified (factor.h) */
+    svd->nranks = 0;
     svd->exact = !strcmp(kind, "exact");
     svd->oversample = (int)over;
     svd->max_passes = (int)maxp;

@@ -3,7 +3,8 @@
 # checked by lxcheck (LXCHECK_ANCHOR=base) against W_base + alpha times the
 # exact rank-r truncation of dW; every output of an --alpha/--rank sweep is
 # byte for byte, with its identity and journal, the single run with the
-# same values (--factor-rank for the ranks below the largest); a sweep
+# same values and --factor-rank K (the largest rank: every rank up to it
+# certified), an alpha-only sweep the plain run's; a sweep
 # killed at durability points is resumed to the same bytes; the %a/%k and
 # list rules; the memory budget counts every output.
 . "$TESTS_SRCDIR/cli/lib.sh"
@@ -59,14 +60,23 @@ expect_eq "sweep outputs" "$(ls "$TMP/sw" | tr '\n' ' ')" "k3-a0.5 k3-a1.25 k6-a
 for a in 0.5 1.25; do
     expect_exit 0 lox -o "$TMP/one/k3-a$a" --alpha "$a" --rank 3 --factor-rank 6
     same_run "$TMP/one/k3-a$a" "$TMP/sw/k3-a$a"
-    expect_exit 0 lox -o "$TMP/one/k6-a$a" --alpha "$a" --rank 6
+    expect_exit 0 lox -o "$TMP/one/k6-a$a" --alpha "$a" --rank 6 --factor-rank 6
     same_run "$TMP/one/k6-a$a" "$TMP/sw/k6-a$a"
     expect_exit 0 "$LOXSTREAM" verify "$TMP/sw/k3-a$a"
     expect_exit 0 "$LXCHECK" "$B" "$A" "$TMP/sw/k3-a$a" 3 "$a" 1e-3
 done
-same_run "$TMP/def" "$TMP/sw/k6-a1.25"
+# the rank-K output is not the plain run's: its rule (every rank certified)
+# is recorded; the plain run records none
 expect_exit 0 grep -c '^option factor-rank	6$' "$TMP/sw/k3-a0.5/.loxstream/identity"
-expect_exit 1 grep -c 'factor-rank' "$TMP/sw/k6-a0.5/.loxstream/identity"
+expect_exit 0 grep -c '^option factor-rank	6$' "$TMP/sw/k6-a0.5/.loxstream/identity"
+expect_exit 1 grep -c 'factor-rank' "$TMP/def/.loxstream/identity"
+# the other ranks of a sweep do not change an output: rank 4 of {2,4,6} is
+# the single run that certifies every rank up to 6
+expect_exit 0 lox -o "$TMP/sw3/k%k" --rank 2,4,6 --tol 1e-5
+expect_exit 0 lox -o "$TMP/one/k4" --rank 4 --factor-rank 6 --tol 1e-5
+same_run "$TMP/one/k4" "$TMP/sw3/k4"
+expect_exit 0 lox -o "$TMP/one/k2" --rank 2 --factor-rank 6 --tol 1e-5
+same_run "$TMP/one/k2" "$TMP/sw3/k2"
 # the same sweep again: each output found complete
 expect_exit 0 "$LOXSTREAM" apply -j 1 -b "$B" -a "$A" -o "$TMP/sw/k%k-a%a" --alpha 0.5,1.25 --rank 3,6
 expect_err "k3-a0\.5 is complete and intact"
