@@ -32,6 +32,7 @@
 
 #include "loxstream/linalg.h"
 #include "rsvd_impl.h"
+#include "krylov_int.h"
 
 /* Directions whose Ritz value s_j of A Vb is below this fraction of s_1 use
  * the division-free estimate (see the file comment). */
@@ -69,43 +70,6 @@ static void gaussian_column(uint64_t seed, uint64_t j, float *col, size_t n)
         col[i] = (float)(sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2));
     }
 }
-
-/* ---- the solver's state ------------------------------------------------- */
-
-typedef struct rsvd_work {
-    const lx_rowsrc *src;
-    uint64_t seed;
-    uint64_t fresh;      /* refill columns drawn so far */
-    size_t m, n, ph;     /* shape, panel height of the passes */
-    size_t nch, chunk;   /* row chunks of a pass and their height */
-    int nthr;            /* threads of a pass (<= nch) */
-    size_t k, l;         /* rank, block width */
-    size_t maxblk, dmax; /* Krylov blocks kept before a restart; maxblk * l */
-    size_t nblk;         /* blocks applied since the (re)start; d = nblk * l */
-    size_t dext;         /* valid columns of Vb: d + width of the next block */
-    float *panels;       /* nthr panels of ph x n, row-major */
-    float *Zc;           /* (nch - 1) x n x l: Z partials of chunks 1.. */
-    double f2c[LX_RSVD_MAX_CHUNKS]; /* ||A||_F^2 partials */
-    float *Vb;           /* n x (dmax + l): orthonormal basis [V_1 .. V_nblk, V_next] */
-    float *Zb;           /* n x dmax: Z_i = A^T A V_i */
-    float *QY;           /* m x dmax: orthonormal basis of [A V_1 .. A V_nblk] */
-    float *Yp;           /* m x l: A V_i of the current pass */
-    float *Vr;           /* n x l: V_i row-major, the layout the fast GEMM path reads safely */
-    float *Tn;           /* n x l: scratch of the restart */
-    float *R;            /* dmax x dmax: [A V_1 ..] = QY R */
-    float *H;            /* (dmax + l) x dmax: Vb^T Zb */
-    float *C;            /* (dmax + l) x l: projection coefficients */
-    float *Rt, *UR, *SR, *WT, *WS; /* SVD of R = UR diag(SR) W^T, W rescaled */
-    float *Gs, *Up, *Sig, *XT;     /* SVD of Vb^T A^T QY UR = Up diag(Sig) X^T */
-    float *M;            /* dmax x k */
-    float *U, *S, *Vk;   /* the estimate of the last pass, row-major */
-    double *gv;          /* 4 (dmax + l) + 1: scratch of the error bound */
-    double *pr;          /* 4 (k + 1), after gv: the bounds at every rank r <= k of
-                          * the last certify() (eR, eL, gap, ||D_r||_F^2) */
-    double *pden;        /* k + 1, after pr: the norms they are relative to */
-    double frob2;        /* ||A||_F^2 (from the first pass) */
-    double den;          /* the norm certify's bounds are relative to */
-} rsvd_work;
 
 /* ---- passes, bases and estimates ----------------------------------------- */
 
@@ -445,125 +409,6 @@ static lx_status restart(rsvd_work *w)
     return extend_right(w);
 }
 
-/* The rounding behind the measured residuals (H = Vb^T A^T A V in float),
- * in units of FLT_EPSILON s_1^2, and behind the right Ritz triplets (the SVD
- * of R = QY^T A Vd, from float products of A), in units of FLT_EPSILON s_1.
- * Calibrated by tests/unit/test_calibrate: R_NOISE on near-degenerate gaps,
- * H_NOISE on power laws (0.25 let one held-out matrix, power(2.4) at tol
- * 1e-5, report 5.5e-6 for a true 1.5e-5; 1 keeps every true error below
- * 0.73 err_est on both sets). */
-#define H_NOISE 1.0
-#define R_NOISE 4.0
-/* The rounding of sum_j s_j^2 (the s_j from float products and the float
- * SVD of R) against the squares of the singular values of A they stand for,
- * in units of FLT_EPSILON sum_j s_j^2 (rsvd_bound.c's nuF): measured up to
- * 7.9 over test_calibrate's matrices (on lora(3000) 256 x 600, exactly of
- * rank 8, so all of it rounding); twice that. */
-#define F_NOISE 16.0
-/* The float rounding of the products A V behind the left vectors: s_j u_j
- * = (A V) w_j is off by up to Y_NOISE FLT_EPSILON ||A||_F per direction
- * (measured on test_calibrate's matrices: up to 7.8 at ranks below k, where
- * a wide gap leaves this the largest term).  Counted in the
- * bounds below rank k only: at k, err_est is as it was calibrated (there
- * the gap terms have covered it on every measured matrix). */
-#define Y_NOISE 8.0
-/* Beyond s_1 / s_k = STEEP_RATIO, float32 products of A^T A keep less and
- * less of direction k (its share s_k^2 / s_1^2 nears FLT_EPSILON): the
- * uncertainty of the measured residuals grows with s_1 / s_k. */
-#define STEEP_RATIO 100.0
-
-/* The uncertainty a measured residual gains past STEEP_RATIO: nuG (s_1 /
- * (s_j STEEP_RATIO) - 1), 0 for s_j >= s_1 / STEEP_RATIO. */
-static double steep_noise(double nuG, double s1, double sj)
-{
-    return sj * STEEP_RATIO < s1 ? nuG * (s1 / (sj * STEEP_RATIO) - 1) : 0;
-}
-
-/* Error bounds after a pass, for the left-projection estimate in w->U, S,
- * Vk (*eL) and for the right Ritz estimate (*eR), both relative to the
- * larger of their ||S_k||_F (<= ||A_k||_F); *gap as lx_rsvd_ritz_bound's.  The
- * right Ritz pairs v_j = Vd W_j, u_j = QY UR_j have A v_j = s_j u_j
- * exactly and A^T A v_j - s_j^2 v_j = Vb (H W_j - s_j^2 [W_j; 0]), so their
- * residuals are small products.  The left estimate differs from the right
- * one by D (in the orthonormal coordinates of QY and Vb), so its error is
- * at most eR + ||D||_F. */
-static void certify(rsvd_work *w, double *eL, double *eR, double *gap)
-{
-    size_t k = w->k, d = w->nblk * w->l, de = w->dext, ldh = w->dmax + w->l;
-    double *g = w->gv, *s = g + ldh, *rg = s + ldh, *lh = rg + ldh;
-    double s1 = w->SR[0];
-    for (size_t j = 0; j < d; j++) {
-        s[j] = w->SR[j];
-        /* W(a, j) = WT[j + a*d] */
-        for (size_t a = 0; a < de; a++) {
-            double acc = 0;
-            for (size_t b = 0; b < d; b++)
-                acc += (double)w->H[a + b * ldh] * w->WT[j + b * d];
-            g[a] = a < d ? acc - s[j] * s[j] * w->WT[j + a * d] : acc;
-        }
-        double r2 = 0;
-        for (size_t a = 0; a < de; a++)
-            r2 += g[a] * g[a];
-        rg[j] = sqrt(r2);
-    }
-    double nuG = H_NOISE * FLT_EPSILON * s1 * s1;
-    for (size_t j = 0; j < k; j++)
-        rg[j] += steep_noise(nuG, s1, s[j]);
-    double eRr = lx_rsvd_ritz_bound(s, rg, nuG, R_NOISE * FLT_EPSILON * s1, F_NOISE * FLT_EPSILON,
-                                    k, d, w->frob2, gap, lh);
-    double nR = 0, nL = 0, dd = 0;
-    double *peR = w->pr, *peL = peR + k + 1, *pgap = peL + k + 1, *pdd = pgap + k + 1;
-    memset(pdd, 0, (k + 1) * sizeof *pdd);
-    for (size_t t = 0; t < k; t++) {
-        nR += (double)w->SR[t] * w->SR[t];
-        nL += (double)w->Sig[t] * w->Sig[t];
-    }
-    /* D = M diag(Sig) Up_k^T - UR_k diag(SR) [W_k; 0]^T, d x de; pdd[r]:
-     * ||D_r||_F^2 of its first r terms (the top r triplets of both) */
-    for (size_t a = 0; a < d; a++)
-        for (size_t b = 0; b < de; b++) {
-            double x = 0;
-            for (size_t t = 0; t < k; t++) {
-                x += (double)w->M[a + t * d] * w->Sig[t] * w->Up[b + t * de];
-                if (b < d)
-                    x -= (double)w->UR[a + t * d] * w->SR[t] * w->WT[t + b * d];
-                if (t + 1 < k)
-                    pdd[t + 1] += x * x;
-            }
-            dd += x * x;
-        }
-    double den = sqrt(nL > nR ? nL : nR);
-    w->den = den;
-    pdd[k] = dd;
-    peR[0] = peL[0] = pgap[0] = 0;
-    if (den <= 0) {
-        *eL = *eR = 0;
-        for (size_t r = 1; r <= k; r++)
-            peR[r] = peL[r] = pgap[r] = w->pden[r] = 0;
-        return;
-    }
-    *eR = eRr * sqrt(nR) / den;
-    *eL = *eR + sqrt(dd) / den;
-    /* the same bounds for the top r < k triplets of either estimate,
-     * relative to their own r values (a sweep's ranks) */
-    double nRr = 0, nLr = 0;
-    for (size_t r = 1; r < k; r++) {
-        nRr += (double)w->SR[r - 1] * w->SR[r - 1];
-        nLr += (double)w->Sig[r - 1] * w->Sig[r - 1];
-        double dr = sqrt(nLr > nRr ? nLr : nRr);
-        double b = lx_rsvd_ritz_bound(s, rg, nuG, R_NOISE * FLT_EPSILON * s1,
-                                      F_NOISE * FLT_EPSILON, r, d, w->frob2, &pgap[r], lh);
-        peR[r] = dr > 0 ? (b * sqrt(nRr) + Y_NOISE * FLT_EPSILON * sqrt(w->frob2 * (double)r)) / dr
-                        : 0;
-        peL[r] = dr > 0 ? peR[r] + sqrt(pdd[r]) / dr : 0;
-        w->pden[r] = dr;
-    }
-    peR[k] = *eR;
-    peL[k] = *eL;
-    pgap[k] = *gap;
-    w->pden[k] = den;
-}
-
 /* Krylov blocks kept before a restart: LX_RSVD_KRYLOV_BLOCKS, but no more
  * than about KRYLOV_MAX_COLS columns (at least 2 blocks), since the
  * orthogonalisation and the small SVDs grow with d l and d^3 (libFLAME's
@@ -627,13 +472,6 @@ static void pass_chunks(size_t m, size_t n, size_t l, rsvd_work *w)
         w->nthr = 1;
 }
 
-/* Every buffer of the randomized solver, in one place so that
- * lx_rsvd_workspace_bytes counts exactly what lx_krylov_topk() allocates. */
-enum {
-    B_PANEL, B_ZC, B_VB, B_ZB, B_QY, B_YP, B_TN, B_R, B_H, B_C, B_RT, B_UR, B_SR, B_WT, B_WS,
-    B_GS, B_UP, B_SIG, B_XT, B_M, B_U, B_S, B_V, B_VR, NBUF
-};
-
 /* Shape of the run (k, l, blocks, panel height) and the float count of each
  * buffer. */
 static void plan(size_t m, size_t n, const lx_rsvd_opts *o, rsvd_work *w, size_t sz[NBUF])
@@ -671,88 +509,6 @@ static size_t gv_count(const rsvd_work *w)
     return 4 * (w->dmax + w->l) + 1 + 5 * (w->k + 1);
 }
 
-
-/* After a pass that did not converge: if s_1 / s_k > STEEP_RATIO, the
- * directions j with s_j > STEEP_RATIO s_k, once certified accurately enough
- * that removing them perturbs the rest by less than tol / 4 (see deflated),
- * are worth taking out of A, so that float32 products of A^T A see the rest
- * (deflated()).  Uses the bound's data of the last certify(). */
-static int leading_certified(rsvd_work *w, const lx_rsvd_opts *o, lead *ld)
-{
-    size_t k = w->k, d = w->nblk * w->l, ldh = w->dmax + w->l, t = 0;
-    double *g = w->gv, *s = g + ldh, *rg = s + ldh, *lh = rg + ldh;
-    if (k < 2 || d <= k || s[k - 1] <= 0 || s[0] <= STEEP_RATIO * s[k - 1])
-        return 0;
-    while (t < k - 1 && s[t] > STEEP_RATIO * s[k - 1])
-        t++;
-    double gt, s1 = s[0], nk = 0, nt = 0;
-    double nuG = H_NOISE * FLT_EPSILON * s1 * s1, nuA = R_NOISE * FLT_EPSILON * s1;
-    double nuF = F_NOISE * FLT_EPSILON;
-    /* not while the plain passes can still get there: the bound with no
-     * measured residual at all (the rounding terms only) is below tol */
-    for (size_t j = 0; j < d; j++)
-        g[j] = j < k ? steep_noise(nuG, s1, s[j]) : 0;
-    if (lx_rsvd_ritz_bound(s, g, nuG, nuA, nuF, k, d, w->frob2, &gt, lh) <= o->tol / 2)
-        return 0;
-    double et = lx_rsvd_ritz_bound(s, rg, nuG, nuA, nuF, t, d, w->frob2, &gt, lh);
-    for (size_t j = 0; j < k; j++) {
-        nk += s[j] * s[j];
-        nt += j < t ? s[j] * s[j] : 0;
-    }
-    et *= sqrt(nt);
-    /* the gap at k as the Ritz values show it: only to decide; the result's
-     * bound uses the one the second run certifies */
-    if (!(et * lx_rsvd_deflation_gain(et, s[t - 1], s[t], s[k - 1] - s[k]) < o->tol * sqrt(nk)))
-        return 0;
-    ld->t = t;
-    ld->et = et;
-    return 1;
-}
-
-/* Whether the last certify() meets the target: e[r] <= tol (e: the bounds
- * of the estimate that would be returned) at rank k and at every listed
- * rank below it; for a deflation's second run (bud), the merged result's
- * bound at t + r within tol of its norm, with a margin for the merge. */
-#define BUDGET_MARGIN 0.99
-
-/* Whether the bound at rank r < k with no measured residual at all (the
- * rounding terms only) is above tol: more passes cannot certify r, so the
- * run does not wait for it.  Uses the last certify()'s data. */
-static int floor_above(const rsvd_work *w, size_t r, double tol)
-{
-    size_t d = w->nblk * w->l, ldh = w->dmax + w->l;
-    double *g = w->gv, *s = g + ldh, *lh = s + 2 * ldh, gt;
-    double s1 = s[0], nuG = H_NOISE * FLT_EPSILON * s1 * s1, nr = 0;
-    for (size_t j = 0; j < d; j++)
-        g[j] = j < w->k ? steep_noise(nuG, s1, s[j]) : 0;
-    for (size_t j = 0; j < r; j++)
-        nr += s[j] * s[j];
-    double b = lx_rsvd_ritz_bound(s, g, nuG, R_NOISE * FLT_EPSILON * s1, F_NOISE * FLT_EPSILON, r,
-                                  d, w->frob2, &gt, lh);
-    return nr > 0 && b + Y_NOISE * FLT_EPSILON * sqrt(w->frob2 * (double)r / nr) > tol;
-}
-
-static int met(const rsvd_work *w, const lx_rsvd_opts *o, const budget *bud, const double *e,
-               int right)
-{
-    size_t k = w->k;
-    const float *S = right ? w->SR : w->Sig;
-    for (size_t i = 0; i <= o->nranks; i++) {
-        size_t r = i < o->nranks ? (size_t)(o->ranks[i] > 0 ? o->ranks[i] : 0) : k;
-        if (r < 1 || r > k)
-            continue;
-        if (!bud) {
-            if (!(e[r] <= o->tol) && (r == k || !floor_above(w, r, o->tol)))
-                return 0;
-            continue;
-        }
-        const double *pgap = w->pr + 2 * (k + 1);
-        double a = lx_rsvd_merged_bound(bud, S[0], S[r - 1] * pgap[r], e[r] * w->pden[r]);
-        if (!(a <= BUDGET_MARGIN * o->tol * sqrt(bud->nt + w->pden[r] * w->pden[r])))
-            return 0;
-    }
-    return 1;
-}
 
 lx_status lx_krylov_topk(const lx_rowsrc *A, const lx_rsvd_opts *o, lx_factors *out, lead *ld,
                          const budget *bud, double *abs_at)
@@ -805,13 +561,13 @@ lx_status lx_krylov_topk(const lx_rowsrc *A, const lx_rsvd_opts *o, lx_factors *
             goto done;
         pass++;
         double eL, eR;
-        certify(&w, &eL, &eR, &gap);
+        kr_certify(&w, &eL, &eR, &gap);
         right = eR < eL;
         err_est = right ? eR : eL;
-        if ((!fixed && met(&w, o, bud, right ? peR : peL, right)) || pass == cap)
+        if ((!fixed && kr_met(&w, o, bud, right ? peR : peL, right)) || pass == cap)
             break;
         /* a lead is taken out only with the 2 passes a second run needs left */
-        if (ld && !fixed && cap - pass >= 2 && leading_certified(&w, o, ld)) {
+        if (ld && !fixed && cap - pass >= 2 && kr_leading_certified(&w, o, ld)) {
             right = 1; /* the triplets the lead's bound is for */
             break;
         }
