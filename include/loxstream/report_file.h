@@ -26,5 +26,12 @@ lx_status lx_report_open(const char *option, const char *path, const lx_inputs *
 /* The same check on a descriptor that is open already (analyze's standard
  * output, `shown` in messages): LX_EUSAGE if it is one of those files. */
 lx_status lx_report_check_fd(int fd, const char *shown, const lx_inputs *in, const char *out);
+/* Refuse (LX_EUSAGE, naming both options and paths) two report paths that
+ * are one file: the same device and inode if both exist, else the same
+ * path after symbolic links.  A character device (/dev/null) may be both. */
+lx_status lx_report_distinct(const char *opt_a, const char *a, const char *opt_b, const char *b);
+/* The same between a descriptor open already (analyze's standard output,
+ * `shown` in messages) and the report path of `option`. */
+lx_status lx_report_distinct_fd(int fd, const char *shown, const char *option, const char *path);
 
 #endif

@@ -376,7 +376,7 @@ static lx_status choose_ranks(actx *A)
 }
 
 /* Neither standard output nor the files of --plot and --means go onto an
- * input (analyze > m/aligned/config.json). */
+ * input (analyze > m/aligned/config.json), nor two of them onto one file. */
 static lx_status check_targets(actx *A, FILE *out)
 {
     const lx_analyze_opts *o = A->o;
@@ -390,6 +390,12 @@ static lx_status check_targets(actx *A, FILE *out)
         if (st == LX_OK && o->means_path)
             st = lx_report_check("--means", o->means_path, in, NULL);
     }
+    const char *opt[2] = {"--plot", "--means"}, *path[2] = {o->plot_path, o->means_path};
+    for (int w = 0; w < 2 && st == LX_OK; w++)
+        if (path[w])
+            st = lx_report_distinct_fd(fileno(out), "standard output", opt[w], path[w]);
+    if (st == LX_OK && path[0] && path[1])
+        st = lx_report_distinct(opt[0], path[0], opt[1], path[1]);
     return st;
 }
 

@@ -107,6 +107,65 @@ lx_status lx_report_check_fd(int fd, const char *shown, const lx_inputs *in, con
     return check_inode(shown, sb.st_dev, sb.st_ino, in, out);
 }
 
+/* The file at path by device and inode, 0 if it does not exist or is a
+ * character device (/dev/null, a terminal: writing both there is harmless). */
+static int file_id(const char *path, struct stat *sb)
+{
+    return stat(path, sb) == 0 && !S_ISCHR(sb->st_mode);
+}
+
+/* The absolute form of a path that does not exist yet, through a dangling
+ * symbolic link to where the file would be created (0: cannot say). */
+static int new_path(const char *path, char r[PATH_MAX])
+{
+    char cur[PATH_MAX], target[PATH_MAX], next[2 * PATH_MAX];
+    snprintf(cur, sizeof cur, "%s", path);
+    struct stat sb;
+    for (int hops = 0; lstat(cur, &sb) == 0 && S_ISLNK(sb.st_mode); hops++) {
+        ssize_t n = readlink(cur, target, sizeof target - 1);
+        if (hops == 40 || n < 0)
+            return 0;
+        target[n] = '\0';
+        char *slash = strrchr(cur, '/');
+        if (target[0] == '/' || !slash)
+            snprintf(next, sizeof next, "%s", target);
+        else
+            snprintf(next, sizeof next, "%.*s/%s", (int)(slash - cur), cur, target);
+        if (strlen(next) >= sizeof cur)
+            return 0;
+        memcpy(cur, next, strlen(next) + 1);
+    }
+    size_t existing;
+    return lx_outdir_resolve(cur, r, &existing) == LX_OK;
+}
+
+lx_status lx_report_distinct(const char *opt_a, const char *a, const char *opt_b, const char *b)
+{
+    struct stat sa, sb;
+    int ea = stat(a, &sa) == 0, eb = stat(b, &sb) == 0, same = 0;
+    if (ea && eb)
+        same = file_id(a, &sa) && file_id(b, &sb) && sa.st_dev == sb.st_dev &&
+               sa.st_ino == sb.st_ino;
+    else if (!ea && !eb) {
+        char ra[PATH_MAX], rb[PATH_MAX];
+        same = new_path(a, ra) && new_path(b, rb) && !strcmp(ra, rb);
+    }
+    if (same)
+        return lx_fail(LX_EUSAGE, "%s %s and %s %s: are the same file: one would overwrite "
+                       "the other; name two files", opt_a, a, opt_b, b);
+    return LX_OK;
+}
+
+lx_status lx_report_distinct_fd(int fd, const char *shown, const char *option, const char *path)
+{
+    struct stat sf, sp;
+    if (fstat(fd, &sf) == 0 && !S_ISCHR(sf.st_mode) && file_id(path, &sp) &&
+        sf.st_dev == sp.st_dev && sf.st_ino == sp.st_ino)
+        return lx_fail(LX_EUSAGE, "%s %s: is the file of %s: one would overwrite the other; "
+                       "name another file", option, path, shown);
+    return LX_OK;
+}
+
 lx_status lx_report_open(const char *option, const char *path, const lx_inputs *in,
                          const char *out, FILE **f)
 {

@@ -3,7 +3,8 @@
 # a path that is an input file, inside an input directory or inside the
 # output directory, also through a symbolic or a hard link, before the
 # output directory is touched, and the file named is left intact; analyze
-# refuses a standard output that is an input file.  A report onto a FIFO
+# refuses a standard output that is an input file, and --plot, --means and
+# standard output that are one file.  A report onto a FIFO
 # is written without being emptied first; a regular file elsewhere is
 # replaced by the report.
 . "$TESTS_SRCDIR/cli/lib.sh"
@@ -75,5 +76,35 @@ fi
 expect_exit 2 sh -c '"$0" analyze -q -j 1 -b "$1/base" -a "$1/aligned" >>"$1/aligned/config.json"' "$LOXSTREAM" "$M"
 expect_err "analyze: standard output: is the input file .*config.json"
 expect_eq "inputs after analyze >> config.json" "$(sums)" "$before"
+
+# analyze: --plot, --means and standard output are three files (refused
+# before anything is written: the file named keeps its contents)
+an() { "$LOXSTREAM" analyze -q -j 1 -b "$M/base" -a "$M/aligned" "$@"; }
+echo keep >"$TMP/keep"
+expect_exit 2 an --plot "$TMP/one.svg" --means "$TMP/one.svg"
+expect_err "--plot $TMP/one.svg and --means $TMP/one.svg: are the same file"
+NCHECKS=$((NCHECKS + 1))
+[ ! -e "$TMP/one.svg" ] || fail "analyze --plot F --means F: F was written"
+ln -s keep "$TMP/keeplink"
+expect_exit 2 an --plot "$TMP/keep" --means "$TMP/keeplink"
+expect_err "are the same file"
+ln -s one.svg "$TMP/dangling"
+expect_exit 2 an --plot "$TMP/dangling" --means "$TMP/one.svg"
+expect_err "are the same file"
+ln "$TMP/keep" "$TMP/keephard"
+expect_exit 2 an --means "$TMP/keephard" --plot "$TMP/keep"
+expect_err "--plot $TMP/keep and --means $TMP/keephard: are the same file"
+expect_exit 2 sh -c '"$0" analyze -q -j 1 -b "$1/base" -a "$1/aligned" --plot "$2" >>"$2"' \
+    "$LOXSTREAM" "$M" "$TMP/keep"
+expect_err "--plot $TMP/keep: is the file of standard output"
+expect_exit 2 sh -c '"$0" analyze -q -j 1 -b "$1/base" -a "$1/aligned" --means "$2" >>"$3"' \
+    "$LOXSTREAM" "$M" "$TMP/keeplink" "$TMP/keephard"
+expect_err "--means $TMP/keeplink: is the file of standard output"
+expect_eq "the file after the refusals" "$(cat "$TMP/keep")" keep
+# distinct files, and /dev/null twice, are fine
+expect_exit 0 an --plot /dev/null --means /dev/null
+an --plot "$TMP/p.svg" --means "$TMP/m.tsv" >"$TMP/a.tsv" || fail "analyze to three files"
+NCHECKS=$((NCHECKS + 1))
+[ -s "$TMP/p.svg" ] && [ -s "$TMP/m.tsv" ] && [ -s "$TMP/a.tsv" ] || fail "analyze: a file is empty"
 
 pass
