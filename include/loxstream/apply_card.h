@@ -12,25 +12,10 @@
 
 #include "loxstream/apply.h"
 #include "loxstream/apply_writer.h"
+#include "loxstream/card_meta.h"
 #include "loxstream/plan.h"
 
-#define LX_CARD_NAME "README.md"
-
-/* The aligned card's front matter, as far as the output keeps it: a
- * YAML subset (top-level "key: scalar", "key: [a, b]" and "key:" with
- * "- item" lines; other keys' nested blocks skipped). */
-#define LX_CARD_KEYS 4             /* license, license_name, license_link, language */
-typedef struct lx_card_meta {
-    char *value[LX_CARD_KEYS];     /* a scalar, or NULL */
-    char **list[LX_CARD_KEYS];     /* a list (nlist entries), or NULL */
-    size_t nlist[LX_CARD_KEYS];
-} lx_card_meta;
-
-/* Parse text (a README.md) into m.  No front matter: LX_OK, nothing kept.
- * Front matter outside the subset: LX_EINPUT with what and where (the
- * caller warns and keeps nothing), m empty. */
-lx_status lx_card_parse(const char *text, lx_card_meta *m);
-void lx_card_meta_free(lx_card_meta *m);
+#define LX_CARD_NAME LX_CARD_META_NAME
 
 /* Write OUTDIR/README.md (atomically) for the run of o over in, with the
  * shards of w, and its XXH3 into *xxh3.  The aligned card

@@ -496,6 +496,7 @@ static lx_status describe(lora_job *J)
     const lx_lora_opts *o = J->o;
     lx_adapter_desc *d = &J->desc;
     d->o = o;
+    d->aligned = J->in.aligned;
     d->nmods = J->nmods;
     d->leaves = malloc(J->nmods * sizeof *d->leaves);
     if (!d->leaves)

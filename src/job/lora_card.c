@@ -2,7 +2,8 @@
  * adapter_config.json holds LoraConfig's own fields and nothing else
  * (PEFT before 0.14 passes every key of the file to LoraConfig(**kwargs)
  * and fails on one it does not know), so the provenance goes into the
- * README.md card and the safetensors __metadata__.
+ * README.md card and the safetensors __metadata__.  The card keeps the
+ * aligned card's licence and language (card_meta.c), as apply's does.
  */
 #include <inttypes.h>
 #include <stdarg.h>
@@ -13,6 +14,7 @@
 #include <jansson.h>
 
 #include "config.h"
+#include "loxstream/card_meta.h"
 #include "loxstream/fs.h"
 #include "loxstream/hfcache.h"
 #include "loxstream/safetensors.h"
@@ -198,15 +200,6 @@ typedef struct card {
     FILE *f;
 } card;
 
-/* s as a YAML double-quoted scalar (a JSON string is one); malloc'd. */
-static char *yaml_string(const char *s)
-{
-    json_t *v = json_string(s);
-    char *out = v ? json_dumps(v, JSON_ENCODE_ANY) : NULL;
-    json_decref(v);
-    return out;
-}
-
 static void card_method(FILE *f, const lx_lora_opts *o)
 {
     const lx_rsvd_opts *s = &o->stream.svd;
@@ -233,17 +226,21 @@ lx_status lx_adapter_write_card(const lx_adapter_desc *d, const char *path)
 {
     const lx_lora_opts *o = d->o;
     const lx_engine_opts *e = &o->stream;
-    char *bm = yaml_string(d->base_model);
     card c = {0};
-    c.f = bm ? open_memstream(&c.buf, &c.len) : NULL;
-    if (!c.f) {
-        free(bm);
+    c.f = open_memstream(&c.buf, &c.len);
+    if (!c.f)
         return lx_fail(LX_EFAIL, "%s: out of memory", path);
-    }
     FILE *f = c.f;
-    /* the front matter and headings of PEFT's adapter card */
-    fprintf(f, "---\nbase_model: %s\nlibrary_name: peft\ntags:\n- loxstream\n- lox\n- lora\n---\n\n",
-            bm);
+    /* the front matter and headings of PEFT's adapter card, with the aligned
+     * card's licence and language */
+    lx_card_meta m;
+    lx_card_read(d->aligned, &m);
+    fputs("---\nbase_model: ", f);
+    lx_yaml_str(f, d->base_model);
+    fputs("\nlibrary_name: peft\ntags:\n- loxstream\n- lox\n- lora\n", f);
+    lx_card_write_kept(f, &m);
+    lx_card_meta_free(&m);
+    fputs("---\n\n", f);
     fprintf(f, "# Model Card for a LoX adapter of %s\n\n", d->base_model);
     fprintf(f, "## Model Details\n\n### Model Description\n\n");
     fprintf(f, "A PEFT LoRA adapter that holds the LoX update (Low-Rank Extrapolation, which makes "
@@ -286,7 +283,6 @@ lx_status lx_adapter_write_card(const lx_adapter_desc *d, const char *path)
                 lx_st_escape_name(d->worst_name, q, sizeof q), d->unconverged, d->nmods);
     fprintf(f, "\n## Framework versions\n\n- PEFT 0.13 or later (`adapter_config.json` holds "
             "PEFT 0.13's LoraConfig fields only)\n- loxstream %s\n", PACKAGE_VERSION);
-    free(bm);
     if (fclose(f) != 0 || !c.buf) {
         free(c.buf);
         return lx_fail(LX_EFAIL, "%s: out of memory", path);

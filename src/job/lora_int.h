@@ -11,6 +11,7 @@
 
 typedef struct lx_adapter_desc {
     const lx_lora_opts *o;
+    const lx_checkpoint *aligned;  /* its README.md: the licence and language kept */
     const char *base_model;        /* base_model_name_or_path */
     const char *revision;          /* the aligned model's commit (HF cache), or NULL */
     const char **leaves;           /* target_modules: sorted, unique */
@@ -42,7 +43,8 @@ void lx_adapter_meta_free(lx_adapter_meta *m);
  * sorted and indented as PEFT writes them. */
 lx_status lx_adapter_write_config(const lx_adapter_desc *d, const char *path);
 /* README.md (atomic): PEFT's adapter card layout (YAML front matter with
- * base_model and library_name: peft), the provenance in its body. */
+ * base_model, library_name: peft and the aligned card's license,
+ * license_name, license_link and language), the provenance in its body. */
 lx_status lx_adapter_write_card(const lx_adapter_desc *d, const char *path);
 
 #endif

@@ -76,6 +76,38 @@ expect_exit 0 "$LOXSTREAM" lora -q -b "$B" -a "$A" -o "$TMP/yn" --include lm_hea
     --base-model-name 'no: "x" # y'
 grep -qx 'base_model: "no: \\"x\\" # y"' "$TMP/yn/README.md" || fail "quoted base_model: $(head -3 "$TMP/yn/README.md")"
 
+# the aligned card's license, license_name, license_link and language are
+# kept (issue 13 item 1, as apply's card: the same reader), the rest not
+cat >"$A/README.md" <<'CARD'
+---
+license: other
+license_name: "llama2: community licence"
+license_link: 'https://example.org/it''s/LICENSE'
+language:
+  - en
+  - fr  # and French
+tags: [chat, old]
+pipeline_tag: text-generation
+---
+# The aligned model
+CARD
+expect_exit 0 "$LOXSTREAM" lora -q -b "$B" -a "$A" -o "$TMP/lic" --include lm_head
+rm "$A/README.md"
+expect_eq "card front matter with the aligned card's licence" \
+    "$(sed -n '2,/^---$/p' "$TMP/lic/README.md" | tr '\n' '|')" \
+    "base_model: \"$A\"|library_name: peft|tags:|- loxstream|- lox|- lora|license: \"other\"|license_name: \"llama2: community licence\"|license_link: \"https://example.org/it's/LICENSE\"|language:|- \"en\"|- \"fr\"|---|"
+if have python3 && python3 -c 'import yaml' 2>/dev/null; then
+    NCHECKS=$((NCHECKS + 1))
+    python3 - "$TMP/lic/README.md" "$A" <<'EOF' || fail "the licence card's front matter as YAML"
+import sys, yaml
+fm = yaml.safe_load(open(sys.argv[1]).read().split("---\n")[1])
+assert fm == {"base_model": sys.argv[2], "library_name": "peft",
+              "tags": ["loxstream", "lox", "lora"], "license": "other",
+              "license_name": "llama2: community licence",
+              "license_link": "https://example.org/it's/LICENSE", "language": ["en", "fr"]}, fm
+EOF
+fi
+
 # ---- item 9: --no-embeddings ------------------------------------------------------
 expect_exit 0 "$LOXSTREAM" lora -b "$B" -a "$A" -o "$TMP/noemb" --no-embeddings
 grep -q 'note:' "$TMP/err" && fail "a note without embeddings: $(cat "$TMP/err")"
