@@ -67,10 +67,14 @@ typedef struct lx_factor_store lx_factor_store;
 lx_status lx_factor_store_open(const char *path, lx_factor_store **out, int *rank,
                                lx_rsvd_opts *svd);
 void lx_factor_store_close(lx_factor_store *s);
+/* Its factors.safetensors (path, size, header XXH3). */
+const lx_shard *lx_factor_store_file(const lx_factor_store *s);
 
 /* The inputs' shards (names, sizes, header checksums) are those the factors
- * were made from; else LX_EINPUT naming the factor file and what differs. */
-lx_status lx_factor_store_check(const lx_factor_store *s, const lx_checkpoint *base,
+ * were made from; else LX_EINPUT naming the factor file and what differs.
+ * base NULL (apply --factors without --base): the aligned model's alone,
+ * and lx_factor_store_load checks each tensor's aligned bytes only. */
+lx_status lx_factor_store_check(lx_factor_store *s, const lx_checkpoint *base,
                                 const lx_checkpoint *aligned);
 
 /* The top rank triplets of matrix b of it into f (as lx_rsvd_topk gives

@@ -65,6 +65,7 @@ typedef struct cli_stream {
     int have_tol, have_power;
     int have_svd;                  /* one of --tol ... --exact was given */
     const char *revision;
+    int base_optional;             /* apply --factors --anchor aligned: no --base needed */
     const char **finetuned;
     const size_t *nfinetuned;
 } cli_stream;

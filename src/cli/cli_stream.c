@@ -70,7 +70,7 @@ lx_status cli_stream_finish(const cli_stream *s, const char *cmd, int argc, char
 {
     if (optind < argc)
         return lx_fail(LX_EUSAGE, "%s: unexpected argument '%s'", cmd, argv[optind]);
-    if (!s->e->base_path || !s->e->aligned_path || (output && !*output))
+    if ((!s->e->base_path && !s->base_optional) || !s->e->aligned_path || (output && !*output))
         return lx_fail(LX_EUSAGE, "%s: %s are required (see loxstream %s --help)", cmd,
                        output ? "--base, --aligned and --output" : "--base and --aligned", cmd);
     if (output && !**output)
@@ -87,8 +87,9 @@ lx_status cli_stream_finish(const cli_stream *s, const char *cmd, int argc, char
         return st;
     lx_filter_free(&f);
     lx_engine_opts *e = s->e;
-    st = cli_input("--base", e->base_path, s->revision, e->quiet, &e->base_path,
-                             &e->base_model);
+    st = e->base_path ? cli_input("--base", e->base_path, s->revision, e->quiet, &e->base_path,
+                                  &e->base_model)
+                      : LX_OK;
     if (st == LX_OK)
         st = cli_input("--aligned", e->aligned_path, s->revision, e->quiet, &e->aligned_path,
                        &e->aligned_model);

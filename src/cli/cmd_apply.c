@@ -35,7 +35,8 @@ static void usage(FILE *f)
           "                          the top --rank of it\n"
           "      --factors F         the factors of a loxstream factor run (DIR F) instead\n"
           "                          of computing them: the same output as the direct run\n"
-          "                          with --factor-rank K (K: F's rank); --rank <= K\n"
+          "                          with --factor-rank K (K: F's rank); --rank <= K;\n"
+          "                          --base may be left out unless --anchor base\n"
           "      --tol T             accuracy target: passes go on until the estimated\n"
           "                          relative error of the rank-k result is <= T\n"
           "                          (default 3e-4)\n"
@@ -204,6 +205,11 @@ int cmd_apply(int argc, char **argv)
         default: st = cli_bad_option("apply", c, argv); break;
         }
     }
+    /* the factors hold what base would give, unless base is the anchor */
+    cs.base_optional = factors && !o.anchor_base;
+    if (st == LX_OK && factors && o.anchor_base && !o.stream.base_path)
+        st = lx_fail(LX_EUSAGE, "apply: --anchor base needs --base (the factors hold dW's "
+                     "factors, not the base weights)");
     if (st == LX_OK)
         st = cli_stream_finish(&cs, "apply", argc, argv, &o.output_path);
     if (st == LX_OK)

@@ -11,6 +11,7 @@
 
 #include "config.h"
 #include "loxstream/apply_card.h"
+#include "loxstream/factor.h"
 #include "loxstream/fs.h"
 #include "loxstream/hash.h"
 #include "loxstream/hfcache.h"
@@ -62,7 +63,8 @@ static void command(FILE *f, const lx_apply_opts *o, const char *bname, const ch
     char v[64];
     const char *rev = e->aligned_model ? e->aligned_model->revision
                       : e->base_model  ? e->base_model->revision : NULL;
-    fputs("loxstream apply --base ", f);
+    /* without --base: bname is the factor file, which stands for it */
+    fputs(e->base_path ? "loxstream apply --base " : "loxstream apply --factors ", f);
     sh_word(f, bname);
     fputs(" --aligned ", f);
     sh_word(f, aname);
@@ -76,7 +78,9 @@ static void command(FILE *f, const lx_apply_opts *o, const char *bname, const ch
         fputs(" --anchor base", f);
     if (o->factor_rank)
         fprintf(f, " --factor-rank %d", o->factor_rank);
-    if (o->rank > 0 && s->exact)
+    if (!e->base_path)
+        ; /* --factors: the SVD options are the factors' */
+    else if (o->rank > 0 && s->exact)
         fputs(" --exact", f);
     else if (o->rank > 0 && s->passes > 0)
         fprintf(f, " --power-iters %d --oversample %d --seed %" PRIu64, s->passes - 1,
@@ -152,7 +156,11 @@ static void body(FILE *f, const lx_apply_opts *o, const lx_inputs *in, const lx_
     fprintf(f, "| output | %zu shard%s |\n| loxstream | %s |\n\n", w->nshards,
             w->nshards > 1 ? "s" : "", PACKAGE_VERSION);
     fputs("## Inputs\n\n", f);
-    input_rows(f, "base", bname, o->stream.base_model, in->base);
+    if (o->stream.base_path)
+        input_rows(f, "base", bname, o->stream.base_model, in->base);
+    else
+        fprintf(f, "- base: not given; the factors `%s` (their header records its shards)\n",
+                bname);
     input_rows(f, "aligned", aname, o->stream.aligned_model, in->aligned);
     fputs("\n## Reproduce\n\nThe same inputs and this command write the same bytes:\n\n"
           "```sh\n", f);
@@ -165,7 +173,9 @@ lx_status lx_card_write(const lx_apply_opts *o, const lx_inputs *in, const lx_ap
 {
     lx_card_meta m;
     lx_card_read(in->aligned, &m);
-    char *bname = input_name(o->stream.base_path, o->stream.base_model);
+    const lx_shard *fs = o->stream.base_path ? NULL : lx_factor_store_file(o->stream.factors);
+    char *bname = fs ? input_name(fs->path, NULL)
+                     : input_name(o->stream.base_path, o->stream.base_model);
     char *aname = input_name(o->stream.aligned_path, o->stream.aligned_model);
     char *text = NULL, *path = lx_path_join(o->output_path, LX_CARD_NAME);
     size_t len = 0;

@@ -16,6 +16,7 @@
 
 #include "loxstream/apply_card.h"
 #include "loxstream/apply_identity.h"
+#include "loxstream/factor.h"
 #include "loxstream/fs.h"
 #include "loxstream/hash.h"
 #include "loxstream/parse.h"
@@ -228,7 +229,13 @@ static lx_status build_identity(lx_apply_identity *J, const lx_apply_opts *o,
         st = add_escaped(id, "option exclude", o->stream.exclude);
     const struct { const char *role; const lx_checkpoint *ck; } ins[] = {
         {"base", base}, {"aligned", aligned}};
-    for (int r = 0; r < 2 && st == LX_OK; r++) {
+    /* without --base (apply --factors) the factor file stands for it (its
+     * header records base's shards) */
+    if (st == LX_OK && !o->stream.base_path) {
+        const lx_shard *fs = lx_factor_store_file(o->stream.factors);
+        st = lx_identity_add_input(id, "factors", fs->name, fs->size, fs->header_xxh3);
+    }
+    for (int r = o->stream.base_path ? 0 : 1; r < 2 && st == LX_OK; r++) {
         for (size_t s = 0; s < ins[r].ck->nshards && st == LX_OK; s++) {
             const lx_shard *sh = &ins[r].ck->shards[s];
             st = lx_identity_add_input(id, ins[r].role, sh->name, sh->size, sh->header_xxh3);

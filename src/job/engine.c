@@ -40,13 +40,15 @@ static lx_status open_and_plan(lx_inputs *in, const lx_engine_opts *e, int rank,
                                size_t nmore, const char *const *paths, const char *const *roles,
                                lx_checkpoint **more, lx_plan *more_plans)
 {
-    lx_status st = lx_checkpoint_open(e->base_path, &in->base);
+    /* apply --factors without --base: the plan pairs aligned with itself
+     * (every matrix matched; dW is never formed, the factors give it) */
+    lx_status st = lx_checkpoint_open(e->base_path ? e->base_path : e->aligned_path, &in->base);
     if (st == LX_OK)
         st = lx_checkpoint_open(e->aligned_path, &in->aligned);
     for (size_t j = 0; j < nmore && st == LX_OK; j++)
         st = lx_checkpoint_open(paths[j], &more[j]);
     if (st == LX_OK && e->factors)
-        st = lx_factor_store_check(e->factors, in->base, in->aligned);
+        st = lx_factor_store_check(e->factors, e->base_path ? in->base : NULL, in->aligned);
     if (st == LX_OK)
         st = lx_plan_build(in->base, in->aligned, &in->filter, rank, copy_unmatched, &in->plan);
     for (size_t j = 0; j < nmore && st == LX_OK; j++)

@@ -67,6 +67,38 @@ for a in 0.5 2; do
     same_state "$TMP/d3-a$a" "$TMP/f3-a$a"
 done
 
+# without --base (--anchor aligned): the weights, index and side files of
+# the run with --base; the card names the factor file, and its command
+# writes the same bytes again
+expect_exit 0 lox apply --factors "$TMP/F" -a "$M/aligned" -o "$TMP/nb" --rank 3 --alpha 0.5
+expect_exit 0 lox apply --factors "$TMP/F" -b "$M/base" -a "$M/aligned" -o "$TMP/wb" --rank 3 \
+    --alpha 0.5
+for f in $(cd "$TMP/wb" && ls); do
+    case $f in README.md | loxstream.xxh3) continue ;; esac
+    NCHECKS=$((NCHECKS + 1))
+    cmp "$TMP/wb/$f" "$TMP/nb/$f" || fail "apply --factors without --base: $f differs"
+done
+expect_eq "files without --base" "$(cd "$TMP/nb" && ls)" "$(cd "$TMP/wb" && ls)"
+NCHECKS=$((NCHECKS + 1))
+grep -qF -- "- base: not given; the factors \`$(cd "$TMP/F" && pwd -P)/factors.safetensors\`" \
+    "$TMP/nb/README.md" || fail "the card without --base: $(grep -- '- base' "$TMP/nb/README.md")"
+expect_exit 0 "$LOXSTREAM" verify "$TMP/nb"
+cmd=$(sed -n '/^```sh$/,/^```$/p' "$TMP/nb/README.md" | sed '1d;$d' | tr -d '\\\n' |
+    sed "s|OUTDIR|$TMP/nb-again|")
+case $cmd in "loxstream apply --factors "*) ;; *) fail "the card's command: $cmd" ;; esac
+eval "\"\$LOXSTREAM\" ${cmd#loxstream } -q -j 1" || fail "the card's command failed: $cmd"
+same_state "$TMP/nb" "$TMP/nb-again"
+# base is the anchor: needed; another aligned model: refused (its shards
+# before the output directory is made, its tensors when reached)
+expect_exit 2 lox apply --factors "$TMP/F" -a "$M/aligned" -o "$TMP/nb2" --anchor base
+expect_err 'apply: --anchor base needs --base'
+expect_exit 3 lox apply --factors "$TMP/F" -a "$TMP/other/aligned" -o "$TMP/nb3"
+expect_err "made from other inputs: the bytes of tensor '.*' \\(aligned\\) are not"
+expect_exit 3 lox apply --factors "$TMP/F" -a "$TMP/small/aligned" -o "$TMP/nb4"
+expect_err 'made from other inputs: aligned shard'
+NCHECKS=$((NCHECKS + 1))
+[ ! -e "$TMP/nb2" ] && [ ! -e "$TMP/nb4" ] || fail "a refused run made its output directory"
+
 # one rank K: a list is refused
 expect_exit 2 lox factor -b "$M/base" -a "$M/aligned" -o "$TMP/F36" --rank 3,6
 expect_err "factor: --rank '3,6': expected one rank K"
