@@ -57,6 +57,8 @@ typedef struct lx_analyze_opts {
     int json;                      /* JSON Lines on out instead of the TSV */
     const char *plot_path;         /* SVG chart (NULL: none) */
     const char *means_path;        /* means per group as a TSV (NULL: none) */
+    int factor_rank;               /* 0, or factored at exactly this rank, every rank
+                                    * 1..it certified (stream.factors: their rank) */
 } lx_analyze_opts;
 
 void lx_analyze_opts_default(lx_analyze_opts *o);

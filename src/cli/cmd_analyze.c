@@ -5,6 +5,7 @@
 
 #include "cli.h"
 #include "loxstream/analyze.h"
+#include "loxstream/factor.h"
 #include "loxstream/parse.h"
 
 static void usage(FILE *f)
@@ -38,6 +39,10 @@ static void usage(FILE *f)
           "                          --plot, else all computed); factors at rank >= N\n"
           "      --means FILE        means overall, per module type and per layer (TSV)\n"
           "      --plot FILE         SVG chart: singular-value decay, energy of the top r\n"
+          "      --factor-rank K     factor at rank K (>= the ranks above), certifying\n"
+          "                          every rank up to K, as loxstream factor does\n"
+          "      --factors F         the factors of a loxstream factor run instead of\n"
+          "                          computing them: as --factor-rank K (F's rank)\n"
           "      --max-memory SIZE   bound on working memory (default 1G)\n"
           "  -j, --threads N         threads (default: online CPUs)\n"
           "  -q, --quiet             no progress or means on stderr\n"
@@ -45,7 +50,8 @@ static void usage(FILE *f)
           f);
 }
 
-enum { OPT_RANKS = 256, OPT_EMBED, OPT_JSON, OPT_TOP, OPT_MEANS, OPT_PLOT };
+enum { OPT_RANKS = 256, OPT_EMBED, OPT_JSON, OPT_TOP, OPT_MEANS, OPT_PLOT, OPT_FRANK,
+       OPT_FACTORS };
 
 /* --plot and --means name a file: standard output has the per-matrix lines. */
 static lx_status file_option(const char *opt, const char *arg, const char **dst)
@@ -65,6 +71,8 @@ int cmd_analyze(int argc, char **argv)
         {"embedding", required_argument, 0, OPT_EMBED},
         {"json", no_argument, 0, OPT_JSON},        {"top", required_argument, 0, OPT_TOP},
         {"means", required_argument, 0, OPT_MEANS}, {"plot", required_argument, 0, OPT_PLOT},
+        {"factor-rank", required_argument, 0, OPT_FRANK},
+        {"factors", required_argument, 0, OPT_FACTORS},
         {"quiet", no_argument, 0, 'q'},
         {"help", no_argument, 0, 'h'},             {0, 0, 0, 0}};
     lx_analyze_opts o;
@@ -72,6 +80,7 @@ int cmd_analyze(int argc, char **argv)
     o.stream.report = cli_reporter();
     cli_stream cs = {.e = &o.stream, .finetuned = o.finetuned, .nfinetuned = &o.nfinetuned};
     uint64_t v;
+    const char *factors = NULL;
     int c;
     lx_status st = LX_OK;
     optind = 1;
@@ -99,6 +108,11 @@ int cmd_analyze(int argc, char **argv)
             break;
         case OPT_MEANS: st = file_option("--means", optarg, &o.means_path); break;
         case OPT_PLOT: st = file_option("--plot", optarg, &o.plot_path); break;
+        case OPT_FRANK:
+            if ((st = lx_parse_u64(optarg, "--factor-rank", 1, 100000, &v)) == LX_OK)
+                o.factor_rank = (int)v;
+            break;
+        case OPT_FACTORS: factors = optarg; break;
         case 'q': o.stream.quiet = 1; break;
         case 'h': usage(stdout); return 0;
         default: st = cli_bad_option("analyze", c, argv); break;
@@ -106,8 +120,18 @@ int cmd_analyze(int argc, char **argv)
     }
     if (st == LX_OK)
         st = cli_stream_finish(&cs, "analyze", argc, argv, NULL);
-    if (st != LX_OK)
-        return cli_report(st);
-    cli_on_interrupt("interrupted");
-    return cli_report(lx_analyze_run(&o, stdout));
+    int k = 0;
+    if (st == LX_OK && factors && (st = cli_stream_factors(&cs, "analyze", factors, &k)) == LX_OK &&
+        o.factor_rank && o.factor_rank != k)
+        st = lx_fail(LX_EUSAGE, "analyze: --factor-rank %d: the factors in %s have rank %d",
+                     o.factor_rank, factors, k);
+    if (factors)
+        o.factor_rank = k;
+    o.stream.certify_all = o.factor_rank > 0;
+    if (st == LX_OK) {
+        cli_on_interrupt("interrupted");
+        st = lx_analyze_run(&o, stdout);
+    }
+    lx_factor_store_close(o.stream.factors);
+    return cli_report(st);
 }

@@ -362,10 +362,18 @@ static lx_status choose_ranks(actx *A)
     if (o->rank < 1)
         return lx_fail(LX_EUSAGE, "analyze: --rank must be at least 1");
     A->top = o->top ? o->top : (o->json || o->plot_path) ? LX_ANALYZE_TOP_DEFAULT : 0;
+    if (!o->top && o->factor_rank && A->top > o->factor_rank)
+        A->top = o->factor_rank; /* the default top: as many as there are */
     A->kmax = o->rank > A->top ? o->rank : A->top;
     for (size_t i = 0; i < o->nranks; i++)
         if (o->ranks[i] > A->kmax)
             A->kmax = o->ranks[i];
+    if (o->factor_rank && A->kmax > o->factor_rank)
+        return lx_fail(o->stream.factors ? LX_EINPUT : LX_EUSAGE, "analyze: --rank, --ranks "
+                       "and --top need rank %d, above the factor rank %d%s", A->kmax,
+                       o->factor_rank, o->stream.factors ? " of --factors" : "");
+    if (o->factor_rank)
+        A->kmax = o->factor_rank;
     A->nft = o->nfinetuned;
     for (size_t j = 0; j < A->nft; j++)
         snprintf(A->ftrole[j], sizeof A->ftrole[j], A->nft == 1 ? "fine-tuned" : "fine-tuned %zu",

@@ -40,6 +40,7 @@ print(','.join('%.6g' % x for x in s))
 EOF
 )
     expect_eq "singular values" "$got" "$sv"
+    stored_sv=$got
 else
     skipped "python3: the stored singular values against the report"
 fi
@@ -98,6 +99,37 @@ expect_exit 3 lox apply --factors "$TMP/F" -a "$TMP/small/aligned" -o "$TMP/nb4"
 expect_err 'made from other inputs: aligned shard'
 NCHECKS=$((NCHECKS + 1))
 [ ! -e "$TMP/nb2" ] && [ ! -e "$TMP/nb4" ] || fail "a refused run made its output directory"
+
+# ---- analyze --factors: the direct analyze --factor-rank K ----------------
+an() { lox analyze -b "$M/base" -a "$M/aligned" "$@"; }
+expect_exit 0 an --factors "$TMP/F" --ranks 1,2,3,6
+cp "$TMP/out" "$TMP/af.tsv"
+expect_exit 0 an --factor-rank 6 --ranks 1,2,3,6
+NCHECKS=$((NCHECKS + 1))
+cmp "$TMP/out" "$TMP/af.tsv" || fail "analyze --factors: the TSV differs from --factor-rank 6's"
+expect_exit 0 an --factors "$TMP/F" --ranks 1,2 --json
+cp "$TMP/out" "$TMP/af.json"
+expect_exit 0 an --factor-rank 6 --ranks 1,2 --json
+NCHECKS=$((NCHECKS + 1))
+cmp "$TMP/out" "$TMP/af.json" || fail "analyze --factors --json differs from --factor-rank 6's"
+# the singular values listed are the stored ones
+if [ -n "${stored_sv:-}" ]; then
+    expect_eq "analyze --factors: singular values" "$(awk -F'\t' 'NR == 1 {
+        for (i = 1; i <= NF; i++) c[$i] = i; next }
+        $1 == "model.layers.0.mlp.down_proj.weight" { print $c["singular_values"] }' \
+        "$TMP/af.tsv")" "$stored_sv"
+fi
+# ranks above K (the default --ranks go to 8), another K, SVD options: refused
+expect_exit 3 an --factors "$TMP/F"
+expect_err 'need rank 8, above the factor rank 6 of --factors'
+expect_exit 2 an --factors "$TMP/F" --ranks 1,2 --factor-rank 5
+expect_err 'factor-rank 5: the factors in .* have rank 6'
+expect_exit 2 an --factors "$TMP/F" --ranks 1,2 --seed 3
+expect_exit 2 an --factor-rank 4 --ranks 1,2
+expect_err 'need rank 6, above the factor rank 4$'
+expect_exit 3 lox analyze --factors "$TMP/F" -b "$TMP/small/base" -a "$TMP/small/aligned" \
+    --ranks 1,2
+expect_err 'made from other inputs'
 
 # one rank K: a list is refused
 expect_exit 2 lox factor -b "$M/base" -a "$M/aligned" -o "$TMP/F36" --rank 3,6
