@@ -21,24 +21,7 @@ meta() {
 "$LOXSTREAM" synth -q --preset tiny --no-finetuned "$TMP/m" >/dev/null 2>&1 || fail "synth"
 M=$TMP/m
 A=$M/aligned
-cat >"$A/README.md" <<'CARD'
----
-license: other
-license_name: "llama2: community licence"
-license_link: 'https://example.org/it''s/LICENSE'
-language:
-  - en
-  - fr  # and French
-tags: [chat, old]
-base_model: someone/else
-model-index:
-- name: chat
-  results:
-    - task: {type: text-generation}
-pipeline_tag: text-generation
----
-# The aligned model
-CARD
+aligned_card "$A/README.md"
 lox() { "$LOXSTREAM" apply -j 1 -b "$M/base" -a "$A" --rank 4 -o "$@"; }
 expect_exit 0 lox "$TMP/o" --seed 7
 C=$TMP/o/README.md

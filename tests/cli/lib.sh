@@ -123,3 +123,27 @@ pass() {
     fi
     exit 0
 }
+
+# aligned_card FILE: an aligned model's README.md whose front matter has
+# license, license_name, license_link and language (kept by apply's and
+# lora's cards) and keys they drop (card.sh, lora_adapter.sh)
+aligned_card() {
+    cat >"$1" <<'CARD'
+---
+license: other
+license_name: "llama2: community licence"
+license_link: 'https://example.org/it''s/LICENSE'
+language:
+  - en
+  - fr  # and French
+tags: [chat, old]
+base_model: someone/else
+model-index:
+- name: chat
+  results:
+    - task: {type: text-generation}
+pipeline_tag: text-generation
+---
+# The aligned model
+CARD
+}

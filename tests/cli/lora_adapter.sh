@@ -78,19 +78,7 @@ grep -qx 'base_model: "no: \\"x\\" # y"' "$TMP/yn/README.md" || fail "quoted bas
 
 # the aligned card's license, license_name, license_link and language are
 # kept (issue 13 item 1, as apply's card: the same reader), the rest not
-cat >"$A/README.md" <<'CARD'
----
-license: other
-license_name: "llama2: community licence"
-license_link: 'https://example.org/it''s/LICENSE'
-language:
-  - en
-  - fr  # and French
-tags: [chat, old]
-pipeline_tag: text-generation
----
-# The aligned model
-CARD
+aligned_card "$A/README.md"
 expect_exit 0 "$LOXSTREAM" lora -q -b "$B" -a "$A" -o "$TMP/lic" --include lm_head
 rm "$A/README.md"
 expect_eq "card front matter with the aligned card's licence" \
