@@ -134,6 +134,13 @@ lx_status lx_sweep_build(lx_sweep *s, const lx_apply_opts *o)
             if ((st = keep_path(s, p)) != LX_OK)
                 break;
             u->output_path = p;
+            for (size_t q = 0; q < i * nk + j && st == LX_OK; q++)
+                if (!strcmp(s->outs[q].output_path, p))
+                    st = lx_fail(LX_EUSAGE, "apply: --output '%s' gives the directory '%s' "
+                                 "for several outputs: separate %%a and %%k (e.g. "
+                                 "--output lox-a%%a-k%%k)", o->output_path, p);
+            if (st != LX_OK)
+                break;
             if (na > 1 && !(used & 1))
                 st = lx_fail(LX_EUSAGE, "apply: --alpha gives %zu values but --output '%s' has "
                              "no %%a: each output needs its own directory (e.g. "

@@ -128,6 +128,10 @@ expect_exit 2 lox -o "$TMP/x-a%a" --alpha 1,2 --report -
 expect_err "--report -: a sweep writes one report per output"
 expect_exit 2 lox -o "$TMP/x-a%a" --alpha 1,2 --report "$TMP/r.tsv"
 expect_err "--report '.*/r.tsv' names the same file for several outputs"
+# expanded paths that collide (1 and 12, 11 and 2 both give 112): refused before any directory is made
+expect_exit 2 lox -o "$TMP/c-%a%k" --alpha 1,11 --rank 12,2
+expect_err "gives the directory '.*/c-112' for several outputs"
+[ ! -e "$TMP/c-1112" ] && [ ! -e "$TMP/c-112" ] || fail "a colliding sweep made directories"
 expect_exit 2 lox -o "$TMP/x-a%a" --alpha 1,2 --part 1/2
 expect_err "--part with a sweep"
 expect_exit 2 lox -o "$TMP/x-a%a" --alpha 1,,2
