@@ -61,14 +61,19 @@ lx_status lx_factor_run(const lx_factor_opts *o);
 
 typedef struct lx_factor_store lx_factor_store;
 
-/* Open DIR (a factor output; or its factors.safetensors): its rank K and
- * the SVD options it was made with into *rank and *svd.  Not a factor
- * file, or one of another format: LX_EINPUT naming it. */
+/* Open DIR (a factor output; or DIR/factors.safetensors): its rank K and
+ * the SVD options it was made with into *rank and *svd.  LX_EINPUT naming
+ * it: another file than DIR/factors.safetensors, DIR not a complete output
+ * (no completion marker), a damaged one (as verify checks it: the checksum
+ * list against the marker, factors.safetensors against the list), not a
+ * factor file, or one of another format. */
 lx_status lx_factor_store_open(const char *path, lx_factor_store **out, int *rank,
                                lx_rsvd_opts *svd);
 void lx_factor_store_close(lx_factor_store *s);
 /* Its factors.safetensors (path, size, header XXH3). */
 const lx_shard *lx_factor_store_file(const lx_factor_store *s);
+/* The checkpoint it was opened as (its dir: the factor output directory). */
+const lx_checkpoint *lx_factor_store_checkpoint(const lx_factor_store *s);
 
 /* The inputs' shards (names, sizes, header checksums) are those the factors
  * were made from; else LX_EINPUT naming the factor file and what differs.

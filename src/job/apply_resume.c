@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "loxstream/apply_resume.h"
+#include "loxstream/factor.h"
 #include "loxstream/fs.h"
 #include "loxstream/hash.h"
 #include "loxstream/testhook.h"
@@ -276,8 +277,11 @@ lx_status lx_resume_prepare(lx_apply_resume *rs, const lx_apply_opts *o, const l
     const char *out = o->output_path;
     char ro[PATH_MAX];
     size_t existing = 0;
-    const lx_checkpoint *ins[2] = {in->base, in->aligned};
-    lx_status st = lx_output_outside(out, ins, 2, ro, &existing);
+    /* the factor output too: --restart would delete what the run reads */
+    const lx_checkpoint *ins[3] = {in->base, in->aligned,
+                                   o->stream.factors ? lx_factor_store_checkpoint(o->stream.factors)
+                                                     : NULL};
+    lx_status st = lx_output_outside(out, ins, 3, ro, &existing);
     if (st != LX_OK)
         return st;
     lx_out_state state;

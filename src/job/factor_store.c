@@ -2,6 +2,7 @@
  * its identity read, checked against the inputs of a run, and one matrix's
  * factors handed to the engine as lx_rsvd_topk would have computed them.
  */
+#include <errno.h>
 #include <inttypes.h>
 #include <math.h>
 #include <stdio.h>
@@ -11,6 +12,8 @@
 
 #include "loxstream/checkpoint.h"
 #include "loxstream/factor.h"
+#include "loxstream/fs.h"
+#include "loxstream/hash.h"
 #include "loxstream/journal.h"
 #include "loxstream/parse.h"
 #include "loxstream/xxh.h"
@@ -40,22 +43,94 @@ static int meta_int(const lx_shard *sh, const char *key, long lo, long hi, long 
     return !*end && *v >= lo && *v <= hi;
 }
 
+/* DIR is a complete factor output whose factors.safetensors has the bytes
+ * the run wrote, as verify checks them (journal.h): the checksum list has
+ * the XXH3 the completion marker names, and the file the XXH3 listed. */
+static lx_status check_complete(const char *path, const char *dir)
+{
+    int exists = 0;
+    uint64_t id, mlist, lh, h;
+    lx_listed_file *list = NULL;
+    size_t n = 0;
+    char h1[LX_HEX64], h2[LX_HEX64];
+    lx_status st = lx_marker_read(dir, &exists, &id, &mlist);
+    if (st != LX_OK || !exists)
+        return st != LX_OK && st != LX_EVERIFY && st != LX_EOUTPUT
+                   ? st
+                   : lx_fail(LX_EINPUT, "--factors %s: not a complete factor output (%s/%s "
+                             "%s): run loxstream factor to the end first", path, dir,
+                             LX_COMPLETE_PATH, exists ? "is malformed" : "is missing");
+    st = lx_list_read(dir, &list, &n, &lh);
+    if (st == LX_EVERIFY || st == LX_EOUTPUT)
+        return lx_fail_ctx(LX_EINPUT, "--factors %s: damaged", path);
+    if (st != LX_OK)
+        return st;
+    const lx_listed_file *l = NULL;
+    for (size_t i = 0; i < n && !l; i++)
+        if (!strcmp(list[i].name, LX_FACTOR_FILE))
+            l = &list[i];
+    uint64_t want = l ? l->xxh3 : 0;
+    lx_list_free(list, n);
+    if (lh != mlist)
+        return lx_fail(LX_EINPUT, "--factors %s: damaged: %s/%s changed since the run "
+                       "completed (its XXH3 differs from the one in %s): run loxstream verify "
+                       "%s", path, dir, LX_LIST_NAME, LX_COMPLETE_PATH, dir);
+    if (!l)
+        return lx_fail(LX_EINPUT, "--factors %s: not a factor output: %s/%s does not list %s",
+                       path, dir, LX_LIST_NAME, LX_FACTOR_FILE);
+    char *file = lx_path_join(dir, LX_FACTOR_FILE);
+    if (!file)
+        return lx_fail(LX_EFAIL, "out of memory");
+    st = lx_file_xxh3(file, 0, &h);
+    if (st == LX_OK && h != want)
+        st = lx_fail(LX_EINPUT, "--factors %s: damaged: %s has XXH3 %s, %s/%s says %s (run "
+                     "loxstream verify %s)", path, file, lx_hex64(h, h1), dir, LX_LIST_NAME,
+                     lx_hex64(want, h2), dir);
+    else if (st == LX_EOUTPUT)
+        st = lx_fail_ctx(LX_EINPUT, "--factors %s", path);
+    free(file);
+    return st;
+}
+
+/* The directory of the factor output path names: path itself, or the
+ * directory of path = DIR/factors.safetensors (malloc'd into *dir); else
+ * LX_EINPUT saying what to pass. */
+static lx_status factor_dir(const char *path, char **dir)
+{
+    struct stat sb;
+    *dir = NULL;
+    if (stat(path, &sb) != 0)
+        return lx_fail_errno(LX_EINPUT, errno, "--factors %s: cannot access", path);
+    if (S_ISDIR(sb.st_mode)) {
+        *dir = strdup(path);
+    } else {
+        const char *slash = strrchr(path, '/');
+        const char *base = slash ? slash + 1 : path;
+        if (strcmp(base, LX_FACTOR_FILE))
+            return lx_fail(LX_EINPUT, "--factors %s: not a factor output: pass the directory "
+                           "of a complete loxstream factor run (or its %s)", path,
+                           LX_FACTOR_FILE);
+        *dir = slash ? strndup(path, slash == path ? 1 : (size_t)(slash - path))
+                     : strdup(".");
+    }
+    return *dir ? LX_OK : lx_fail(LX_EFAIL, "out of memory");
+}
+
 lx_status lx_factor_store_open(const char *path, lx_factor_store **out, int *rank,
                                lx_rsvd_opts *svd)
 {
     *out = NULL;
-    struct stat sb;
-    if (stat(path, &sb) == 0 && S_ISDIR(sb.st_mode)) {
-        int exists = 0;
-        uint64_t a, b;
-        if (lx_marker_read(path, &exists, &a, &b) != LX_OK || !exists)
-            return lx_fail(LX_EINPUT, "--factors %s: not a complete factor output (no "
-                           "completion marker): run loxstream factor to the end first", path);
-    }
+    char *dir;
+    lx_status st = factor_dir(path, &dir);
+    if (st == LX_OK)
+        st = check_complete(path, dir);
+    free(dir);
+    if (st != LX_OK)
+        return st;
     lx_factor_store *s = calloc(1, sizeof *s);
     if (!s)
         return lx_fail(LX_EFAIL, "out of memory");
-    lx_status st = lx_checkpoint_open(path, &s->ck);
+    st = lx_checkpoint_open(path, &s->ck);
     if (st != LX_OK) {
         free(s);
         return lx_fail_append(st, " (--factors)");
@@ -95,6 +170,11 @@ const lx_shard *lx_factor_store_file(const lx_factor_store *s)
     return s->sh;
 }
 
+const lx_checkpoint *lx_factor_store_checkpoint(const lx_factor_store *s)
+{
+    return s->ck;
+}
+
 void lx_factor_store_close(lx_factor_store *s)
 {
     if (!s)
@@ -123,8 +203,8 @@ lx_status lx_factor_store_check(lx_factor_store *s, const lx_checkpoint *base,
             const char *v = meta(s->sh, key);
             if (!v || strcmp(v, want))
                 return lx_fail(LX_EINPUT, "--factors %s: made from other inputs: %s shard %s "
-                               "(%s bytes, header XXH3 %s) %s", s->sh->path, ins[r].role,
-                               sh->path, want, h, v ? "differs from the one recorded"
+                               "(%" PRIu64 " bytes, header XXH3 %s) %s", s->sh->path,
+                               ins[r].role, sh->path, sh->size, h, v ? "differs from the one recorded"
                                                     : "is not among the recorded inputs");
         }
     }

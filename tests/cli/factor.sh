@@ -3,7 +3,10 @@
 # stored factors are byte for byte the direct runs (cmp, state files
 # included), factors made for other inputs or a rank above K are refused,
 # a killed factor run resumes to the uninterrupted run's bytes, verify
-# checks a factor output, and the man page's "tune alpha" pipeline runs.
+# checks a factor output, a damaged or incomplete one (or a file other
+# than a complete output's factors.safetensors) is refused, an output in
+# the factor directory is refused, and the man page's "tune alpha"
+# pipeline runs.
 . "$TESTS_SRCDIR/cli/lib.sh"
 
 M="$TMP/m"
@@ -156,7 +159,7 @@ expect_err 'made from other inputs'
 # other shards: refused before the output directory is made
 expect_exit 3 lox apply --factors "$TMP/F" -b "$TMP/small/base" -a "$TMP/small/aligned" \
     -o "$TMP/no3"
-expect_err 'made from other inputs: base shard'
+expect_err 'made from other inputs: base shard .* \([0-9]+ bytes, header XXH3 [0-9a-f]{16}\) '
 NCHECKS=$((NCHECKS + 1))
 [ ! -e "$TMP/no3" ] || fail "the refused run made its output directory"
 # a rank above K
@@ -175,10 +178,74 @@ expect_exit 2 lox apply --factors "$TMP/F" -b "$M/base" -a "$M/aligned" -o "$TMP
 expect_err 'factors in .* have rank 6'
 # not a factor output: an apply output, an incomplete one
 expect_exit 3 lox apply --factors "$TMP/d6" -b "$M/base" -a "$M/aligned" -o "$TMP/no7"
-expect_err 'not a factor file'
+expect_err 'not a factor output: .*loxstream.xxh3 does not list factors.safetensors'
 cp -r "$TMP/F" "$TMP/Finc" && rm "$TMP/Finc/.loxstream/complete"
 expect_exit 3 lox apply --factors "$TMP/Finc" -b "$M/base" -a "$M/aligned" -o "$TMP/no8"
 expect_err 'not a complete factor output'
+# a file: only factors.safetensors of a complete factor output (a killed
+# run's .partial, a loose copy, that of an incomplete output: refused)
+expect_exit 0 lox apply --factors "$TMP/F/factors.safetensors" -b "$M/base" -a "$M/aligned" \
+    -o "$TMP/ffile"
+same_output "$TMP/f6" "$TMP/ffile"
+cp -r "$TMP/F" "$TMP/Fk" && rm "$TMP/Fk/.loxstream/complete"
+mv "$TMP/Fk/factors.safetensors" "$TMP/Fk/factors.safetensors.partial"
+for f in "$TMP/Fk/factors.safetensors.partial" "$TMP/Finc/factors.safetensors" \
+    "$TMP/F/loxstream.xxh3"; do
+    expect_exit 3 lox apply --factors "$f" -b "$M/base" -a "$M/aligned" -o "$TMP/no9"
+done
+expect_err 'not a factor output: pass the directory of a complete loxstream factor run'
+cp "$TMP/F/factors.safetensors" "$TMP/loose.safetensors"
+expect_exit 3 lox lora --factors "$TMP/loose.safetensors" -b "$M/base" -a "$M/aligned" \
+    -o "$TMP/no9"
+expect_err 'pass the directory'
+expect_exit 3 lox analyze --factors "$TMP/Finc/factors.safetensors" -b "$M/base" \
+    -a "$M/aligned" --ranks 1,2
+expect_err 'not a complete factor output'
+NCHECKS=$((NCHECKS + 1))
+[ ! -e "$TMP/no9" ] || fail "a refused run made its output directory"
+# damaged factors (verify says 4): refused by apply, lora and analyze
+cp -r "$TMP/F" "$TMP/F3"
+if have python3; then
+    python3 - "$TMP/F3/factors.safetensors" <<'EOF2'
+import json, struct, sys
+f = open(sys.argv[1], 'r+b')
+n = struct.unpack('<Q', f.read(8))[0]
+h = json.loads(f.read(n))
+f.seek(8 + n + h['model.layers.0.self_attn.q_proj.weight.lox_S']['data_offsets'][0])
+f.write(struct.pack('<f', 1000.0))
+EOF2
+else
+    # (any data byte: the header stays valid)
+    size=$(wc -c <"$TMP/F3/factors.safetensors")
+    printf 'x' | dd of="$TMP/F3/factors.safetensors" bs=1 seek=$((size - 3)) conv=notrunc \
+        2>/dev/null
+fi
+expect_exit 4 "$LOXSTREAM" verify "$TMP/F3"
+expect_exit 3 lox apply --factors "$TMP/F3" -b "$M/base" -a "$M/aligned" -o "$TMP/no10"
+expect_err "--factors .*/F3: damaged: .*/F3/factors.safetensors has XXH3 [0-9a-f]{16}, .*loxstream.xxh3 says [0-9a-f]{16}"
+expect_exit 3 lox apply --factors "$TMP/F3/factors.safetensors" -a "$M/aligned" -o "$TMP/no10"
+expect_err 'damaged'
+expect_exit 3 lox lora --factors "$TMP/F3" -b "$M/base" -a "$M/aligned" -o "$TMP/no10"
+expect_err 'damaged'
+expect_exit 3 lox analyze --factors "$TMP/F3" -b "$M/base" -a "$M/aligned" --ranks 1,2
+expect_err 'damaged'
+# the checksum list edited to match: its XXH3 is not the marker's
+sed "s/^\(XXH3 (factors.safetensors) = \).*/\1$(printf %s "$(
+    "$LOXSTREAM" verify "$TMP/F3" 2>&1 | sed -n 's/.*factors.safetensors: XXH3 \([0-9a-f]*\),.*/\1/p')")/" \
+    "$TMP/F3/loxstream.xxh3" >"$TMP/list" && cp "$TMP/list" "$TMP/F3/loxstream.xxh3"
+expect_exit 3 lox apply --factors "$TMP/F3" -b "$M/base" -a "$M/aligned" -o "$TMP/no10"
+expect_err 'loxstream.xxh3 changed since the run completed'
+NCHECKS=$((NCHECKS + 1))
+[ ! -e "$TMP/no10" ] || fail "a refused run made its output directory"
+# the output never in the factor directory (--restart would delete it)
+cp -r "$TMP/F" "$TMP/F5"
+for o in "$TMP/F5" "$TMP/F5/sub" "$TMP/F5/."; do
+    expect_exit 5 lox apply --factors "$TMP/F5" -b "$M/base" -a "$M/aligned" -o "$o" --restart
+    expect_err 'output directory is (inside|the directory of) the input .*F5'
+done
+expect_exit 5 lox apply --factors "$TMP/F5/factors.safetensors" -a "$M/aligned" -o "$TMP/F5/sub"
+expect_exit 0 "$LOXSTREAM" verify "$TMP/F5"
+same_state "$TMP/F" "$TMP/F5"
 
 # ---- a killed factor run resumes to the same bytes -------------------------
 for how in identity create:1 data:3 record-half:2 data-sync:7 record:4 journal-sync:11 \
@@ -216,10 +283,12 @@ expect_exit 0 lox factor -b "$M/base" -a "$M/aligned" -o "$TMP/P" --part 2/2
 expect_exit 0 "$LOXSTREAM" verify "$TMP/P"
 same_output "$TMP/F" "$TMP/P"
 # a damaged factor file is found by verify, and refused by apply --factors
-# once it is noticed (verify is what checks the bytes)
+# (which checks it as verify does)
 cp -r "$TMP/F" "$TMP/D"
 printf 'x' | dd of="$TMP/D/factors.safetensors" bs=1 seek=9000 conv=notrunc 2>/dev/null
 expect_exit 4 "$LOXSTREAM" verify "$TMP/D"
+expect_exit 3 lox apply --factors "$TMP/D" -b "$M/base" -a "$M/aligned" -o "$TMP/no11"
+expect_err 'damaged'
 
 # ---- the man page's "tune alpha" pipeline -----------------------------------
 MAN="$TESTS_SRCDIR/../man/loxstream.1"
