@@ -38,6 +38,7 @@
 #include "loxstream/journal.h"
 #include "loxstream/linalg.h"
 #include "loxstream/lora.h"
+#include "loxstream/factor.h"
 #include "loxstream/outdir.h"
 #include "loxstream/prefetch.h"
 #include "loxstream/safetensors.h"
@@ -285,9 +286,28 @@ static lx_status check_memory(lora_job *J)
 /* New (created) or an empty directory, locked (flock) for the run so that
  * a second lora into it is refused; a .partial adapter there is a killed
  * run's (no lora holds the lock): removed.  Anything else is refused. */
+/* A checkpoint given as a directory: the adapter never goes inside it (as
+ * apply's output); one given as a file leaves its directory to the user
+ * (base.safetensors, aligned.safetensors and the adapter side by side). */
+static const lx_checkpoint *as_dir(const lx_checkpoint *ck)
+{
+    struct stat sb;
+    return ck && stat(ck->path, &sb) == 0 && S_ISDIR(sb.st_mode) ? ck : NULL;
+}
+
 static lx_status prepare_dir(lora_job *J)
 {
     const char *out = J->o->output_path;
+    /* never into an input directory, nor the factor store's */
+    const lx_checkpoint *ins[3] = {as_dir(J->in.base), as_dir(J->in.aligned),
+                                   J->o->stream.factors
+                                       ? lx_factor_store_checkpoint(J->o->stream.factors)
+                                       : NULL};
+    char resolved[PATH_MAX];
+    size_t existing;
+    lx_status ost = lx_output_outside(out, ins, 3, resolved, &existing);
+    if (ost != LX_OK)
+        return ost;
     struct stat sb;
     if (stat(out, &sb) != 0) {
         if (errno != ENOENT)

@@ -118,6 +118,20 @@ expect_err "adapter_model.safetensors.partial: left by an interrupted run: remov
 cmp "$TMP/lref/adapter_model.safetensors" "$TMP/lk/adapter_model.safetensors" || fail "lora after SIGKILL"
 expect_eq "files after the rerun" "$(ls -A "$TMP/lk" | tr '\n' ' ')" "README.md adapter_config.json adapter_model.safetensors "
 
+# lora, as apply, never writes into an input directory (nor a factor
+# store): exit 5, nothing made
+sum_before=$(cat "$M"/aligned/* | cksum)
+expect_exit 5 lora -o "$M/aligned/adapter"
+expect_err "output directory is inside the input"
+NCHECKS=$((NCHECKS + 1))
+[ ! -e "$M/aligned/adapter" ] || fail "lora made its output inside the aligned input"
+expect_eq "aligned input after the refusal" "$(cat "$M"/aligned/* | cksum)" "$sum_before"
+expect_exit 0 "$LOXSTREAM" factor -q -j 1 -b "$M/base" -a "$M/aligned" -o "$TMP/fac"
+expect_exit 5 lora --factors "$TMP/fac" -o "$TMP/fac/sub"
+NCHECKS=$((NCHECKS + 1))
+[ ! -e "$TMP/fac/sub" ] || fail "lora made its output inside the factor store"
+expect_exit 0 "$LOXSTREAM" verify -q "$TMP/fac"
+
 # lora's create failing for another reason than a running lora: exit 1
 if [ "$(id -u)" != 0 ]; then
     mkdir "$TMP/ro" && chmod 555 "$TMP/ro"
