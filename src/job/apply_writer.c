@@ -261,8 +261,7 @@ void lx_writer_hash_inputs(lx_apply_writer *J, size_t i)
 {
     const lx_plan_item *it = &J->plan->items[i];
     double t0 = lx_now();
-    J->in_xxh3[2 * i] = XXH3_64bits(it->aligned->data, it->aligned->nbytes);
-    J->in_xxh3[2 * i + 1] = it->base ? XXH3_64bits(it->base->data, it->base->nbytes) : 0;
+    lx_plan_item_hash(it, &J->in_xxh3[2 * i]);
     J->in_hash_seconds += lx_now() - t0;
 }
 
@@ -314,8 +313,10 @@ static lx_status finish_item(lx_apply_writer *J, size_t i, lx_out_shard *os, siz
     } else {
         /* read again from the mapping, just after the computation read it */
         double t0 = lx_now();
-        r.aligned_xxh3 = XXH3_64bits(it->aligned->data, it->aligned->nbytes);
-        r.base_xxh3 = XXH3_64bits(it->base->data, it->base->nbytes);
+        uint64_t h[2];
+        lx_plan_item_hash(it, h);
+        r.aligned_xxh3 = h[0];
+        r.base_xxh3 = h[1];
         J->hash_seconds += lx_now() - t0;
     }
     if ((st = inputs_unchanged(J, i, &r)) != LX_OK)

@@ -11,6 +11,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <unistd.h>
+#include <xxhash.h>
 #ifdef _OPENMP
 #include <omp.h>
 #endif
@@ -301,6 +302,15 @@ void lx_plan_item_advise(const lx_plan_item *it, int advice)
     advise(it->aligned->data, it->aligned->nbytes, advice);
     if (it->base && it->action != LX_ACT_COPY)
         advise(it->base->data, it->base->nbytes, advice);
+}
+
+void lx_plan_item_hash(const lx_plan_item *it, uint64_t h[2])
+{
+    const lx_tensor *a = it->aligned, *b = it->base;
+    h[0] = XXH3_64bits(a->data, a->nbytes);
+    int same = b && a->file && b->file && a->file->dev == b->file->dev &&
+               a->file->ino == b->file->ino && a->offset == b->offset && a->nbytes == b->nbytes;
+    h[1] = !b ? 0 : same ? h[0] : XXH3_64bits(b->data, b->nbytes);
 }
 
 void lx_plan_item_release(const lx_plan_item *it, int evict)
