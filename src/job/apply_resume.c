@@ -179,9 +179,11 @@ int lx_resume_record_fits(const lx_inputs *in, const lx_apply_writer *w, size_t 
 static int inputs_match(const lx_inputs *in, size_t i, const lx_journal_record *r)
 {
     const lx_plan_item *it = &in->plan.items[i];
-    if (XXH3_64bits(it->aligned->data, it->aligned->nbytes) != r->aligned_xxh3)
-        return 0;
-    return !r->has_base || XXH3_64bits(it->base->data, it->base->nbytes) == r->base_xxh3;
+    if (!r->has_base)
+        return XXH3_64bits(it->aligned->data, it->aligned->nbytes) == r->aligned_xxh3;
+    uint64_t h[2];
+    lx_plan_item_hash(it, h);
+    return h[0] == r->aligned_xxh3 && h[1] == r->base_xxh3;
 }
 
 static void warn_problem(void *ctx, const char *msg)
