@@ -19,7 +19,6 @@
 #include "loxstream/factor.h"
 #include "loxstream/parse.h"
 #include "loxstream/safetensors.h"
-#include "loxstream/simd.h"
 #include "loxstream/sys.h"
 
 void lx_engine_opts_default(lx_engine_opts *e)
@@ -188,31 +187,6 @@ static int in_parallel(void)
 #endif
 }
 
-/* Index of the first NaN/Inf in x[0..n), or n (rows of mixed dtypes; one
- * dtype's rows are checked by lx_sub_to_f32 itself).  Blocks of fixed length so
- * that GCC -O2 vectorises the test (it leaves loops of unknown length
- * alone: this loop cost more than the conversion before). */
-#define FINITE_BLOCK 256
-LX_VECTOR_CLONES
-static size_t first_nonfinite(const float *x, size_t n)
-{
-    size_t i = 0;
-    for (; i + FINITE_BLOCK <= n; i += FINITE_BLOCK) {
-        uint32_t bad = 0;
-        for (size_t j = 0; j < FINITE_BLOCK; j++) {
-            uint32_t u;
-            memcpy(&u, &x[i + j], sizeof u);
-            bad |= (u & 0x7f800000u) == 0x7f800000u;
-        }
-        if (bad)
-            break;
-    }
-    for (; i < n; i++)
-        if (!isfinite(x[i]))
-            return i;
-    return n;
-}
-
 /* One element of a transformable dtype as a double (exact). */
 static double elem_f64(lx_dtype dt, const unsigned char *p)
 {
@@ -269,7 +243,7 @@ static lx_status delta_rows(const lx_plan_item *it, const unsigned char *al,
             c = lx_sub_to_f32(da, al + off * ea, ba + off * eb, row, n);
         } else {
             sub_mixed_to_f32(da, al + off * ea, db, ba + off * eb, row, n);
-            c = first_nonfinite(row, n);
+            c = lx_find_nonfinite(LX_DT_F32, row, n); /* one dtype: in the loop */
         }
         if (c != n) {
 #pragma omp critical
