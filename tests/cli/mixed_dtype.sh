@@ -67,4 +67,13 @@ expect_exit 3 "$LOXSTREAM" apply -q --rank 1 -b "$TMP/in/b.safetensors" -a "$TMP
 expect_err "tensor 'w2': aligned is F32 \\[4x4\\] but base is F32 \\[2x8\\]; 1 tensor differs from base: use --copy-unmatched to copy it unchanged \\(1 other tensors are still transformed\\)"
 expect_exit 0 "$LOXSTREAM" apply -q --rank 1 -b "$TMP/in/b.safetensors" -a "$TMP/in/a.safetensors" -o "$TMP/o" --copy-unmatched
 expect_err "tensor 'w2': aligned F32 \\[4x4\\] differs from base F32 \\[2x8\\]: copied unchanged"
+# a NaN in a base of another dtype (F32 base, BF16 aligned, zeros
+# otherwise): named by tensor, row and column, exit 3, nothing recorded
+mkdir -p "$TMP/nan"
+st_file "$TMP/nan/b.safetensors" '{"w":{"dtype":"F32","shape":[16,16],"data_offsets":[0,1024]}}' 1024
+st_file "$TMP/nan/a.safetensors" '{"w":{"dtype":"BF16","shape":[16,16],"data_offsets":[0,512]}}' 512
+nan_at=$((8 + $(header_len "$TMP/nan/b.safetensors") + (2 * 16 + 3) * 4))
+printf '\000\000\300\177' | dd of="$TMP/nan/b.safetensors" bs=1 seek=$nan_at conv=notrunc 2>/dev/null
+expect_exit 3 "$LOXSTREAM" apply -q --rank 2 -b "$TMP/nan/b.safetensors" -a "$TMP/nan/a.safetensors" -o "$TMP/onan"
+expect_err "tensor 'w': row 2, column 3: aligned 0, base nan: the difference is not finite"
 pass
