@@ -87,8 +87,9 @@ void lx_plan_item_advise(const lx_plan_item *it, int advice);
 /* The XXH3-64 of the item's aligned tensor in h[0] and of its base tensor
  * in h[1] (0 without one).  A base tensor that is the aligned tensor itself
  * (the same bytes of the same file: apply --factors without --base opens
- * the aligned model twice) is not read again. */
-void lx_plan_item_hash(const lx_plan_item *it, uint64_t h[2]);
+ * the aligned model twice) is not read again.  threads > 1: the two
+ * tensors are hashed at once, on two threads (the same values). */
+void lx_plan_item_hash(const lx_plan_item *it, uint64_t h[2], int threads);
 /* The item is done: lx_tensor_release its aligned tensor and, unless it is
  * copied, its base tensor (evict: from the page cache too). */
 void lx_plan_item_release(const lx_plan_item *it, int evict);

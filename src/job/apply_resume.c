@@ -21,6 +21,7 @@
 #include "loxstream/factor.h"
 #include "loxstream/fs.h"
 #include "loxstream/hash.h"
+#include "loxstream/linalg.h"
 #include "loxstream/testhook.h"
 #include "loxstream/verify.h"
 
@@ -182,7 +183,7 @@ static int inputs_match(const lx_inputs *in, size_t i, const lx_journal_record *
     if (!r->has_base)
         return XXH3_64bits(it->aligned->data, it->aligned->nbytes) == r->aligned_xxh3;
     uint64_t h[2];
-    lx_plan_item_hash(it, h);
+    lx_plan_item_hash(it, h, lx_linalg_threads());
     return h[0] == r->aligned_xxh3 && h[1] == r->base_xxh3;
 }
 

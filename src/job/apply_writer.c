@@ -24,6 +24,7 @@
 
 #include "loxstream/apply_writer.h"
 #include "loxstream/fs.h"
+#include "loxstream/linalg.h"
 #include "loxstream/sys.h"
 #include "loxstream/testhook.h"
 
@@ -261,7 +262,8 @@ void lx_writer_hash_inputs(lx_apply_writer *J, size_t i)
 {
     const lx_plan_item *it = &J->plan->items[i];
     double t0 = lx_now();
-    lx_plan_item_hash(it, &J->in_xxh3[2 * i]);
+    /* on the main thread, which waits for it: on all the job's threads */
+    lx_plan_item_hash(it, &J->in_xxh3[2 * i], lx_linalg_threads());
     J->in_hash_seconds += lx_now() - t0;
 }
 
@@ -314,7 +316,7 @@ static lx_status finish_item(lx_apply_writer *J, size_t i, lx_out_shard *os, siz
         /* read again from the mapping, just after the computation read it */
         double t0 = lx_now();
         uint64_t h[2];
-        lx_plan_item_hash(it, h);
+        lx_plan_item_hash(it, h, 1); /* the writer's thread, beside the computation */
         r.aligned_xxh3 = h[0];
         r.base_xxh3 = h[1];
         J->hash_seconds += lx_now() - t0;

@@ -15,6 +15,7 @@
 #include "loxstream/fs.h"
 #include "loxstream/hash.h"
 #include "loxstream/journal.h"
+#include "loxstream/linalg.h"
 #include "loxstream/parse.h"
 #include "loxstream/xxh.h"
 
@@ -260,7 +261,7 @@ static lx_status check_inputs(lx_factor_store *s, const lx_plan_item *it)
         return st;
     uint64_t h[2], now[2];
     memcpy(h, t->data, sizeof h);
-    lx_plan_item_hash(it, now); /* without --base: base is aligned, hashed once */
+    lx_plan_item_hash(it, now, lx_linalg_threads()); /* without --base: base is aligned, hashed once */
     if (h[0] != now[0] || (!s->no_base && h[1] != now[1]))
         return lx_fail(LX_EINPUT, "--factors %s: made from other inputs: the bytes of tensor "
                        "'%s' (%s%s) are not those the factors were made from",

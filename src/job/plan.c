@@ -304,13 +304,29 @@ void lx_plan_item_advise(const lx_plan_item *it, int advice)
         advise(it->base->data, it->base->nbytes, advice);
 }
 
-void lx_plan_item_hash(const lx_plan_item *it, uint64_t h[2])
+/* Inputs below this many bytes are hashed on one thread. */
+#define HASH_TWO_THREADS_MIN (4u << 20)
+
+void lx_plan_item_hash(const lx_plan_item *it, uint64_t h[2], int threads)
 {
     const lx_tensor *a = it->aligned, *b = it->base;
-    h[0] = XXH3_64bits(a->data, a->nbytes);
     int same = b && a->file && b->file && a->file->dev == b->file->dev &&
                a->file->ino == b->file->ino && a->offset == b->offset && a->nbytes == b->nbytes;
-    h[1] = !b ? 0 : same ? h[0] : XXH3_64bits(b->data, b->nbytes);
+    int two = b && !same;
+    int par = two && threads > 1 && a->nbytes + b->nbytes >= HASH_TWO_THREADS_MIN;
+#ifdef _OPENMP
+    par = par && !omp_in_parallel();
+#endif
+    (void)par;
+#pragma omp parallel sections num_threads(2) if (par)
+    {
+#pragma omp section
+        h[0] = XXH3_64bits(a->data, a->nbytes);
+#pragma omp section
+        h[1] = two ? XXH3_64bits(b->data, b->nbytes) : 0;
+    }
+    if (!two)
+        h[1] = b ? h[0] : 0;
 }
 
 void lx_plan_item_release(const lx_plan_item *it, int evict)
