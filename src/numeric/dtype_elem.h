@@ -161,4 +161,26 @@ static LX_ALWAYS_INLINE unsigned half_nonfinite(uint16_t h, uint16_t mask)
     return (uint16_t)(h & mask) == mask;
 }
 
+/* Flags for the vector loops that OR without a compare: the top bit of the
+ * result is set when the value is an Inf or a NaN, as an exponent of all
+ * ones carries into it.  exp: the exponent bits of the 16-bit format
+ * (0x7c00 F16, 0x7f80 BF16). */
+static LX_ALWAYS_INLINE uint16_t half_nonfinite_bit(uint16_t h, uint16_t exp)
+{
+    return (uint16_t)((h & exp) + (exp & (uint16_t)-exp));
+}
+
+static LX_ALWAYS_INLINE uint32_t f32_nonfinite_bit(float r)
+{
+    return (f32_bits(r) & 0x7f800000u) + 0x00800000u;
+}
+
+/* (of the high word of d, which holds its exponent) */
+static LX_ALWAYS_INLINE uint32_t f64_nonfinite_bit(double d)
+{
+    uint64_t u;
+    memcpy(&u, &d, sizeof u);
+    return ((uint32_t)(u >> 32) & 0x7ff00000u) + 0x00100000u;
+}
+
 #endif

@@ -135,14 +135,16 @@ static void lowrank_block(const float *restrict c, int tt, const float *restrict
 /* dst[j] = round(base[j] + (acc[j] +) sum_{t<tt} c[t] * v[t*ldv + j]) for
  * j < len (<= OUT_LANES), the sum in order of t (from acc when it is not
  * NULL, else from c[0] * v[0]), as lowrank_block and then lx_add_f32 would
- * give; bad[j] is set when dst[j] rounded to an Inf or a NaN (a flag per
- * lane, reduced once per block: not a horizontal OR per call).  Called
+ * give; the top bit of bad16[j] (BF16, F16) or bad32[j] is set when dst[j]
+ * rounded to an Inf or a NaN (flags per lane made without a compare, and
+ * reduced once per block: not a horizontal OR per call).  Called
  * with len = OUT_LANES (a constant trip count: vectorised) and for the last
  * columns of a row.  The sums are staged in s, so dst may alias base. */
 static LX_ALWAYS_INLINE void out_lanes(lx_dtype dt, const float *restrict c, int tt,
                                            const float *restrict v, size_t ldv,
                                            const float *restrict acc, const unsigned char *base,
-                                           unsigned char *dst, size_t len, uint32_t *restrict bad)
+                                           unsigned char *dst, size_t len, uint16_t *restrict bad16,
+                                      uint32_t *restrict bad32)
 {
     float a[OUT_LANES], s[OUT_LANES];
     double s64[OUT_LANES];
@@ -168,7 +170,7 @@ static LX_ALWAYS_INLINE void out_lanes(lx_dtype dt, const float *restrict c, int
         for (size_t j = 0; j < len; j++) {
             uint16_t h = bf16_encode(s[j]);
             memcpy(dst + 2 * j, &h, 2);
-            bad[j] |= half_nonfinite(h, 0x7f80u);
+            bad16[j] |= half_nonfinite_bit(h, 0x7f80u);
         }
         break;
     case LX_DT_F16:
@@ -177,7 +179,7 @@ static LX_ALWAYS_INLINE void out_lanes(lx_dtype dt, const float *restrict c, int
         for (size_t j = 0; j < len; j++) {
             uint16_t h = f16_encode(s[j]);
             memcpy(dst + 2 * j, &h, 2);
-            bad[j] |= half_nonfinite(h, 0x7c00u);
+            bad16[j] |= half_nonfinite_bit(h, 0x7c00u);
         }
         break;
     case LX_DT_F32:
@@ -185,7 +187,7 @@ static LX_ALWAYS_INLINE void out_lanes(lx_dtype dt, const float *restrict c, int
             s[j] = load_f32(base, j) + a[j];
         for (size_t j = 0; j < len; j++) {
             memcpy(dst + 4 * j, &s[j], 4);
-            bad[j] |= f32_nonfinite(s[j]);
+            bad32[j] |= f32_nonfinite_bit(s[j]);
         }
         break;
     case LX_DT_F64:
@@ -193,10 +195,8 @@ static LX_ALWAYS_INLINE void out_lanes(lx_dtype dt, const float *restrict c, int
         for (size_t j = 0; j < len; j++)
             s64[j] = load_f64(base, j) + (double)a[j];
         for (size_t j = 0; j < len; j++) {
-            uint64_t u;
-            memcpy(&u, &s64[j], 8);
             store_f64(dst, j, s64[j]);
-            bad[j] |= (u & 0x7ff0000000000000u) == 0x7ff0000000000000u;
+            bad32[j] |= f64_nonfinite_bit(s64[j]);
         }
         break;
     default:
@@ -213,18 +213,19 @@ static LX_ALWAYS_INLINE unsigned out_block_dt(lx_dtype dt, const float *restrict
                                               const unsigned char *base, unsigned char *dst,
                                               size_t len, size_t es)
 {
-    uint32_t flags[OUT_LANES] = {0};
+    uint16_t bad16[OUT_LANES] = {0};
+    uint32_t bad32[OUT_LANES] = {0};
     size_t j = 0;
     for (; j + OUT_LANES <= len; j += OUT_LANES)
         out_lanes(dt, c, tt, v + j, ldv, acc ? acc + j : NULL, base + j * es, dst + j * es,
-                  OUT_LANES, flags);
+                  OUT_LANES, bad16, bad32);
     if (j < len)
         out_lanes(dt, c, tt, v + j, ldv, acc ? acc + j : NULL, base + j * es, dst + j * es,
-                  len - j, flags);
-    unsigned bad = 0;
+                  len - j, bad16, bad32);
+    uint32_t bad = 0;
     for (j = 0; j < OUT_LANES; j++)
-        bad |= flags[j];
-    return bad;
+        bad |= ((uint32_t)bad16[j] << 16) | bad32[j];
+    return bad >> 31;
 }
 
 static LX_ALWAYS_INLINE unsigned out_block(lx_dtype dt, const float *restrict c, int tt,
