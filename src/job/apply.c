@@ -419,7 +419,7 @@ static void print_stats(job *J)
     lx_say(&J->o->stream.report,
             "stats: wall %.2f s; inputs %.3f GB, output %.3f GB (%.2f GB/s in+out); "
             "storage read %.3f GB, written %.3f GB; SVD %.2f s, %.1f GFLOP (%.1f GFLOP/s); "
-            "output rows %.2f s, write %.2f s, hash %.2f s, sync %.2f s; "
+            "output rows %.3f s, write %.2f s, hash %.2f s, sync %.2f s; "
             "peak RSS %ld MiB; %s; %s",
             wall, (double)in_bytes / 1e9, (double)J->done_bytes / 1e9,
             wall > 0 ? (double)(in_bytes + J->done_bytes) / 1e9 / wall : 0.0, (double)rd / 1e9,
