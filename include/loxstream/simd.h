@@ -5,9 +5,10 @@
  * Zen 4), for AVX2 and for the baseline (SSE2), and pick one when the
  * program loads (target_clones: an ifunc, resolved once).  The loops are
  * written so that the compiler vectorises them in each (see dtype.c).  All
- * versions give the same bits: x86-64-v4 has FMA, but -std=c11 means
- * -ffp-contract=off, so no multiply-add is fused ("avx2" has no FMA at
- * all), and the integer conversions are exact.  Define LX_NO_CLONES to
+ * versions give the same bits: x86-64-v4 has FMA, but the build passes
+ * -ffp-contract=off (configure.ac: Clang would fuse a*b+c by default; GCC
+ * does not in ISO C mode), so no multiply-add is fused ("avx2" has no FMA
+ * at all), and the integer conversions are exact.  Define LX_NO_CLONES to
  * turn it off (e.g. for a toolchain without ifunc support).
  *
  * LX_ALWAYS_INLINE goes on the static helpers a cloned function calls, so
