@@ -1,7 +1,8 @@
 /* factors.c - what is done with lx_factors (rsvd.h): their rows times
- * alpha (lx_factors_rows), the fused output rows in the stored dtype
- * (lx_factors_add_rows), V transposed, the per-rank bounds' arrays, and
- * freeing them. */
+ * alpha (lx_factors_rows), the fused output rows in the stored dtype,
+ * checked for overflow as they are rounded (lx_factors_add_rows, with the
+ * element conversions of dtype_elem.h), V transposed, the per-rank bounds'
+ * arrays, and freeing them. */
 #include <float.h>
 #include <math.h>
 #include <stdlib.h>
