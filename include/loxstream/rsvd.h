@@ -143,12 +143,15 @@ void lx_factors_rows(const lx_factors *f, int kk, float alpha, size_t r0, size_t
 /* The fused output rows: dst row i = round_dt(base row i + alpha * sum_{t<kk}
  * U[r0+i][t] S[t] V[:, t]^T) for i < h, base and dst holding h contiguous
  * rows of n elements of dtype dt (dt transformable; dst may alias base).
- * The rank-kk sum is formed in f32, in order t = 0, 1, ..., column block by
- * column block in cache, and added and rounded at once: no f32 copy of the
- * rows is made.  (A BLIS GEMM with k = 6 ran at 3-4 GFLOP/s here and wrote
- * the f32 rows out to memory; see bench/RESULTS.md.)  kk > f->k: f->k;
- * kk <= 0: dst = base.  No allocation, thread-safe. */
-void lx_factors_add_rows(const lx_factors *f, int kk, float alpha, size_t r0, size_t h,
+ * The rank-kk sum is formed in f32, in order t = 0, 1, ..., in registers a
+ * few columns at a time, and added, rounded and checked at once: no f32
+ * copy of the rows is made.  (A BLIS GEMM with k = 6 ran at 3-4 GFLOP/s
+ * here and wrote the f32 rows out to memory; see bench/RESULTS.md.)
+ * kk > f->k: f->k; kk <= 0: dst = base.  Returns the index (i * n + j) of
+ * the first element of dst, in row-major order, that rounded to an Inf or
+ * a NaN (an overflow of dt), or h * n: what lx_find_nonfinite on dst would
+ * return.  No allocation, thread-safe. */
+size_t lx_factors_add_rows(const lx_factors *f, int kk, float alpha, size_t r0, size_t h,
                          lx_dtype dt, const void *base, void *dst);
 
 /* A gap estimate below this (lx_factors.gap) counts as none: the report

@@ -103,9 +103,10 @@ typedef struct job {
  * threads; each tile's f32 rows are made in its own part of fbuf and
  * rounded while still in cache, rather than in a pass over the whole panel
  * after the GEMM.  The tiles depend on the shape only, so the bits do not
- * depend on the thread count.  Each tile's rounded rows are scanned for
- * Inf/NaN (an overflow of the dtype: the inputs are finite); returns the
- * index in obuf of the first one, or h * n. */
+ * depend on the thread count.  Each tile's rounded rows are checked for
+ * Inf/NaN (an overflow of the dtype: the inputs are finite), with factors
+ * as they are rounded (lx_factors_add_rows); returns the index in obuf of
+ * the first one, or h * n. */
 #define OUT_TILE 8
 static size_t output_rows(job *J, lx_dtype dt, const lx_factors *f, int kk, float alpha,
                           const unsigned char *anchor, size_t r0, size_t h, size_t n,
@@ -116,9 +117,10 @@ static size_t output_rows(job *J, lx_dtype dt, const lx_factors *f, int kk, floa
 #pragma omp parallel for schedule(static) num_threads(J->o->stream.threads) if (J->o->stream.threads > 1 && h * n >= (1u << 16)) reduction(min:first)
     for (long ti = 0; ti < tiles; ti++) {
         size_t i0 = (size_t)ti * OUT_TILE, th = h - i0 < OUT_TILE ? h - i0 : OUT_TILE;
+        size_t bad;
         if (f) {
-            lx_factors_add_rows(f, kk, alpha, r0 + i0, th, dt, anchor + (r0 + i0) * n * esize,
-                                obuf + i0 * n * esize);
+            bad = lx_factors_add_rows(f, kk, alpha, r0 + i0, th, dt,
+                                      anchor + (r0 + i0) * n * esize, obuf + i0 * n * esize);
         } else {
             float *d = J->fbuf + i0 * n;
             for (size_t i = 0; i < th * n; i++)
@@ -126,8 +128,8 @@ static size_t output_rows(job *J, lx_dtype dt, const lx_factors *f, int kk, floa
             for (size_t i = 0; i < th; i++)
                 lx_add_f32(dt, anchor + (r0 + i0 + i) * n * esize, d + i * n,
                            obuf + (i0 + i) * n * esize, n);
+            bad = lx_find_nonfinite(dt, obuf + i0 * n * esize, th * n);
         }
-        size_t bad = lx_find_nonfinite(dt, obuf + i0 * n * esize, th * n);
         if (bad < th * n && i0 * n + bad < first)
             first = i0 * n + bad;
     }
@@ -417,7 +419,7 @@ static void print_stats(job *J)
     lx_say(&J->o->stream.report,
             "stats: wall %.2f s; inputs %.3f GB, output %.3f GB (%.2f GB/s in+out); "
             "storage read %.3f GB, written %.3f GB; SVD %.2f s, %.1f GFLOP (%.1f GFLOP/s); "
-            "output rows %.2f s, write %.2f s, hash %.2f s, sync %.2f s; "
+            "output rows %.3f s, write %.2f s, hash %.2f s, sync %.2f s; "
             "peak RSS %ld MiB; %s; %s",
             wall, (double)in_bytes / 1e9, (double)J->done_bytes / 1e9,
             wall > 0 ? (double)(in_bytes + J->done_bytes) / 1e9 / wall : 0.0, (double)rd / 1e9,

@@ -1,14 +1,17 @@
 /* factors.c - what is done with lx_factors (rsvd.h): their rows times
- * alpha (lx_factors_rows), the fused output rows in the stored dtype
- * (lx_factors_add_rows), V transposed, the per-rank bounds' arrays, and
- * freeing them. */
+ * alpha (lx_factors_rows), the fused output rows in the stored dtype,
+ * checked for overflow as they are rounded (lx_factors_add_rows, with the
+ * element conversions of dtype_elem.h), V transposed, the per-rank bounds'
+ * arrays, and freeing them. */
 #include <float.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "loxstream/dtype.h"
 #include "loxstream/linalg.h"
 #include "loxstream/simd.h"
+#include "dtype_elem.h"
 #include "rsvd_impl.h"
 
 /* lx_factors_rows scales rows of U by S into a stack buffer of this many
@@ -87,12 +90,17 @@ void lx_factors_rows(const lx_factors *f, int kk, float alpha, size_t r0, size_t
     }
 }
 
-/* Columns per block of lx_factors_add_rows (lx_add_f32's block): the f32
- * accumulator (2 KiB) and the block of V^T (2 kk KiB) stay in L1 while a
- * group of ADD_ROWS rows is done; coefficients are made ADD_MAX_K at a time. */
+/* Columns per block of lx_factors_add_rows: the block of V^T (2 kk KiB)
+ * stays in L1 while a group of ADD_ROWS rows is done, and each row's block
+ * is made OUT_LANES columns at a time, its rank-kk sum in vector registers
+ * (two AVX-512 registers, four AVX2 ones) from the first product to the
+ * rounded, checked element: nothing f32 goes through memory.  Coefficients
+ * are made ADD_MAX_K at a time; a rank above that sums its first triplets
+ * into an f32 block (lowrank_block) and the last ADD_MAX_K in registers. */
 #define ADD_BLOCK LX_DTYPE_BLOCK
 #define ADD_ROWS 8
 #define ADD_MAX_K 64
+#define OUT_LANES 32
 
 /* acc[j] (= or +=) sum_{t<tt} c[t] * v[t*ldv + j] for j < len, in order of t.
  * The full-block case has a constant trip count, so that GCC -O2 vectorises
@@ -125,10 +133,121 @@ static void lowrank_block(const float *restrict c, int tt, const float *restrict
     }
 }
 
-void lx_factors_add_rows(const lx_factors *f, int kk, float alpha, size_t r0, size_t h,
-                         lx_dtype dt, const void *base, void *dst)
+/* dst[j] = round(base[j] + (acc[j] +) sum_{t<tt} c[t] * v[t*ldv + j]) for
+ * j < len (<= OUT_LANES), the sum in order of t (from acc when it is not
+ * NULL, else from c[0] * v[0]), as lowrank_block and then lx_add_f32 would
+ * give; the top bit of bad16[j] (BF16, F16) or bad32[j] is set when dst[j]
+ * rounded to an Inf or a NaN (flags per lane made without a compare, and
+ * reduced once per block: not a horizontal OR per call).  Called
+ * with len = OUT_LANES (a constant trip count: vectorised) and for the last
+ * columns of a row.  The sums are staged in s, so dst may alias base. */
+static LX_ALWAYS_INLINE void out_lanes(lx_dtype dt, const float *restrict c, int tt,
+                                           const float *restrict v, size_t ldv,
+                                           const float *restrict acc, const unsigned char *base,
+                                           unsigned char *dst, size_t len, uint16_t *restrict bad16,
+                                      uint32_t *restrict bad32)
 {
-    size_t n = f->n, k = (size_t)f->k, es = lx_dtype_bits(dt) / 8;
+    float a[OUT_LANES], s[OUT_LANES];
+    double s64[OUT_LANES];
+    int t = 0;
+    if (acc) {
+        for (size_t j = 0; j < len; j++)
+            a[j] = acc[j];
+    } else {
+        for (size_t j = 0; j < len; j++)
+            a[j] = c[0] * v[j];
+        t = 1;
+    }
+    for (; t < tt; t++) {
+        const float *vt = v + (size_t)t * ldv;
+        float ct = c[t];
+        for (size_t j = 0; j < len; j++)
+            a[j] += ct * vt[j];
+    }
+    switch (dt) {
+    case LX_DT_BF16:
+        for (size_t j = 0; j < len; j++)
+            s[j] = load_bf16(base, j) + a[j];
+        for (size_t j = 0; j < len; j++) {
+            uint16_t h = bf16_encode(s[j]);
+            memcpy(dst + 2 * j, &h, 2);
+            bad16[j] |= half_nonfinite_bit(h, 0x7f80u);
+        }
+        break;
+    case LX_DT_F16:
+        for (size_t j = 0; j < len; j++)
+            s[j] = load_f16(base, j) + a[j];
+        for (size_t j = 0; j < len; j++) {
+            uint16_t h = f16_encode(s[j]);
+            memcpy(dst + 2 * j, &h, 2);
+            bad16[j] |= half_nonfinite_bit(h, 0x7c00u);
+        }
+        break;
+    case LX_DT_F32:
+        for (size_t j = 0; j < len; j++)
+            s[j] = load_f32(base, j) + a[j];
+        for (size_t j = 0; j < len; j++) {
+            memcpy(dst + 4 * j, &s[j], 4);
+            bad32[j] |= f32_nonfinite_bit(s[j]);
+        }
+        break;
+    case LX_DT_F64:
+        /* added in double, as lx_add_f32 does */
+        for (size_t j = 0; j < len; j++)
+            s64[j] = load_f64(base, j) + (double)a[j];
+        for (size_t j = 0; j < len; j++) {
+            store_f64(dst, j, s64[j]);
+            bad32[j] |= f64_nonfinite_bit(s64[j]);
+        }
+        break;
+    default:
+        break;
+    }
+}
+
+/* A row's block of len <= ADD_BLOCK columns: out_lanes over its columns;
+ * nonzero when one rounded to an Inf or a NaN.  The switch on dt is outside
+ * the loop (out_block), so each dtype gets its own loop. */
+static LX_ALWAYS_INLINE unsigned out_block_dt(lx_dtype dt, const float *restrict c, int tt,
+                                              const float *restrict v, size_t ldv,
+                                              const float *restrict acc,
+                                              const unsigned char *base, unsigned char *dst,
+                                              size_t len, size_t es)
+{
+    uint16_t bad16[OUT_LANES] = {0};
+    uint32_t bad32[OUT_LANES] = {0};
+    size_t j = 0;
+    for (; j + OUT_LANES <= len; j += OUT_LANES)
+        out_lanes(dt, c, tt, v + j, ldv, acc ? acc + j : NULL, base + j * es, dst + j * es,
+                  OUT_LANES, bad16, bad32);
+    if (j < len)
+        out_lanes(dt, c, tt, v + j, ldv, acc ? acc + j : NULL, base + j * es, dst + j * es,
+                  len - j, bad16, bad32);
+    uint32_t bad = 0;
+    for (j = 0; j < OUT_LANES; j++)
+        bad |= ((uint32_t)bad16[j] << 16) | bad32[j];
+    return bad >> 31;
+}
+
+static LX_ALWAYS_INLINE unsigned out_block(lx_dtype dt, const float *restrict c, int tt,
+                                           const float *restrict v, size_t ldv,
+                                           const float *restrict acc, const unsigned char *base,
+                                           unsigned char *dst, size_t len)
+{
+    switch (dt) {
+    case LX_DT_BF16: return out_block_dt(LX_DT_BF16, c, tt, v, ldv, acc, base, dst, len, 2);
+    case LX_DT_F16: return out_block_dt(LX_DT_F16, c, tt, v, ldv, acc, base, dst, len, 2);
+    case LX_DT_F32: return out_block_dt(LX_DT_F32, c, tt, v, ldv, acc, base, dst, len, 4);
+    case LX_DT_F64: return out_block_dt(LX_DT_F64, c, tt, v, ldv, acc, base, dst, len, 8);
+    default: return 0;
+    }
+}
+
+LX_VECTOR_CLONES
+size_t lx_factors_add_rows(const lx_factors *f, int kk, float alpha, size_t r0, size_t h,
+                           lx_dtype dt, const void *base, void *dst)
+{
+    size_t n = f->n, k = (size_t)f->k, es = lx_dtype_bits(dt) / 8, first = h * n;
     const unsigned char *b = base;
     unsigned char *d = dst;
     if (kk > f->k)
@@ -136,7 +255,7 @@ void lx_factors_add_rows(const lx_factors *f, int kk, float alpha, size_t r0, si
     if (kk <= 0) {
         if (dst != base)
             memmove(dst, base, h * n * es);
-        return;
+        return lx_find_nonfinite(dt, dst, h * n);
     }
     float c[ADD_MAX_K];
     float acc[ADD_BLOCK];
@@ -146,16 +265,22 @@ void lx_factors_add_rows(const lx_factors *f, int kk, float alpha, size_t r0, si
             size_t len = n - j0 < ADD_BLOCK ? n - j0 : ADD_BLOCK;
             for (size_t i = i0; i < i0 + hh; i++) {
                 const float *u = f->U + (r0 + i) * k;
+                size_t at = (i * n + j0) * es;
                 for (int t0 = 0; t0 < kk; t0 += ADD_MAX_K) {
                     int tt = kk - t0 < ADD_MAX_K ? kk - t0 : ADD_MAX_K;
                     for (int t = 0; t < tt; t++)
                         c[t] = alpha * u[t0 + t] * f->S[t0 + t];
-                    lowrank_block(c, tt, f->Vt + (size_t)t0 * n + j0, n, acc, len, t0 == 0);
+                    const float *v = f->Vt + (size_t)t0 * n + j0;
+                    if (t0 + tt < kk) {
+                        lowrank_block(c, tt, v, n, acc, len, t0 == 0);
+                    } else if (out_block(dt, c, tt, v, n, t0 ? acc : NULL, b + at, d + at, len)) {
+                        /* an overflow (rare): where, in row-major order */
+                        size_t e = i * n + j0 + lx_find_nonfinite(dt, d + at, len);
+                        first = e < first ? e : first;
+                    }
                 }
-                size_t at = (i * n + j0) * es;
-                lx_add_f32(dt, b + at, acc, d + at, len);
             }
         }
     }
+    return first;
 }
-

@@ -861,7 +861,8 @@ static void check_add_rows(const lx_factors *f, int kk, size_t r0, size_t h, lx_
     lx_from_f32(dt, bf, base, h * n);
     if (in_place)
         memcpy(dst, base, h * n * es);
-    lx_factors_add_rows(f, kk, 1.25f, r0, h, dt, in_place ? dst : base, dst);
+    size_t bad = lx_factors_add_rows(f, kk, 1.25f, r0, h, dt, in_place ? dst : base, dst);
+    assert_int_equal(bad, h * n); /* nothing overflows */
     int keff = kk > f->k ? f->k : kk < 0 ? 0 : kk;
     for (size_t i = 0; i < h; i++) {
         for (size_t j = 0; j < n; j++) {
@@ -911,6 +912,89 @@ static void test_factors_add_rows(void **state)
     assert_int_equal(f.k, 70);
     check_add_rows(&f, 70, 0, 120, LX_DT_F32, 0);
     check_add_rows(&f, 70, 3, 9, LX_DT_BF16, 1);
+    lx_factors_free(&f);
+    free(s);
+    unplant(&p);
+}
+
+/* lx_factors_add_rows's overflow index: base holds the dtype's largest
+ * finite value, of the update's sign, at three elements whose update is
+ * large, and S and alpha scale the largest sum of the update's terms to
+ * 1/64 of that value (so that nothing else, nor any coefficient, which is
+ * at most sqrt(n) times that sum, overflows).  The returned index is
+ * the first non-finite element of dst in row-major order, found here by
+ * decoding dst: row 3's element (in the last column block) comes before
+ * row 5's (in the first block, which the kernel makes earlier) and row 14's
+ * (another group of rows). */
+static void check_overflow(lx_factors *f, lx_dtype dt)
+{
+    size_t n = f->n, h = 19, r0 = 2, es = lx_dtype_bits(dt) / 8, k = (size_t)f->k;
+    double big = lx_dtype_max(dt);
+    /* S times a power of two near big / 16 (exact), so that alpha stays
+     * near 1 and finite in f32 */
+    float scale = ldexpf(1.0f, ilogb(big) - 4);
+    for (size_t q = 0; q < k; q++)
+        f->S[q] *= scale;
+    double *upd = malloc(h * n * sizeof(double)), top = 0;
+    float *bf = malloc(h * n * sizeof(float));
+    unsigned char *base = malloc(h * n * es), *dst = malloc(h * n * es);
+    for (size_t i = 0; i < h; i++)
+        for (size_t j = 0; j < n; j++) {
+            double sum = 0, mag = 0;
+            for (size_t q = 0; q < k; q++) {
+                double t = (double)f->U[(r0 + i) * k + q] * f->S[q] * f->V[j * k + q];
+                sum += t;
+                mag += fabs(t);
+            }
+            upd[i * n + j] = sum;
+            top = mag > top ? mag : top;
+        }
+    float alpha = (float)(big / 64 / top);
+    /* the column of row i in [lo, hi) with the largest update */
+    size_t rows[3] = {3, 5, 14}, lo[3] = {1024, 0, 0}, hi[3] = {n, 512, n}, at[3];
+    for (size_t i = 0; i < h * n; i++)
+        bf[i] = (float)(rng_gauss() * 0.05);
+    for (int p = 0; p < 3; p++) {
+        size_t best = lo[p];
+        for (size_t j = lo[p]; j < hi[p]; j++)
+            if (fabs(upd[rows[p] * n + j]) > fabs(upd[rows[p] * n + best]))
+                best = j;
+        at[p] = rows[p] * n + best;
+        /* alpha times it is above half a unit in the last place of big
+         * (2^-8 big for BF16, the coarsest) */
+        assert_true(fabs(upd[at[p]]) * alpha > big / 200);
+        bf[at[p]] = (float)(upd[at[p]] > 0 ? big : -big);
+    }
+    lx_from_f32(dt, bf, base, h * n);
+    size_t bad = lx_factors_add_rows(f, 6, alpha, r0, h, dt, base, dst);
+    size_t first = h * n;
+    for (size_t i = 0; i < h * n && first == h * n; i++)
+        if (!isfinite(decode(dt, dst, i)))
+            first = i;
+    for (int p = 0; p < 3; p++)
+        assert_true(isinf(decode(dt, dst, at[p])));
+    assert_int_equal(first, at[0]);
+    assert_int_equal(bad, first);
+    for (size_t q = 0; q < k; q++)
+        f->S[q] /= scale;
+    free(upd);
+    free(bf);
+    free(base);
+    free(dst);
+}
+
+static void test_factors_add_rows_overflow(void **state)
+{
+    (void)state;
+    planted p;
+    double *s = geometric(90, 0.9);
+    plant(&p, 120, 1100, s, 90, 17);
+    lx_rsvd_opts o = opts(6);
+    lx_factors f;
+    assert_int_equal(run(&p, &o, &f), LX_OK);
+    check_overflow(&f, LX_DT_F16);
+    check_overflow(&f, LX_DT_BF16);
+    check_overflow(&f, LX_DT_F32);
     lx_factors_free(&f);
     free(s);
     unplant(&p);
@@ -1019,6 +1103,7 @@ int main(void)
         cmocka_unit_test(test_panel_serial),
         cmocka_unit_test(test_factors_rows),
         cmocka_unit_test(test_factors_add_rows),
+        cmocka_unit_test(test_factors_add_rows_overflow),
         cmocka_unit_test(test_matrix_seed),
         cmocka_unit_test(test_workspace_bytes),
         cmocka_unit_test(test_rank_bounds),
