@@ -3,8 +3,10 @@
  * pass of LOX.md), and the exact reference.
  *
  * The matrix A (m x n) is never materialised: each pass asks the row source
- * for consecutive panels of at most LX_RSVD_PANEL_ROWS rows, in order, and
- * feeds them to BLIS.  One pass applies A and A^T to one block V_i of
+ * for consecutive panels of at most LX_RSVD_PANEL_ROWS rows (in order within
+ * each of its row chunks; every other pass takes the chunks last first, so
+ * that it starts on the rows the previous pass read last) and feeds them to
+ * BLIS.  One pass applies A and A^T to one block V_i of
  * l = k + p orthonormal columns: panel by panel, Y_b = A_b V_i and
  * Z_i += A_b^T Y_b, so one read of the data gives A V_i and A^T A V_i.  The
  * next block is orth(Z_i) against all earlier blocks (block Krylov: the

@@ -207,9 +207,14 @@ static void add_into(float *restrict z, const float *restrict x, size_t len)
  * rows, which stays in its L2 cache from the conversion to the second
  * product); Z_i = sum of the chunk partials in chunk order and ||A||_F^2
  * likewise, so the bits do not depend on which thread took which chunk, nor
- * on how many there are.  A failure is reported for the first failing
- * chunk, with the message its thread set. */
-static lx_status stream_pass(rsvd_work *w, double *frob2)
+ * on how many there are, nor on the order the chunks are handed out in.
+ * With `reverse` they are handed out last chunk first: alternate passes
+ * then start where the previous one ended, on the rows it left in the page
+ * cache, so a matrix whose inputs do not fit in the cache (a memory
+ * cgroup) is read from storage only in part on each later pass.  A failure
+ * is reported for the first failing chunk, with the message its thread
+ * set. */
+static lx_status stream_pass(rsvd_work *w, double *frob2, int reverse)
 {
     size_t n = w->n, l = w->l, nch = w->nch;
     const float *V = w->Vb + w->nblk * l * n;
@@ -228,7 +233,8 @@ static lx_status stream_pass(rsvd_work *w, double *frob2)
 #endif
         float *panel = w->panels + (size_t)t * w->ph * n;
 #pragma omp for schedule(dynamic, 1)
-        for (long c = 0; c < (long)nch; c++) {
+        for (long q = 0; q < (long)nch; q++) {
+            long c = reverse ? (long)nch - 1 - q : q;
             float *Zp = c == 0 ? Z : w->Zc + (size_t)(c - 1) * n * l;
             lx_status st = stream_chunk(w, (size_t)c, panel, Zp, frob2 ? &w->f2c[c] : NULL);
             if (st != LX_OK) {
@@ -511,7 +517,7 @@ static size_t gv_count(const rsvd_work *w)
 
 
 lx_status lx_krylov_topk(const lx_rowsrc *A, const lx_rsvd_opts *o, lx_factors *out, lead *ld,
-                         const budget *bud, double *abs_at)
+                         const budget *bud, double *abs_at, int pass0)
 {
     rsvd_work w = {0};
     size_t sz[NBUF];
@@ -552,7 +558,9 @@ lx_status lx_krylov_topk(const lx_rowsrc *A, const lx_rsvd_opts *o, lx_factors *
     double err_est = INFINITY, gap = 0;
     double *peR = w.pr, *peL = peR + k + 1, *pgap = peL + k + 1;
     while (pass < cap) {
-        st = stream_pass(&w, pass == 0 ? &w.frob2 : NULL);
+        /* the first pass of a matrix backwards: its inputs were just read
+         * forwards (hashed, apply_writer.c), then every other one */
+        st = stream_pass(&w, pass == 0 ? &w.frob2 : NULL, (pass0 + pass) % 2 == 0);
         if (st == LX_OK)
             st = extend_bases(&w);
         if (st == LX_OK)

@@ -313,7 +313,7 @@ static lx_status deflated(const lx_rowsrc *A, const lx_rsvd_opts *o, lx_factors 
     if (st == LX_OK)
         st = lx_factors_fill_vt(out);
     if (st == LX_OK)
-        st = lx_krylov_topk(&src, &o2, &f2, NULL, &bud, abs2);
+        st = lx_krylov_topk(&src, &o2, &f2, NULL, &bud, abs2, out->passes);
     free(r2);
     float *U = lx_rsvd_alloc(m * k, &st, m, n), *V = lx_rsvd_alloc(n * k, &st, m, n);
     float *S = lx_rsvd_alloc(k, &st, m, n), *Sb = lx_rsvd_alloc((size_t)out->l, &st, m, n);
@@ -390,7 +390,7 @@ lx_status lx_rsvd_topk(const lx_rowsrc *A, const lx_rsvd_opts *o, lx_factors *ou
     } else {
         abs1 = alloc_doubles(lx_rsvd_clamp_rank(A->m, A->n, o->rank) + 1, &st, A->m, A->n);
         if (st == LX_OK)
-            st = lx_krylov_topk(A, o, out, &ld, NULL, abs1);
+            st = lx_krylov_topk(A, o, out, &ld, NULL, abs1, 0);
     }
     if (st == LX_OK && ld.t > 0)
         st = deflated(A, o, out, &ld, abs1);

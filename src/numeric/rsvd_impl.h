@@ -53,10 +53,11 @@ double lx_rsvd_merged_bound(const budget *b, double s1, double gr, double e2);
  * deflating, NULL: never stop for one; bud: the budget of a deflation's
  * second run, NULL: tol relative to its own result; abs_at, unless NULL,
  * k + 1 doubles: abs_at[r] the bound err_at[r] times the norm it is
- * relative to, i.e. absolute, Frobenius); its bytes for this shape.  out
- * gets err_at and gap_at. */
+ * relative to, i.e. absolute, Frobenius; pass0: passes over A made
+ * before, which set the direction of each pass); its bytes for this shape.
+ * out gets err_at and gap_at. */
 lx_status lx_krylov_topk(const lx_rowsrc *A, const lx_rsvd_opts *o, lx_factors *out, lead *ld,
-                         const budget *bud, double *abs_at);
+                         const budget *bud, double *abs_at, int pass0);
 size_t lx_krylov_workspace_bytes(size_t m, size_t n, const lx_rsvd_opts *o);
 
 /* rsvd_dense.c: the dense SVD in double. */

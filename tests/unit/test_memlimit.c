@@ -2,7 +2,8 @@
  * /proc/self/cgroup and /proc/self/mountinfo files and cgroup trees in a
  * temporary directory: v2 and v1, the smallest limit on the way up,
  * "max" and v1's "unlimited", a mount showing part of the hierarchy, an
- * escaped mount point, a limit above the RAM, nothing to find. */
+ * escaped mount point, a limit above the RAM, the hybrid layout (v2 beside
+ * a v1 memory hierarchy), nothing to find. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -121,6 +122,40 @@ static void test_mount_root_and_escape(void **state)
     assert_int_equal(ml.bytes, 268435456);
 }
 
+/* Hybrid (systemd's default before v2-only, and the machine these tests
+ * were first run on): a v2 hierarchy mounted beside the v1 ones, holding
+ * no memory controller (no memory.max files), and memory bound to v1: the
+ * v1 limit is found; where both have one, the smaller wins. */
+static void test_hybrid(void **state)
+{
+    (void)state;
+    put("hcg", "4:memory:/process_api/job\n1:cpu:/\n0::/\n");
+    char text[2048];
+    snprintf(text, sizeof text,
+             "22 1 8:1 / / rw,relatime shared:1 - ext4 /dev/sda1 rw\n"
+             "41 31 0:38 / %s/h2 rw,relatime - cgroup2 cgroup2 rw\n"
+             "37 31 0:34 / %s/h1 rw,relatime - cgroup cgroup rw,memory\n",
+             tmpdir_root(), tmpdir_root());
+    put("hmi", text);
+    put("h2/cgroup.controllers", "hugetlb\n");
+    put("h1/process_api/job/memory.limit_in_bytes", "536870912\n");
+    put("h1/memory.limit_in_bytes", "9223372036854771712\n");
+    lx_memlimit ml = find("hcg", "hmi", 0);
+    assert_int_equal(ml.bytes, 536870912);
+    assert_int_equal(ml.version, 1);
+    assert_string_equal(rel_file(&ml), "h1/process_api/job/memory.limit_in_bytes");
+    /* a v2 limit above it does not hide it; one below it does */
+    put("h2/memory.max", "1073741824\n");
+    ml = find("hcg", "hmi", 0);
+    assert_int_equal(ml.bytes, 536870912);
+    assert_int_equal(ml.version, 1);
+    put("h2/memory.max", "268435456\n");
+    ml = find("hcg", "hmi", 0);
+    assert_int_equal(ml.bytes, 268435456);
+    assert_int_equal(ml.version, 2);
+    assert_string_equal(rel_file(&ml), "h2/memory.max");
+}
+
 /* Nothing to find: no files, no limit files, no matching mount */
 static void test_none(void **state)
 {
@@ -157,6 +192,7 @@ int main(void)
         cmocka_unit_test(test_v2_parent_limit),
         cmocka_unit_test(test_v1),
         cmocka_unit_test(test_mount_root_and_escape),
+        cmocka_unit_test(test_hybrid),
         cmocka_unit_test(test_none),
         cmocka_unit_test(test_detect),
     };

@@ -117,15 +117,17 @@ typedef struct src_ctx {
     size_t n;
     size_t fail_row; /* first row that fails, on the failing pass */
     int fail_pass;   /* 0: never; -1: every pass, naming the call's first row */
-    _Atomic int pass; /* pass counter (a call with r0 == 0 starts a pass) */
+    size_t m;
+    _Atomic int pass; /* the pass of the latest call */
+    _Atomic size_t rows; /* rows delivered: a pass reads every row once, in
+                          * chunks whose order changes from pass to pass */
     _Atomic size_t calls, max_h;
 } src_ctx;
 
 static lx_status src_rows(void *ctx, size_t r0, size_t h, float *dst, size_t ld)
 {
     src_ctx *c = ctx;
-    if (r0 == 0)
-        c->pass++;
+    c->pass = (int)(atomic_fetch_add(&c->rows, h) / c->m) + 1;
     c->calls++;
     size_t mh = c->max_h;
     while (h > mh && !atomic_compare_exchange_weak(&c->max_h, &mh, h))
@@ -143,6 +145,7 @@ static lx_rowsrc source(src_ctx *c, const float *a, size_t m, size_t n)
 {
     memset(c, 0, sizeof *c);
     c->a = a;
+    c->m = m;
     c->n = n;
     lx_rowsrc s = {m, n, src_rows, c};
     return s;
