@@ -26,6 +26,9 @@ lx_status lx_linalg_init(int threads);
  * whatever the number: C is cut into blocks by shape only, one
  * single-threaded BLIS call each, shared out among the threads. */
 void lx_linalg_set_threads(int threads);
+/* The calling thread's own count in place of that (0: back to it), for a
+ * thread that factors one matrix beside another (lanes.h). */
+void lx_linalg_set_local_threads(int threads);
 int lx_linalg_threads(void);
 /* BLIS version, sub-configuration in use, and how it was chosen, e.g.
  * "BLIS 0.9.0, kernels zen3 (chosen by loxstream: BLIS does not know this CPU)". */

@@ -36,6 +36,7 @@
 #include "loxstream/apply_writer.h"
 #include "loxstream/dtype.h"
 #include "loxstream/engine.h"
+#include "loxstream/lanes.h"
 #include "loxstream/linalg.h"
 #include "loxstream/outdir.h"
 #include "loxstream/parse.h"
@@ -89,6 +90,8 @@ typedef struct job {
     lx_progress progress;
     uint64_t done_bytes;           /* of every output */
     lx_budget budget;              /* read-ahead within the memory limit */
+    uint64_t need_max, svd_max;    /* the largest need of the run, and of its SVDs */
+    lx_lanes *lanes;               /* matrices factored ahead (NULL: here, in turn) */
     lx_read_ahead ra;
     const lx_plan_item **ahead;    /* prefetch_from's list: plan.n entries */
     lx_factor_stats svd;           /* the factorisations of this run */
@@ -254,7 +257,9 @@ static lx_status transform_matrix(job *J, const lx_plan_item *it, size_t idx, ui
         if (rank < J->factor_rank && b == 0) /* once per tensor, not per matrix */
             lx_warn("tensor '%s': rank %d exceeds min(%zu, %zu): using rank %d%s", t->name,
                     J->factor_rank, m, n, rank, it->batch > 1 ? " for each of its matrices" : "");
-        st = lx_engine_factor(&J->o->stream, it, b, rank, &f, &J->svd);
+        size_t pos = J->lanes ? lx_lanes_find(J->lanes, it, b) : SIZE_MAX;
+        st = pos != SIZE_MAX ? lx_lanes_take(J->lanes, pos, &f, &J->svd)
+                             : lx_engine_factor(&J->o->stream, it, b, rank, &f, &J->svd);
         if (st != LX_OK)
             return st;
         have_factors = 1;
@@ -337,13 +342,18 @@ static lx_status check_memory(job *J)
         uint64_t need = (uint64_t)LX_RSVD_PANEL_ROWS * it->n *
                         (sizeof(float) + 8 * OUT_BUFFERS * (uint64_t)J->nouts);
         need += (uint64_t)(J->nouts - 1) * LX_RESUME_CHECK_CHUNK;
-        if (it->action == LX_ACT_LOWRANK)
-            need += lx_engine_svd_bytes(&o->stream, it, J->factor_rank);
+        if (it->action == LX_ACT_LOWRANK) {
+            uint64_t svd = lx_engine_svd_bytes(&o->stream, it, J->factor_rank);
+            need += svd;
+            if (svd > J->svd_max)
+                J->svd_max = svd;
+        }
         if (need > worst) {
             worst = need;
             worst_name = it->aligned->name;
         }
     }
+    J->need_max = worst;
     lx_status st = lx_engine_check_memory(&o->stream, &J->in.plan, worst, worst_name,
                                             &J->budget);
     if (st != LX_OK && J->nouts > 1)
@@ -444,9 +454,12 @@ static lx_status item_begin(job *J, output *u, size_t i)
 }
 
 /* Item i's inputs hashed once before the passes read them, for every
- * output that computes it (lx_writer_hash_inputs). */
+ * output that computes it (lx_writer_hash_inputs); for the items the lanes
+ * factor, by the lane that claims the item (lane_hash). */
 static void hash_inputs(job *J, size_t i)
 {
+    if (J->lanes && lx_lanes_find(J->lanes, &J->in.plan.items[i], 0) != SIZE_MAX)
+        return;
     lx_apply_writer *first = NULL;
     for (size_t q = 0; q < J->nouts; q++) {
         lx_apply_writer *w = &J->outs[q].w;
@@ -460,6 +473,59 @@ static void hash_inputs(job *J, size_t i)
             w->in_xxh3[2 * i + 1] = first->in_xxh3[2 * i + 1];
         }
     }
+}
+
+/* The lanes' before(): item it's inputs hashed on the lane's thread, for
+ * every active output (which of them need it is decided later, in turn). */
+static void lane_hash(void *ctx, const lx_plan_item *it)
+{
+    job *J = ctx;
+    size_t i = (size_t)(it - J->in.plan.items);
+    uint64_t h[2];
+    lx_plan_item_hash(it, h, 1);
+    for (size_t q = 0; q < J->nouts; q++) {
+        J->outs[q].w.in_xxh3[2 * i] = h[0];
+        J->outs[q].w.in_xxh3[2 * i + 1] = h[1];
+    }
+}
+
+/* Factor ahead on a second lane (lanes.h) when the job has two threads or
+ * more, its matrices are factored (not read from --factors), and a second
+ * SVD workspace fits in --max-memory beside the largest need; not within a
+ * cgroup's memory limit, where the page cache needs the room.  The list:
+ * every matrix of the part's transformed items that some output will
+ * compute (has no record to keep), in order. */
+#define LANES_AHEAD 2
+static lx_status lanes_start(job *J)
+{
+    const lx_engine_opts *e = &J->o->stream;
+    if (e->threads < 2 || e->factors || J->budget.limit.bytes ||
+        J->need_max + J->svd_max > e->max_memory)
+        return LX_OK;
+    size_t n = 0;
+    for (size_t i = J->part.lo; i < J->part.hi; i++)
+        if (J->in.plan.items[i].action == LX_ACT_LOWRANK)
+            n += (size_t)J->in.plan.items[i].batch;
+    if (n < 2)
+        return LX_OK;
+    lx_lane_mat *mats = malloc(n * sizeof *mats);
+    if (!mats)
+        return lx_fail(LX_EFAIL, "out of memory");
+    n = 0;
+    for (size_t i = J->part.lo; i < J->part.hi; i++) {
+        const lx_plan_item *it = &J->in.plan.items[i];
+        int computed = 0;
+        for (size_t q = 0; q < J->nouts; q++)
+            computed |= J->outs[q].active && !(J->outs[q].rs.resuming && J->outs[q].rs.rec[i]);
+        if (it->action != LX_ACT_LOWRANK || !computed)
+            continue;
+        for (uint64_t b = 0; b < it->batch; b++)
+            mats[n++] = (lx_lane_mat){it, b, lx_engine_rank(it, J->factor_rank)};
+    }
+    if (n >= 2)
+        J->lanes = lx_lanes_start(e, mats, n, LANES_AHEAD, lane_hash, J);
+    free(mats);
+    return n < 2 || J->lanes ? LX_OK : LX_EFAIL;
 }
 
 static lx_status run_items(job *J)
@@ -624,7 +690,11 @@ static lx_status run(job *J)
         if (J->outs[q].active)
             st = lx_writer_start(&J->outs[q].w, out_buffer_bytes(J));
     if (st == LX_OK)
+        st = lanes_start(J);
+    if (st == LX_OK)
         st = run_items(J);
+    lx_lanes_stop(J->lanes);
+    J->lanes = NULL;
     for (size_t q = 0; q < J->nouts; q++)
         lx_writer_stop(&J->outs[q].w);
     lx_read_ahead_stop(&J->ra);

@@ -18,6 +18,7 @@
 #include "loxstream/engine.h"
 #include "loxstream/factor.h"
 #include "loxstream/parse.h"
+#include "loxstream/linalg.h"
 #include "loxstream/safetensors.h"
 #include "loxstream/sys.h"
 
@@ -234,7 +235,7 @@ static lx_status delta_rows(const lx_plan_item *it, const unsigned char *al,
     size_t ea = lx_dtype_bits(da) / 8, eb = lx_dtype_bits(db) / 8;
     size_t bad = SIZE_MAX; /* the first non-finite difference, i * n + column */
     /* serial when called by one of the threads of a pass (rsvd.c) */
-#pragma omp parallel for schedule(static) if (h * n >= (1u << 16) && !in_parallel())
+#pragma omp parallel for schedule(static) num_threads(lx_linalg_threads()) if (h * n >= (1u << 16) && !in_parallel())
     for (size_t i = 0; i < h; i++) {
         size_t off = (r0 + i) * n;
         float *row = dst + i * ld;

@@ -31,6 +31,7 @@ lx_status lx_flame_init(void); /* lapack_flame.c */
 
 static int initialised;
 static int nthreads = 1;
+static _Thread_local int local_threads; /* 0: nthreads */
 static char description[256];
 
 /* BLIS's own pick, from a child process so the parent stays uninitialised. */
@@ -127,9 +128,14 @@ void lx_linalg_set_threads(int threads)
     nthreads = threads > 0 ? threads : 1;
 }
 
+void lx_linalg_set_local_threads(int threads)
+{
+    local_threads = threads > 0 ? threads : 0;
+}
+
 int lx_linalg_threads(void)
 {
-    return nthreads;
+    return local_threads ? local_threads : nthreads;
 }
 
 const char *lx_linalg_describe(void)
@@ -170,7 +176,8 @@ static void gemm_blocks(size_t m, size_t n, size_t k, float alpha, const float *
     if (block < LX_GEMM_MIN_BLOCK)
         block = LX_GEMM_MIN_BLOCK;
     long nblocks = (long)((len + block - 1) / block);
-    int threads = nblocks < nthreads ? (int)nblocks : nthreads;
+    int nt = lx_linalg_threads();
+    int threads = nblocks < nt ? (int)nblocks : nt;
 #ifdef _OPENMP
     if (omp_in_parallel())
         threads = 1; /* called by one of the threads of a pass (krylov.c) */

@@ -1,0 +1,52 @@
+/* lanes.h - factoring the matrices of a job on two lanes: the job's own
+ * thread and one more, each factoring one matrix at a time on one thread,
+ * ahead of the one the job writes (engine.h's lx_engine_factor, the same
+ * bits: the factors do not depend on the thread count).  On a machine of
+ * few cores this keeps both busy through what one matrix's factorisation
+ * does on one thread only (the small factorisations between passes), and
+ * through the job's own work on the factors (output rows), at the cost of a
+ * second SVD workspace.
+ *
+ * The job lists the matrices it will factor, in the order it takes them;
+ * lx_lanes_take(pos) returns those of position pos, factoring on the
+ * calling thread whatever is next while it waits.  Positions are taken in
+ * increasing order; one that is never taken is computed in vain, and
+ * freed.  The first matrix of each item (b == 0) has before() called on it
+ * by the thread that claims it, before any matrix of the item is factored
+ * (apply: the hash of the item's inputs that the hash after the
+ * computation is compared with).
+ */
+#ifndef LOXSTREAM_LANES_H
+#define LOXSTREAM_LANES_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "loxstream/engine.h"
+
+typedef struct lx_lane_mat {
+    const lx_plan_item *it;
+    uint64_t b;                    /* matrix b of it */
+    int rank;                      /* as for lx_engine_factor */
+} lx_lane_mat;
+
+typedef void (*lx_lane_before_fn)(void *ctx, const lx_plan_item *it);
+
+typedef struct lx_lanes lx_lanes;
+
+/* Start the second lane over mats[0..n) (copied), at most `ahead`
+ * positions beyond the one being taken; e as lx_engine_factor takes it
+ * (e->factors must be NULL).  NULL with a message on failure. */
+lx_lanes *lx_lanes_start(const lx_engine_opts *e, const lx_lane_mat *mats, size_t n,
+                         size_t ahead, lx_lane_before_fn before, void *ctx);
+/* The position of matrix b of it, or SIZE_MAX when it is not listed. */
+size_t lx_lanes_find(const lx_lanes *L, const lx_plan_item *it, uint64_t b);
+/* The factors of position pos into f, the factorisation counted in s, as
+ * lx_engine_factor would give them (its failure, with its message). */
+lx_status lx_lanes_take(lx_lanes *L, size_t pos, lx_factors *f, lx_factor_stats *s);
+/* Whether before() has run for it (its first matrix claimed). */
+int lx_lanes_item_ready(lx_lanes *L, const lx_plan_item *it);
+/* Stop the lane (after the matrix it is factoring) and free everything. */
+void lx_lanes_stop(lx_lanes *L);
+
+#endif

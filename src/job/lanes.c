@@ -1,0 +1,209 @@
+/* lanes.c - two lanes of factorisations (lanes.h): the job's thread and one
+ * more pull the next unclaimed matrix of the list, in list order, at most
+ * `ahead` beyond the one the job is taking, and factor it on one thread.
+ *
+ * One mutex guards the states; the factorisations and before() run outside
+ * it.  A matrix of an item other than its first (b > 0) is claimed only
+ * once before() has run for the item, so that nothing of the item is read
+ * by a pass before it.  A lane's failure is kept with its message (the
+ * message is per thread) and handed to the job when it takes that position,
+ * so a job sees its failures in the order it would have without the lanes.
+ */
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#include "loxstream/lanes.h"
+#include "loxstream/linalg.h"
+
+enum { UNCLAIMED, CLAIMED, DONE, TAKEN };
+
+typedef struct slot {
+    lx_lane_mat m;
+    int state;
+    int ready;                     /* b == 0: before() has run for the item */
+    size_t first;                  /* the position of the item's first matrix */
+    lx_status st;
+    char *msg;                     /* st's message (lx_err_save) */
+    lx_factors f;
+    lx_factor_stats s;
+} slot;
+
+struct lx_lanes {
+    lx_engine_opts e;
+    slot *q;
+    size_t n, ahead;
+    size_t taking;                 /* the position the job takes next */
+    lx_lane_before_fn before;
+    void *ctx;
+    int stop, started;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    pthread_t th;
+};
+
+/* The next position to claim, or SIZE_MAX; under mu. */
+static size_t claimable(const lx_lanes *L)
+{
+    size_t hi = L->taking + L->ahead < L->n ? L->taking + L->ahead + 1 : L->n;
+    for (size_t p = L->taking; p < hi; p++) {
+        const slot *s = &L->q[p];
+        if (s->state != UNCLAIMED)
+            continue;
+        if (s->m.b > 0 && !L->q[s->first].ready)
+            return SIZE_MAX; /* in list order: wait for the item's first */
+        return p;
+    }
+    return SIZE_MAX;
+}
+
+/* Factor position p (claimed) on this thread, one thread wide; under mu on
+ * entry and exit. */
+static void factor(lx_lanes *L, size_t p)
+{
+    slot *s = &L->q[p];
+    pthread_mutex_unlock(&L->mu);
+    if (s->m.b == 0 && L->before)
+        L->before(L->ctx, s->m.it);
+    pthread_mutex_lock(&L->mu);
+    s->ready = 1;
+    pthread_cond_broadcast(&L->cv);
+    pthread_mutex_unlock(&L->mu);
+    lx_linalg_set_local_threads(1);
+#ifdef _OPENMP
+    int nt = omp_get_max_threads();
+    omp_set_num_threads(1);
+#endif
+    s->st = lx_engine_factor(&L->e, s->m.it, s->m.b, s->m.rank, &s->f, &s->s);
+    if (s->st != LX_OK)
+        s->msg = lx_err_save();
+#ifdef _OPENMP
+    omp_set_num_threads(nt);
+#endif
+    lx_linalg_set_local_threads(0);
+    pthread_mutex_lock(&L->mu);
+    s->state = DONE;
+    pthread_cond_broadcast(&L->cv);
+}
+
+static void *lane(void *arg)
+{
+    lx_lanes *L = arg;
+    pthread_mutex_lock(&L->mu);
+    while (!L->stop) {
+        size_t p = claimable(L);
+        if (p == SIZE_MAX) {
+            pthread_cond_wait(&L->cv, &L->mu);
+            continue;
+        }
+        L->q[p].state = CLAIMED;
+        factor(L, p);
+    }
+    pthread_mutex_unlock(&L->mu);
+    return NULL;
+}
+
+lx_lanes *lx_lanes_start(const lx_engine_opts *e, const lx_lane_mat *mats, size_t n,
+                         size_t ahead, lx_lane_before_fn before, void *ctx)
+{
+    lx_lanes *L = calloc(1, sizeof *L);
+    if (!L || !(L->q = calloc(n ? n : 1, sizeof *L->q))) {
+        free(L);
+        lx_fail(LX_EFAIL, "out of memory");
+        return NULL;
+    }
+    L->e = *e;
+    L->n = n;
+    L->ahead = ahead;
+    L->before = before;
+    L->ctx = ctx;
+    for (size_t p = 0; p < n; p++) {
+        L->q[p].m = mats[p];
+        L->q[p].first = p >= mats[p].b ? p - (size_t)mats[p].b : p;
+    }
+    pthread_mutex_init(&L->mu, NULL);
+    pthread_cond_init(&L->cv, NULL);
+    if (pthread_create(&L->th, NULL, lane, L) != 0) {
+        lx_lanes_stop(L);
+        lx_fail(LX_EFAIL, "cannot start a thread to factor matrices ahead");
+        return NULL;
+    }
+    L->started = 1;
+    return L;
+}
+
+size_t lx_lanes_find(const lx_lanes *L, const lx_plan_item *it, uint64_t b)
+{
+    /* positions are in the job's order: from the one taken next on */
+    for (size_t p = L->taking; p < L->n; p++)
+        if (L->q[p].m.it == it && L->q[p].m.b == b)
+            return p;
+    return SIZE_MAX;
+}
+
+lx_status lx_lanes_take(lx_lanes *L, size_t pos, lx_factors *f, lx_factor_stats *s)
+{
+    pthread_mutex_lock(&L->mu);
+    /* skipped positions: computed in vain (or not at all) */
+    for (; L->taking < pos; L->taking++) {
+        slot *k = &L->q[L->taking];
+        while (k->state == CLAIMED)
+            pthread_cond_wait(&L->cv, &L->mu);
+        if (k->state == UNCLAIMED) /* never to be factored, but its item may wait on it */
+            k->ready = 1;
+        lx_factors_free(&k->f);
+        free(k->msg);
+        k->msg = NULL;
+        k->state = TAKEN;
+    }
+    pthread_cond_broadcast(&L->cv); /* the window moved */
+    slot *k = &L->q[pos];
+    while (k->state != DONE) {
+        size_t p = claimable(L);
+        if (p != SIZE_MAX) {
+            L->q[p].state = CLAIMED;
+            factor(L, p);
+        } else {
+            pthread_cond_wait(&L->cv, &L->mu);
+        }
+    }
+    k->state = TAKEN;
+    L->taking = pos + 1;
+    pthread_cond_broadcast(&L->cv);
+    pthread_mutex_unlock(&L->mu);
+    s->matrices += k->s.matrices;
+    s->unconverged += k->s.unconverged;
+    s->ungapped += k->s.ungapped;
+    s->seconds += k->s.seconds;
+    s->flops += k->s.flops;
+    *f = k->f;
+    memset(&k->f, 0, sizeof k->f);
+    lx_status st = k->st;
+    char *msg = k->msg;
+    k->msg = NULL;
+    return st == LX_OK ? LX_OK : lx_err_restore(st, msg);
+}
+
+void lx_lanes_stop(lx_lanes *L)
+{
+    if (!L)
+        return;
+    if (L->started) {
+        pthread_mutex_lock(&L->mu);
+        L->stop = 1;
+        pthread_cond_broadcast(&L->cv);
+        pthread_mutex_unlock(&L->mu);
+        pthread_join(L->th, NULL);
+    }
+    for (size_t p = 0; p < L->n; p++) {
+        lx_factors_free(&L->q[p].f);
+        free(L->q[p].msg);
+    }
+    pthread_mutex_destroy(&L->mu);
+    pthread_cond_destroy(&L->cv);
+    free(L->q);
+    free(L);
+}
