@@ -85,8 +85,9 @@ typedef struct job {
     lx_inputs in;                  /* checkpoints, filters, plan */
     lx_part part;                  /* this process's items [lo, hi) */
     /* the transform */
-    float *fbuf;                   /* PANEL x n_max f32 */
-    size_t n_max;
+    float *fbuf;                   /* PANEL x n_full f32; NULL without full-rank items */
+    size_t n_max;                  /* widest transformed matrix (the writer's buffers) */
+    size_t n_full;                 /* widest full-rank one (fbuf), 0 if none */
     lx_progress progress;
     uint64_t done_bytes;           /* of every output */
     lx_budget budget;              /* read-ahead within the memory limit */
@@ -332,13 +333,15 @@ static lx_status check_memory(job *J)
     const lx_apply_opts *o = J->o;
     uint64_t worst = 0;
     const char *worst_name = NULL;
-    J->n_max = 0;
+    J->n_max = J->n_full = 0;
     for (size_t i = 0; i < J->in.plan.n; i++) {
         const lx_plan_item *it = &J->in.plan.items[i];
         if (it->action == LX_ACT_COPY)
             continue;
         if (it->n > J->n_max)
             J->n_max = it->n;
+        if (it->action == LX_ACT_FULL && it->n > J->n_full)
+            J->n_full = it->n;
         uint64_t need = (uint64_t)LX_RSVD_PANEL_ROWS * it->n *
                         (sizeof(float) + 8 * OUT_BUFFERS * (uint64_t)J->nouts);
         need += (uint64_t)(J->nouts - 1) * LX_RESUME_CHECK_CHUNK;
@@ -668,10 +671,13 @@ static lx_status run(job *J)
     if (st != LX_OK)
         return st;
     const lx_part *pt = &J->part;
-    /* fbuf is a GEMM operand (lx_factors_rows): padded, see linalg.h */
-    J->fbuf = lx_falloc((size_t)LX_RSVD_PANEL_ROWS * (J->n_max ? J->n_max : 1));
+    /* fbuf holds full-rank items' dW rows only (output_panel): a run of
+     * low-rank items alone has none (28 MiB at the 70B's width of 28672,
+     * zeroed by lx_falloc, was resident beside every SVD); padded, as it
+     * was when it was a GEMM operand (linalg.h) */
+    J->fbuf = J->n_full ? lx_falloc((size_t)LX_RSVD_PANEL_ROWS * J->n_full) : NULL;
     J->ahead = malloc((in->plan.n ? in->plan.n : 1) * sizeof *J->ahead);
-    if (!J->fbuf || !J->ahead)
+    if ((J->n_full && !J->fbuf) || !J->ahead)
         return lx_fail(LX_EFAIL, "out of memory allocating buffers");
     size_t active = 0;
     for (size_t q = 0; q < J->nouts && st == LX_OK; q++) {
