@@ -35,10 +35,11 @@ typedef void (*lx_lane_before_fn)(void *ctx, const lx_plan_item *it);
 typedef struct lx_lanes lx_lanes;
 
 /* Start the second lane over mats[0..n) (copied), at most `ahead`
- * positions beyond the one being taken; e as lx_engine_factor takes it
+ * positions beyond the one being taken, two SVDs at once only while their
+ * working memory is within cap bytes; e as lx_engine_factor takes it
  * (e->factors must be NULL).  NULL with a message on failure. */
 lx_lanes *lx_lanes_start(const lx_engine_opts *e, const lx_lane_mat *mats, size_t n,
-                         size_t ahead, lx_lane_before_fn before, void *ctx);
+                         size_t ahead, uint64_t cap, lx_lane_before_fn before, void *ctx);
 /* The position of matrix b of it, or SIZE_MAX when it is not listed. */
 size_t lx_lanes_find(const lx_lanes *L, const lx_plan_item *it, uint64_t b);
 /* The factors of position pos into f, the factorisation counted in s, as

@@ -91,7 +91,7 @@ typedef struct job {
     lx_progress progress;
     uint64_t done_bytes;           /* of every output */
     lx_budget budget;              /* read-ahead within the memory limit */
-    uint64_t need_max, svd_max;    /* the largest need of the run, and of its SVDs */
+    uint64_t need_max;             /* the largest need of the run (check_memory) */
     lx_lanes *lanes;               /* matrices factored ahead (NULL: here, in turn) */
     lx_read_ahead ra;
     const lx_plan_item **ahead;    /* prefetch_from's list: plan.n entries */
@@ -345,12 +345,8 @@ static lx_status check_memory(job *J)
         uint64_t need = (uint64_t)LX_RSVD_PANEL_ROWS * it->n *
                         (sizeof(float) + 8 * OUT_BUFFERS * (uint64_t)J->nouts);
         need += (uint64_t)(J->nouts - 1) * LX_RESUME_CHECK_CHUNK;
-        if (it->action == LX_ACT_LOWRANK) {
-            uint64_t svd = lx_engine_svd_bytes(&o->stream, it, J->factor_rank);
-            need += svd;
-            if (svd > J->svd_max)
-                J->svd_max = svd;
-        }
+        if (it->action == LX_ACT_LOWRANK)
+            need += lx_engine_svd_bytes(&o->stream, it, J->factor_rank);
         if (need > worst) {
             worst = need;
             worst_name = it->aligned->name;
@@ -495,15 +491,18 @@ static void lane_hash(void *ctx, const lx_plan_item *it)
 /* Factor ahead on a second lane (lanes.h) when the job has two threads or
  * more, its matrices are factored (not read from --factors), and a second
  * SVD workspace fits in --max-memory beside the largest need; not within a
- * cgroup's memory limit, where the page cache needs the room.  The list:
+ * cgroup's memory limit, where the page cache needs the room.  Two SVDs run
+ * at once within LANES_MEMORY (so that the largest shapes, the 70B's, stay
+ * near the memory of one at a time: issue 14's 128 MiB).  The list:
  * every matrix of the part's transformed items that some output will
  * compute (has no record to keep), in order. */
 #define LANES_AHEAD 2
+#define LANES_MEMORY (64u << 20)
 static lx_status lanes_start(job *J)
 {
     const lx_engine_opts *e = &J->o->stream;
     if (e->threads < 2 || e->factors || J->budget.limit.bytes ||
-        J->need_max + J->svd_max > e->max_memory)
+        J->need_max + LANES_MEMORY > e->max_memory)
         return LX_OK;
     size_t n = 0;
     for (size_t i = J->part.lo; i < J->part.hi; i++)
@@ -526,7 +525,7 @@ static lx_status lanes_start(job *J)
             mats[n++] = (lx_lane_mat){it, b, lx_engine_rank(it, J->factor_rank)};
     }
     if (n >= 2)
-        J->lanes = lx_lanes_start(e, mats, n, LANES_AHEAD, lane_hash, J);
+        J->lanes = lx_lanes_start(e, mats, n, LANES_AHEAD, LANES_MEMORY, lane_hash, J);
     free(mats);
     return n < 2 || J->lanes ? LX_OK : LX_EFAIL;
 }

@@ -3,7 +3,8 @@
  * `ahead` beyond the one the job is taking, and factor it on one thread.
  *
  * One mutex guards the states; the factorisations and before() run outside
- * it.  A matrix of an item other than its first (b > 0) is claimed only
+ * it.  Two SVDs run at once only while their working memory
+ * (lx_engine_svd_bytes) stays within the cap; else one waits.  A matrix of an item other than its first (b > 0) is claimed only
  * once before() has run for the item, so that nothing of the item is read
  * by a pass before it.  A lane's failure is kept with its message (the
  * message is per thread) and handed to the job when it takes that position,
@@ -24,6 +25,7 @@ enum { UNCLAIMED, CLAIMED, DONE, TAKEN };
 typedef struct slot {
     lx_lane_mat m;
     int state;
+    uint64_t bytes;                /* its SVD's working memory */
     int ready;                     /* b == 0: before() has run for the item */
     size_t first;                  /* the position of the item's first matrix */
     lx_status st;
@@ -37,6 +39,7 @@ struct lx_lanes {
     slot *q;
     size_t n, ahead;
     size_t taking;                 /* the position the job takes next */
+    uint64_t inflight, cap;        /* working memory of the SVDs running; their cap */
     lx_lane_before_fn before;
     void *ctx;
     int stop, started;
@@ -55,6 +58,8 @@ static size_t claimable(const lx_lanes *L)
             continue;
         if (s->m.b > 0 && !L->q[s->first].ready)
             return SIZE_MAX; /* in list order: wait for the item's first */
+        if (L->inflight && L->inflight + s->bytes > L->cap)
+            return SIZE_MAX; /* one at a time: two would not fit the cap */
         return p;
     }
     return SIZE_MAX;
@@ -65,6 +70,8 @@ static size_t claimable(const lx_lanes *L)
 static void factor(lx_lanes *L, size_t p)
 {
     slot *s = &L->q[p];
+    s->state = CLAIMED;
+    L->inflight += s->bytes;
     pthread_mutex_unlock(&L->mu);
     if (s->m.b == 0 && L->before)
         L->before(L->ctx, s->m.it);
@@ -86,6 +93,7 @@ static void factor(lx_lanes *L, size_t p)
     lx_linalg_set_local_threads(0);
     pthread_mutex_lock(&L->mu);
     s->state = DONE;
+    L->inflight -= s->bytes;
     pthread_cond_broadcast(&L->cv);
 }
 
@@ -99,7 +107,6 @@ static void *lane(void *arg)
             pthread_cond_wait(&L->cv, &L->mu);
             continue;
         }
-        L->q[p].state = CLAIMED;
         factor(L, p);
     }
     pthread_mutex_unlock(&L->mu);
@@ -107,7 +114,7 @@ static void *lane(void *arg)
 }
 
 lx_lanes *lx_lanes_start(const lx_engine_opts *e, const lx_lane_mat *mats, size_t n,
-                         size_t ahead, lx_lane_before_fn before, void *ctx)
+                         size_t ahead, uint64_t cap, lx_lane_before_fn before, void *ctx)
 {
     lx_lanes *L = calloc(1, sizeof *L);
     if (!L || !(L->q = calloc(n ? n : 1, sizeof *L->q))) {
@@ -118,11 +125,13 @@ lx_lanes *lx_lanes_start(const lx_engine_opts *e, const lx_lane_mat *mats, size_
     L->e = *e;
     L->n = n;
     L->ahead = ahead;
+    L->cap = cap;
     L->before = before;
     L->ctx = ctx;
     for (size_t p = 0; p < n; p++) {
         L->q[p].m = mats[p];
         L->q[p].first = p >= mats[p].b ? p - (size_t)mats[p].b : p;
+        L->q[p].bytes = lx_engine_svd_bytes(e, mats[p].it, mats[p].rank);
     }
     pthread_mutex_init(&L->mu, NULL);
     pthread_cond_init(&L->cv, NULL);
@@ -164,7 +173,6 @@ lx_status lx_lanes_take(lx_lanes *L, size_t pos, lx_factors *f, lx_factor_stats 
     while (k->state != DONE) {
         size_t p = claimable(L);
         if (p != SIZE_MAX) {
-            L->q[p].state = CLAIMED;
             factor(L, p);
         } else {
             pthread_cond_wait(&L->cv, &L->mu);

@@ -16,10 +16,45 @@
 
 lx_status lx_flame_init(void);
 
+/* libFLAME 5.2's LAPACK layer keeps netlib's first-call initialisations:
+ * slamch/dlamch (SLAMC1..5) and the like compute their constants into
+ * static variables on their first call, unguarded.  Two threads making
+ * that first call at once (apply's lanes, lanes.h) raced: a wrong EMIN, a
+ * Fortran warning printed on standard output, and factors whose bits
+ * depended on the timing.  So every routine used here makes its first
+ * call now, on one thread, on a small matrix. */
+/* FLAME.h does not declare them (f2c: the value, and the hidden length of
+ * the character argument, which they do not read beyond its first byte) */
+double slamch_(const char *cmach, long len);
+double dlamch_(const char *cmach, long len);
+
+static void first_calls(void)
+{
+    char c[] = "ESBPNRMULO";
+    for (int i = 0; c[i]; i++) {
+        char ch[2] = {c[i], 0};
+        (void)slamch_(ch, 1);
+        (void)dlamch_(ch, 1);
+    }
+    float a[6 * 4], u[6 * 4], s[4], vt[4 * 4];
+    double da[6 * 4], du[6 * 4], ds[4], dvt[4 * 4];
+    for (int i = 0; i < 24; i++) {
+        a[i] = (float)((i * 7) % 11) - 5.0f;
+        da[i] = a[i];
+    }
+    (void)lx_svd_thin(a, 6, 4, 6, u, 6, s, vt, 4);
+    (void)lx_dsvd_thin(da, 6, 4, 6, du, 6, ds, dvt, 4);
+    for (int i = 0; i < 24; i++)
+        a[i] = (float)((i * 5) % 7) - 3.0f;
+    (void)lx_qr_orthonormalize(a, 6, 4, 6);
+}
+
 lx_status lx_flame_init(void)
 {
-    if (!FLA_Initialized())
+    if (!FLA_Initialized()) {
         FLA_Init();
+        first_calls();
+    }
     return LX_OK;
 }
 
