@@ -35,9 +35,10 @@ typedef void (*lx_lane_before_fn)(void *ctx, const lx_plan_item *it);
 typedef struct lx_lanes lx_lanes;
 
 /* Start the second lane over mats[0..n) (copied), at most `ahead`
- * positions beyond the one being taken, two SVDs at once only while their
- * working memory is within cap bytes; e as lx_engine_factor takes it
- * (e->factors must be NULL).  NULL with a message on failure. */
+ * positions beyond the one being taken or written (the last taken), two
+ * SVDs at once only while their working memory is within cap bytes; e as
+ * lx_engine_factor takes it (e->factors must be NULL).  NULL with a
+ * message on failure. */
 lx_lanes *lx_lanes_start(const lx_engine_opts *e, const lx_lane_mat *mats, size_t n,
                          size_t ahead, uint64_t cap, lx_lane_before_fn before, void *ctx);
 /* The position of matrix b of it, or SIZE_MAX when it is not listed. */

@@ -1,6 +1,7 @@
 /* lanes.c - two lanes of factorisations (lanes.h): the job's thread and one
  * more pull the next unclaimed matrix of the list, in list order, at most
- * `ahead` beyond the one the job is taking, and factor it on one thread.
+ * `ahead` beyond the one the job is taking or writing (the one it took
+ * last), and factor it on one thread.
  *
  * One mutex guards the states; the factorisations and before() run outside
  * it.  Two SVDs run at once only while their working memory
@@ -39,6 +40,7 @@ struct lx_lanes {
     slot *q;
     size_t n, ahead;
     size_t taking;                 /* the position the job takes next */
+    size_t at;                     /* the one it takes or writes: the window's base */
     uint64_t inflight, cap;        /* working memory of the SVDs running; their cap */
     lx_lane_before_fn before;
     void *ctx;
@@ -51,7 +53,7 @@ struct lx_lanes {
 /* The next position to claim, or SIZE_MAX; under mu. */
 static size_t claimable(const lx_lanes *L)
 {
-    size_t hi = L->taking + L->ahead < L->n ? L->taking + L->ahead + 1 : L->n;
+    size_t hi = L->at + L->ahead < L->n ? L->at + L->ahead + 1 : L->n;
     for (size_t p = L->taking; p < hi; p++) {
         const slot *s = &L->q[p];
         if (s->state != UNCLAIMED)
@@ -168,6 +170,7 @@ lx_status lx_lanes_take(lx_lanes *L, size_t pos, lx_factors *f, lx_factor_stats 
         k->msg = NULL;
         k->state = TAKEN;
     }
+    L->at = pos;
     pthread_cond_broadcast(&L->cv); /* the window moved */
     slot *k = &L->q[pos];
     while (k->state != DONE) {
