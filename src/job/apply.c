@@ -490,7 +490,8 @@ static void lane_hash(void *ctx, const lx_plan_item *it)
 
 /* Factor ahead on a second lane (lanes.h) when the job has two threads or
  * more, its matrices are factored (not read from --factors), and a second
- * SVD workspace fits in --max-memory beside the largest need; not within a
+ * SVD workspace fits in --max-memory beside the largest need and the fixed
+ * overhead (which lx_engine_check_memory counts in the bound); not within a
  * cgroup's memory limit, where the page cache needs the room.  Two SVDs run
  * at once within LANES_MEMORY (so that the largest shapes, the 70B's, stay
  * near the memory of one at a time: issue 14's 128 MiB).  The list:
@@ -502,7 +503,7 @@ static lx_status lanes_start(job *J)
 {
     const lx_engine_opts *e = &J->o->stream;
     if (e->threads < 2 || e->factors || J->budget.limit.bytes ||
-        J->need_max + LANES_MEMORY > e->max_memory)
+        J->need_max + LX_FIXED_OVERHEAD + LANES_MEMORY > e->max_memory)
         return LX_OK;
     size_t n = 0;
     for (size_t i = J->part.lo; i < J->part.hi; i++)
