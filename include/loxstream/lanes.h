@@ -46,6 +46,11 @@ size_t lx_lanes_find(const lx_lanes *L, const lx_plan_item *it, uint64_t b);
 /* The factors of position pos into f, the factorisation counted in s, as
  * lx_engine_factor would give them (its failure, with its message). */
 lx_status lx_lanes_take(lx_lanes *L, size_t pos, lx_factors *f, lx_factor_stats *s);
+/* A matrix not listed (an item computed again on resuming) factored on
+ * the calling thread, one thread wide, within the cap as the listed ones
+ * are: the lane is not factoring beside it beyond the cap. */
+lx_status lx_lanes_factor(lx_lanes *L, const lx_plan_item *it, uint64_t b, int rank,
+                          lx_factors *f, lx_factor_stats *s);
 /* Whether before() has run for it (its first matrix claimed). */
 int lx_lanes_item_ready(lx_lanes *L, const lx_plan_item *it);
 /* Stop the lane (after the matrix it is factoring) and free everything. */

@@ -260,6 +260,7 @@ static lx_status transform_matrix(job *J, const lx_plan_item *it, size_t idx, ui
                     J->factor_rank, m, n, rank, it->batch > 1 ? " for each of its matrices" : "");
         size_t pos = J->lanes ? lx_lanes_find(J->lanes, it, b) : SIZE_MAX;
         st = pos != SIZE_MAX ? lx_lanes_take(J->lanes, pos, &f, &J->svd)
+             : J->lanes      ? lx_lanes_factor(J->lanes, it, b, rank, &f, &J->svd)
                              : lx_engine_factor(&J->o->stream, it, b, rank, &f, &J->svd);
         if (st != LX_OK)
             return st;

@@ -67,6 +67,23 @@ static size_t claimable(const lx_lanes *L)
     return SIZE_MAX;
 }
 
+/* lx_engine_factor on this thread, one thread wide (the same bits). */
+static lx_status one_thread(const lx_lanes *L, const lx_plan_item *it, uint64_t b, int rank,
+                            lx_factors *f, lx_factor_stats *s)
+{
+    lx_linalg_set_local_threads(1);
+#ifdef _OPENMP
+    int nt = omp_get_max_threads();
+    omp_set_num_threads(1);
+#endif
+    lx_status st = lx_engine_factor(&L->e, it, b, rank, f, s);
+#ifdef _OPENMP
+    omp_set_num_threads(nt);
+#endif
+    lx_linalg_set_local_threads(0);
+    return st;
+}
+
 /* Factor position p (claimed) on this thread, one thread wide; under mu on
  * entry and exit. */
 static void factor(lx_lanes *L, size_t p)
@@ -81,18 +98,9 @@ static void factor(lx_lanes *L, size_t p)
     s->ready = 1;
     pthread_cond_broadcast(&L->cv);
     pthread_mutex_unlock(&L->mu);
-    lx_linalg_set_local_threads(1);
-#ifdef _OPENMP
-    int nt = omp_get_max_threads();
-    omp_set_num_threads(1);
-#endif
-    s->st = lx_engine_factor(&L->e, s->m.it, s->m.b, s->m.rank, &s->f, &s->s);
+    s->st = one_thread(L, s->m.it, s->m.b, s->m.rank, &s->f, &s->s);
     if (s->st != LX_OK)
         s->msg = lx_err_save();
-#ifdef _OPENMP
-    omp_set_num_threads(nt);
-#endif
-    lx_linalg_set_local_threads(0);
     pthread_mutex_lock(&L->mu);
     s->state = DONE;
     L->inflight -= s->bytes;
@@ -196,6 +204,23 @@ lx_status lx_lanes_take(lx_lanes *L, size_t pos, lx_factors *f, lx_factor_stats 
     char *msg = k->msg;
     k->msg = NULL;
     return st == LX_OK ? LX_OK : lx_err_restore(st, msg);
+}
+
+lx_status lx_lanes_factor(lx_lanes *L, const lx_plan_item *it, uint64_t b, int rank,
+                          lx_factors *f, lx_factor_stats *s)
+{
+    uint64_t bytes = lx_engine_svd_bytes(&L->e, it, rank);
+    pthread_mutex_lock(&L->mu);
+    while (L->inflight && L->inflight + bytes > L->cap)
+        pthread_cond_wait(&L->cv, &L->mu);
+    L->inflight += bytes;
+    pthread_mutex_unlock(&L->mu);
+    lx_status st = one_thread(L, it, b, rank, f, s);
+    pthread_mutex_lock(&L->mu);
+    L->inflight -= bytes;
+    pthread_cond_broadcast(&L->cv);
+    pthread_mutex_unlock(&L->mu);
+    return st;
 }
 
 void lx_lanes_stop(lx_lanes *L)

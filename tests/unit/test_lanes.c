@@ -2,7 +2,9 @@
  * lx_engine_factor gives, in the job's order, and while the job writes the
  * matrix it took (outside lx_lanes_take) no matrix more than `ahead`
  * beyond it has been claimed (the man page: "at most two matrices ahead
- * of the one being written"). */
+ * of the one being written"); within a cap that two factorisations do not
+ * fit, one runs at a time, a matrix not listed (lx_lanes_factor) included
+ * (lx_rsvd_topk wrapped: -Wl,--wrap, counting the ones running). */
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -36,6 +38,22 @@ static atomic_long writing = -1;   /* the position the job writes, -1: none */
 static atomic_int too_far;         /* claims beyond writing + ahead seen */
 static atomic_int befores;
 static const lx_plan_item *first_item;
+
+/* the factorisations running at once, and their most */
+static atomic_int running, most, slow;
+lx_status __real_lx_rsvd_topk(const lx_rowsrc *a, const lx_rsvd_opts *o, lx_factors *f);
+lx_status __wrap_lx_rsvd_topk(const lx_rowsrc *a, const lx_rsvd_opts *o, lx_factors *f);
+lx_status __wrap_lx_rsvd_topk(const lx_rowsrc *a, const lx_rsvd_opts *o, lx_factors *f)
+{
+    int now = atomic_fetch_add(&running, 1) + 1, m = atomic_load(&most);
+    while (now > m && !atomic_compare_exchange_weak(&most, &m, now))
+        ;
+    if (atomic_load(&slow))
+        usleep(10000);
+    lx_status st = __real_lx_rsvd_topk(a, o, f);
+    atomic_fetch_sub(&running, 1);
+    return st;
+}
 
 static void before(void *ctx, const lx_plan_item *it)
 {
@@ -91,7 +109,7 @@ static void test_window_and_factors(void **state)
     static fixture F;
     fixture_make(&F);
     first_item = F.items;
-    assert_int_equal(lx_linalg_init(2), LX_OK);
+    assert_int_equal(lx_linalg_init(1), LX_OK); /* one thread: no OpenMP pool spinning */
     lx_engine_opts e;
     lx_engine_opts_default(&e);
     e.threads = 2;
@@ -126,10 +144,59 @@ static void test_window_and_factors(void **state)
     fixture_free(&F);
 }
 
+static void test_cap(void **state)
+{
+    (void)state;
+    static fixture F;
+    fixture_make(&F);
+    first_item = F.items;
+    assert_int_equal(lx_linalg_init(1), LX_OK); /* one thread: no OpenMP pool spinning */
+    lx_engine_opts e;
+    lx_engine_opts_default(&e);
+    e.threads = 2;
+    lx_lane_mat mats[NITEMS / 2];
+    for (int i = 0; i < NITEMS / 2; i++)
+        mats[i] = (lx_lane_mat){&F.items[i], 0, 4};
+    atomic_store(&slow, 1);
+    /* for comparison: beside the lane, lx_engine_factor alone overlaps it
+     * (apply's matrices not listed, before lx_lanes_factor; timing) */
+    atomic_store(&most, 0);
+    lx_lanes *L = lx_lanes_start(&e, mats, NITEMS / 2, 2, 1, NULL, NULL);
+    assert_non_null(L);
+    lx_factors f;
+    lx_factor_stats s;
+    memset(&s, 0, sizeof s);
+    for (int i = NITEMS / 2; i < NITEMS / 2 + 3; i++) {
+        assert_int_equal(lx_engine_factor(&e, &F.items[i], 0, 4, &f, &s), LX_OK);
+        lx_factors_free(&f);
+    }
+    lx_lanes_stop(L);
+    int control = atomic_load(&most);
+    /* through the lanes: one at a time, listed or not */
+    atomic_store(&most, 0);
+    L = lx_lanes_start(&e, mats, NITEMS / 2, 2, 1, NULL, NULL);
+    assert_non_null(L);
+    for (int i = NITEMS / 2; i < NITEMS; i++) {
+        assert_int_equal(lx_lanes_factor(L, &F.items[i], 0, 4, &f, &s), LX_OK);
+        lx_factors_free(&f);
+    }
+    for (int i = 0; i < NITEMS / 2; i++) {
+        assert_int_equal(lx_lanes_take(L, lx_lanes_find(L, &F.items[i], 0), &f, &s), LX_OK);
+        lx_factors_free(&f);
+    }
+    lx_lanes_stop(L);
+    atomic_store(&slow, 0);
+    print_message("beside the lane, lx_engine_factor alone: %d at once\n", control);
+    assert_int_equal(atomic_load(&most), 1);
+    assert_int_equal(s.matrices, 3 + NITEMS);
+    fixture_free(&F);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_window_and_factors),
+        cmocka_unit_test(test_cap),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
