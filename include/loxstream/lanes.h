@@ -51,8 +51,6 @@ lx_status lx_lanes_take(lx_lanes *L, size_t pos, lx_factors *f, lx_factor_stats 
  * are: the lane is not factoring beside it beyond the cap. */
 lx_status lx_lanes_factor(lx_lanes *L, const lx_plan_item *it, uint64_t b, int rank,
                           lx_factors *f, lx_factor_stats *s);
-/* Whether before() has run for it (its first matrix claimed). */
-int lx_lanes_item_ready(lx_lanes *L, const lx_plan_item *it);
 /* Stop the lane (after the matrix it is factoring) and free everything. */
 void lx_lanes_stop(lx_lanes *L);
 
