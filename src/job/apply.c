@@ -489,36 +489,19 @@ static void lane_hash(void *ctx, const lx_plan_item *it)
     }
 }
 
-/* Factor ahead on a second lane (lanes.h) when the job has two threads or
- * more, its matrices are factored (not read from --factors), and a second
- * SVD workspace fits in --max-memory beside the largest need and the fixed
- * overhead (which lx_engine_check_memory counts in the bound); not within a
- * cgroup's memory limit, where the page cache needs the room.  Two SVDs run
- * at once within LANES_MEMORY (so that the largest shapes, the 70B's, stay
- * near the memory of one at a time: issue 14's 128 MiB), and the factors
- * of up to LANES_AHEAD matrices made but not yet written must fit too.
- * The list: every matrix of the part's transformed items that some output
- * will compute (has no record to keep), in order.  A lane that cannot
- * start leaves the run as it is without lanes. */
-#define LANES_AHEAD 2
-#define LANES_MEMORY (64u << 20)
+/* The matrices the lanes factor ahead (lanes.h: whether they run): every
+ * matrix of the part's transformed items that some output will compute
+ * (has no record to keep), in order. */
 static lx_status lanes_start(job *J)
 {
-    const lx_engine_opts *e = &J->o->stream;
-    if (e->threads < 2 || e->factors || J->budget.limit.bytes ||
-        J->need_max + LX_FIXED_OVERHEAD + LANES_MEMORY > e->max_memory)
-        return LX_OK;
     size_t n = 0;
     for (size_t i = J->part.lo; i < J->part.hi; i++)
         if (J->in.plan.items[i].action == LX_ACT_LOWRANK)
             n += (size_t)J->in.plan.items[i].batch;
-    if (n < 2)
-        return LX_OK;
-    lx_lane_mat *mats = malloc(n * sizeof *mats);
+    lx_lane_mat *mats = n >= 2 ? malloc(n * sizeof *mats) : NULL;
     if (!mats)
-        return LX_OK;
+        return LX_OK; /* without lanes, as with -j 1 */
     n = 0;
-    uint64_t held = 0; /* U, V and V^T of the largest matrix's factors */
     for (size_t i = J->part.lo; i < J->part.hi; i++) {
         const lx_plan_item *it = &J->in.plan.items[i];
         int computed = 0;
@@ -526,17 +509,12 @@ static lx_status lanes_start(job *J)
             computed |= J->outs[q].active && !(J->outs[q].rs.resuming && J->outs[q].rs.rec[i]);
         if (it->action != LX_ACT_LOWRANK || !computed)
             continue;
-        int rank = lx_engine_rank(it, J->factor_rank);
-        uint64_t f = (it->m + 2 * it->n) * (uint64_t)rank * sizeof(float);
-        held = f > held ? f : held;
         for (uint64_t b = 0; b < it->batch; b++)
-            mats[n++] = (lx_lane_mat){it, b, rank};
+            mats[n++] = (lx_lane_mat){it, b, lx_engine_rank(it, J->factor_rank)};
     }
-    if (n >= 2 && J->need_max + LX_FIXED_OVERHEAD + LANES_MEMORY + LANES_AHEAD * held <=
-                      e->max_memory)
-        J->lanes = lx_lanes_start(e, mats, n, LANES_AHEAD, LANES_MEMORY, lane_hash, J);
+    J->lanes = lx_lanes_open(&J->o->stream, &J->budget, J->need_max, mats, n, lane_hash, J);
     free(mats);
-    return LX_OK; /* J->lanes NULL: without lanes, as with -j 1 */
+    return LX_OK;
 }
 
 static lx_status run_items(job *J)

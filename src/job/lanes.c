@@ -154,6 +154,21 @@ lx_lanes *lx_lanes_start(const lx_engine_opts *e, const lx_lane_mat *mats, size_
     return L;
 }
 
+lx_lanes *lx_lanes_open(const lx_engine_opts *e, const lx_budget *b, uint64_t need_max,
+                        const lx_lane_mat *mats, size_t n, lx_lane_before_fn before, void *ctx)
+{
+    if (e->threads < 2 || e->factors || b->limit.bytes || n < 2)
+        return NULL;
+    uint64_t held = 0; /* U, V and V^T of the largest matrix's factors */
+    for (size_t p = 0; p < n; p++) {
+        uint64_t f = (mats[p].it->m + 2 * mats[p].it->n) * (uint64_t)mats[p].rank * sizeof(float);
+        held = f > held ? f : held;
+    }
+    if (need_max + LX_FIXED_OVERHEAD + LX_LANES_MEMORY + LX_LANES_AHEAD * held > e->max_memory)
+        return NULL;
+    return lx_lanes_start(e, mats, n, LX_LANES_AHEAD, LX_LANES_MEMORY, before, ctx);
+}
+
 size_t lx_lanes_find(const lx_lanes *L, const lx_plan_item *it, uint64_t b)
 {
     /* positions are in the job's order: from the one taken next on */

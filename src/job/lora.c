@@ -37,6 +37,7 @@
 #include "loxstream/plan.h"
 #include "loxstream/journal.h"
 #include "loxstream/linalg.h"
+#include "loxstream/lanes.h"
 #include "loxstream/lora.h"
 #include "loxstream/factor.h"
 #include "loxstream/outdir.h"
@@ -88,6 +89,8 @@ typedef struct lora_job {
     unsigned char *obuf;
     lx_factor_stats svd;           /* the modules' factorisations */
     lx_budget budget;              /* read-ahead within the memory limit */
+    uint64_t need_max;             /* the largest need (check_memory) */
+    lx_lanes *lanes;               /* modules factored ahead (NULL: in turn) */
 } lora_job;
 
 void lx_lora_opts_default(lx_lora_opts *o)
@@ -278,6 +281,7 @@ static lx_status check_memory(lora_job *J)
             worst_name = md->item->aligned->name;
         }
     }
+    J->need_max = worst;
     return lx_engine_check_memory(&o->stream, &J->in.plan, worst, worst_name, &J->budget);
 }
 
@@ -452,7 +456,9 @@ static lx_status run_module(lora_job *J, size_t i)
     size_t m = (size_t)it->m, n = (size_t)it->n;
     lx_factors f;
     double t0 = lx_now();
-    lx_status st = lx_engine_factor(&o->stream, it, 0, md->k, &f, &J->svd);
+    size_t pos = J->lanes ? lx_lanes_find(J->lanes, it, 0) : SIZE_MAX;
+    lx_status st = pos != SIZE_MAX ? lx_lanes_take(J->lanes, pos, &f, &J->svd)
+                                   : lx_engine_factor(&o->stream, it, 0, md->k, &f, &J->svd);
     if (st != LX_OK)
         return st;
     lx_test_pause("factored", it->aligned->name);
@@ -629,6 +635,14 @@ static lx_status run(lora_job *J)
     double t0 = lx_now();
     lx_read_ahead ra;
     lx_read_ahead_start(&ra, &J->budget);
+    /* the modules factored on two lanes where the engine's policy allows
+     * (lanes.h): the same bits */
+    lx_lane_mat *mats = J->nmods >= 2 ? malloc(J->nmods * sizeof *mats) : NULL;
+    for (size_t i = 0; mats && i < J->nmods; i++)
+        mats[i] = (lx_lane_mat){J->mods[i].item, 0, J->mods[i].k};
+    if (mats)
+        J->lanes = lx_lanes_open(&o->stream, &J->budget, J->need_max, mats, J->nmods, NULL, NULL);
+    free(mats);
     for (size_t i = 0; i < J->nmods && st == LX_OK; i++) {
         const lx_plan_item *it = J->mods[i].item;
         /* this module's inputs and the next ones' */
@@ -640,6 +654,8 @@ static lx_status run(lora_job *J)
         st = run_module(J, i);
         lx_read_ahead_done(&ra, it);
     }
+    lx_lanes_stop(J->lanes);
+    J->lanes = NULL;
     lx_read_ahead_stop(&ra);
     if (st == LX_OK)
         st = lx_st_out_sync(&J->out);

@@ -66,10 +66,13 @@ expect_exit 1 "$LXLORA" "$B" "$A" "$TMP/seed5" 6 1.25 1e-3 "$TMP/apply"
 # ---- determinism: a second run, 1 and 2 threads ------------------------------
 q lora -b "$B" -a "$A" -o "$TMP/ad2" -j 1
 q lora -b "$B" -a "$A" -o "$TMP/ad3" -j 2 --max-memory 100M
+# with the default --max-memory, -j 2 factors on two lanes (lanes.h)
+q lora -b "$B" -a "$A" -o "$TMP/ad4" -j 2
 for f in adapter_model.safetensors adapter_config.json; do
     NCHECKS=$((NCHECKS + 1))
     cmp "$TMP/ad1/$f" "$TMP/ad2/$f" || fail "$f: two runs differ"
     cmp "$TMP/ad2/$f" "$TMP/ad3/$f" || fail "$f: 1 and 2 threads differ"
+    cmp "$TMP/ad2/$f" "$TMP/ad4/$f" || fail "$f: 1 thread and 2 lanes differ"
 done
 # the cards differ only by the command line (another -o and -j)
 for d in ad1 ad2 ad3; do
