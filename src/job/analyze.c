@@ -18,6 +18,7 @@
 #include "analyze_int.h"
 #include "loxstream/report_file.h"
 #include "loxstream/linalg.h"
+#include "loxstream/lanes.h"
 #include "loxstream/prefetch.h"
 #include "loxstream/progress.h"
 #include "loxstream/safetensors.h"
@@ -92,6 +93,8 @@ typedef struct actx {
     lx_aplot *plot;                /* --plot: the rows collected */
     lx_factor_stats svd;           /* the factorisations (matrices analysed) */
     lx_budget budget;              /* read-ahead within the memory limit */
+    uint64_t need_max;             /* the largest need (check_memory) */
+    lx_lanes *lanes;               /* matrices factored ahead (NULL: in turn) */
 } actx;
 
 /* The plan item of fine-tuned model j for aligned item it, or NULL when
@@ -217,7 +220,11 @@ static lx_status analyze_matrix(actx *A, const lx_plan_item *it, uint64_t b, FIL
 {
     const lx_analyze_opts *o = A->o;
     lx_factors f;
-    lx_status st = lx_engine_factor(&o->stream, it, b, lx_engine_rank(it, A->kmax), &f, &A->svd);
+    size_t pos = A->lanes ? lx_lanes_find(A->lanes, it, b) : SIZE_MAX;
+    lx_status st = pos != SIZE_MAX
+                       ? lx_lanes_take(A->lanes, pos, &f, &A->svd)
+                       : lx_engine_factor(&o->stream, it, b, lx_engine_rank(it, A->kmax), &f,
+                                          &A->svd);
     if (st != LX_OK)
         return st;
     /* energy of the top r: sum s_i^2 / ||dW||^2, r clamped to the triplets kept */
@@ -289,7 +296,29 @@ static lx_status check_memory(actx *A, size_t *n_max)
             worst_name = it->aligned->name;
         }
     }
+    A->need_max = worst;
     return lx_engine_check_memory(&o->stream, &A->in.plan, worst, worst_name, &A->budget);
+}
+
+/* Every matrix analysed, factored on two lanes where the engine's policy
+ * allows (lanes.h): the same bits. */
+static void lanes_open(actx *A)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < A->in.plan.n; i++)
+        if (A->in.plan.items[i].action == LX_ACT_LOWRANK)
+            n += (size_t)A->in.plan.items[i].batch;
+    lx_lane_mat *mats = n >= 2 ? malloc(n * sizeof *mats) : NULL;
+    if (!mats)
+        return;
+    n = 0;
+    for (size_t i = 0; i < A->in.plan.n; i++) {
+        const lx_plan_item *it = &A->in.plan.items[i];
+        for (uint64_t b = 0; it->action == LX_ACT_LOWRANK && b < it->batch; b++)
+            mats[n++] = (lx_lane_mat){it, b, lx_engine_rank(it, A->kmax)};
+    }
+    A->lanes = lx_lanes_open(&A->o->stream, &A->budget, A->need_max, mats, n, NULL, NULL);
+    free(mats);
 }
 
 /* Before any output: something to analyse (else exit 2, as a filter that
@@ -473,6 +502,7 @@ static lx_status run(actx *A, FILE *out)
     uint64_t done = 0;
     lx_read_ahead ra;
     lx_read_ahead_start(&ra, &A->budget);
+    lanes_open(A);
     for (size_t i = 0; i < A->in.plan.n && st == LX_OK; i++) {
         const lx_plan_item *it = &A->in.plan.items[i];
         if (it->action == LX_ACT_LOWRANK) {
@@ -497,6 +527,8 @@ static lx_status run(actx *A, FILE *out)
         }
         lx_progress_update(&prog, i + 1, done, it->aligned->name);
     }
+    lx_lanes_stop(A->lanes);
+    A->lanes = NULL;
     lx_read_ahead_stop(&ra);
     if (st == LX_OK && o->json)
         st = lx_ajson_summary(&A->means, o, A->svd.matrices, A->svd.unconverged, out);
