@@ -63,6 +63,12 @@ lx_status lx_lanes_take(lx_lanes *L, size_t pos, lx_factors *f, lx_factor_stats 
  * are: the lane is not factoring beside it beyond the cap. */
 lx_status lx_lanes_factor(lx_lanes *L, const lx_plan_item *it, uint64_t b, int rank,
                           lx_factors *f, lx_factor_stats *s);
+/* What a job calls for matrix b of it: without lanes (L NULL),
+ * lx_engine_factor with e; else its listed position taken
+ * (lx_lanes_take), or an unlisted matrix factored within the cap
+ * (lx_lanes_factor). */
+lx_status lx_lanes_get(lx_lanes *L, const lx_engine_opts *e, const lx_plan_item *it,
+                       uint64_t b, int rank, lx_factors *f, lx_factor_stats *s);
 /* Stop the lane (after the matrix it is factoring) and free everything. */
 void lx_lanes_stop(lx_lanes *L);
 

@@ -220,11 +220,8 @@ static lx_status analyze_matrix(actx *A, const lx_plan_item *it, uint64_t b, FIL
 {
     const lx_analyze_opts *o = A->o;
     lx_factors f;
-    size_t pos = A->lanes ? lx_lanes_find(A->lanes, it, b) : SIZE_MAX;
-    lx_status st = pos != SIZE_MAX
-                       ? lx_lanes_take(A->lanes, pos, &f, &A->svd)
-                       : lx_engine_factor(&o->stream, it, b, lx_engine_rank(it, A->kmax), &f,
-                                          &A->svd);
+    lx_status st =
+        lx_lanes_get(A->lanes, &o->stream, it, b, lx_engine_rank(it, A->kmax), &f, &A->svd);
     if (st != LX_OK)
         return st;
     /* energy of the top r: sum s_i^2 / ||dW||^2, r clamped to the triplets kept */

@@ -258,10 +258,7 @@ static lx_status transform_matrix(job *J, const lx_plan_item *it, size_t idx, ui
         if (rank < J->factor_rank && b == 0) /* once per tensor, not per matrix */
             lx_warn("tensor '%s': rank %d exceeds min(%zu, %zu): using rank %d%s", t->name,
                     J->factor_rank, m, n, rank, it->batch > 1 ? " for each of its matrices" : "");
-        size_t pos = J->lanes ? lx_lanes_find(J->lanes, it, b) : SIZE_MAX;
-        st = pos != SIZE_MAX ? lx_lanes_take(J->lanes, pos, &f, &J->svd)
-             : J->lanes      ? lx_lanes_factor(J->lanes, it, b, rank, &f, &J->svd)
-                             : lx_engine_factor(&J->o->stream, it, b, rank, &f, &J->svd);
+        st = lx_lanes_get(J->lanes, &J->o->stream, it, b, rank, &f, &J->svd);
         if (st != LX_OK)
             return st;
         have_factors = 1;

@@ -238,6 +238,15 @@ lx_status lx_lanes_factor(lx_lanes *L, const lx_plan_item *it, uint64_t b, int r
     return st;
 }
 
+lx_status lx_lanes_get(lx_lanes *L, const lx_engine_opts *e, const lx_plan_item *it,
+                       uint64_t b, int rank, lx_factors *f, lx_factor_stats *s)
+{
+    if (!L)
+        return lx_engine_factor(e, it, b, rank, f, s);
+    size_t pos = lx_lanes_find(L, it, b);
+    return pos != SIZE_MAX ? lx_lanes_take(L, pos, f, s) : lx_lanes_factor(L, it, b, rank, f, s);
+}
+
 void lx_lanes_stop(lx_lanes *L)
 {
     if (!L)

@@ -456,9 +456,7 @@ static lx_status run_module(lora_job *J, size_t i)
     size_t m = (size_t)it->m, n = (size_t)it->n;
     lx_factors f;
     double t0 = lx_now();
-    size_t pos = J->lanes ? lx_lanes_find(J->lanes, it, 0) : SIZE_MAX;
-    lx_status st = pos != SIZE_MAX ? lx_lanes_take(J->lanes, pos, &f, &J->svd)
-                                   : lx_engine_factor(&o->stream, it, 0, md->k, &f, &J->svd);
+    lx_status st = lx_lanes_get(J->lanes, &o->stream, it, 0, md->k, &f, &J->svd);
     if (st != LX_OK)
         return st;
     lx_test_pause("factored", it->aligned->name);
