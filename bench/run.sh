@@ -67,26 +67,42 @@ t0=$(date +%s.%N)
 cat "$dir"/m/base/*.safetensors "$dir"/m/aligned/*.safetensors >/dev/null
 t1=$(date +%s.%N)
 read_s=$(echo "$t1 - $t0" | bc)
+# the write floor: the faster of a buffered write and a direct one (apply
+# writes past the page cache where it can: direct.h), each synced
 dd if=/dev/zero of="$dir/floor.out" bs=16M count=$((out_bytes / 16777216)) conv=fdatasync status=none
 t2=$(date +%s.%N)
-write_s=$(echo "$t2 - $t1" | bc)
 rm -f "$dir/floor.out"
+write_buf_s=$(echo "$t2 - $t1" | bc)
+t2=$(date +%s.%N)
+dd if=/dev/zero of="$dir/floor.out" bs=16M count=$((out_bytes / 16777216)) oflag=direct conv=fdatasync \
+    status=none 2>/dev/null || write_dir_s=
+t3=$(date +%s.%N)
+rm -f "$dir/floor.out"
+write_dir_s=${write_dir_s-$(echo "$t3 - $t2" | bc)}
+write_s=$write_buf_s
+[ -z "$write_dir_s" ] || [ "$(echo "$write_dir_s < $write_s" | bc)" = 0 ] || write_s=$write_dir_s
 printf 'read inputs  %.1f GB in %.1f s (%.2f GB/s)\n' "$(echo "$in_bytes/1000000000" | bc -l)" "$read_s" "$(echo "$in_bytes/1000000000/$read_s" | bc -l)"
-printf 'write output %.1f GB in %.1f s (%.2f GB/s)\n' "$(echo "$out_bytes/1000000000" | bc -l)" "$write_s" "$(echo "$out_bytes/1000000000/$write_s" | bc -l)"
+printf 'write output %.1f GB in %.1f s (%.2f GB/s; buffered %.1f s, direct %s s)\n' "$(echo "$out_bytes/1000000000" | bc -l)" \
+    "$write_s" "$(echo "$out_bytes/1000000000/$write_s" | bc -l)" "$write_buf_s" "${write_dir_s:-n/a}"
 
 echo "== apply (default: rank 6, alpha 1.25, tol)"
 drop_caches
 "$lox" apply -q --base "$dir/m/base" --aligned "$dir/m/aligned" --output "$dir/lox" \
     --report "$dir/report.tsv" --stats 2>"$dir/apply.err" &
 pid=$!
-anon_peak=0
+anon_peak=0 utime=0 stime=0
 while kill -0 $pid 2>/dev/null; do
     a=$(awk '/^RssAnon:/{print $2}' /proc/$pid/status 2>/dev/null || echo 0)
     [ "${a:-0}" -gt "$anon_peak" ] && anon_peak=$a
+    # CPU time in clock ticks (fields 14 and 15), as of the last sample
+    if read -r -a f </proc/$pid/stat 2>/dev/null; then utime=${f[13]} stime=${f[14]}; fi
     sleep 0.2
 done
 wait $pid
 cat "$dir/apply.err"
+tck=$(getconf CLK_TCK)
+printf 'apply CPU (sampled every 0.2 s): %.1f s user, %.1f s system\n' \
+    "$(echo "$utime / $tck" | bc -l)" "$(echo "$stime / $tck" | bc -l)"
 flops=$(sed -n 's/.*SVD [0-9.]* s, \([0-9.]*\) GFLOP.*/\1/p' "$dir/apply.err")
 rate=$("$gemmrate" 2 | sed 's/gemm GFLOP\/s: \([0-9.]*\).*/\1/')
 printf 'floor: the run'"'"'s %s GFLOP at %s GFLOP/s (bench/gemmrate, 2 threads): %.1f s\n' \

@@ -71,6 +71,7 @@ typedef struct lx_apply_writer {
     uint64_t prev_off, prev_len;
     /* --stats */
     double write_seconds;          /* pwrite of output bytes, with their XXH3 */
+    uint64_t direct_bytes;         /* of them, written past the page cache (direct.h) */
     double hash_seconds;           /* XXH3 of inputs */
     double sync_seconds;           /* writeback start and fdatasync */
 } lx_apply_writer;

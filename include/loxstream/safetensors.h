@@ -13,6 +13,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "loxstream/direct.h"
 #include "loxstream/dtype.h"
 #include "loxstream/error.h"
 
@@ -89,6 +90,7 @@ void lx_st_layout_free(lx_st_layout *L);
  * written; tensor bytes are then written at their offsets in any order. */
 typedef struct lx_st_out {
     int fd;
+    lx_dio dio; /* its large writes' whole blocks, past the page cache (direct.h) */
     char *path;
     const lx_st_layout *layout;
 } lx_st_out;

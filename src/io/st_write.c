@@ -20,6 +20,7 @@
 
 #include <jansson.h>
 
+#include "loxstream/direct.h"
 #include "loxstream/fs.h"
 #include "loxstream/safetensors.h"
 
@@ -231,29 +232,6 @@ void lx_st_layout_free(lx_st_layout *L)
     memset(L, 0, sizeof *L);
 }
 
-/* pwrite all of buf at off, retrying on EINTR and short writes; errno set on failure. */
-static int pwrite_all(int fd, const void *buf, size_t len, uint64_t off)
-{
-    const char *p = buf;
-    while (len) {
-        ssize_t w = pwrite(fd, p, len, (off_t)off);
-        if (w < 0) {
-            if (errno == EINTR)
-                continue;
-            return -1;
-        }
-        if (w == 0) {
-            /* A regular file only returns 0 when it cannot grow: treat as full. */
-            errno = ENOSPC;
-            return -1;
-        }
-        p += w;
-        len -= (size_t)w;
-        off += (uint64_t)w;
-    }
-    return 0;
-}
-
 static int pread_all(int fd, void *buf, size_t len, uint64_t off)
 {
     char *p = buf;
@@ -285,7 +263,7 @@ static lx_status create_file(lx_st_out *o, const lx_st_layout *L)
     if (fd < 0)
         return lx_fail_create(o->path, errno, LX_EOUTPUT);
     lx_status st = LX_OK;
-    if (pwrite_all(fd, L->header, L->header_size, 0) != 0)
+    if (lx_pwrite_all(fd, L->header, L->header_size, 0) != 0)
         st = lx_fail_errno(LX_EFAIL, errno, "%s: writing the %" PRIu64 "-byte header failed",
                            o->path, L->header_size);
     else if (ftruncate(fd, (off_t)L->file_size) != 0)
@@ -298,6 +276,7 @@ static lx_status create_file(lx_st_out *o, const lx_st_layout *L)
         return st;
     }
     o->fd = fd;
+    lx_dio_open(&o->dio, fd);
     return LX_OK;
 }
 
@@ -329,12 +308,14 @@ static lx_status reopen_file(lx_st_out *o, const lx_st_layout *L)
         return st;
     }
     o->fd = fd;
+    lx_dio_open(&o->dio, fd);
     return LX_OK;
 }
 
 lx_status lx_st_out_open(lx_st_out *o, const char *path, const lx_st_layout *L, int reuse)
 {
     o->fd = -1;
+    lx_dio_init(&o->dio);
     o->layout = L;
     o->path = strdup(path);
     if (!o->path)
@@ -379,7 +360,7 @@ static lx_status make_temp(const lx_st_layout *L, const char *tmpdir, const char
         return st;
     }
     lx_status st = LX_OK;
-    if (pwrite_all(fd, L->header, L->header_size, 0) != 0)
+    if (lx_pwrite_all(fd, L->header, L->header_size, 0) != 0)
         st = lx_fail_errno(LX_EFAIL, errno, "%s: writing the %" PRIu64 "-byte header failed",
                            *tmp, L->header_size);
     else if (ftruncate(fd, (off_t)L->file_size) != 0)
@@ -434,6 +415,7 @@ lx_status lx_st_out_open_shared(lx_st_out *o, const char *path, const char *tmpd
 {
     *created = 0;
     o->fd = -1;
+    lx_dio_init(&o->dio);
     o->layout = L;
     o->path = strdup(path);
     if (!o->path)
@@ -449,6 +431,7 @@ lx_status lx_st_out_open_shared(lx_st_out *o, const char *path, const char *tmpd
             free(tmp);
             if (st == LX_OK && placed) {
                 o->fd = fd;
+                lx_dio_open(&o->dio, fd);
                 *created = 1;
                 return LX_OK;
             }
@@ -478,7 +461,7 @@ lx_status lx_st_out_write(lx_st_out *o, size_t idx, uint64_t off, const void *bu
                        " is outside its %" PRIu64 " bytes", o->path,
                        lx_st_escape_name(e->name, q, sizeof q), len, off, e->nbytes);
     uint64_t at = L->header_size + e->begin + off;
-    if (pwrite_all(o->fd, buf, len, at) != 0) {
+    if (lx_dio_pwrite(&o->dio, o->fd, buf, len, at) != 0) {
         int err = errno;
         return lx_fail_errno(LX_EFAIL, err, "%s: tensor '%s': writing %zu bytes at file offset %" PRIu64 " failed",
                              o->path, lx_st_escape_name(e->name, q, sizeof q), len, at);
@@ -550,6 +533,7 @@ lx_status lx_st_out_close(lx_st_out *o)
     if (o->fd >= 0 && close(o->fd) != 0)
         st = lx_fail_errno(LX_EFAIL, errno, "%s: close failed", o->path);
     o->fd = -1;
+    lx_dio_close(&o->dio);
     free(o->path);
     o->path = NULL;
     return st;

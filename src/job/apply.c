@@ -415,8 +415,10 @@ static void print_stats(job *J)
         fclose(io);
     }
     double ws = 0, hs = 0, ss = 0;
+    uint64_t direct = 0;
     for (size_t q = 0; q < J->nouts; q++) {
         ws += J->outs[q].w.write_seconds;
+        direct += J->outs[q].w.direct_bytes;
         hs += J->outs[q].w.hash_seconds + J->outs[q].w.in_hash_seconds;
         ss += J->outs[q].w.sync_seconds;
     }
@@ -426,13 +428,13 @@ static void print_stats(job *J)
     lx_say(&J->o->stream.report,
             "stats: wall %.2f s; inputs %.3f GB, output %.3f GB (%.2f GB/s in+out); "
             "storage read %.3f GB, written %.3f GB; SVD %.2f s, %.1f GFLOP (%.1f GFLOP/s); "
-            "output rows %.3f s, write %.2f s, hash %.2f s, sync %.2f s; "
+            "output rows %.3f s, write %.2f s (%.3f GB direct), hash %.2f s, sync %.2f s; "
             "peak RSS %ld MiB; %s; %s",
             wall, (double)in_bytes / 1e9, (double)J->done_bytes / 1e9,
             wall > 0 ? (double)(in_bytes + J->done_bytes) / 1e9 / wall : 0.0, (double)rd / 1e9,
             (double)wr / 1e9, J->svd.seconds, J->svd.flops / 1e9,
             J->svd.seconds > 0 ? J->svd.flops / 1e9 / J->svd.seconds : 0.0, J->out_seconds,
-            ws, hs, ss, ru.ru_maxrss / 1024, mem, lx_linalg_describe());
+            ws, (double)direct / 1e9, hs, ss, ru.ru_maxrss / 1024, mem, lx_linalg_describe());
 }
 
 /* Item i in output u: its shard open, and whether the earlier run's bytes

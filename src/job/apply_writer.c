@@ -102,9 +102,11 @@ static lx_status out_put(lx_apply_writer *J, lx_out_shard *os, size_t idx, uint6
     if (st != LX_OK)
         return st;
     double t0 = lx_now();
+    uint64_t direct0 = os->file.dio.direct_bytes;
     st = lx_st_out_write(&os->file, idx, off, buf, len);
     double t1 = lx_now();
     J->write_seconds += t1 - t0;
+    J->direct_bytes += os->file.dio.direct_bytes - direct0;
     if (st != LX_OK)
         return st;
     XXH3_64bits_update(J->tstate, buf, len);
