@@ -116,6 +116,12 @@ void lx_writer_stop(lx_apply_writer *w);
 lx_status lx_writer_drain(lx_apply_writer *w);
 /* A free output buffer (its slot for lx_writer_put), NULL after a failure. */
 unsigned char *lx_writer_buffer(lx_apply_writer *w, int *slot);
+/* A writer buffer for bytes that go at offset off of tensor idx of os: the
+ * pool buffer (lx_writer_buffer) moved by the page offset of their file
+ * offset, so that direct writes take them without a copy (direct.h); at
+ * most the buffer size from there.  NULL as lx_writer_buffer. */
+unsigned char *lx_writer_buffer_at(lx_apply_writer *w, const lx_out_shard *os, size_t idx,
+                                   uint64_t off, int *slot);
 /* Main thread, before plan item i (transformed) is computed: the XXH3 of
  * its inputs.  When the item is finished, its inputs are hashed again and
  * their shards stat'ed (lx_shard_unchanged): a difference means that an

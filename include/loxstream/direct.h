@@ -18,8 +18,14 @@
  * (tmpfs, some network or FUSE file systems; EINVAL on open or on a
  * write), every write is buffered, as before.  Same bytes in the file
  * either way; durability is unchanged (fdatasync of the ordinary
- * descriptor flushes both).  LOXSTREAM_DIRECT_IO=0 in the environment
- * turns it off.
+ * descriptor flushes both).
+ *
+ * Off unless LOXSTREAM_DIRECT_IO=1 is in the environment: on the VM of
+ * bench/RESULTS.md it halves a warm run's system time, but the cold 7B
+ * run is 8-16% slower with it (the inputs' fresh page-cache pages then
+ * cost the computing threads more than the output's copy saves), and a
+ * direct write waits for the device, one request at a time, which a
+ * network file system may make slow.
  */
 #ifndef LOXSTREAM_DIRECT_H
 #define LOXSTREAM_DIRECT_H

@@ -36,6 +36,10 @@ typedef lx_status (*lx_wq_fn)(void *ctx, const lx_wq_job *job);
 
 typedef struct lx_wqueue lx_wqueue;
 
+/* Each pool buffer starts on a page and has LX_WQ_SLACK bytes beyond
+ * bufsize, so that a caller may start its bytes at the page offset of
+ * their file offset (direct.h's writes then need no copy). */
+#define LX_WQ_SLACK ((size_t)4096)
 /* Start the writer: nbuf buffers of bufsize bytes, a queue of up to qcap jobs. */
 lx_status lx_wq_start(lx_wqueue **out, lx_wq_fn fn, void *ctx, size_t nbuf, size_t bufsize,
                       size_t qcap);

@@ -56,7 +56,7 @@ void lx_dio_open(lx_dio *d, int fd)
     lx_dio_init(d);
 #ifdef O_DIRECT
     const char *env = getenv("LOXSTREAM_DIRECT_IO");
-    if (env && strcmp(env, "0") == 0)
+    if (!env || strcmp(env, "1") != 0)
         return;
     struct stat sb;
     if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode))

@@ -222,8 +222,10 @@ static lx_status output_panel(job *J, output *u, const lx_plan_item *it, uint64_
     /* full rank: dW's rows for each output, as output_rows scales them */
     if (!f && (st = lx_delta_rows(it, b, r0, h, J->fbuf, n)) != LX_OK)
         return st;
+    lx_out_shard *os = &u->w.shards[u->w.shard_of[t - J->in.aligned->tensors]];
+    uint64_t off = b * mat_bytes + r0 * n * esize;
     int slot;
-    unsigned char *obuf = lx_writer_buffer(&u->w, &slot);
+    unsigned char *obuf = lx_writer_buffer_at(&u->w, os, idx, off, &slot);
     if (!obuf) {
         st = lx_writer_drain(&u->w);
         return st != LX_OK ? st : lx_fail(LX_EFAIL, "%s: the writer stopped", u->o.output_path);
@@ -235,8 +237,7 @@ static lx_status output_panel(job *J, output *u, const lx_plan_item *it, uint64_
     /* before the put: the tensor is never finished, so never journaled */
     if (bad < h * n)
         return overflow_error(it, b, anchor, u->o.anchor_base, r0 + bad / n, bad % n);
-    lx_out_shard *os = &u->w.shards[u->w.shard_of[t - J->in.aligned->tensors]];
-    st = lx_writer_put(&u->w, os, idx, b * mat_bytes + r0 * n * esize, obuf, h * n * esize, slot);
+    st = lx_writer_put(&u->w, os, idx, off, obuf, h * n * esize, slot);
     J->done_bytes += h * n * esize;
     lx_progress_update(&J->progress, J->progress.done_items, J->done_bytes, t->name);
     return st;

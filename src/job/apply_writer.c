@@ -403,6 +403,13 @@ unsigned char *lx_writer_buffer(lx_apply_writer *w, int *slot)
     return lx_wq_buffer(w->wq, slot);
 }
 
+unsigned char *lx_writer_buffer_at(lx_apply_writer *w, const lx_out_shard *os, size_t idx,
+                                   uint64_t off, int *slot)
+{
+    unsigned char *b = lx_wq_buffer(w->wq, slot);
+    return b ? b + lx_writer_file_offset(os, idx, off) % LX_WQ_SLACK : NULL;
+}
+
 lx_status lx_writer_begin(lx_apply_writer *w)
 {
     lx_wq_job begin = {.kind = W_BEGIN, .slot = -1};

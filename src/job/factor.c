@@ -278,7 +278,7 @@ static lx_status put_bytes(job *J, size_t idx, uint64_t off, const void *src, si
     for (size_t at = 0; at < len && st == LX_OK; at += FACTOR_BUFFER) {
         size_t n = len - at < FACTOR_BUFFER ? len - at : FACTOR_BUFFER;
         int slot;
-        unsigned char *buf = lx_writer_buffer(&J->w, &slot);
+        unsigned char *buf = lx_writer_buffer_at(&J->w, &J->w.shards[0], idx, off + at, &slot);
         if (!buf) {
             st = lx_writer_drain(&J->w);
             return st != LX_OK ? st : lx_fail(LX_EFAIL, "%s: the writer stopped",

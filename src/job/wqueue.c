@@ -92,7 +92,7 @@ lx_status lx_wq_start(lx_wqueue **out, lx_wq_fn fn, void *ctx, size_t nbuf, size
     q->used = calloc(nbuf ? nbuf : 1, sizeof *q->used);
     int ok = q->jobs && q->buf && q->used;
     for (size_t i = 0; ok && i < nbuf; i++)
-        ok = (q->buf[i] = malloc(bufsize ? bufsize : 1)) != NULL;
+        ok = posix_memalign((void **)&q->buf[i], LX_WQ_SLACK, bufsize + LX_WQ_SLACK) == 0;
     if (!ok) {
         destroy(q);
         return lx_fail(LX_EFAIL, "writer: out of memory (%zu buffers of %zu bytes)", nbuf, bufsize);

@@ -4,7 +4,7 @@
  * equal the pattern they were taken from; direct writes happen where the
  * file system offers them (statx's STATX_DIOALIGN) and never elsewhere; a
  * direct write the kernel refuses falls back to buffered writes with the
- * same bytes; LOXSTREAM_DIRECT_IO=0 turns it off.  Each file is read back
+ * same bytes; only LOXSTREAM_DIRECT_IO=1 turns it on.  Each file is read back
  * through a fresh descriptor after the page cache of it is dropped
  * (POSIX_FADV_DONTNEED), so what is compared is what the writes left.
  */
@@ -131,6 +131,7 @@ static void same_bytes_direct_where_offered(void **state)
     int fd = new_file("a.bin");
     int offered = fs_offers_direct(fd);
     lx_dio d;
+    setenv("LOXSTREAM_DIRECT_IO", "1", 1);
     lx_dio_open(&d, fd);
     if (offered == 0)
         assert_int_equal(d.fd, -1);
@@ -162,6 +163,7 @@ static void refused_direct_write_falls_back(void **state)
     unsigned char *want = pattern(FILE_BYTES, 2);
     int fd = new_file("b.bin");
     lx_dio d;
+    setenv("LOXSTREAM_DIRECT_IO", "1", 1);
     lx_dio_open(&d, fd);
     if (d.fd < 0 || fs_offers_direct(fd) != 1 || d.malign < 2) {
         lx_dio_close(&d);
@@ -185,15 +187,23 @@ static void refused_direct_write_falls_back(void **state)
     free(want);
 }
 
-static void environment_turns_it_off(void **state)
+static void off_unless_asked_for(void **state)
 {
     (void)state;
     int fd = new_file("c.bin");
-    setenv("LOXSTREAM_DIRECT_IO", "0", 1);
     lx_dio d;
-    lx_dio_open(&d, fd);
+    const char *values[] = {NULL, "0", "", "yes", "10"};
+    for (size_t i = 0; i < sizeof values / sizeof values[0]; i++) {
+        if (values[i])
+            setenv("LOXSTREAM_DIRECT_IO", values[i], 1);
+        else
+            unsetenv("LOXSTREAM_DIRECT_IO");
+        lx_dio_open(&d, fd);
+        assert_int_equal(d.fd, -1);
+        lx_dio_close(&d);
+    }
     unsetenv("LOXSTREAM_DIRECT_IO");
-    assert_int_equal(d.fd, -1);
+    /* d off: every write buffered, the bytes the same */
     unsigned char *want = pattern(FILE_BYTES, 3);
     write_pieces(&d, fd, want);
     assert_int_equal(d.direct_bytes, 0);
@@ -210,6 +220,7 @@ static void pipes_get_no_direct_descriptor(void **state)
     int p[2];
     assert_int_equal(pipe(p), 0);
     lx_dio d;
+    setenv("LOXSTREAM_DIRECT_IO", "1", 1);
     lx_dio_open(&d, p[1]);
     assert_int_equal(d.fd, -1);
     lx_dio_close(&d);
@@ -238,7 +249,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(same_bytes_direct_where_offered),
         cmocka_unit_test(refused_direct_write_falls_back),
-        cmocka_unit_test(environment_turns_it_off),
+        cmocka_unit_test(off_unless_asked_for),
         cmocka_unit_test(pipes_get_no_direct_descriptor),
         cmocka_unit_test(pwrite_all_errors),
     };
