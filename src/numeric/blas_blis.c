@@ -26,6 +26,7 @@
 #endif
 
 #include "loxstream/linalg.h"
+#include "pass_kernel.h"
 
 lx_status lx_flame_init(void); /* lapack_flame.c */
 
@@ -117,8 +118,9 @@ lx_status lx_linalg_init(int threads)
         return st;
     if (threads > 0)
         lx_linalg_set_threads(threads);
-    snprintf(description, sizeof description, "BLIS %s, kernels %s (%s)", bli_info_get_version_str(),
-             bli_arch_string(bli_arch_query_id()), how);
+    snprintf(description, sizeof description, "BLIS %s, kernels %s (%s); pass products: %s",
+             bli_info_get_version_str(), bli_arch_string(bli_arch_query_id()), how,
+             lx_pass_kernel_on() ? "AVX-512 kernel" : "BLIS");
     initialised = 1;
     return LX_OK;
 }

@@ -33,6 +33,7 @@
 #include "loxstream/linalg.h"
 #include "rsvd_impl.h"
 #include "krylov_int.h"
+#include "pass_kernel.h"
 
 /* Directions whose Ritz value s_j of A Vb is below this fraction of s_1 use
  * the division-free estimate (see the file comment). */
@@ -170,6 +171,11 @@ static lx_status stream_chunk(rsvd_work *w, size_t c, float *panel, float *Zp, d
             return st;
         if (frob2)
             f2 += lx_rsvd_norm2(panel, h * n);
+        if (w->kern) {
+            /* both products in registers; Zp row-major */
+            lx_pass_panel(panel, h, n, w->Vr, l, w->Yp + r0, m, Zp, r0 != c0);
+            continue;
+        }
         /* Y_b = A_b V, written straight into rows r0.. of column-major Yp;
          * BLIS's small-matrix kernels over-read a column-major V by up to a
          * column but a row-major one by 16 bytes at most (linalg.h), so V is
@@ -235,7 +241,8 @@ static lx_status stream_pass(rsvd_work *w, double *frob2, int reverse)
 #pragma omp for schedule(dynamic, 1)
         for (long q = 0; q < (long)nch; q++) {
             long c = reverse ? (long)nch - 1 - q : q;
-            float *Zp = c == 0 ? Z : w->Zc + (size_t)(c - 1) * n * l;
+            float *Zp = w->kern ? w->Zc + (size_t)c * n * l
+                        : c == 0 ? Z : w->Zc + (size_t)(c - 1) * n * l;
             lx_status st = stream_chunk(w, (size_t)c, panel, Zp, frob2 ? &w->f2c[c] : NULL);
             if (st != LX_OK) {
 #pragma omp critical(lx_rsvd_fail)
@@ -252,6 +259,9 @@ static lx_status stream_pass(rsvd_work *w, double *frob2, int reverse)
         return lx_err_restore(fst, fmsg);
     /* Z_i = ((Z_0 + Z_1) + Z_2) + ..., element by element; in slices of
      * ZSUM_SLICE elements that stay in L1 while every partial is added */
+    /* (with kern: into chunk 0's row-major partial, then Z from it) */
+    float *Z0 = w->kern ? w->Zc : Z;
+    const float *Zc1 = w->kern ? w->Zc + n * l : w->Zc;
     if (nch > 1) {
         size_t len = n * l;
         long slices = (long)((len + ZSUM_SLICE - 1) / ZSUM_SLICE);
@@ -260,9 +270,13 @@ static lx_status stream_pass(rsvd_work *w, double *frob2, int reverse)
             size_t i0 = (size_t)q * ZSUM_SLICE;
             size_t cnt = len - i0 < ZSUM_SLICE ? len - i0 : ZSUM_SLICE;
             for (size_t c = 1; c < nch; c++)
-                add_into(Z + i0, w->Zc + (c - 1) * len + i0, cnt);
+                add_into(Z0 + i0, Zc1 + (c - 1) * len + i0, cnt);
         }
     }
+    if (w->kern)
+        for (size_t j = 0; j < l; j++)
+            for (size_t i = 0; i < n; i++)
+                Z[j * n + i] = Z0[i * l + j];
     if (frob2) {
         double f2 = 0;
         for (size_t c = 0; c < nch; c++)
@@ -491,8 +505,9 @@ static void plan(size_t m, size_t n, const lx_rsvd_opts *o, rsvd_work *w, size_t
     w->dmax = w->maxblk * w->l;
     size_t l = w->l, k = w->k, dmax = w->dmax, dx = dmax + l;
     pass_chunks(m, n, l, w);
+    w->kern = lx_pass_kernel_ok(l, m);
     sz[B_PANEL] = (size_t)w->nthr * w->ph * n;
-    sz[B_ZC] = (w->nch - 1) * n * l;
+    sz[B_ZC] = (w->nch - (w->kern ? 0 : 1)) * n * l;
     sz[B_VB] = n * dx;
     sz[B_ZB] = n * dmax;
     sz[B_QY] = m * dmax;

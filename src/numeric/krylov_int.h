@@ -24,7 +24,9 @@ typedef struct rsvd_work {
     size_t nblk;         /* blocks applied since the (re)start; d = nblk * l */
     size_t dext;         /* valid columns of Vb: d + width of the next block */
     float *panels;       /* nthr panels of ph x n, row-major */
-    float *Zc;           /* (nch - 1) x n x l: Z partials of chunks 1.. */
+    int kern;            /* passes through pass_kernel.h (else BLIS) */
+    float *Zc;           /* Z partials: (nch - 1) x n x l of chunks 1.., column-major;
+                          * with kern, nch x n x l of every chunk, row-major */
     double f2c[LX_RSVD_MAX_CHUNKS]; /* ||A||_F^2 partials */
     float *Vb;           /* n x (dmax + l): orthonormal basis [V_1 .. V_nblk, V_next] */
     float *Zb;           /* n x dmax: Z_i = A^T A V_i */
