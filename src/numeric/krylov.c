@@ -166,14 +166,17 @@ static lx_status stream_chunk(rsvd_work *w, size_t c, float *panel, float *Zp, d
     double f2 = 0;
     for (size_t r0 = c0; r0 < c1; r0 += w->ph) {
         size_t h = c1 - r0 < w->ph ? c1 - r0 : w->ph;
-        lx_status st = w->src->rows(w->src->ctx, r0, h, panel, n);
+        lx_status st = w->src->rows(w->src->ctx, r0, h, panel, w->pld);
         if (st != LX_OK)
             return st;
-        if (frob2)
+        if (frob2 && w->pld == n)
             f2 += lx_rsvd_norm2(panel, h * n);
+        else if (frob2)
+            for (size_t i = 0; i < h; i++)
+                f2 += lx_rsvd_norm2(panel + i * w->pld, n);
         if (w->kern) {
             /* both products in registers; Zp row-major */
-            lx_pass_panel(panel, h, n, w->Vr, l, w->Yp + r0, m, Zp, r0 != c0);
+            lx_pass_panel(panel, w->pld, h, n, w->Vr, l, w->Yp + r0, m, Zp, r0 != c0);
             continue;
         }
         /* Y_b = A_b V, written straight into rows r0.. of column-major Yp;
@@ -237,7 +240,7 @@ static lx_status stream_pass(rsvd_work *w, double *frob2, int reverse)
 #ifdef _OPENMP
         t = omp_get_thread_num();
 #endif
-        float *panel = w->panels + (size_t)t * w->ph * n;
+        float *panel = w->panels + (size_t)t * w->ph * w->pld;
 #pragma omp for schedule(dynamic, 1)
         for (long q = 0; q < (long)nch; q++) {
             long c = reverse ? (long)nch - 1 - q : q;
@@ -458,6 +461,16 @@ static size_t krylov_blocks(size_t m, size_t n, size_t l)
 #define CHUNK_MIN_ROWS 256
 #define CHUNK_PARTIALS_MAX (64u << 20) /* bytes of Z partials */
 
+/* The panel's row stride for pass_kernel.c: n rounded up to 16 floats, and
+ * an odd number of 64-byte lines, so that the 16 rows of a group fall in
+ * 16 different sets of the L1 cache (rows 4 KiB apart, n = 4096, all fall
+ * in one and ran at half the rate). */
+static size_t pass_ld(size_t n)
+{
+    size_t ld = (n + 15) / 16 * 16;
+    return (ld / 16) % 2 ? ld : ld + 16;
+}
+
 static size_t pass_panel_rows(size_t m, size_t n)
 {
     size_t ph = PASS_PANEL_BYTES / (n * sizeof(float));
@@ -506,7 +519,8 @@ static void plan(size_t m, size_t n, const lx_rsvd_opts *o, rsvd_work *w, size_t
     size_t l = w->l, k = w->k, dmax = w->dmax, dx = dmax + l;
     pass_chunks(m, n, l, w);
     w->kern = lx_pass_kernel_ok(l, m);
-    sz[B_PANEL] = (size_t)w->nthr * w->ph * n;
+    w->pld = w->kern ? pass_ld(n) : n;
+    sz[B_PANEL] = (size_t)w->nthr * w->ph * w->pld;
     sz[B_ZC] = (w->nch - (w->kern ? 0 : 1)) * n * l;
     sz[B_VB] = n * dx;
     sz[B_ZB] = n * dmax;

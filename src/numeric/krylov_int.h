@@ -17,13 +17,14 @@ typedef struct rsvd_work {
     uint64_t seed;
     uint64_t fresh;      /* refill columns drawn so far */
     size_t m, n, ph;     /* shape, panel height of the passes */
+    size_t pld;          /* panel row stride: n, or with kern n padded (krylov.c's pass_ld) */
     size_t nch, chunk;   /* row chunks of a pass and their height */
     int nthr;            /* threads of a pass (<= nch) */
     size_t k, l;         /* rank, block width */
     size_t maxblk, dmax; /* Krylov blocks kept before a restart; maxblk * l */
     size_t nblk;         /* blocks applied since the (re)start; d = nblk * l */
     size_t dext;         /* valid columns of Vb: d + width of the next block */
-    float *panels;       /* nthr panels of ph x n, row-major */
+    float *panels;       /* nthr panels of ph x n, row-major (ld pld) */
     int kern;            /* passes through pass_kernel.h (else BLIS) */
     float *Zc;           /* Z partials: (nch - 1) x n x l of chunks 1.., column-major;
                           * with kern, nch x n x l of every chunk, row-major */

@@ -39,7 +39,7 @@
  * same text for G = 16 and 8, R the row macro).  lm masks the l columns. */
 #define GROUP_DECL(i)                                                                              \
     __m512 y##i = _mm512_setzero_ps();                                                             \
-    const float *p##i = P + (size_t)(i) * n;
+    const float *p##i = P + (size_t)(i) * ldp;
 #define GROUP_FY(i) y##i = _mm512_fmadd_ps(_mm512_set1_ps(p##i[k]), v, y##i);
 #define GROUP_STY(i) _mm512_mask_i32scatter_ps(Y + (i), lm, cols, y##i, 4);
 #define GROUP_FZ(i)                                                                                \
@@ -88,20 +88,20 @@ KERNEL static __m512i y_columns(size_t ldy)
  * fold away (masked loads and stores of a variable mask cost more). */
 #define GROUP_FN(name, R)                                                                          \
     KERNEL static inline __attribute__((always_inline)) void name##_body(                          \
-        const float *P, size_t n, const float *Vr, size_t l, float *Y, size_t ldy, float *Zr,      \
-        int acc)                                                                                   \
+        const float *P, size_t ldp, size_t n, const float *Vr, size_t l, float *Y, size_t ldy,     \
+        float *Zr, int acc)                                                                        \
     {                                                                                              \
         __mmask16 lm = (__mmask16)((1u << l) - 1);                                                 \
         __m512i cols = y_columns(ldy);                                                             \
         GROUP_BODY(R)                                                                              \
     }                                                                                              \
-    KERNEL static void name(const float *P, size_t n, const float *Vr, size_t l, float *Y,         \
-                            size_t ldy, float *Zr, int acc)                                        \
+    KERNEL static void name(const float *P, size_t ldp, size_t n, const float *Vr, size_t l,       \
+                            float *Y, size_t ldy, float *Zr, int acc)                              \
     {                                                                                              \
         if (l == 16)                                                                               \
-            name##_body(P, n, Vr, 16, Y, ldy, Zr, acc);                                            \
+            name##_body(P, ldp, n, Vr, 16, Y, ldy, Zr, acc);                                       \
         else                                                                                       \
-            name##_body(P, n, Vr, l, Y, ldy, Zr, acc);                                             \
+            name##_body(P, ldp, n, Vr, l, Y, ldy, Zr, acc);                                        \
     }
 
 #define R1(X) X(0)
@@ -140,19 +140,19 @@ int lx_pass_kernel_ok(size_t l, size_t ldy)
     return l >= 1 && l <= LX_PASS_KERNEL_MAX_L && ldy <= LX_PASS_KERNEL_MAX_LD && lx_pass_kernel_on();
 }
 
-void lx_pass_panel(const float *P, size_t h, size_t n, const float *Vr, size_t l, float *Y,
-                   size_t ldy, float *Zr, int acc)
+void lx_pass_panel(const float *P, size_t ldp, size_t h, size_t n, const float *Vr, size_t l,
+                   float *Y, size_t ldy, float *Zr, int acc)
 {
 #ifdef HAVE_KERNEL
     size_t i = 0;
     for (; i + 16 <= h; i += 16, acc = 1)
-        group16(P + i * n, n, Vr, l, Y + i, ldy, Zr, acc);
+        group16(P + i * ldp, ldp, n, Vr, l, Y + i, ldy, Zr, acc);
     for (; i + 8 <= h; i += 8, acc = 1)
-        group8(P + i * n, n, Vr, l, Y + i, ldy, Zr, acc);
+        group8(P + i * ldp, ldp, n, Vr, l, Y + i, ldy, Zr, acc);
     for (; i < h; i++, acc = 1)
-        group1(P + i * n, n, Vr, l, Y + i, ldy, Zr, acc);
+        group1(P + i * ldp, ldp, n, Vr, l, Y + i, ldy, Zr, acc);
 #else
-    (void)P, (void)h, (void)n, (void)Vr, (void)l, (void)Y, (void)ldy, (void)Zr, (void)acc;
+    (void)P, (void)ldp, (void)h, (void)n, (void)Vr, (void)l, (void)Y, (void)ldy, (void)Zr, (void)acc;
     abort(); /* lx_pass_kernel_ok said no */
 #endif
 }

@@ -33,18 +33,19 @@ static float rnd(void)
     return (float)((double)(rng >> 11) / 9007199254740992.0 * 2.0 - 1.0);
 }
 
-/* One case: P h x n, V n x l, Y in ldy = h + 5 rows, Z n x l (acc: from a
- * random start).  Checks against double sums of the float inputs. */
+/* One case: P h x n (row stride n + 3: the kernel reads only n of each
+ * row), V n x l, Y in ldy = h + 5 rows, Z n x l (acc: from a random
+ * start).  Checks against double sums of the float inputs. */
 static void check_case(size_t h, size_t n, size_t l, int acc)
 {
-    size_t ldy = h + 5;
-    float *P = malloc(h * n * sizeof *P), *V = malloc(n * l * sizeof *V);
+    size_t ldy = h + 5, ldp = n + 3;
+    float *P = malloc(h * ldp * sizeof *P), *V = malloc(n * l * sizeof *V);
     float *Y = malloc((ldy * l + 2 * PAD) * sizeof *Y), *Z = malloc((n * l + 2 * PAD) * sizeof *Z);
     float *Z0 = malloc(n * l * sizeof *Z0);
     double *Yd = malloc(h * l * sizeof *Yd);
     assert_true(P && V && Y && Z && Z0 && Yd);
-    for (size_t i = 0; i < h * n; i++)
-        P[i] = rnd();
+    for (size_t i = 0; i < h * ldp; i++)
+        P[i] = i % ldp < n ? rnd() : NAN; /* the stride's gap is never read */
     for (size_t i = 0; i < n * l; i++)
         V[i] = rnd();
     for (size_t i = 0; i < ldy * l + 2 * PAD; i++)
@@ -53,14 +54,14 @@ static void check_case(size_t h, size_t n, size_t l, int acc)
         Z[i] = GUARD;
     for (size_t i = 0; i < n * l; i++)
         Z[PAD + i] = Z0[i] = acc ? rnd() : GUARD; /* without acc the old Z is ignored */
-    lx_pass_panel(P, h, n, V, l, Y + PAD, ldy, Z + PAD, acc);
+    lx_pass_panel(P, ldp, h, n, V, l, Y + PAD, ldy, Z + PAD, acc);
     /* Y[i, j] = sum_k P[i, k] V[k, j], at Y[i + j ldy] */
     for (size_t i = 0; i < h; i++)
         for (size_t j = 0; j < l; j++) {
             double s = 0, a = 0;
             for (size_t k = 0; k < n; k++) {
-                s += (double)P[i * n + k] * V[k * l + j];
-                a += fabs((double)P[i * n + k] * V[k * l + j]);
+                s += (double)P[i * ldp + k] * V[k * l + j];
+                a += fabs((double)P[i * ldp + k] * V[k * l + j]);
             }
             Yd[i * l + j] = s;
             double got = Y[PAD + i + j * ldy];
@@ -79,7 +80,7 @@ static void check_case(size_t h, size_t n, size_t l, int acc)
         for (size_t j = 0; j < l; j++) {
             double s = acc ? Z0[k * l + j] : 0, a = fabs(s);
             for (size_t i = 0; i < h; i++) {
-                double t = (double)P[i * n + k] * Y[PAD + i + j * ldy];
+                double t = (double)P[i * ldp + k] * Y[PAD + i + j * ldy];
                 s += t;
                 a += fabs(t);
             }
@@ -123,8 +124,8 @@ static void same_bits_every_call(void **state)
         P[i] = rnd();
     for (size_t i = 0; i < n * l; i++)
         V[i] = rnd();
-    lx_pass_panel(P, h, n, V, l, Y1, h, Z1, 0);
-    lx_pass_panel(P, h, n, V, l, Y2, h, Z2, 0);
+    lx_pass_panel(P, n, h, n, V, l, Y1, h, Z1, 0);
+    lx_pass_panel(P, n, h, n, V, l, Y2, h, Z2, 0);
     assert_memory_equal(Y1, Y2, h * l * sizeof *Y1);
     assert_memory_equal(Z1, Z2, n * l * sizeof *Z1);
     free(P);
