@@ -11,6 +11,7 @@
 #include <xxhash.h>
 
 #include "loxstream/linalg.h"
+#include "loxstream/simd.h"
 #include "rsvd_impl.h"
 
 void lx_rsvd_opts_default(lx_rsvd_opts *o)
@@ -41,21 +42,24 @@ void *lx_rsvd_alloc(size_t count, lx_status *st, size_t m, size_t n)
 }
 
 
-/* Sum of squares in double; four partial sums, because one accumulator
- * makes the first pass (||A||_F^2 of every panel) wait on add latency. */
-double lx_rsvd_norm2(const float *x, size_t rows)
+/* Sum of squares in double: 16 partial sums (x[i] into sum i mod 16), so
+ * that the first pass (||A||_F^2 of every panel) does not wait on add
+ * latency, added up in a fixed tree; each clone of simd.h vectorises the
+ * same sums in the same order, so all give the same bits. */
+LX_VECTOR_CLONES double lx_rsvd_norm2(const float *x, size_t rows)
 {
-    double s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+    double s[16] = {0};
     size_t i = 0;
-    for (; i + 4 <= rows; i += 4) {
-        s0 += (double)x[i] * (double)x[i];
-        s1 += (double)x[i + 1] * (double)x[i + 1];
-        s2 += (double)x[i + 2] * (double)x[i + 2];
-        s3 += (double)x[i + 3] * (double)x[i + 3];
-    }
+    for (; i + 16 <= rows; i += 16)
+        for (int j = 0; j < 16; j++)
+            s[j] += (double)x[i + j] * (double)x[i + j];
+    double t = 0;
     for (; i < rows; i++)
-        s0 += (double)x[i] * (double)x[i];
-    return (s0 + s1) + (s2 + s3);
+        t += (double)x[i] * (double)x[i];
+    for (int w = 8; w >= 1; w /= 2)
+        for (int j = 0; j < w; j++)
+            s[j] += s[j + w];
+    return s[0] + t;
 }
 
 size_t lx_rsvd_block_width(size_t m, size_t n, size_t k, int p)
