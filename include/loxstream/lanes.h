@@ -30,6 +30,12 @@ typedef struct lx_lane_mat {
     int rank;                      /* as for lx_engine_factor */
 } lx_lane_mat;
 
+/* An item whose every matrix a job factors, at one rank. */
+typedef struct lx_lane_item {
+    const lx_plan_item *it;
+    int rank;
+} lx_lane_item;
+
 typedef void (*lx_lane_before_fn)(void *ctx, const lx_plan_item *it);
 
 typedef struct lx_lanes lx_lanes;
@@ -41,8 +47,10 @@ typedef struct lx_lanes lx_lanes;
  * message on failure. */
 lx_lanes *lx_lanes_start(const lx_engine_opts *e, const lx_lane_mat *mats, size_t n,
                          size_t ahead, uint64_t cap, lx_lane_before_fn before, void *ctx);
-/* The jobs' policy: lanes over mats[0..n) when the job has two threads or
- * more (e->threads), factors its matrices (no e->factors), runs outside a
+/* The jobs' policy: lanes over the matrices of items[0..n) (each item's
+ * it->batch matrices, b ascending, in the items' order) when the job has
+ * two threads or more (e->threads), factors its matrices (no e->factors),
+ * runs outside a
  * cgroup's memory limit (b: where the page cache needs the room), and
  * --max-memory holds, beside its largest need need_max and the fixed
  * overhead, LX_LANES_MEMORY for a second SVD and the factors of
@@ -52,7 +60,7 @@ lx_lanes *lx_lanes_start(const lx_engine_opts *e, const lx_lane_mat *mats, size_
 #define LX_LANES_AHEAD 2
 #define LX_LANES_MEMORY (64u << 20)
 lx_lanes *lx_lanes_open(const lx_engine_opts *e, const lx_budget *b, uint64_t need_max,
-                        const lx_lane_mat *mats, size_t n, lx_lane_before_fn before, void *ctx);
+                        const lx_lane_item *items, size_t n, lx_lane_before_fn before, void *ctx);
 /* The position of matrix b of it, or SIZE_MAX when it is not listed. */
 size_t lx_lanes_find(const lx_lanes *L, const lx_plan_item *it, uint64_t b);
 /* The factors of position pos into f, the factorisation counted in s, as

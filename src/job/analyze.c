@@ -301,21 +301,17 @@ static lx_status check_memory(actx *A, size_t *n_max)
  * allows (lanes.h): the same bits. */
 static void lanes_open(actx *A)
 {
-    size_t n = 0;
-    for (size_t i = 0; i < A->in.plan.n; i++)
-        if (A->in.plan.items[i].action == LX_ACT_LOWRANK)
-            n += (size_t)A->in.plan.items[i].batch;
-    lx_lane_mat *mats = n >= 2 ? malloc(n * sizeof *mats) : NULL;
-    if (!mats)
+    lx_lane_item *items = malloc((A->in.plan.n + 1) * sizeof *items);
+    if (!items)
         return;
-    n = 0;
+    size_t n = 0;
     for (size_t i = 0; i < A->in.plan.n; i++) {
         const lx_plan_item *it = &A->in.plan.items[i];
-        for (uint64_t b = 0; it->action == LX_ACT_LOWRANK && b < it->batch; b++)
-            mats[n++] = (lx_lane_mat){it, b, lx_engine_rank(it, A->kmax)};
+        if (it->action == LX_ACT_LOWRANK)
+            items[n++] = (lx_lane_item){it, lx_engine_rank(it, A->kmax)};
     }
-    A->lanes = lx_lanes_open(&A->o->stream, &A->budget, A->need_max, mats, n, NULL, NULL);
-    free(mats);
+    A->lanes = lx_lanes_open(&A->o->stream, &A->budget, A->need_max, items, n, NULL, NULL);
+    free(items);
 }
 
 /* Before any output: something to analyse (else exit 2, as a filter that

@@ -494,26 +494,20 @@ static void lane_hash(void *ctx, const lx_plan_item *it)
  * (has no record to keep), in order. */
 static lx_status lanes_start(job *J)
 {
-    size_t n = 0;
-    for (size_t i = J->part.lo; i < J->part.hi; i++)
-        if (J->in.plan.items[i].action == LX_ACT_LOWRANK)
-            n += (size_t)J->in.plan.items[i].batch;
-    lx_lane_mat *mats = n >= 2 ? malloc(n * sizeof *mats) : NULL;
-    if (!mats)
+    lx_lane_item *items = malloc((J->part.hi - J->part.lo + 1) * sizeof *items);
+    if (!items)
         return LX_OK; /* without lanes, as with -j 1 */
-    n = 0;
+    size_t n = 0;
     for (size_t i = J->part.lo; i < J->part.hi; i++) {
         const lx_plan_item *it = &J->in.plan.items[i];
         int computed = 0;
         for (size_t q = 0; q < J->nouts; q++)
             computed |= J->outs[q].active && !(J->outs[q].rs.resuming && J->outs[q].rs.rec[i]);
-        if (it->action != LX_ACT_LOWRANK || !computed)
-            continue;
-        for (uint64_t b = 0; b < it->batch; b++)
-            mats[n++] = (lx_lane_mat){it, b, lx_engine_rank(it, J->factor_rank)};
+        if (it->action == LX_ACT_LOWRANK && computed)
+            items[n++] = (lx_lane_item){it, lx_engine_rank(it, J->factor_rank)};
     }
-    J->lanes = lx_lanes_open(&J->o->stream, &J->budget, J->need_max, mats, n, lane_hash, J);
-    free(mats);
+    J->lanes = lx_lanes_open(&J->o->stream, &J->budget, J->need_max, items, n, lane_hash, J);
+    free(items);
     return LX_OK;
 }
 

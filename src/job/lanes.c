@@ -155,18 +155,31 @@ lx_lanes *lx_lanes_start(const lx_engine_opts *e, const lx_lane_mat *mats, size_
 }
 
 lx_lanes *lx_lanes_open(const lx_engine_opts *e, const lx_budget *b, uint64_t need_max,
-                        const lx_lane_mat *mats, size_t n, lx_lane_before_fn before, void *ctx)
+                        const lx_lane_item *items, size_t n, lx_lane_before_fn before, void *ctx)
 {
-    if (e->threads < 2 || e->factors || b->limit.bytes || n < 2)
+    if (e->threads < 2 || e->factors || b->limit.bytes)
         return NULL;
+    size_t nm = 0;
     uint64_t held = 0; /* U, V and V^T of the largest matrix's factors */
-    for (size_t p = 0; p < n; p++) {
-        uint64_t f = (mats[p].it->m + 2 * mats[p].it->n) * (uint64_t)mats[p].rank * sizeof(float);
+    for (size_t i = 0; i < n; i++) {
+        const lx_plan_item *it = items[i].it;
+        uint64_t f = (it->m + 2 * it->n) * (uint64_t)items[i].rank * sizeof(float);
         held = f > held ? f : held;
+        nm += (size_t)it->batch;
     }
-    if (need_max + LX_FIXED_OVERHEAD + LX_LANES_MEMORY + LX_LANES_AHEAD * held > e->max_memory)
+    if (nm < 2 || need_max + LX_FIXED_OVERHEAD + LX_LANES_MEMORY + LX_LANES_AHEAD * held >
+                      e->max_memory)
         return NULL;
-    return lx_lanes_start(e, mats, n, LX_LANES_AHEAD, LX_LANES_MEMORY, before, ctx);
+    lx_lane_mat *mats = malloc(nm * sizeof *mats);
+    if (!mats)
+        return NULL; /* without lanes: only the time differs */
+    nm = 0;
+    for (size_t i = 0; i < n; i++)
+        for (uint64_t bi = 0; bi < items[i].it->batch; bi++)
+            mats[nm++] = (lx_lane_mat){items[i].it, bi, items[i].rank};
+    lx_lanes *L = lx_lanes_start(e, mats, nm, LX_LANES_AHEAD, LX_LANES_MEMORY, before, ctx);
+    free(mats);
+    return L;
 }
 
 size_t lx_lanes_find(const lx_lanes *L, const lx_plan_item *it, uint64_t b)

@@ -635,12 +635,12 @@ static lx_status run(lora_job *J)
     lx_read_ahead_start(&ra, &J->budget);
     /* the modules factored on two lanes where the engine's policy allows
      * (lanes.h): the same bits */
-    lx_lane_mat *mats = J->nmods >= 2 ? malloc(J->nmods * sizeof *mats) : NULL;
-    for (size_t i = 0; mats && i < J->nmods; i++)
-        mats[i] = (lx_lane_mat){J->mods[i].item, 0, J->mods[i].k};
-    if (mats)
-        J->lanes = lx_lanes_open(&o->stream, &J->budget, J->need_max, mats, J->nmods, NULL, NULL);
-    free(mats);
+    lx_lane_item *items = malloc((J->nmods + 1) * sizeof *items);
+    for (size_t i = 0; items && i < J->nmods; i++)
+        items[i] = (lx_lane_item){J->mods[i].item, J->mods[i].k};
+    if (items)
+        J->lanes = lx_lanes_open(&o->stream, &J->budget, J->need_max, items, J->nmods, NULL, NULL);
+    free(items);
     for (size_t i = 0; i < J->nmods && st == LX_OK; i++) {
         const lx_plan_item *it = J->mods[i].item;
         /* this module's inputs and the next ones' */
