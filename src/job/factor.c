@@ -9,7 +9,9 @@
  * writer records and resumes each output tensor against the inputs it is
  * computed from, as apply does for a tensor of its output.  The factors of
  * one tensor (all its matrices) are computed once, when the first of its
- * five output tensors is written, and kept until the last one is queued.
+ * five output tensors is written, and kept until the last one is queued;
+ * on two lanes where the engine's policy allows (lanes.h), a lane hashing
+ * an engine item's inputs for its five output tensors.
  */
 #include <inttypes.h>
 #include <math.h>
@@ -24,6 +26,7 @@
 #include "loxstream/apply_resume.h"
 #include "loxstream/apply_writer.h"
 #include "loxstream/factor.h"
+#include "loxstream/lanes.h"
 #include "loxstream/linalg.h"
 #include "loxstream/parse.h"
 #include "loxstream/progress.h"
@@ -67,7 +70,9 @@ typedef struct job {
     uint64_t done_bytes;
     lx_factor_stats svd;
     lx_budget budget;              /* read-ahead within the memory limit */
+    uint64_t need_max;             /* check_memory's largest need */
     lx_read_ahead ra;
+    lx_lanes *lanes;               /* NULL: factored on this thread (lx_lanes_get) */
     /* the factors of engine item cur (batch of them) */
     size_t cur;
     lx_factors *fac;
@@ -249,7 +254,7 @@ static lx_status factors_of(job *J, size_t e)
                 it->batch > 1 ? " for each of its matrices" : "");
     for (uint64_t b = 0; b < it->batch && st == LX_OK; b++) {
         lx_factors *f = &J->fac[b];
-        st = lx_engine_factor(&J->ao.stream, it, b, k, f, &J->svd);
+        st = lx_lanes_get(J->lanes, &J->ao.stream, it, b, k, f, &J->svd);
         if (st == LX_OK && f->k != k)
             st = lx_fail(LX_EFAIL, "tensor '%s': %d triplets computed, %d expected",
                          it->aligned->name, f->k, k);
@@ -268,6 +273,47 @@ static lx_status factors_of(job *J, size_t e)
     if (st == LX_OK)
         lx_test_pause("factored", it->aligned->name);
     return st;
+}
+
+/* Whether a lane hashes engine item e's inputs (it is listed). */
+static int lanes_hash(const job *J, size_t e)
+{
+    return J->lanes && lx_lanes_find(J->lanes, &J->engine_plan.items[e], 0) != SIZE_MAX;
+}
+
+/* The lanes' before(): engine item it's inputs hashed on the lane's
+ * thread, for each of the part's output tensors made from it. */
+static void lane_hash(void *ctx, const lx_plan_item *it)
+{
+    job *J = ctx;
+    size_t e = (size_t)(it - J->engine_plan.items);
+    uint64_t h[2];
+    lx_plan_item_hash(it, h, 1);
+    for (size_t i = J->part.lo; i < J->part.hi; i++)
+        if (J->from[i] == e) {
+            J->w.in_xxh3[2 * i] = h[0];
+            J->w.in_xxh3[2 * i + 1] = h[1];
+        }
+}
+
+/* The engine items the lanes factor ahead (lanes.h: whether they run):
+ * those of the part's output tensors that are computed (have no record to
+ * keep), in the order run_items reaches them. */
+static void lanes_start(job *J)
+{
+    lx_lane_item *items = malloc((J->engine_plan.n + 1) * sizeof *items);
+    if (!items)
+        return; /* without lanes, as with -j 1 */
+    size_t n = 0;
+    for (size_t i = J->part.lo; i < J->part.hi; i++) {
+        const lx_plan_item *it = &J->engine_plan.items[J->from[i]];
+        if (it->action != LX_ACT_LOWRANK || (J->rs.resuming && J->rs.rec[i]) ||
+            (n && items[n - 1].it == it))
+            continue;
+        items[n++] = (lx_lane_item){it, lx_engine_rank(it, J->o->rank)};
+    }
+    J->lanes = lx_lanes_open(&J->o->stream, &J->budget, J->need_max, items, n, lane_hash, J);
+    free(items);
 }
 
 /* len bytes at off of output entry idx, copied into the writer's buffers
@@ -298,6 +344,13 @@ static lx_status write_tensor(job *J, size_t i)
     int kind = (int)(i % K_COUNT); /* five per engine item, in order */
     size_t idx = J->w.slot[i];
     uint64_t k = (uint64_t)lx_engine_rank(it, J->o->rank), off = 0;
+    /* a lane hashes the inputs before it factors them: the hash is there
+     * once the factors are */
+    if (kind == K_INPUTS && lanes_hash(J, J->from[i])) {
+        lx_status st = factors_of(J, J->from[i]);
+        if (st != LX_OK)
+            return st;
+    }
     if (kind == K_INPUTS)
         return put_bytes(J, idx, 0, J->w.in_xxh3 + 2 * i, 2 * sizeof *J->w.in_xxh3);
     lx_status st = factors_of(J, J->from[i]);
@@ -336,8 +389,10 @@ static lx_status run_items(job *J)
             read_ahead(J, J->from[i]);
         st = lx_resume_item_begin(&J->rs, &J->in, &J->w, i, &J->w.shards[0], &need);
         if (st == LX_OK && need) {
-            /* the inputs hashed once per engine item */
-            if (i > J->part.lo && J->from[i - 1] == J->from[i] && J->w.in_xxh3[2 * (i - 1)]) {
+            /* the inputs hashed once per engine item (by a lane, if listed) */
+            if (lanes_hash(J, J->from[i])) {
+                /* lane_hash */
+            } else if (i > J->part.lo && J->from[i - 1] == J->from[i] && J->w.in_xxh3[2 * (i - 1)]) {
                 J->w.in_xxh3[2 * i] = J->w.in_xxh3[2 * (i - 1)];
                 J->w.in_xxh3[2 * i + 1] = J->w.in_xxh3[2 * (i - 1) + 1];
             } else {
@@ -373,6 +428,7 @@ static lx_status check_memory(job *J)
             worst_name = it->aligned->name;
         }
     }
+    J->need_max = worst;
     return lx_engine_check_memory(&J->o->stream, &J->engine_plan, worst, worst_name, &J->budget);
 }
 
@@ -408,8 +464,12 @@ static lx_status run(job *J)
     lx_read_ahead_start(&J->ra, &J->budget);
     J->w.evict = J->budget.evict;
     st = lx_writer_start(&J->w, FACTOR_BUFFER);
-    if (st == LX_OK)
+    if (st == LX_OK) {
+        lanes_start(J);
         st = run_items(J);
+    }
+    lx_lanes_stop(J->lanes);
+    J->lanes = NULL;
     lx_writer_stop(&J->w);
     lx_read_ahead_stop(&J->ra);
     if (st == LX_OK && ((st = lx_checkpoint_unchanged(J->in.base)) != LX_OK ||

@@ -2,7 +2,8 @@
 # factor.sh - loxstream factor and apply/lora --factors: the runs from
 # stored factors are byte for byte the direct runs (cmp, state files
 # included), factors made for other inputs or a rank above K are refused,
-# a killed factor run resumes to the uninterrupted run's bytes, verify
+# a killed factor run resumes to the uninterrupted run's bytes, -j 2 (two
+# lanes, lanes.h) gives -j 1's bytes, a 3-D tensor's included, verify
 # checks a factor output, a damaged or incomplete one (or a file other
 # than a complete output's factors.safetensors) is refused, an output in
 # the factor directory is refused, and the man page's "tune alpha"
@@ -309,4 +310,13 @@ for a in 0.5 1.25 2; do
     same_output "$TMP/ref-k6-a$a" "$TMP/tune/lox-a$a"
 done
 same_output "$TMP/ref-k4-a1.25" "$TMP/tune/lox-k4-a1.25"
+
+# ---- -j 2: the matrices on two lanes, the same bytes ----------------------
+"$LOXSTREAM" synth -q --preset tiny --experts 4 --fused-experts --seed 13 --no-finetuned \
+    "$TMP/moe" || fail "synth"
+for j in 1 2; do
+    expect_exit 0 "$LOXSTREAM" factor -q -j $j -b "$TMP/moe/base" -a "$TMP/moe/aligned" \
+        -o "$TMP/J$j" --rank 5
+done
+same_output "$TMP/J1" "$TMP/J2"
 pass
