@@ -131,7 +131,9 @@ static int direct_write(lx_dio *d, const char *p, size_t len, uint64_t off, size
         if (w < 0 && errno == EINTR)
             continue;
         if (w < 0 && errno == EINVAL) {
+            uint64_t direct_bytes = d->direct_bytes; /* a count of what went out */
             lx_dio_close(d);
+            d->direct_bytes = direct_bytes;
             return 1;
         }
         if (w < 0)

@@ -187,6 +187,47 @@ static void refused_direct_write_falls_back(void **state)
     free(want);
 }
 
+/* A refusal after direct writes went out keeps their count (direct.h:
+ * "written directly so far"; apply's --stats adds the difference across
+ * each write, which a count reset to 0 made wrap around). */
+static void refusal_keeps_direct_count(void **state)
+{
+    (void)state;
+    unsigned char *want = pattern(FILE_BYTES, 4);
+    int fd = new_file("e.bin");
+    lx_dio d;
+    setenv("LOXSTREAM_DIRECT_IO", "1", 1);
+    lx_dio_open(&d, fd);
+    if (d.fd < 0 || fs_offers_direct(fd) != 1 || d.malign < 2) {
+        lx_dio_close(&d);
+        close(fd);
+        free(want);
+        skip();
+    }
+    /* 2 MiB at 4 MiB from a page-aligned buffer: direct */
+    void *al = NULL;
+    assert_int_equal(posix_memalign(&al, 4096, 2 * MiB), 0);
+    memcpy(al, want + 4 * MiB, 2 * MiB);
+    assert_int_equal(lx_dio_pwrite(&d, fd, al, 2 * MiB, 4 * MiB), 0);
+    free(al);
+    uint64_t before = d.direct_bytes;
+    assert_true(before >= MiB);
+    /* then a refused one (an odd address, as above), over the rest */
+    d.malign = 1;
+    unsigned char *odd = malloc(FILE_BYTES + 1);
+    assert_non_null(odd);
+    memcpy(odd + 1, want, FILE_BYTES);
+    assert_int_equal(lx_dio_pwrite(&d, fd, odd + 1, 4 * MiB, 0), 0);
+    assert_int_equal(lx_dio_pwrite(&d, fd, odd + 1 + 6 * MiB, FILE_BYTES - 6 * MiB, 6 * MiB), 0);
+    assert_int_equal(d.fd, -1);
+    assert_int_equal(d.direct_bytes, before);
+    lx_dio_close(&d);
+    close(fd);
+    free(odd);
+    assert_file_is("e.bin", want, FILE_BYTES);
+    free(want);
+}
+
 static void off_unless_asked_for(void **state)
 {
     (void)state;
@@ -249,6 +290,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(same_bytes_direct_where_offered),
         cmocka_unit_test(refused_direct_write_falls_back),
+        cmocka_unit_test(refusal_keeps_direct_count),
         cmocka_unit_test(off_unless_asked_for),
         cmocka_unit_test(pipes_get_no_direct_descriptor),
         cmocka_unit_test(pwrite_all_errors),
