@@ -30,15 +30,21 @@
 #ifndef LOXSTREAM_DIRECT_H
 #define LOXSTREAM_DIRECT_H
 
+#include <pthread.h>
 #include <stddef.h>
 #include <stdint.h>
 
+/* Several threads may write one file through one lx_dio at once (synth
+ * does): its direct writes take turns (mu), as they share the descriptor,
+ * which a refusal closes, and the bounce buffer. */
 typedef struct lx_dio {
     int fd;        /* the O_DIRECT descriptor; -1: every write buffered */
     size_t align;  /* file offsets and lengths of direct writes */
     size_t malign; /* buffer addresses of direct writes */
     void *bounce;  /* LX_DIO_BOUNCE bytes at malign, for unaligned buffers */
     uint64_t direct_bytes; /* written directly so far */
+    int on;             /* lx_dio_open set up a descriptor (and mu), until lx_dio_close */
+    pthread_mutex_t mu; /* with on: held over fd, bounce and direct_bytes in a write */
 } lx_dio;
 
 /* Writes of fewer whole blocks than this stay buffered. */

@@ -89,9 +89,14 @@ void lx_dio_open(lx_dio *d, int fd)
         close(dfd);
         return;
     }
+    if (pthread_mutex_init(&d->mu, NULL) != 0) {
+        close(dfd);
+        return;
+    }
     d->fd = dfd;
     d->align = align;
     d->malign = malign;
+    d->on = 1;
 #else
     (void)fd;
 #endif
@@ -101,6 +106,8 @@ void lx_dio_close(lx_dio *d)
 {
     if (d->fd >= 0)
         close(d->fd);
+    if (d->on)
+        pthread_mutex_destroy(&d->mu);
     free(d->bounce);
     lx_dio_init(d);
 }
@@ -131,7 +138,10 @@ static int direct_write(lx_dio *d, const char *p, size_t len, uint64_t off, size
         if (w < 0 && errno == EINTR)
             continue;
         if (w < 0 && errno == EINVAL) {
-            lx_dio_close(d);
+            /* off from here on (the bounce buffer and the count stay to
+             * lx_dio_close) */
+            close(d->fd);
+            d->fd = -1;
             return 1;
         }
         if (w < 0)
@@ -148,10 +158,10 @@ static int direct_write(lx_dio *d, const char *p, size_t len, uint64_t off, size
     return 0;
 }
 
-int lx_dio_pwrite(lx_dio *d, int fd, const void *buf, size_t len, uint64_t off)
+/* lx_dio_pwrite with d->mu held. */
+static int dio_pwrite_locked(lx_dio *d, int fd, const char *p, size_t len, uint64_t off)
 {
-    const char *p = buf;
-    if (d->fd < 0 || len < LX_DIO_MIN)
+    if (d->fd < 0)
         return lx_pwrite_all(fd, p, len, off);
     uint64_t a = d->align;
     uint64_t a0 = (off + a - 1) / a * a, a1 = (off + len) / a * a;
@@ -170,4 +180,16 @@ int lx_dio_pwrite(lx_dio *d, int fd, const void *buf, size_t len, uint64_t off)
         return lx_pwrite_all(fd, p + rest, len - rest, off + rest);
     size_t tail = len - head - mid;
     return tail ? lx_pwrite_all(fd, p + head + mid, tail, off + head + mid) : 0;
+}
+
+int lx_dio_pwrite(lx_dio *d, int fd, const void *buf, size_t len, uint64_t off)
+{
+    if (!d->on || len < LX_DIO_MIN)
+        return lx_pwrite_all(fd, buf, len, off);
+    pthread_mutex_lock(&d->mu);
+    int rc = dio_pwrite_locked(d, fd, buf, len, off);
+    int err = errno;
+    pthread_mutex_unlock(&d->mu);
+    errno = err;
+    return rc;
 }

@@ -19,6 +19,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -187,6 +188,109 @@ static void refused_direct_write_falls_back(void **state)
     free(want);
 }
 
+/* A refusal after direct writes went out keeps their count (direct.h:
+ * "written directly so far"; apply's --stats adds the difference across
+ * each write, which a count reset to 0 made wrap around). */
+static void refusal_keeps_direct_count(void **state)
+{
+    (void)state;
+    unsigned char *want = pattern(FILE_BYTES, 4);
+    int fd = new_file("e.bin");
+    lx_dio d;
+    setenv("LOXSTREAM_DIRECT_IO", "1", 1);
+    lx_dio_open(&d, fd);
+    if (d.fd < 0 || fs_offers_direct(fd) != 1 || d.malign < 2) {
+        lx_dio_close(&d);
+        close(fd);
+        free(want);
+        skip();
+    }
+    /* 2 MiB at 4 MiB from a page-aligned buffer: direct */
+    void *al = NULL;
+    assert_int_equal(posix_memalign(&al, 4096, 2 * MiB), 0);
+    memcpy(al, want + 4 * MiB, 2 * MiB);
+    assert_int_equal(lx_dio_pwrite(&d, fd, al, 2 * MiB, 4 * MiB), 0);
+    free(al);
+    uint64_t before = d.direct_bytes;
+    assert_true(before >= MiB);
+    /* then a refused one (an odd address, as above), over the rest */
+    d.malign = 1;
+    unsigned char *odd = malloc(FILE_BYTES + 1);
+    assert_non_null(odd);
+    memcpy(odd + 1, want, FILE_BYTES);
+    assert_int_equal(lx_dio_pwrite(&d, fd, odd + 1, 4 * MiB, 0), 0);
+    assert_int_equal(lx_dio_pwrite(&d, fd, odd + 1 + 6 * MiB, FILE_BYTES - 6 * MiB, 6 * MiB), 0);
+    assert_int_equal(d.fd, -1);
+    assert_int_equal(d.direct_bytes, before);
+    lx_dio_close(&d);
+    close(fd);
+    free(odd);
+    assert_file_is("e.bin", want, FILE_BYTES);
+    free(want);
+}
+
+/* Several threads writing one file through one lx_dio at once, as synth's
+ * threads do (synth_values.c): each its own pieces, from buffers not
+ * aligned like their offsets (so through the bounce buffer), the bytes all
+ * there. */
+#define THREADS 4
+#define PIECES_PER_THREAD 6
+#define PIECE (MiB + 3 * 4096 + 123)
+struct writer_arg {
+    lx_dio *d;
+    int fd, t;
+    const unsigned char *want;
+    int rc;
+};
+
+static void *writer_thread(void *p)
+{
+    struct writer_arg *a = p;
+    unsigned char *buf = malloc(PIECE + 1);
+    a->rc = buf ? 0 : -1;
+    for (int i = 0; buf && i < PIECES_PER_THREAD && a->rc == 0; i++) {
+        size_t off = ((size_t)i * THREADS + (size_t)a->t) * PIECE;
+        memcpy(buf + 1, a->want + off, PIECE);
+        a->rc = lx_dio_pwrite(a->d, a->fd, buf + 1, PIECE, off);
+    }
+    free(buf);
+    return NULL;
+}
+
+static void threads_share_one_descriptor(void **state)
+{
+    (void)state;
+    const size_t total = (size_t)THREADS * PIECES_PER_THREAD * PIECE;
+    unsigned char *want = pattern(total, 5);
+    int fd = open(tmpdir_file("f.bin"), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0666);
+    assert_true(fd >= 0);
+    assert_int_equal(ftruncate(fd, (off_t)total), 0);
+    lx_dio d;
+    setenv("LOXSTREAM_DIRECT_IO", "1", 1);
+    lx_dio_open(&d, fd);
+    if (d.fd < 0) {
+        lx_dio_close(&d);
+        close(fd);
+        free(want);
+        skip();
+    }
+    pthread_t th[THREADS];
+    struct writer_arg arg[THREADS];
+    for (int t = 0; t < THREADS; t++) {
+        arg[t] = (struct writer_arg){&d, fd, t, want, 0};
+        assert_int_equal(pthread_create(&th[t], NULL, writer_thread, &arg[t]), 0);
+    }
+    for (int t = 0; t < THREADS; t++) {
+        pthread_join(th[t], NULL);
+        assert_int_equal(arg[t].rc, 0);
+    }
+    assert_true(d.direct_bytes >= (uint64_t)THREADS * PIECES_PER_THREAD * MiB);
+    lx_dio_close(&d);
+    close(fd);
+    assert_file_is("f.bin", want, total);
+    free(want);
+}
+
 static void off_unless_asked_for(void **state)
 {
     (void)state;
@@ -249,6 +353,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(same_bytes_direct_where_offered),
         cmocka_unit_test(refused_direct_write_falls_back),
+        cmocka_unit_test(refusal_keeps_direct_count),
+        cmocka_unit_test(threads_share_one_descriptor),
         cmocka_unit_test(off_unless_asked_for),
         cmocka_unit_test(pipes_get_no_direct_descriptor),
         cmocka_unit_test(pwrite_all_errors),
