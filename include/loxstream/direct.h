@@ -13,7 +13,9 @@
  * blocks at either end of a write go through the ordinary descriptor.  So a
  * block is written either only directly or only through the page cache,
  * whichever writes (and processes: --part) touch it, and the two never mix
- * on one block.  The direct descriptor is a second open of the same inode
+ * on one block (but after a direct write the kernel cut short off the
+ * alignment, whose block's rest goes buffered, reading the direct part
+ * back: the same bytes).  The direct descriptor is a second open of the same inode
  * (through /proc/self/fd), never of the path.  Where direct I/O is refused
  * (tmpfs, some network or FUSE file systems; EINVAL on open or on a
  * write), every write is buffered, as before.  Same bytes in the file
