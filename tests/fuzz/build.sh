@@ -36,7 +36,7 @@ san="-fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-poin
 cflags="-std=c11 -D_GNU_SOURCE -g -O1 -Wall -Wextra -Wno-unused-parameter -I$srcdir/include $deps"
 
 lib="src/base/error.c src/base/parse.c src/base/fs.c src/base/testhook.c
-     src/io/safetensors.c src/io/st_write.c src/io/index.c
+     src/io/safetensors.c src/io/st_write.c src/io/direct.c src/io/index.c
      src/io/checkpoint.c src/io/sigbus.c src/numeric/dtype.c"
 objs=
 for f in $lib; do

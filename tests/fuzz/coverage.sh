@@ -21,7 +21,7 @@ prof=${LLVM_PROFDATA:-$(command -v "llvm-profdata-$ver" || command -v llvm-profd
 deps=$(pkg-config --cflags jansson libxxhash)
 libs=$(pkg-config --libs jansson libxxhash)
 lib="src/base/error.c src/base/parse.c src/base/fs.c src/base/testhook.c
-     src/io/safetensors.c src/io/st_write.c src/io/index.c
+     src/io/safetensors.c src/io/st_write.c src/io/direct.c src/io/index.c
      src/io/checkpoint.c src/numeric/dtype.c"
 files=
 for f in $lib; do
