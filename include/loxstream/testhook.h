@@ -21,6 +21,9 @@
  *       prints "loxstream: test: paused at KIND N (DETAIL)" on stderr and
  *       stops itself with SIGSTOP until the test sends SIGCONT (a race made
  *       deterministic: the test changes a file between two passes)
+ *   LOXSTREAM_TEST_RAM=BYTES
+ *       the RAM the engine's memory check believes the machine has (its
+ *       choice to drop each tensor's pages when the data exceed it)
  *   LOXSTREAM_TEST_BAR=N
  *       a progress bar is drawn at every update, not every 0.2 s; after the
  *       N-th (N > 0) the process stops itself with SIGSTOP (terminal tests
@@ -43,6 +46,8 @@ void lx_test_pause(const char *kind, const char *detail);
 int lx_test_hooks(void);
 /* With LOXSTREAM_TEST_AVAIL set, *avail becomes its value. */
 void lx_test_avail(uint64_t *avail);
+/* With LOXSTREAM_TEST_RAM set, *ram becomes its value. */
+void lx_test_ram(uint64_t *ram);
 /* Called by lx_sync_dir for each directory it syncs: the errno to fail that
  * sync with (EIO for the N-th of LOXSTREAM_TEST_DIRSYNC_EIO), else 0. */
 int lx_test_dirsync_error(const char *dir);

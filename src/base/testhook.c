@@ -18,6 +18,8 @@ static struct {
     char kind[32];                 /* count only this kind ("" = all) */
     int has_avail;
     uint64_t avail;
+    int has_ram;
+    uint64_t ram;
     unsigned long dirsync_fail;    /* fail this directory sync (0: none) */
     char pause_kind[32];           /* stop at the pause_at-th pause of this kind */
     unsigned long pause_at;
@@ -51,6 +53,11 @@ static void hook_init(void)
     if (a && *a) {
         hook.has_avail = 1;
         hook.avail = strtoull(a, NULL, 10);
+    }
+    const char *r = getenv("LOXSTREAM_TEST_RAM");
+    if (r && *r) {
+        hook.has_ram = 1;
+        hook.ram = strtoull(r, NULL, 10);
     }
     const char *d = getenv("LOXSTREAM_TEST_DIRSYNC_EIO");
     if (d && *d)
@@ -133,4 +140,11 @@ void lx_test_bar_drawn(void)
     pthread_once(&once, hook_init);
     if (hook.bar_stop && ++bars == hook.bar_stop)
         raise(SIGSTOP);
+}
+
+void lx_test_ram(uint64_t *ram)
+{
+    pthread_once(&once, hook_init);
+    if (hook.has_ram)
+        *ram = hook.ram;
 }

@@ -1,0 +1,37 @@
+#!/bin/sh
+# evict_ram.sh - without a memory limit, apply drops each tensor's input
+# and output pages from the page cache once done when what the run reads
+# and writes exceeds the RAM (engine.c's data_exceed_ram; the RAM faked with
+# LOXSTREAM_TEST_RAM), and only then: --stats says so, fincore(1) sees the
+# inputs and the output gone from the cache, and the output is the same
+# bytes as a run that keeps them.
+. "$TESTS_SRCDIR/cli/lib.sh"
+command -v fincore >/dev/null 2>&1 || skip_test "no fincore (util-linux)"
+
+"$LOXSTREAM" synth -q --preset small --seed 9 --no-finetuned "$TMP/m" || fail "synth"
+M="$TMP/m"
+# resident bytes of FILE...: the sum of fincore's RES column
+resident() {
+    fincore --bytes --noheadings --output RES "$@" | awk '{ s += $1 } END { print s + 0 }'
+}
+size=$(cat "$M"/aligned/*.safetensors | wc -c)
+
+cat "$M"/base/*.safetensors "$M"/aligned/*.safetensors >/dev/null
+expect_exit 0 env LOXSTREAM_TEST_RAM=1000 "$LOXSTREAM" apply -q --stats -b "$M/base" -a "$M/aligned" -o "$TMP/drop"
+expect_err 'no memory limit found, read-ahead [0-9.]+ [KMG]iB, pages dropped after each tensor \(the data exceed the RAM\)'
+NCHECKS=$((NCHECKS + 1))
+r=$(resident "$M"/aligned/*.safetensors)
+[ "$r" -lt $((size / 10)) ] || fail "the aligned inputs are still in the page cache: $r of $size bytes"
+NCHECKS=$((NCHECKS + 1))
+r=$(resident "$TMP"/drop/*.safetensors)
+[ "$r" -lt $((size / 10)) ] || fail "the output is still in the page cache: $r of $size bytes"
+
+cat "$M"/base/*.safetensors "$M"/aligned/*.safetensors >/dev/null
+expect_exit 0 "$LOXSTREAM" apply -q --stats -b "$M/base" -a "$M/aligned" -o "$TMP/keep"
+NCHECKS=$((NCHECKS + 1))
+grep -q 'pages dropped' "$TMP/err" && fail "pages dropped with the data within the RAM"
+NCHECKS=$((NCHECKS + 1))
+r=$(resident "$M"/aligned/*.safetensors)
+[ "$r" -gt $((size / 2)) ] || fail "the aligned inputs left the page cache: $r of $size bytes"
+same_output "$TMP/keep" "$TMP/drop"
+pass
