@@ -155,23 +155,31 @@ static void same_bytes_direct_where_offered(void **state)
     free(want);
 }
 
+/* A new file (new_file) with direct writes set up, where the kernel
+ * states an alignment for its file system (tmpfs takes any buffer: there
+ * is nothing to refuse there); else the test is skipped. */
+static int direct_file(const char *name, lx_dio *d)
+{
+    int fd = new_file(name);
+    setenv("LOXSTREAM_DIRECT_IO", "1", 1);
+    lx_dio_open(d, fd);
+    if (d->fd < 0 || fs_offers_direct(fd) != 1 || d->malign < 2) {
+        lx_dio_close(d);
+        close(fd);
+        skip();
+    }
+    return fd;
+}
+
 /* A direct write the kernel refuses (here a buffer address below the
  * file system's alignment) turns d off; the bytes are all there.  Only
  * where the kernel states an alignment (tmpfs takes any buffer). */
 static void refused_direct_write_falls_back(void **state)
 {
     (void)state;
-    unsigned char *want = pattern(FILE_BYTES, 2);
-    int fd = new_file("b.bin");
     lx_dio d;
-    setenv("LOXSTREAM_DIRECT_IO", "1", 1);
-    lx_dio_open(&d, fd);
-    if (d.fd < 0 || fs_offers_direct(fd) != 1 || d.malign < 2) {
-        lx_dio_close(&d);
-        close(fd);
-        free(want);
-        skip();
-    }
+    int fd = direct_file("b.bin", &d);
+    unsigned char *want = pattern(FILE_BYTES, 2);
     d.malign = 1; /* so an odd address is written without the bounce buffer */
     unsigned char *odd = malloc(FILE_BYTES + 1);
     assert_non_null(odd);
@@ -194,17 +202,9 @@ static void refused_direct_write_falls_back(void **state)
 static void refusal_keeps_direct_count(void **state)
 {
     (void)state;
-    unsigned char *want = pattern(FILE_BYTES, 4);
-    int fd = new_file("e.bin");
     lx_dio d;
-    setenv("LOXSTREAM_DIRECT_IO", "1", 1);
-    lx_dio_open(&d, fd);
-    if (d.fd < 0 || fs_offers_direct(fd) != 1 || d.malign < 2) {
-        lx_dio_close(&d);
-        close(fd);
-        free(want);
-        skip();
-    }
+    int fd = direct_file("e.bin", &d);
+    unsigned char *want = pattern(FILE_BYTES, 4);
     /* 2 MiB at 4 MiB from a page-aligned buffer: direct */
     void *al = NULL;
     assert_int_equal(posix_memalign(&al, 4096, 2 * MiB), 0);
