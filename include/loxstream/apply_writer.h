@@ -66,6 +66,11 @@ typedef struct lx_apply_writer {
      * from the page cache, each large write once the next one is under way,
      * each tensor's once it is durable */
     int evict;
+    /* NULL, or per plan item: nonzero when the next plan item reads the same
+     * inputs (factor's five output tensors of one matrix), whose pages are
+     * then dropped only once the last of them is done, not read again from
+     * storage for each one's record */
+    const unsigned char *keep_inputs;
     lx_out_shard *prev_shard;      /* the last large write, not yet dropped */
     size_t prev_idx;
     uint64_t prev_off, prev_len;

@@ -150,7 +150,8 @@ static lx_status writer_job(void *ctx, const lx_wq_job *w)
         return out_put(J, w->p, w->a, w->off, w->buf, w->len);
     default: {
         lx_status st = finish_item(J, w->a, w->p, w->b);
-        lx_plan_item_release(&J->plan->items[w->a], J->evict);
+        lx_plan_item_release(&J->plan->items[w->a],
+                             J->evict && !(J->keep_inputs && J->keep_inputs[w->a]));
         return st;
     }
     }

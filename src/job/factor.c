@@ -73,6 +73,8 @@ typedef struct job {
     uint64_t need_max;             /* check_memory's largest need */
     lx_read_ahead ra;
     lx_lanes *lanes;               /* NULL: factored on this thread (lx_lanes_get) */
+    unsigned char *keep;           /* output tensor -> the next one of the part is made from
+                                    * the same engine item (w.keep_inputs) */
     /* the factors of engine item cur (batch of them) */
     size_t cur;
     lx_factors *fac;
@@ -403,7 +405,7 @@ static lx_status run_items(job *J)
                 st = lx_writer_end_item(&J->w, i, &J->w.shards[0], J->w.slot[i]);
         }
         if (st == LX_OK && !need)
-            lx_read_ahead_done(&J->ra, it);
+            lx_plan_item_release(it, J->ra.evict && !J->keep[i]);
         J->done_bytes += lx_writer_out(&J->w, i)->nbytes;
         lx_progress_update(&J->progress, i - J->part.lo + 1, J->done_bytes, it->aligned->name);
     }
@@ -461,8 +463,15 @@ static lx_status run(job *J)
     const lx_part *pt = &J->part;
     lx_progress_begin(&J->progress, "factor", pt->hi - pt->lo, J->layout.total_bytes,
                       o->stream.quiet, &o->stream.report);
+    /* with evict, an engine item's input pages go once the last of its
+     * output tensors is done: each one's record hashes the inputs again */
+    if (!(J->keep = calloc(J->in.plan.n + 1, 1)))
+        return oom();
+    for (size_t i = pt->lo; i + 1 < pt->hi; i++)
+        J->keep[i] = J->from[i + 1] == J->from[i];
     lx_read_ahead_start(&J->ra, &J->budget);
     J->w.evict = J->budget.evict;
+    J->w.keep_inputs = J->keep;
     st = lx_writer_start(&J->w, FACTOR_BUFFER);
     if (st == LX_OK) {
         lanes_start(J);
@@ -519,6 +528,7 @@ static void job_free(job *J)
     free(J->meta_vals);
     free(J->shapes);
     free(J->from);
+    free(J->keep);
     free(J->layout.tensors);
     free(J->in.plan.items);
     J->in.plan = J->engine_plan; /* freed with the inputs */

@@ -4,7 +4,10 @@
 # and writes exceeds the RAM (engine.c's data_exceed_ram; the RAM faked with
 # LOXSTREAM_TEST_RAM), and only then: --stats says so, fincore(1) sees the
 # inputs and the output gone from the cache, and the output is the same
-# bytes as a run that keeps them.
+# bytes as a run that keeps them.  factor, whose five output tensors of a
+# matrix each hash its inputs for their record, drops them only after the
+# last: from a warm cache it reads (getrusage's blocks in, /usr/bin/time)
+# nothing again from storage, not the inputs four times over.
 . "$TESTS_SRCDIR/cli/lib.sh"
 command -v fincore >/dev/null 2>&1 || skip_test "no fincore (util-linux)"
 
@@ -34,4 +37,20 @@ NCHECKS=$((NCHECKS + 1))
 r=$(resident "$M"/aligned/*.safetensors)
 [ "$r" -gt $((size / 2)) ] || fail "the aligned inputs left the page cache: $r of $size bytes"
 same_output "$TMP/keep" "$TMP/drop"
+
+if [ -x /usr/bin/time ]; then
+    in_size=$(cat "$M"/base/*.safetensors "$M"/aligned/*.safetensors | wc -c)
+    cat "$M"/base/*.safetensors "$M"/aligned/*.safetensors >/dev/null
+    LOXSTREAM_TEST_RAM=1000 /usr/bin/time -o "$TMP/time" -f '%I' "$LOXSTREAM" factor -q -j 2 \
+        -b "$M/base" -a "$M/aligned" -o "$TMP/fdrop" 2>"$TMP/err" || fail "factor: $(cat "$TMP/err")"
+    NCHECKS=$((NCHECKS + 1))
+    blocks=$(tail -n 1 "$TMP/time")
+    [ $((blocks * 512)) -lt $((in_size / 2)) ] ||
+        fail "factor read $((blocks * 512)) bytes from storage for $in_size bytes of cached inputs"
+    NCHECKS=$((NCHECKS + 1))
+    r=$(resident "$M"/aligned/*.safetensors)
+    [ "$r" -lt $((size / 10)) ] || fail "factor: the aligned inputs are still in the page cache: $r of $size bytes"
+    expect_exit 0 "$LOXSTREAM" factor -q -j 2 -b "$M/base" -a "$M/aligned" -o "$TMP/fkeep"
+    same_output "$TMP/fkeep" "$TMP/fdrop"
+fi
 pass
