@@ -71,6 +71,10 @@ typedef struct lx_apply_writer {
      * then dropped only once the last of them is done, not read again from
      * storage for each one's record */
     const unsigned char *keep_inputs;
+    /* NULL, or per plan item: the writers (a sweep's outputs) yet to finish
+     * it; the last one drops its input pages, the others keep them for the
+     * last's record (set before lx_writer_end_item) */
+    _Atomic unsigned *users;
     lx_out_shard *prev_shard;      /* the last large write, not yet dropped */
     size_t prev_idx;
     uint64_t prev_off, prev_len;

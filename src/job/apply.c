@@ -22,6 +22,7 @@
 #include <inttypes.h>
 #include <math.h>
 #include <stdio.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -81,6 +82,7 @@ typedef struct job {
     const lx_apply_opts *o;        /* the run's (the first output's, for a sweep) */
     output *outs;
     size_t nouts;
+    _Atomic unsigned *users;       /* a sweep's: per item, its writers yet to finish it */
     int factor_rank;               /* each matrix is factored at this rank */
     lx_inputs in;                  /* checkpoints, filters, plan */
     lx_part part;                  /* this process's items [lo, hi) */
@@ -382,6 +384,7 @@ static lx_status check_anchor(job *J)
 
 static void job_free(job *J)
 {
+    free(J->users);
     for (size_t q = 0; q < J->nouts; q++) {
         output *u = &J->outs[q];
         lx_writer_free(&u->w);
@@ -527,6 +530,12 @@ static lx_status run_items(job *J)
             hash_inputs(J, i);
         if (st == LX_OK && any)
             st = process_item(J, i);
+        if (J->users) {
+            unsigned n = 0;
+            for (size_t q = 0; q < J->nouts; q++)
+                n += J->outs[q].need != 0;
+            atomic_store(&J->users[i], n);
+        }
         for (size_t q = 0; q < J->nouts && st == LX_OK; q++) {
             output *u = &J->outs[q];
             if (u->need) {
@@ -670,8 +679,15 @@ static lx_status run(job *J)
                       (pt->transform_bytes + pt->copy_bytes) * active, o->stream.quiet,
                       &o->stream.report);
     lx_read_ahead_start(&J->ra, &J->budget);
-    for (size_t q = 0; q < J->nouts; q++)
+    /* with evict, a sweep's last writer to finish an item drops its pages:
+     * each output's record hashes the inputs again */
+    if (J->nouts > 1 && J->budget.evict &&
+        !(J->users = calloc(J->in.plan.n + 1, sizeof *J->users)))
+        return lx_fail(LX_EFAIL, "out of memory");
+    for (size_t q = 0; q < J->nouts; q++) {
         J->outs[q].w.evict = J->budget.evict;
+        J->outs[q].w.users = J->users;
+    }
     for (size_t q = 0; q < J->nouts && st == LX_OK; q++)
         if (J->outs[q].active)
             st = lx_writer_start(&J->outs[q].w, out_buffer_bytes(J));

@@ -16,6 +16,7 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <stdio.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -150,8 +151,9 @@ static lx_status writer_job(void *ctx, const lx_wq_job *w)
         return out_put(J, w->p, w->a, w->off, w->buf, w->len);
     default: {
         lx_status st = finish_item(J, w->a, w->p, w->b);
+        int last = !J->users || atomic_fetch_sub(&J->users[w->a], 1) == 1;
         lx_plan_item_release(&J->plan->items[w->a],
-                             J->evict && !(J->keep_inputs && J->keep_inputs[w->a]));
+                             J->evict && last && !(J->keep_inputs && J->keep_inputs[w->a]));
         return st;
     }
     }

@@ -7,7 +7,9 @@
 # bytes as a run that keeps them.  factor, whose five output tensors of a
 # matrix each hash its inputs for their record, drops them only after the
 # last: from a warm cache it reads (getrusage's blocks in, /usr/bin/time)
-# nothing again from storage, not the inputs four times over.
+# nothing again from storage, not the inputs four times over; nor does a
+# sweep, whose outputs' records each hash the inputs (the last writer to
+# finish a tensor drops its pages).
 . "$TESTS_SRCDIR/cli/lib.sh"
 command -v fincore >/dev/null 2>&1 || skip_test "no fincore (util-linux)"
 
@@ -52,5 +54,22 @@ if [ -x /usr/bin/time ]; then
     [ "$r" -lt $((size / 10)) ] || fail "factor: the aligned inputs are still in the page cache: $r of $size bytes"
     expect_exit 0 "$LOXSTREAM" factor -q -j 2 -b "$M/base" -a "$M/aligned" -o "$TMP/fkeep"
     same_output "$TMP/fkeep" "$TMP/fdrop"
+
+    mkdir "$TMP/sdrop" "$TMP/skeep"
+    cat "$M"/base/*.safetensors "$M"/aligned/*.safetensors >/dev/null
+    LOXSTREAM_TEST_RAM=1000 /usr/bin/time -o "$TMP/time" -f '%I' "$LOXSTREAM" apply -q -j 2 \
+        -b "$M/base" -a "$M/aligned" --alpha 1,2 --rank 3,6 -o "$TMP/sdrop/o-%a-%k" \
+        2>"$TMP/err" || fail "sweep: $(cat "$TMP/err")"
+    NCHECKS=$((NCHECKS + 1))
+    blocks=$(tail -n 1 "$TMP/time")
+    [ $((blocks * 512)) -lt $((in_size / 2)) ] ||
+        fail "a sweep read $((blocks * 512)) bytes from storage for $in_size bytes of cached inputs"
+    NCHECKS=$((NCHECKS + 1))
+    r=$(resident "$M"/aligned/*.safetensors)
+    [ "$r" -lt $((size / 10)) ] || fail "sweep: the aligned inputs are still in the page cache: $r of $size bytes"
+    expect_exit 0 "$LOXSTREAM" apply -q -j 2 -b "$M/base" -a "$M/aligned" --alpha 1,2 --rank 3,6 \
+        -o "$TMP/skeep/o-%a-%k"
+    NCHECKS=$((NCHECKS + 1))
+    diff -r "$TMP/skeep" "$TMP/sdrop" >/dev/null || fail "the sweeps with and without evict differ"
 fi
 pass
