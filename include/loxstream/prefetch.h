@@ -36,6 +36,10 @@ typedef struct lx_range {
 lx_status lx_prefetch_start(lx_prefetch **out);
 /* Replace the list (n <= LX_PREFETCH_MAX; more are ignored); returns at once. */
 void lx_prefetch_set(lx_prefetch *pf, const lx_range *r, size_t n);
+/* Drop the list and wait for the step being read, if any: pages the
+ * caller then drops from the page cache are not read back in by the
+ * prefetcher (the next lx_prefetch_set starts it again). */
+void lx_prefetch_cancel(lx_prefetch *pf);
 /* Wait until the list is done (tests, benchmarks). */
 void lx_prefetch_wait(lx_prefetch *pf);
 /* Bytes of ranges done so far (populated or skipped), over the thread's life. */

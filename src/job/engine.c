@@ -197,6 +197,10 @@ void lx_read_ahead_set(lx_read_ahead *ra, const lx_plan_item *const *items, size
 
 void lx_read_ahead_done(const lx_read_ahead *ra, const lx_plan_item *it)
 {
+    /* a prefetcher behind the computation (the lanes can make it) would
+     * read the dropped pages back from storage, and keep them */
+    if (ra->evict)
+        lx_prefetch_cancel(ra->pf);
     lx_plan_item_release(it, ra->evict);
 }
 

@@ -24,6 +24,7 @@ struct lx_prefetch {
     unsigned long gen;             /* bumped by every lx_prefetch_set */
     int stop;
     int populate;                  /* MADV_POPULATE_READ works (else WILLNEED) */
+    int busy;                      /* a step is being read (outside mu) */
     size_t done;                   /* bytes done */
 };
 
@@ -57,10 +58,13 @@ static void *worker(void *arg)
         size_t len = r.len - off < LX_PREFETCH_STEP ? r.len - off : LX_PREFETCH_STEP;
         unsigned long gen = pf->gen;
         int populate = pf->populate, unsupported = 0;
+        pf->busy = 1;
         pthread_mutex_unlock(&pf->mu);
         if (len)
             step((const unsigned char *)r.addr + off, len, populate, &unsupported);
         pthread_mutex_lock(&pf->mu);
+        pf->busy = 0;
+        pthread_cond_broadcast(&pf->cv); /* lx_prefetch_cancel */
         if (unsupported) {
             pf->populate = 0;
             continue; /* the same step again, with WILLNEED */
@@ -121,6 +125,18 @@ void lx_prefetch_set(lx_prefetch *pf, const lx_range *r, size_t n)
     pf->off = 0;
     pf->gen++;
     pthread_cond_broadcast(&pf->cv);
+    pthread_mutex_unlock(&pf->mu);
+}
+
+void lx_prefetch_cancel(lx_prefetch *pf)
+{
+    if (!pf)
+        return;
+    pthread_mutex_lock(&pf->mu);
+    pf->n = pf->at = pf->off = 0;
+    pf->gen++;
+    while (pf->busy)
+        pthread_cond_wait(&pf->cv, &pf->mu);
     pthread_mutex_unlock(&pf->mu);
 }
 
