@@ -391,21 +391,27 @@ static lx_status run_items(job *J)
             read_ahead(J, J->from[i]);
         st = lx_resume_item_begin(&J->rs, &J->in, &J->w, i, &J->w.shards[0], &need);
         if (st == LX_OK && need) {
-            /* the inputs hashed once per engine item (by a lane, if listed) */
-            if (lanes_hash(J, J->from[i])) {
-                /* lane_hash */
-            } else if (i > J->part.lo && J->from[i - 1] == J->from[i] && J->w.in_xxh3[2 * (i - 1)]) {
-                J->w.in_xxh3[2 * i] = J->w.in_xxh3[2 * (i - 1)];
-                J->w.in_xxh3[2 * i + 1] = J->w.in_xxh3[2 * (i - 1) + 1];
-            } else {
-                lx_writer_hash_inputs(&J->w, i);
+            /* the inputs hashed once per engine item; a listed one's by
+             * the lane that factors it (lane_hash) */
+            if (!lanes_hash(J, J->from[i])) {
+                if (i > J->part.lo && J->from[i - 1] == J->from[i] && J->w.in_xxh3[2 * (i - 1)]) {
+                    J->w.in_xxh3[2 * i] = J->w.in_xxh3[2 * (i - 1)];
+                    J->w.in_xxh3[2 * i + 1] = J->w.in_xxh3[2 * (i - 1) + 1];
+                } else {
+                    lx_writer_hash_inputs(&J->w, i);
+                }
             }
             st = write_tensor(J, i);
             if (st == LX_OK)
                 st = lx_writer_end_item(&J->w, i, &J->w.shards[0], J->w.slot[i]);
         }
-        if (st == LX_OK && !need)
-            lx_plan_item_release(it, J->ra.evict && !J->keep[i]);
+        /* kept: its pages stay for the next output tensor of its item
+         * (mapping let go only); else done, as apply's (the prefetcher
+         * stopped before they are dropped) */
+        if (st == LX_OK && !need && J->keep[i])
+            lx_plan_item_release(it, 0);
+        else if (st == LX_OK && !need)
+            lx_read_ahead_done(&J->ra, it);
         J->done_bytes += lx_writer_out(&J->w, i)->nbytes;
         lx_progress_update(&J->progress, i - J->part.lo + 1, J->done_bytes, it->aligned->name);
     }
