@@ -44,48 +44,44 @@ same_output "$TMP/keep" "$TMP/drop"
 
 if [ -x /usr/bin/time ]; then
     in_size=$(cat "$M"/base/*.safetensors "$M"/aligned/*.safetensors | wc -c)
-    cat "$M"/base/*.safetensors "$M"/aligned/*.safetensors >/dev/null
-    LOXSTREAM_TEST_RAM=1000 /usr/bin/time -o "$TMP/time" -f '%I' "$LOXSTREAM" factor -q -j 2 \
-        -b "$M/base" -a "$M/aligned" -o "$TMP/fdrop" 2>"$TMP/err" || fail "factor: $(cat "$TMP/err")"
-    NCHECKS=$((NCHECKS + 1))
-    blocks=$(tail -n 1 "$TMP/time")
-    [ $((blocks * 512)) -lt $((in_size / 2)) ] ||
-        fail "factor read $((blocks * 512)) bytes from storage for $in_size bytes of cached inputs"
-    NCHECKS=$((NCHECKS + 1))
-    r=$(resident "$M"/aligned/*.safetensors)
-    [ "$r" -lt $((size / 10)) ] || fail "factor: the aligned inputs are still in the page cache: $r of $size bytes"
+    # dropped WHAT DIV CMD...: from warm inputs, CMD with pages dropped
+    # (LOXSTREAM_TEST_RAM) reads less than 1/DIV of them back from storage
+    dropped() {
+        what=$1 div=$2
+        shift 2
+        cat "$M"/base/*.safetensors "$M"/aligned/*.safetensors >/dev/null
+        LOXSTREAM_TEST_RAM=1000 /usr/bin/time -o "$TMP/time" -f '%I' "$@" >/dev/null 2>"$TMP/err" ||
+            fail "$what: $(cat "$TMP/err")"
+        NCHECKS=$((NCHECKS + 1))
+        blocks=$(tail -n 1 "$TMP/time")
+        [ $((blocks * 512)) -lt $((in_size / div)) ] ||
+            fail "$what read $((blocks * 512)) bytes from storage for $in_size bytes of cached inputs"
+    }
+    # gone WHAT: the aligned inputs left the page cache
+    gone() {
+        NCHECKS=$((NCHECKS + 1))
+        r=$(resident "$M"/aligned/*.safetensors)
+        [ "$r" -lt $((size / 10)) ] || fail "$1: the aligned inputs are still in the page cache: $r of $size bytes"
+    }
+
+    dropped factor 2 "$LOXSTREAM" factor -q -j 2 -b "$M/base" -a "$M/aligned" -o "$TMP/fdrop"
+    gone factor
     expect_exit 0 "$LOXSTREAM" factor -q -j 2 -b "$M/base" -a "$M/aligned" -o "$TMP/fkeep"
     same_output "$TMP/fkeep" "$TMP/fdrop"
 
     mkdir "$TMP/sdrop" "$TMP/skeep"
-    cat "$M"/base/*.safetensors "$M"/aligned/*.safetensors >/dev/null
-    LOXSTREAM_TEST_RAM=1000 /usr/bin/time -o "$TMP/time" -f '%I' "$LOXSTREAM" apply -q -j 2 \
-        -b "$M/base" -a "$M/aligned" --alpha 1,2 --rank 3,6 -o "$TMP/sdrop/o-%a-%k" \
-        2>"$TMP/err" || fail "sweep: $(cat "$TMP/err")"
-    NCHECKS=$((NCHECKS + 1))
-    blocks=$(tail -n 1 "$TMP/time")
-    [ $((blocks * 512)) -lt $((in_size / 2)) ] ||
-        fail "a sweep read $((blocks * 512)) bytes from storage for $in_size bytes of cached inputs"
-    NCHECKS=$((NCHECKS + 1))
-    r=$(resident "$M"/aligned/*.safetensors)
-    [ "$r" -lt $((size / 10)) ] || fail "sweep: the aligned inputs are still in the page cache: $r of $size bytes"
+    dropped "a sweep" 2 "$LOXSTREAM" apply -q -j 2 -b "$M/base" -a "$M/aligned" --alpha 1,2 \
+        --rank 3,6 -o "$TMP/sdrop/o-%a-%k"
+    gone sweep
     expect_exit 0 "$LOXSTREAM" apply -q -j 2 -b "$M/base" -a "$M/aligned" --alpha 1,2 --rank 3,6 \
         -o "$TMP/skeep/o-%a-%k"
     NCHECKS=$((NCHECKS + 1))
     diff -r "$TMP/skeep" "$TMP/sdrop" >/dev/null || fail "the sweeps with and without evict differ"
 
     for run in 1 2 3 4 5; do
-        for cmd in analyze lora; do
-            rm -rf "$TMP/l"
-            cat "$M"/base/*.safetensors "$M"/aligned/*.safetensors >/dev/null
-            LOXSTREAM_TEST_RAM=1000 /usr/bin/time -o "$TMP/time" -f '%I' "$LOXSTREAM" $cmd -q -j 2 \
-                -b "$M/base" -a "$M/aligned" $([ $cmd = lora ] && echo -o "$TMP/l") \
-                >/dev/null 2>"$TMP/err" || fail "$cmd: $(cat "$TMP/err")"
-            NCHECKS=$((NCHECKS + 1))
-            blocks=$(tail -n 1 "$TMP/time")
-            [ $((blocks * 512)) -lt $((in_size / 20)) ] ||
-                fail "$cmd (run $run) read $((blocks * 512)) bytes from storage for $in_size bytes of cached inputs"
-        done
+        dropped "analyze (run $run)" 20 "$LOXSTREAM" analyze -q -j 2 -b "$M/base" -a "$M/aligned"
+        rm -rf "$TMP/l"
+        dropped "lora (run $run)" 20 "$LOXSTREAM" lora -q -j 2 -b "$M/base" -a "$M/aligned" -o "$TMP/l"
     done
 fi
 pass
