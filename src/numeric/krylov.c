@@ -169,6 +169,8 @@ static lx_status stream_chunk(rsvd_work *w, size_t c, float *panel, float *Zp, d
         lx_status st = w->src->rows(w->src->ctx, r0, h, panel, w->pld);
         if (st != LX_OK)
             return st;
+        /* rows back to back: one sum over the panel (the BLIS path's bits);
+         * the kernel's padded rows one by one */
         if (frob2 && w->pld == n)
             f2 += lx_rsvd_norm2(panel, h * n);
         else if (frob2)
