@@ -34,6 +34,8 @@ typedef struct lx_out_shard {
     uint64_t xxh3;                 /* whole-file checksum, at completion */
 } lx_out_shard;
 
+#define LX_WRITE_BEHIND_MAX 64 /* large writes under way at most (lx_apply_writer.behind) */
+
 typedef struct lx_apply_writer {
     const char *output_path;
     unsigned nparts;               /* > 1: shards shared with other parts */
@@ -63,8 +65,8 @@ typedef struct lx_apply_writer {
     size_t pending_idx;
     lx_journal_record pending_rec;
     /* within a memory limit (lx_budget): written output pages are dropped
-     * from the page cache, each large write once the next one is under way,
-     * each tensor's once it is durable */
+     * from the page cache, each large write once it is on the disk and
+     * later ones are under way (behind), each tensor's once it is durable */
     int evict;
     /* NULL, or per plan item: nonzero when the next plan item reads the same
      * inputs (factor's five output tensors of one matrix), whose pages are
@@ -75,9 +77,17 @@ typedef struct lx_apply_writer {
      * it; the last one drops its input pages, the others keep them for the
      * last's record (set before lx_writer_end_item) */
     _Atomic unsigned *users;
-    lx_out_shard *prev_shard;      /* the last large write, not yet dropped */
-    size_t prev_idx;
-    uint64_t prev_off, prev_len;
+    /* large writes under way, oldest first, not yet dropped: each is
+     * waited for and dropped once the later ones exceed behind_window
+     * (apply_writer.c), so that several are on their way to the disk */
+    struct lx_writer_behind {
+        lx_out_shard *shard;
+        size_t idx;
+        uint64_t off, len;
+    } behind[LX_WRITE_BEHIND_MAX];
+    unsigned behind_head, behind_n;
+    uint64_t behind_bytes;
+    uint64_t behind_window;        /* bytes of them at most (lx_budget.behind) */
     /* --stats */
     double write_seconds;          /* pwrite of output bytes, with their XXH3 */
     uint64_t direct_bytes;         /* of them, written past the page cache (direct.h) */

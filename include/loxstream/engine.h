@@ -19,6 +19,7 @@
 #include "loxstream/rsvd.h"
 
 #define LX_PREFETCH_AHEAD (512u << 20) /* input bytes read ahead beyond the current item */
+#define LX_WRITE_BEHIND (64u << 20)   /* output bytes on their way to the disk, with evict */
 #define LX_FIXED_OVERHEAD (48u << 20)  /* tables, stdio, libraries, read-back buffers:
                                         * counted against --max-memory */
 
@@ -66,11 +67,14 @@ uint64_t lx_engine_svd_bytes(const lx_engine_opts *e, const lx_plan_item *it, in
  * counts: the job's working memory W (its largest need and the fixed
  * overhead), two items' inputs (the one computed, the one the writer still
  * hashes) and L/8 of slack come first; the read-ahead gets half of what is
- * left, at most LX_PREFETCH_AHEAD; and each item's input pages, and the
- * output pages once written, are dropped from the cache (evict). */
+ * left, at most LX_PREFETCH_AHEAD, less a quarter of it (at most
+ * LX_WRITE_BEHIND) for the output pages on their way to the disk; and each
+ * item's input pages, and the output pages once written, are dropped from
+ * the cache (evict). */
 typedef struct lx_budget {
     lx_memlimit limit;             /* the cgroup's (limit.bytes 0: none) */
     uint64_t ahead;                /* input bytes read ahead beyond the current item */
+    uint64_t behind;               /* with evict: output bytes written, not yet dropped */
     int evict;
 } lx_budget;
 

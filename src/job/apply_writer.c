@@ -85,12 +85,37 @@ lx_status lx_writer_flush(lx_apply_writer *J)
     if (J->evict) {
         st = lx_st_out_release(&J->pending_shard->file, J->pending_idx, 0,
                                J->pending_rec.length, 0);
-        J->prev_shard = NULL;
+        J->behind_n = 0; /* durable, and dropped with the whole tensor */
+        J->behind_bytes = 0;
         if (st != LX_OK)
             return st;
     }
     lx_test_point("data-sync");
     return lx_journal_append(&J->journal, &J->pending_rec);
+}
+
+/* Within a memory limit, a large write is dropped from the page cache once
+ * it is on the disk.  Waiting for the write just before would leave one or
+ * two on their way at a time, and the writer waiting on each; so the
+ * writes under way are kept in J->behind and only the oldest are waited
+ * for and dropped, once the later ones add up to J->behind_window bytes. */
+static lx_status behind_push(lx_apply_writer *J, lx_out_shard *os, size_t idx, uint64_t off,
+                             uint64_t len)
+{
+    lx_status st = LX_OK;
+    while (st == LX_OK && J->behind_n &&
+           (J->behind_bytes + len > J->behind_window || J->behind_n == LX_WRITE_BEHIND_MAX)) {
+        struct lx_writer_behind *b = &J->behind[J->behind_head];
+        J->behind_head = (J->behind_head + 1) % LX_WRITE_BEHIND_MAX;
+        J->behind_n--;
+        J->behind_bytes -= b->len;
+        if (b->shard->open)
+            st = lx_st_out_release(&b->shard->file, b->idx, b->off, b->len, 1);
+    }
+    J->behind[(J->behind_head + J->behind_n++) % LX_WRITE_BEHIND_MAX] =
+        (struct lx_writer_behind){os, idx, off, len};
+    J->behind_bytes += len;
+    return st;
 }
 
 /* Write output bytes of tensor idx and account for them in the tensor's
@@ -118,13 +143,7 @@ static lx_status out_put(lx_apply_writer *J, lx_out_shard *os, size_t idx, uint6
     double t2 = lx_now();
     st = len >= WRITEBACK_MIN ? lx_st_out_writeback(&os->file, idx, off, len) : LX_OK;
     if (st == LX_OK && J->evict && len >= WRITEBACK_MIN) {
-        /* the write before this one has had the time to go to disk */
-        if (J->prev_shard && J->prev_shard->open)
-            st = lx_st_out_release(&J->prev_shard->file, J->prev_idx, J->prev_off, J->prev_len, 1);
-        J->prev_shard = os;
-        J->prev_idx = idx;
-        J->prev_off = off;
-        J->prev_len = len;
+        st = behind_push(J, os, idx, off, len);
     }
     J->sync_seconds += lx_now() - t2;
     return st;

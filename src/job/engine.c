@@ -131,6 +131,7 @@ lx_status lx_engine_check_memory(const lx_engine_opts *e, const lx_plan *p, uint
     uint64_t L = b->limit.bytes;
     if (!L) {
         b->evict = data_exceed_ram(p);
+        b->behind = LX_WRITE_BEHIND;
         return LX_OK;
     }
     if (need > L)
@@ -150,6 +151,8 @@ lx_status lx_engine_check_memory(const lx_engine_opts *e, const lx_plan *p, uint
     b->ahead = first < L ? (L - first) / 2 : 0;
     if (b->ahead > LX_PREFETCH_AHEAD)
         b->ahead = LX_PREFETCH_AHEAD;
+    b->behind = b->ahead / 4 < LX_WRITE_BEHIND ? b->ahead / 4 : LX_WRITE_BEHIND;
+    b->ahead -= b->behind;
     b->evict = 1;
     if (big && need + item + slack > L)
         lx_warn("tensor '%s': its inputs (%s) do not fit in the page cache that the memory "
