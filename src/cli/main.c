@@ -14,7 +14,7 @@
 #include "loxstream/sigbus.h"
 
 #include <jansson.h>
-#include <xxhash.h>
+#include "loxstream/xxh.h"
 
 static const struct subcommand {
     const char *name;

@@ -15,7 +15,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <xxhash.h>
+#include "loxstream/xxh.h"
 
 #include "loxstream/checkpoint.h"
 #include "loxstream/sigbus.h"

@@ -11,7 +11,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <unistd.h>
-#include <xxhash.h>
+#include "loxstream/xxh.h"
 #ifdef _OPENMP
 #include <omp.h>
 #endif

@@ -64,7 +64,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <xxhash.h>
+#include "loxstream/xxh.h"
 
 #include "loxstream/dtype.h"
 #include "loxstream/safetensors.h"

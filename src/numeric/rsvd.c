@@ -8,7 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <stdio.h>
-#include <xxhash.h>
+#include "loxstream/xxh.h"
 
 #include "loxstream/linalg.h"
 #include "loxstream/simd.h"
