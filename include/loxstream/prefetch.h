@@ -5,13 +5,19 @@
  * address ranges (the tensor being computed and the next ones) and, in
  * steps of LX_PREFETCH_STEP bytes in list order, asks the kernel to read
  * them and map them (madvise MADV_POPULATE_READ, Linux >= 5.14; older
- * kernels: MADV_WILLNEED, which reads some of it ahead).  A new list
- * replaces the old one at the next step.
+ * kernels: MADV_WILLNEED, which reads some of it ahead), then reads one
+ * byte of each page it populated: in a virtual machine whose host takes
+ * free memory back (virtio-balloon free page reporting), the first access
+ * to a page just read costs a host fault of a few microseconds, which is
+ * then the prefetcher's, not the computation's (bench/RESULTS.md, session
+ * 8: cold 7B apply 29.7 s against 32.8 s).  A new list replaces the old one
+ * at the next step.
  *
  * Only page-cache pages and page tables are made: no anonymous memory.  A
  * range that cannot be read (a file truncated meanwhile, an I/O error) is
  * skipped silently: the computation itself reads the same bytes and
- * reports it (sigbus.h).  The thread knows ranges only: which ranges a
+ * reports it (sigbus.h; a file truncated between the populate and the
+ * read of its pages raises the same SIGBUS on this thread).  The thread knows ranges only: which ranges a
  * job's plan needs is the plan's to say (lx_prefetch_item_ranges, plan.h).
  */
 #ifndef LOXSTREAM_PREFETCH_H

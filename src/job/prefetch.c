@@ -28,8 +28,9 @@ struct lx_prefetch {
     size_t done;                   /* bytes done */
 };
 
-/* Read and map [addr, addr + len), rounded out to pages; *unsupported set
- * if the kernel does not know MADV_POPULATE_READ.  Other errors (EFAULT for
+/* Read and map [addr, addr + len), rounded out to pages, and access each
+ * page once (prefetch.h); *unsupported set if the kernel does not know
+ * MADV_POPULATE_READ.  Other errors (EFAULT for
  * a truncated file, EIO, ENOMEM) are the computation's to report. */
 static void step(const unsigned char *addr, size_t len, int populate, int *unsupported)
 {
@@ -37,8 +38,15 @@ static void step(const unsigned char *addr, size_t len, int populate, int *unsup
     uintptr_t a = (uintptr_t)addr & ~(page - 1);
     uintptr_t e = ((uintptr_t)addr + len + page - 1) & ~(page - 1);
     if (populate) {
-        if (madvise((void *)a, e - a, MADV_POPULATE_READ) != 0 && errno == EINVAL)
+        if (madvise((void *)a, e - a, MADV_POPULATE_READ) == 0) {
+            volatile const unsigned char *p = (const unsigned char *)a;
+            unsigned char sink = 0;
+            for (uintptr_t o = 0; o < e - a; o += page)
+                sink ^= p[o];
+            (void)sink;
+        } else if (errno == EINVAL) {
             *unsupported = 1;
+        }
     } else {
         madvise((void *)a, e - a, MADV_WILLNEED);
     }
