@@ -64,10 +64,13 @@ typedef struct lx_apply_writer {
     lx_out_shard *pending_shard;
     size_t pending_idx;
     lx_journal_record pending_rec;
-    /* within a memory limit (lx_budget): written output pages are dropped
-     * from the page cache, each large write once it is on the disk and
-     * later ones are under way (behind), each tensor's once it is durable */
+    /* within a memory limit, or when the data exceed the RAM (lx_budget):
+     * each tensor's input pages are dropped from the page cache once done */
     int evict;
+    /* written output pages are dropped from the page cache (lx_budget):
+     * each large write once it is on the disk and later ones are under way
+     * (behind), each tensor's once it is durable */
+    int drop_output;
     /* NULL, or per plan item: nonzero when the next plan item reads the same
      * inputs (factor's five output tensors of one matrix), whose pages are
      * then dropped only once the last of them is done, not read again from

@@ -686,6 +686,7 @@ static lx_status run(job *J)
         return lx_fail(LX_EFAIL, "out of memory");
     for (size_t q = 0; q < J->nouts; q++) {
         J->outs[q].w.evict = J->budget.evict;
+        J->outs[q].w.drop_output = J->budget.drop_output;
         J->outs[q].w.behind_window = J->budget.behind / J->nouts;
         J->outs[q].w.users = J->users;
     }

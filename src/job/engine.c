@@ -119,6 +119,7 @@ lx_status lx_engine_check_memory(const lx_engine_opts *e, const lx_plan *p, uint
     char a[32], c[32], d[32], q[LX_NAME_QUOTE];
     memset(b, 0, sizeof *b);
     b->ahead = LX_PREFETCH_AHEAD;
+    b->drop_output = 1;
     uint64_t need = worst + LX_FIXED_OVERHEAD;
     if (need > e->max_memory)
         return lx_fail(LX_EUSAGE, "--max-memory %s is too small: tensor '%s' needs %s of working "
@@ -173,7 +174,8 @@ void lx_budget_describe(const lx_budget *b, char *buf, size_t size)
                  lx_format_size(b->limit.bytes, a, sizeof a), b->limit.version, b->limit.file, r);
     else
         snprintf(buf, size, "no memory limit found, read-ahead %s%s", r,
-                 b->evict ? ", pages dropped after each tensor (the data exceed the RAM)" : "");
+                 b->evict ? ", pages dropped after each tensor (the data exceed the RAM)"
+                          : ", output pages dropped once on the disk");
 }
 
 /* ---- read-ahead ------------------------------------------------------------ */

@@ -1,10 +1,11 @@
 #!/bin/sh
 # evict_ram.sh - without a memory limit, apply drops each tensor's input
-# and output pages from the page cache once done when what the run reads
-# and writes exceeds the RAM (engine.c's data_exceed_ram; the RAM faked with
-# LOXSTREAM_TEST_RAM), and only then: --stats says so, fincore(1) sees the
-# inputs and the output gone from the cache, and the output is the same
-# bytes as a run that keeps them.  factor, whose five output tensors of a
+# pages from the page cache once done when what the run reads and writes
+# exceeds the RAM (engine.c's data_exceed_ram; the RAM faked with
+# LOXSTREAM_TEST_RAM), and only then; its output pages it drops once on the
+# disk in both cases: --stats says so, fincore(1) sees the inputs gone from
+# the cache (or kept) and the output gone, and the output is the same
+# bytes as a run that keeps the inputs.  factor, whose five output tensors of a
 # matrix each hash its inputs for their record, drops them only after the
 # last: from a warm cache it reads (getrusage's blocks in, /usr/bin/time)
 # nothing again from storage, not the inputs four times over; nor does a
@@ -36,10 +37,14 @@ r=$(resident "$TMP"/drop/*.safetensors)
 cat "$M"/base/*.safetensors "$M"/aligned/*.safetensors >/dev/null
 expect_exit 0 "$LOXSTREAM" apply -q --stats -b "$M/base" -a "$M/aligned" -o "$TMP/keep"
 NCHECKS=$((NCHECKS + 1))
-grep -q 'pages dropped' "$TMP/err" && fail "pages dropped with the data within the RAM"
+grep -q 'pages dropped after each tensor' "$TMP/err" && fail "input pages dropped with the data within the RAM"
+expect_err 'no memory limit found, read-ahead [0-9.]+ [KMG]iB, output pages dropped once on the disk'
 NCHECKS=$((NCHECKS + 1))
 r=$(resident "$M"/aligned/*.safetensors)
 [ "$r" -gt $((size / 2)) ] || fail "the aligned inputs left the page cache: $r of $size bytes"
+NCHECKS=$((NCHECKS + 1))
+r=$(resident "$TMP"/keep/*.safetensors)
+[ "$r" -lt $((size / 10)) ] || fail "the output of the run within the RAM is still in the page cache: $r of $size bytes"
 same_output "$TMP/keep" "$TMP/drop"
 
 if [ -x /usr/bin/time ]; then
