@@ -62,24 +62,23 @@ lx_status lx_engine_open_more(lx_inputs *in, const lx_engine_opts *e, int rank, 
 /* The SVD's working memory for item it at rank (lx_rsvd_workspace_bytes). */
 uint64_t lx_engine_svd_bytes(const lx_engine_opts *e, const lx_plan_item *it, int rank);
 /* How a job reads within the memory it has (lx_engine_check_memory).
- * Without a cgroup limit: LX_PREFETCH_AHEAD of read-ahead, and the input
- * pages are left to the kernel.  Within a limit L, where the page cache
+ * Without a cgroup limit: LX_PREFETCH_AHEAD of read-ahead.  Within a limit L, where the page cache
  * counts: the job's working memory W (its largest need and the fixed
  * overhead), two items' inputs (the one computed, the one the writer still
  * hashes) and L/8 of slack come first; the read-ahead gets half of what is
- * left, at most LX_PREFETCH_AHEAD, less a quarter of it (at most
- * LX_WRITE_BEHIND) for the output pages on their way to the disk; and each
- * item's input pages are dropped from the cache (evict), as they are
- * without a limit when the data exceed the RAM.  The output pages are
- * dropped once on the disk in every case (drop_output): the run never
- * reads them again, and in a virtual machine whose host takes free memory
- * back a page cache that grows by the output's size costs a host fault per
- * page (bench/RESULTS.md, session 8: warm 8 layers 8.4-8.7 s against
- * 12.4-14.0 s). */
+ * left, at most LX_PREFETCH_AHEAD; and each item's input pages are
+ * dropped from the cache (evict), as they are without a limit when the
+ * data exceed the RAM.  The output pages are dropped once on the disk in
+ * every case (drop_output): the run reads them again only to check a shard
+ * it could not checksum on the way (--part, apply_finish.c), and in a
+ * virtual machine whose host takes free memory back a page cache that
+ * grows by the output's size costs a host fault per page (bench/RESULTS.md,
+ * session 8: warm 8 layers 7.8-8.3 s against 13.0-13.4 s). */
 typedef struct lx_budget {
     lx_memlimit limit;             /* the cgroup's (limit.bytes 0: none) */
     uint64_t ahead;                /* input bytes read ahead beyond the current item */
-    uint64_t behind;               /* output bytes written, not yet dropped */
+    uint64_t behind;               /* output bytes written, not yet dropped
+                                    * (lx_budget_reserve_writes) */
     int evict;                     /* input pages dropped after each tensor */
     int drop_output;               /* output pages dropped once on the disk */
 } lx_budget;
@@ -91,6 +90,11 @@ typedef struct lx_budget {
  * about: it is read from storage on every pass. */
 lx_status lx_engine_check_memory(const lx_engine_opts *e, const lx_plan *p, uint64_t worst,
                                  const char *worst_name, lx_budget *b);
+/* For a job that writes tensors (apply, factor), after
+ * lx_engine_check_memory: the output bytes on their way to the disk before
+ * the oldest is waited for and dropped (apply_writer.c), LX_WRITE_BEHIND;
+ * within a limit a quarter of the read-ahead at most, taken from it. */
+void lx_budget_reserve_writes(lx_budget *b);
 /* "memory limit 400 MiB (cgroup v1 FILE), read-ahead 96 MiB" or "no memory
  * limit found, read-ahead 512 MiB", for --stats. */
 void lx_budget_describe(const lx_budget *b, char *buf, size_t size);

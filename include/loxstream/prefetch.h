@@ -16,8 +16,10 @@
  * Only page-cache pages and page tables are made: no anonymous memory.  A
  * range that cannot be read (a file truncated meanwhile, an I/O error) is
  * skipped silently: the computation itself reads the same bytes and
- * reports it (sigbus.h; a file truncated between the populate and the
- * read of its pages raises the same SIGBUS on this thread).  The thread knows ranges only: which ranges a
+ * reports it (sigbus.h; the pages are read through lx_sigbus_probe, so a
+ * file truncated between the populate and the read of its pages does not
+ * end the process on this thread, and without the SIGBUS handler they are
+ * populated only).  The thread knows ranges only: which ranges a
  * job's plan needs is the plan's to say (lx_prefetch_item_ranges, plan.h).
  */
 #ifndef LOXSTREAM_PREFETCH_H

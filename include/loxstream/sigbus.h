@@ -35,6 +35,14 @@ lx_status lx_sigbus_install(void);
  * mapping then simply stays unprotected (a SIGBUS in it kills the process). */
 int lx_sigbus_register(const void *addr, size_t len, const char *path);
 
+/* Read one byte every stride bytes of [addr, addr+len) on this thread,
+ * where a SIGBUS (a mapped file truncated meanwhile) does not end the
+ * process: returns 0, or -1 at the first SIGBUS, or at once if the handler
+ * is not installed (then nothing is read).  For the prefetcher
+ * (prefetch.h), which reads ahead of the computation: the computation
+ * reports such a file itself when it gets there. */
+int lx_sigbus_probe(const void *addr, size_t len, size_t stride);
+
 /* Forget the mapping that starts at addr (a no-op if none does).  Call it
  * before munmap, and not while another thread still reads the mapping. */
 void lx_sigbus_unregister(const void *addr);

@@ -2,6 +2,7 @@
  * files), map and validate every shard, cross-check the index, and build the
  * tensor table with its O(1) name lookup.
  */
+#include "config.h"
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>

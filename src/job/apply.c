@@ -18,6 +18,7 @@
  * output directory's locks (outdir.c), the preparation and resumption
  * (apply_resume.c) and the completion (apply_finish.c).
  */
+#include "config.h"
 #include <errno.h>
 #include <inttypes.h>
 #include <math.h>
@@ -356,6 +357,7 @@ static lx_status check_memory(job *J)
     J->need_max = worst;
     lx_status st = lx_engine_check_memory(&o->stream, &J->in.plan, worst, worst_name,
                                             &J->budget);
+    lx_budget_reserve_writes(&J->budget);
     if (st != LX_OK && J->nouts > 1)
         st = lx_fail_append(st, "; the sweep writes %zu outputs at once, each with its own "
                             "output buffers: sweep fewer values per run", J->nouts);
@@ -687,7 +689,7 @@ static lx_status run(job *J)
     for (size_t q = 0; q < J->nouts; q++) {
         J->outs[q].w.evict = J->budget.evict;
         J->outs[q].w.drop_output = J->budget.drop_output;
-        J->outs[q].w.behind_window = J->budget.behind / J->nouts;
+        J->outs[q].w.behind_window = J->budget.behind / active; /* the writers that run */
         J->outs[q].w.users = J->users;
     }
     for (size_t q = 0; q < J->nouts && st == LX_OK; q++)

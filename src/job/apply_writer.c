@@ -12,6 +12,7 @@
  * the way (stream_feed); a shard not streamed in order is read back at the
  * end (apply_finish.c).
  */
+#include "config.h"
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>

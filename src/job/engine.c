@@ -132,7 +132,6 @@ lx_status lx_engine_check_memory(const lx_engine_opts *e, const lx_plan *p, uint
     uint64_t L = b->limit.bytes;
     if (!L) {
         b->evict = data_exceed_ram(p);
-        b->behind = LX_WRITE_BEHIND;
         return LX_OK;
     }
     if (need > L)
@@ -152,8 +151,6 @@ lx_status lx_engine_check_memory(const lx_engine_opts *e, const lx_plan *p, uint
     b->ahead = first < L ? (L - first) / 2 : 0;
     if (b->ahead > LX_PREFETCH_AHEAD)
         b->ahead = LX_PREFETCH_AHEAD;
-    b->behind = b->ahead / 4 < LX_WRITE_BEHIND ? b->ahead / 4 : LX_WRITE_BEHIND;
-    b->ahead -= b->behind;
     b->evict = 1;
     if (big && need + item + slack > L)
         lx_warn("tensor '%s': its inputs (%s) do not fit in the page cache that the memory "
@@ -163,6 +160,16 @@ lx_status lx_engine_check_memory(const lx_engine_opts *e, const lx_plan *p, uint
                 lx_format_size(item, a, sizeof a), lx_format_size(L, c, sizeof c),
                 b->limit.file, lx_format_size(need, d, sizeof d));
     return LX_OK;
+}
+
+void lx_budget_reserve_writes(lx_budget *b)
+{
+    if (!b->limit.bytes) {
+        b->behind = LX_WRITE_BEHIND;
+        return;
+    }
+    b->behind = b->ahead / 4 < LX_WRITE_BEHIND ? b->ahead / 4 : LX_WRITE_BEHIND;
+    b->ahead -= b->behind;
 }
 
 void lx_budget_describe(const lx_budget *b, char *buf, size_t size)

@@ -437,7 +437,10 @@ static lx_status check_memory(job *J)
         }
     }
     J->need_max = worst;
-    return lx_engine_check_memory(&J->o->stream, &J->engine_plan, worst, worst_name, &J->budget);
+    lx_status st = lx_engine_check_memory(&J->o->stream, &J->engine_plan, worst, worst_name,
+                                          &J->budget);
+    lx_budget_reserve_writes(&J->budget);
+    return st;
 }
 
 static lx_status run(job *J)

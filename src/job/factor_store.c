@@ -2,6 +2,7 @@
  * its identity read, checked against the inputs of a run, and one matrix's
  * factors handed to the engine as lx_rsvd_topk would have computed them.
  */
+#include "config.h"
 #include <errno.h>
 #include <inttypes.h>
 #include <math.h>

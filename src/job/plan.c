@@ -4,6 +4,7 @@
  * randomized SVD reads (converted and subtracted on the fly, checked
  * finite), with the read-ahead ranges and madvise of an item's inputs.
  */
+#include "config.h"
 #include <inttypes.h>
 #include <math.h>
 #include <stdio.h>

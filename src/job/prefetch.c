@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "loxstream/prefetch.h"
+#include "loxstream/sigbus.h"
 
 #ifndef MADV_POPULATE_READ
 #define MADV_POPULATE_READ 22 /* Linux 5.14 */
@@ -38,15 +39,10 @@ static void step(const unsigned char *addr, size_t len, int populate, int *unsup
     uintptr_t a = (uintptr_t)addr & ~(page - 1);
     uintptr_t e = ((uintptr_t)addr + len + page - 1) & ~(page - 1);
     if (populate) {
-        if (madvise((void *)a, e - a, MADV_POPULATE_READ) == 0) {
-            volatile const unsigned char *p = (const unsigned char *)a;
-            unsigned char sink = 0;
-            for (uintptr_t o = 0; o < e - a; o += page)
-                sink ^= p[o];
-            (void)sink;
-        } else if (errno == EINVAL) {
+        if (madvise((void *)a, e - a, MADV_POPULATE_READ) == 0)
+            lx_sigbus_probe((const void *)a, e - a, page); /* truncated meanwhile: skipped */
+        else if (errno == EINVAL)
             *unsupported = 1;
-        }
     } else {
         madvise((void *)a, e - a, MADV_WILLNEED);
     }

@@ -59,6 +59,7 @@
  * experts tensor is generated block by block, each block as the 2-D tensor
  * it stacks (lx_synth_tensor_write).
  */
+#include "config.h"
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>

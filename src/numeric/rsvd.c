@@ -3,6 +3,7 @@
  * (rsvd_dense.c), the deflation of a steep spectrum's leading directions
  * (a second randomized run on A - U_t S_t V_t^T, see rsvd_bound.c), the
  * workspace the memory checks count, seeds and the run's warning. */
+#include "config.h"
 #include <float.h>
 #include <math.h>
 #include <stdlib.h>

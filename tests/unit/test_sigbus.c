@@ -72,6 +72,10 @@ struct child_args {
     const unsigned char *touch;    /* byte to read after installing (NULL: none) */
     int install;                   /* call lx_sigbus_install in the child */
     int send_kill;                 /* kill(getpid(), SIGBUS) instead of touching */
+    /* before touching: lx_sigbus_probe(probe, ok, page) must return 0 (exit
+     * 92 if not), then lx_sigbus_probe(probe, bad, page) -1 (exit 93) */
+    const unsigned char *probe;
+    size_t ok, bad;
 };
 
 /* Fork; the child runs with SIGBUS at its default action (cmocka catches
@@ -98,6 +102,10 @@ static void run_child(const struct child_args *a, struct outcome *o)
             _exit(90);
         if (a->send_kill)
             kill(getpid(), SIGBUS);
+        if (a->probe && a->ok && lx_sigbus_probe(a->probe, a->ok, page) != 0)
+            _exit(92);
+        if (a->probe && lx_sigbus_probe(a->probe, a->bad, page) != -1)
+            _exit(93);
         if (a->touch) {
             volatile const unsigned char *p = a->touch;
             if (*p != 0x5a)
@@ -200,6 +208,47 @@ static void test_other_mapping(void **state)
     munmap((void *)b_map, 2 * page);
 }
 
+/* lx_sigbus_probe (the prefetcher's read of populated pages): the pages of
+ * the file read, the first page past its end returns -1 instead of ending
+ * the process, and a later fault in the same mapping still gets the
+ * message and exit status 1. */
+static void test_probe(void **state)
+{
+    const unsigned char *m = map_file(file_a, 3);
+    assert_int_equal(lx_sigbus_register(m, 3 * page, file_a), 0);
+    truncate_file(file_a, (off_t)page);
+
+    struct child_args a = {m + 2 * page + 5, 1, 0, m, page, 3 * page};
+    struct outcome o;
+    run_child(&a, &o);
+    if (!WIFEXITED(o.status))
+        fail_msg("child killed by signal %d instead of exiting 1", WTERMSIG(o.status));
+    assert_int_equal(WEXITSTATUS(o.status), 1);
+    /* the touch's fault, not the probe's (at offset page) */
+    char want[1024];
+    snprintf(want, sizeof want, "truncated while being read (SIGBUS at offset %zu)", 2 * page + 5);
+    if (!strstr(o.err, want))
+        fail_msg("stderr '%s' lacks '%s'", o.err, want);
+    lx_sigbus_unregister(m);
+    munmap((void *)m, 3 * page);
+}
+
+/* Without the handler lx_sigbus_probe reads nothing and returns -1: the
+ * child, which touches nothing else, survives a truncated mapping. */
+static void test_probe_not_installed(void **state)
+{
+    const unsigned char *m = map_file(file_a, 2);
+    truncate_file(file_a, 0);
+
+    struct child_args a = {NULL, 0, 0, m, 0, 2 * page};
+    struct outcome o;
+    run_child(&a, &o);
+    if (!WIFEXITED(o.status))
+        fail_msg("child killed by signal %d: the probe read without the handler", WTERMSIG(o.status));
+    assert_int_equal(WEXITSTATUS(o.status), 0);
+    munmap((void *)m, 2 * page);
+}
+
 /* Without the handler the default action stays: registering alone changes
  * nothing. */
 static void test_not_installed(void **state)
@@ -293,6 +342,8 @@ int main(void)
         cmocka_unit_test(test_unregistered_mapping),
         cmocka_unit_test(test_other_mapping),
         cmocka_unit_test(test_not_installed),
+        cmocka_unit_test(test_probe),
+        cmocka_unit_test(test_probe_not_installed),
         cmocka_unit_test(test_sent_signal),
         cmocka_unit_test(test_long_path),
         cmocka_unit_test(test_path_escaped),
