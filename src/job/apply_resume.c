@@ -8,6 +8,7 @@
  */
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <limits.h>
 #include <stdio.h>
@@ -400,6 +401,8 @@ lx_status lx_resume_check_kept(lx_apply_resume *rs, const lx_inputs *in, lx_appl
         lx_writer_stream_feed(os, r->offset + off, rs->rbuf, (size_t)got);
         off += (uint64_t)got;
     }
+    if (w->drop_output) /* as the writer does with what it writes */
+        posix_fadvise(os->file.fd, (off_t)r->offset, (off_t)r->length, POSIX_FADV_DONTNEED);
     if (XXH3_64bits_digest(rs->tstate) != r->out_xxh3) {
         lx_warn("%s: tensor '%s': its bytes do not match its journal record: computing it again",
                 os->partial_path, q);
