@@ -680,12 +680,12 @@ static lx_status run(job *J)
     lx_progress_begin(&J->progress, "apply", pt->hi - pt->lo,
                       (pt->transform_bytes + pt->copy_bytes) * active, o->stream.quiet,
                       &o->stream.report);
-    lx_read_ahead_start(&J->ra, &J->budget);
     /* with evict, a sweep's last writer to finish an item drops its pages:
      * each output's record hashes the inputs again */
     if (J->nouts > 1 && J->budget.evict &&
         !(J->users = calloc(J->in.plan.n + 1, sizeof *J->users)))
         return lx_fail(LX_EFAIL, "out of memory");
+    lx_read_ahead_start(&J->ra, &J->budget); /* stopped below, whatever happens */
     for (size_t q = 0; q < J->nouts; q++) {
         J->outs[q].w.evict = J->budget.evict;
         J->outs[q].w.drop_output = J->budget.drop_output;
