@@ -2,7 +2,9 @@
  * files), map and validate every shard, cross-check the index, and build the
  * tensor table with its O(1) name lookup.
  */
+#ifdef HAVE_CONFIG_H /* not in the fuzz build (tests/fuzz/build.sh) */
 #include "config.h"
+#endif
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
