@@ -67,10 +67,6 @@ typedef struct lx_apply_writer {
     /* within a memory limit, or when the data exceed the RAM (lx_budget):
      * each tensor's input pages are dropped from the page cache once done */
     int evict;
-    /* written output pages are dropped from the page cache (lx_budget):
-     * each large write once it is on the disk and later ones are under way
-     * (behind), each tensor's once it is durable */
-    int drop_output;
     /* NULL, or per plan item: nonzero when the next plan item reads the same
      * inputs (factor's five output tensors of one matrix), whose pages are
      * then dropped only once the last of them is done, not read again from
@@ -80,7 +76,10 @@ typedef struct lx_apply_writer {
      * it; the last one drops its input pages, the others keep them for the
      * last's record (set before lx_writer_end_item) */
     _Atomic unsigned *users;
-    /* large writes under way, oldest first, not yet dropped: each is
+    /* written output pages are dropped from the page cache in every run
+     * (engine.h): each tensor's once it is durable, and each large write
+     * once it is on the disk and later ones are under way.  These are the
+     * large writes under way, oldest first, not yet dropped: each is
      * waited for and dropped once the later ones exceed behind_window
      * (apply_writer.c), so that several are on their way to the disk */
     struct lx_writer_behind {

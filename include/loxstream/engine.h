@@ -19,7 +19,7 @@
 #include "loxstream/rsvd.h"
 
 #define LX_PREFETCH_AHEAD (512u << 20) /* input bytes read ahead beyond the current item */
-#define LX_WRITE_BEHIND (64u << 20)   /* output bytes on their way to the disk, with evict */
+#define LX_WRITE_BEHIND (64u << 20)   /* output bytes on their way to the disk */
 #define LX_FIXED_OVERHEAD (48u << 20)  /* tables, stdio, libraries, read-back buffers:
                                         * counted against --max-memory */
 
@@ -62,14 +62,14 @@ lx_status lx_engine_open_more(lx_inputs *in, const lx_engine_opts *e, int rank, 
 /* The SVD's working memory for item it at rank (lx_rsvd_workspace_bytes). */
 uint64_t lx_engine_svd_bytes(const lx_engine_opts *e, const lx_plan_item *it, int rank);
 /* How a job reads within the memory it has (lx_engine_check_memory).
- * Without a cgroup limit: LX_PREFETCH_AHEAD of read-ahead.  Within a limit L, where the page cache
- * counts: the job's working memory W (its largest need and the fixed
+ * Without a cgroup limit: LX_PREFETCH_AHEAD of read-ahead.  Within a
+ * limit L, where the page cache counts: the job's working memory W (its largest need and the fixed
  * overhead), two items' inputs (the one computed, the one the writer still
  * hashes) and L/8 of slack come first; the read-ahead gets half of what is
  * left, at most LX_PREFETCH_AHEAD; and each item's input pages are
  * dropped from the cache (evict), as they are without a limit when the
  * data exceed the RAM.  The output pages are dropped once on the disk in
- * every case (drop_output): the run reads them again only to check a shard
+ * every case (apply_writer.c): the run reads them again only to check a shard
  * it could not checksum on the way (--part, apply_finish.c), and in a
  * virtual machine whose host takes free memory back a page cache that
  * grows by the output's size costs a host fault per page (bench/RESULTS.md,
@@ -80,7 +80,6 @@ typedef struct lx_budget {
     uint64_t behind;               /* output bytes written, not yet dropped
                                     * (lx_budget_reserve_writes) */
     int evict;                     /* input pages dropped after each tensor */
-    int drop_output;               /* output pages dropped once on the disk */
 } lx_budget;
 
 /* Refuse (LX_EUSAGE) a job whose largest need, worst bytes for tensor

@@ -688,7 +688,6 @@ static lx_status run(job *J)
     lx_read_ahead_start(&J->ra, &J->budget); /* stopped below, whatever happens */
     for (size_t q = 0; q < J->nouts; q++) {
         J->outs[q].w.evict = J->budget.evict;
-        J->outs[q].w.drop_output = J->budget.drop_output;
         J->outs[q].w.behind_window = J->budget.behind / active; /* the writers that run */
         J->outs[q].w.users = J->users;
     }

@@ -8,7 +8,6 @@
  */
 #include <dirent.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <inttypes.h>
 #include <limits.h>
 #include <stdio.h>
@@ -401,8 +400,10 @@ lx_status lx_resume_check_kept(lx_apply_resume *rs, const lx_inputs *in, lx_appl
         lx_writer_stream_feed(os, r->offset + off, rs->rbuf, (size_t)got);
         off += (uint64_t)got;
     }
-    if (w->drop_output) /* as the writer does with what it writes */
-        posix_fadvise(os->file.fd, (off_t)r->offset, (off_t)r->length, POSIX_FADV_DONTNEED);
+    /* dropped from the page cache, as the writer drops what it writes */
+    lx_status rst = lx_st_out_release(&os->file, w->slot[i], 0, r->length, 0);
+    if (rst != LX_OK)
+        return rst;
     if (XXH3_64bits_digest(rs->tstate) != r->out_xxh3) {
         lx_warn("%s: tensor '%s': its bytes do not match its journal record: computing it again",
                 os->partial_path, q);

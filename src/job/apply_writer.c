@@ -83,20 +83,16 @@ lx_status lx_writer_flush(lx_apply_writer *J)
     J->sync_seconds += lx_now() - t0;
     if (st != LX_OK)
         return st;
-    if (J->drop_output) {
-        st = lx_st_out_release(&J->pending_shard->file, J->pending_idx, 0,
-                               J->pending_rec.length, 0);
-        J->behind_n = 0; /* durable, and dropped with the whole tensor */
-        J->behind_bytes = 0;
-        if (st != LX_OK)
-            return st;
-    }
+    st = lx_st_out_release(&J->pending_shard->file, J->pending_idx, 0, J->pending_rec.length, 0);
+    J->behind_n = 0; /* durable, and dropped with the whole tensor */
+    J->behind_bytes = 0;
+    if (st != LX_OK)
+        return st;
     lx_test_point("data-sync");
     return lx_journal_append(&J->journal, &J->pending_rec);
 }
 
-/* A large write is dropped from the page cache once it is on the disk
- * (drop_output).  Waiting for the write just before would leave one or
+/* A large write is dropped from the page cache once it is on the disk.  Waiting for the write just before would leave one or
  * two on their way at a time, and the writer waiting on each; so the
  * writes under way are kept in J->behind and only the oldest are waited
  * for and dropped, once the later ones add up to J->behind_window bytes. */
@@ -143,9 +139,8 @@ static lx_status out_put(lx_apply_writer *J, lx_out_shard *os, size_t idx, uint6
         return st;
     double t2 = lx_now();
     st = len >= WRITEBACK_MIN ? lx_st_out_writeback(&os->file, idx, off, len) : LX_OK;
-    if (st == LX_OK && J->drop_output && len >= WRITEBACK_MIN) {
+    if (st == LX_OK && len >= WRITEBACK_MIN)
         st = behind_push(J, os, idx, off, len);
-    }
     J->sync_seconds += lx_now() - t2;
     return st;
 }

@@ -119,7 +119,6 @@ lx_status lx_engine_check_memory(const lx_engine_opts *e, const lx_plan *p, uint
     char a[32], c[32], d[32], q[LX_NAME_QUOTE];
     memset(b, 0, sizeof *b);
     b->ahead = LX_PREFETCH_AHEAD;
-    b->drop_output = 1;
     uint64_t need = worst + LX_FIXED_OVERHEAD;
     if (need > e->max_memory)
         return lx_fail(LX_EUSAGE, "--max-memory %s is too small: tensor '%s' needs %s of working "

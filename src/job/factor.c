@@ -480,7 +480,6 @@ static lx_status run(job *J)
         J->keep[i] = J->from[i + 1] == J->from[i];
     lx_read_ahead_start(&J->ra, &J->budget);
     J->w.evict = J->budget.evict;
-    J->w.drop_output = J->budget.drop_output;
     J->w.behind_window = J->budget.behind;
     J->w.keep_inputs = J->keep;
     st = lx_writer_start(&J->w, FACTOR_BUFFER);
