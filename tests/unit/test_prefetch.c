@@ -1,6 +1,7 @@
 /* test_prefetch.c - the prefetcher walks exactly the ranges it is given
  * (its byte count: the main assertion), follows a new list, stops while
- * busy, survives a file truncated under it, and picks the read-ahead
+ * busy, survives a file truncated under it, maps every page of a range
+ * whether it was in the page cache or not, and picks the read-ahead
  * ranges of plan items.  Side checks: that what it read is in the page
  * cache afterwards, read with mincore() after the files were dropped from
  * the cache (posix_fadvise DONTNEED).  The files go to the first of
@@ -25,6 +26,7 @@
 
 #include "loxstream/plan.h"
 #include "loxstream/prefetch.h"
+#include "loxstream/sigbus.h"
 #include "tmpdir.h"
 
 static size_t page;
@@ -250,6 +252,71 @@ static void test_truncated_file(void **state)
     close(fa);
 }
 
+/* Pages of [p, p + len) mapped in this process's page tables
+ * (/proc/self/pagemap, bit 63); -1 if pagemap cannot be read. */
+static long mapped(const unsigned char *p, size_t len)
+{
+    int fd = open("/proc/self/pagemap", O_RDONLY);
+    if (fd < 0)
+        return -1;
+    size_t pages = (len + page - 1) / page;
+    uint64_t *e = malloc(pages * sizeof *e);
+    assert_non_null(e);
+    ssize_t want = (ssize_t)(pages * sizeof *e);
+    ssize_t got = pread(fd, e, (size_t)want, (off_t)((uintptr_t)p / page * sizeof *e));
+    close(fd);
+    long n = 0;
+    for (size_t i = 0; got == want && i < pages; i++)
+        n += (long)(e[i] >> 63);
+    free(e);
+    return got == want ? n : -1;
+}
+
+/* A range already in the page cache (just written) is not populated but
+ * read, a byte a page, and one that is not (dropped) is populated and read:
+ * either way, with the SIGBUS handler installed, every page is mapped when
+ * the list is done, none before. */
+static void test_maps_cached_and_dropped(void **state)
+{
+    (void)state;
+    assert_int_equal(lx_sigbus_install(), LX_OK);
+    size_t bytes = 20u << 20, pages = bytes / page;
+    for (int cached = 1; cached >= 0; cached--) {
+        unsigned char *a;
+        int fa = make_file(cached ? "warm" : "cold", bytes, &a);
+        if (cached) {
+            /* back into the cache through read(): nothing mapped */
+            unsigned char *buf = malloc(1 << 20);
+            assert_non_null(buf);
+            for (size_t off = 0; off < bytes; off += 1 << 20)
+                assert_int_equal(pread(fa, buf, 1 << 20, (off_t)off), 1 << 20);
+            free(buf);
+            if (resident(a, bytes) != pages) {
+                munmap(a, bytes);
+                close(fa);
+                skip_residency("mapping: the file did not stay in the page cache");
+            }
+        }
+        long before = mapped(a, bytes);
+        if (before < 0) {
+            munmap(a, bytes);
+            close(fa);
+            skip_residency("mapping: /proc/self/pagemap cannot be read");
+        }
+        assert_int_equal(before, 0);
+        lx_prefetch *pf;
+        assert_int_equal(lx_prefetch_start(&pf), LX_OK);
+        lx_range r = {a, bytes};
+        lx_prefetch_set(pf, &r, 1);
+        lx_prefetch_wait(pf);
+        assert_int_equal(lx_prefetch_done_bytes(pf), bytes);
+        lx_prefetch_stop(pf);
+        assert_int_equal(mapped(a, bytes), (long)pages);
+        munmap(a, bytes);
+        close(fa);
+    }
+}
+
 /* lx_prefetch_item_ranges: aligned then base per item, base left out for a
  * copy, NULL items skipped, the first item always, the others only while
  * the bytes beyond it stay under `ahead`, and never more than
@@ -302,6 +369,8 @@ int main(void)
         cmocka_unit_test(test_new_list_residency),
         cmocka_unit_test(test_truncated_file),
         cmocka_unit_test(test_item_ranges),
+        /* last: it installs the SIGBUS handler for the process */
+        cmocka_unit_test(test_maps_cached_and_dropped),
     };
     int failed = cmocka_run_group_tests(tests, setup, tmpdir_teardown);
     if (failed)
