@@ -10,7 +10,8 @@
  * The loops work in fixed-size blocks: a constant trip count lets GCC -O2
  * (whose default cost model refuses loops that need a scalar epilogue or
  * runtime alias checks) vectorise them, and staging through a local block
- * makes lx_add_f32 safe when dst aliases base.
+ * makes lx_add_f32 safe when dst aliases base.  lx_sub_to_f32 of BF16
+ * runs bf16_kernel.c's AVX-512 loop where the CPU has it (the same bits).
  */
 #include <float.h>
 #include <math.h>
@@ -19,6 +20,7 @@
 #include "loxstream/dtype.h"
 #include "loxstream/simd.h"
 #include "dtype_elem.h"
+#include "bf16_kernel.h"
 
 static const char *const dtype_names[LX_DT_COUNT] = {
     [LX_DT_BOOL] = "BOOL",
@@ -380,6 +382,9 @@ size_t lx_sub_to_f32(lx_dtype dt, const void *a, const void *b, float *dst, size
     size_t size = elem_size(dt), i = 0, bad = n;
     if (!size)
         return n;
+    if (dt == LX_DT_BF16 && lx_bf16_kernel_on())
+        return lx_bf16_sub(a, b, dst, n) ? first_nonfinite(LX_DT_F32, (const unsigned char *)dst, n)
+                                         : n;
     for (; i + BLOCK <= n; i += BLOCK) {
         if (sub_block(dt, pa + size * i, pb + size * i, dst + i) && bad == n)
             bad = i + first_nonfinite(LX_DT_F32, (const unsigned char *)(dst + i), BLOCK);

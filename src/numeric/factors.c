@@ -2,7 +2,7 @@
  * alpha (lx_factors_rows), the fused output rows in the stored dtype,
  * checked for overflow as they are rounded (lx_factors_add_rows, with the
  * element conversions of dtype_elem.h; BF16 blocks in AVX-512 registers
- * where the CPU has them, rows_kernel.c), V transposed, the per-rank bounds'
+ * where the CPU has them, bf16_kernel.c), V transposed, the per-rank bounds'
  * arrays, and freeing them. */
 #include <float.h>
 #include <math.h>
@@ -14,7 +14,7 @@
 #include "loxstream/simd.h"
 #include "dtype_elem.h"
 #include "rsvd_impl.h"
-#include "rows_kernel.h"
+#include "bf16_kernel.h"
 
 /* lx_factors_rows scales rows of U by S into a stack buffer of this many
  * floats (64 KiB), so that it needs no allocation and stays one GEMM for a
@@ -261,7 +261,7 @@ size_t lx_factors_add_rows(const lx_factors *f, int kk, float alpha, size_t r0, 
     }
     float c[ADD_MAX_K];
     float acc[ADD_BLOCK];
-    int kern = dt == LX_DT_BF16 && lx_rows_kernel_on();
+    int kern = dt == LX_DT_BF16 && lx_bf16_kernel_on();
     for (size_t i0 = 0; i0 < h; i0 += ADD_ROWS) {
         size_t hh = h - i0 < ADD_ROWS ? h - i0 : ADD_ROWS;
         for (size_t j0 = 0; j0 < n; j0 += ADD_BLOCK) {
@@ -277,7 +277,7 @@ size_t lx_factors_add_rows(const lx_factors *f, int kk, float alpha, size_t r0, 
                     if (t0 + tt < kk) {
                         lowrank_block(c, tt, v, n, acc, len, t0 == 0);
                     } else if (kern && t0 == 0
-                                   ? lx_rows_block_bf16(c, tt, v, n, b + at, d + at, len)
+                                   ? lx_bf16_out_block(c, tt, v, n, b + at, d + at, len)
                                    : out_block(dt, c, tt, v, n, t0 ? acc : NULL, b + at, d + at,
                                                len)) {
                         /* an overflow (rare): where, in row-major order */

@@ -37,7 +37,7 @@ cflags="-std=c11 -D_GNU_SOURCE -g -O1 -Wall -Wextra -Wno-unused-parameter -I$src
 
 lib="src/base/error.c src/base/parse.c src/base/fs.c src/base/testhook.c
      src/io/safetensors.c src/io/st_write.c src/io/direct.c src/io/index.c
-     src/io/checkpoint.c src/io/sigbus.c src/numeric/dtype.c"
+     src/io/checkpoint.c src/io/sigbus.c src/numeric/dtype.c src/numeric/bf16_kernel.c"
 objs=
 for f in $lib; do
     o="$out/obj/$(basename "$f" .c).o"

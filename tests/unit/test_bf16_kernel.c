@@ -1,5 +1,7 @@
-/* test_rows_kernel.c - the AVX-512 BF16 output block (src/numeric/rows_kernel.c)
- * bit for bit against the rule factors.c's portable loop follows, written
+/* test_bf16_kernel.c - the AVX-512 BF16 loops (src/numeric/bf16_kernel.c).
+ *
+ * The output block, bit for bit against the rule factors.c's portable loop
+ * follows, written
  * out here element by element: a = c[0] v[0], then a = a + c[t] v[t] for
  * t = 1 .., each product rounded to f32 before its sum (the build's
  * -ffp-contract=off), the anchor decoded and added last, and the sum
@@ -9,7 +11,15 @@
  * masked tail), ranks 1 .. 9 and 64, a V stride beyond the block, anchors
  * that hold quiet and signalling NaNs, Infs, the largest finite values
  * (which overflow), subnormals and signed zeros, and the output written
- * over its own anchor.  A CPU without AVX-512 F/BW/VL/DQ skips (exit 77).
+ * over its own anchor.
+ *
+ * The difference (through lx_sub_to_f32, which takes it for BF16): every
+ * finite a - b exactly (both widened, subtracted in f32), computed here in
+ * double from the bit patterns; the index returned is that of the first
+ * element whose difference is an Inf or a NaN (or n), for lengths 1 .. 200
+ * and 11008, inputs at odd byte offsets.
+ *
+ * A CPU without AVX-512 F/BW/VL/DQ skips (exit 77).
  */
 #include <math.h>
 #include <stdarg.h>
@@ -22,7 +32,8 @@
 #include <cmocka.h>
 
 #include "../../src/numeric/dtype_elem.h"
-#include "../../src/numeric/rows_kernel.h"
+#include "loxstream/dtype.h"
+#include "../../src/numeric/bf16_kernel.h"
 
 static uint64_t rng = 0x9e3779b97f4a7c15ull;
 static uint64_t next(void)
@@ -88,7 +99,7 @@ static void check(size_t len, int tt, size_t ldv, int in_place)
     for (size_t j = 0; j < len + 8; j++)
         got[j] = in_place ? base[j] : 0x5555;
     const uint16_t *src = in_place ? got : base;
-    unsigned gbad = lx_rows_block_bf16(c, tt, v, ldv, (const unsigned char *)src,
+    unsigned gbad = lx_bf16_out_block(c, tt, v, ldv, (const unsigned char *)src,
                                        (unsigned char *)got, len);
     for (size_t j = 0; j < len; j++)
         if (got[j] != want[j])
@@ -129,7 +140,7 @@ static void finite_flag_clear(void **state)
         v[i] = rnd();
     for (size_t j = 0; j < len; j++)
         base[j] = bf16_encode(rnd());
-    assert_int_equal(lx_rows_block_bf16(c, 6, v, len, (const unsigned char *)base,
+    assert_int_equal(lx_bf16_out_block(c, 6, v, len, (const unsigned char *)base,
                                         (unsigned char *)dst, len),
                      0);
     free(v);
@@ -137,24 +148,79 @@ static void finite_flag_clear(void **state)
     free(dst);
 }
 
+/* a - b for n elements at odd byte offsets, one special value in about
+ * every `rare` elements (0: none) */
+static void check_sub(size_t n, unsigned rare)
+{
+    unsigned char *ba = malloc(2 * n + 1), *bb = malloc(2 * n + 1);
+    float *dst = malloc((n + 1) * sizeof *dst);
+    assert_true(ba && bb && dst);
+    unsigned char *a = ba + 1, *b = bb + 1; /* not 2-byte aligned */
+    size_t first = n;
+    for (size_t j = 0; j < n; j++) {
+        uint16_t ha = bf16_encode(rnd() * 8.0f), hb = bf16_encode(rnd() * 8.0f);
+        if (rare && next() % rare == 0)
+            ha = anchor_bits();
+        if (rare && next() % rare == 0)
+            hb = anchor_bits();
+        memcpy(a + 2 * j, &ha, 2);
+        memcpy(b + 2 * j, &hb, 2);
+        double d = (double)f32_from_bits((uint32_t)ha << 16) - (double)f32_from_bits((uint32_t)hb << 16);
+        if (!isfinite(d) && first == n)
+            first = j;
+    }
+    dst[n] = 7.0f;
+    size_t got = lx_sub_to_f32(LX_DT_BF16, a, b, dst, n);
+    assert_int_equal(got, first);
+    for (size_t j = 0; j < n; j++) {
+        uint16_t ha, hb;
+        memcpy(&ha, a + 2 * j, 2);
+        memcpy(&hb, b + 2 * j, 2);
+        /* the f32 subtraction rounds the exact difference once; so does
+         * (float) of the double one, exact in double at these magnitudes
+         * (or far below half an ulp of the larger value) */
+        double d = (double)f32_from_bits((uint32_t)ha << 16) - (double)f32_from_bits((uint32_t)hb << 16);
+        if (isfinite(d) && isfinite((float)d) && dst[j] != (float)d)
+            fail_msg("n %zu: element %zu: %a - %a gave %a, expected %a", n, j,
+                     (double)f32_from_bits((uint32_t)ha << 16), (double)f32_from_bits((uint32_t)hb << 16),
+                     (double)dst[j], (double)(float)d);
+    }
+    assert_true(dst[n] == 7.0f); /* nothing written past the end */
+    free(ba);
+    free(bb);
+    free(dst);
+}
+
+static void differences(void **state)
+{
+    (void)state;
+    for (size_t n = 1; n <= 200; n++) {
+        check_sub(n, 0);
+        check_sub(n, 64);
+    }
+    check_sub(11008, 0);
+    check_sub(11008, 5000);
+}
+
 int main(void)
 {
-    const char *env = getenv("LOXSTREAM_ROWS_KERNEL");
+    const char *env = getenv("LOXSTREAM_BF16_KERNEL");
     if (env && strcmp(env, "portable") == 0) {
-        if (lx_rows_kernel_on()) {
-            fprintf(stderr, "LOXSTREAM_ROWS_KERNEL=portable did not turn the kernel off\n");
+        if (lx_bf16_kernel_on()) {
+            fprintf(stderr, "LOXSTREAM_BF16_KERNEL=portable did not turn the kernel off\n");
             return 1;
         }
-        printf("SKIP: LOXSTREAM_ROWS_KERNEL=portable\n");
+        printf("SKIP: LOXSTREAM_BF16_KERNEL=portable\n");
         return 77;
     }
-    if (!lx_rows_kernel_on()) {
+    if (!lx_bf16_kernel_on()) {
         printf("SKIP: no AVX-512 F/BW/VL/DQ on this CPU (the portable loop is used)\n");
         return 77;
     }
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(every_length_and_rank),
         cmocka_unit_test(finite_flag_clear),
+        cmocka_unit_test(differences),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
