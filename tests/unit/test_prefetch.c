@@ -233,6 +233,19 @@ static void test_new_list_residency(void **state)
     assert_int_equal(got, (4u << 20) / page);
 }
 
+/* A prefetcher given the one range [a, a + bytes), run until done: it
+ * walked exactly those bytes. */
+static void prefetch_one(const unsigned char *a, size_t bytes)
+{
+    lx_prefetch *pf;
+    assert_int_equal(lx_prefetch_start(&pf), LX_OK);
+    lx_range r = {a, bytes};
+    lx_prefetch_set(pf, &r, 1);
+    lx_prefetch_wait(pf);
+    assert_int_equal(lx_prefetch_done_bytes(pf), bytes);
+    lx_prefetch_stop(pf);
+}
+
 /* the file shrinks to nothing under the mapping: no signal, no hang */
 static void test_truncated_file(void **state)
 {
@@ -241,13 +254,7 @@ static void test_truncated_file(void **state)
     unsigned char *a;
     int fa = make_file("trunc", bytes, &a);
     assert_int_equal(ftruncate(fa, 0), 0);
-    lx_prefetch *pf;
-    assert_int_equal(lx_prefetch_start(&pf), LX_OK);
-    lx_range r = {a, bytes};
-    lx_prefetch_set(pf, &r, 1);
-    lx_prefetch_wait(pf);
-    assert_int_equal(lx_prefetch_done_bytes(pf), bytes);
-    lx_prefetch_stop(pf);
+    prefetch_one(a, bytes);
     munmap(a, bytes);
     close(fa);
 }
@@ -304,13 +311,7 @@ static void test_maps_cached_and_dropped(void **state)
             skip_residency("mapping: /proc/self/pagemap cannot be read");
         }
         assert_int_equal(before, 0);
-        lx_prefetch *pf;
-        assert_int_equal(lx_prefetch_start(&pf), LX_OK);
-        lx_range r = {a, bytes};
-        lx_prefetch_set(pf, &r, 1);
-        lx_prefetch_wait(pf);
-        assert_int_equal(lx_prefetch_done_bytes(pf), bytes);
-        lx_prefetch_stop(pf);
+        prefetch_one(a, bytes);
         assert_int_equal(mapped(a, bytes), (long)pages);
         munmap(a, bytes);
         close(fa);
