@@ -1,11 +1,13 @@
 /* lanes.h - factoring the matrices of a job on two lanes: the job's own
- * thread and one more, each factoring one matrix at a time on one thread,
- * ahead of the one the job writes (engine.h's lx_engine_factor, the same
- * bits: the factors do not depend on the thread count).  On a machine of
- * few cores this keeps both busy through what one matrix's factorisation
- * does on one thread only (the small factorisations between passes), and
- * through the job's own work on the factors (output rows), at the cost of a
- * second SVD workspace.
+ * thread and one more, each factoring one matrix at a time on half the
+ * job's threads (one each of two), ahead of the one the job writes
+ * (engine.h's lx_engine_factor, the same bits: the factors do not depend on
+ * the thread count).  This keeps the cores busy through what one matrix's
+ * factorisation does on one thread only (the small factorisations between
+ * passes), and through the job's own work on the factors (output rows), at
+ * the cost of a second SVD workspace.  While one lane has nothing to
+ * claim, the other's matrix runs on all the threads from its next pass on
+ * (the first and the last matrices; one too large for two at once).
  *
  * The job lists the matrices it will factor, in the order it takes them;
  * lx_lanes_take(pos) returns those of position pos, factoring on the

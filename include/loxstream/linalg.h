@@ -12,6 +12,7 @@
 #define LOXSTREAM_LINALG_H
 
 #include <stddef.h>
+#include <stdatomic.h>
 
 #include "loxstream/error.h"
 
@@ -29,7 +30,16 @@ void lx_linalg_set_threads(int threads);
 /* The calling thread's own count in place of that (0: back to it), for a
  * thread that factors one matrix beside another (lanes.h). */
 void lx_linalg_set_local_threads(int threads);
+/* The calling thread's count read from *width at each use from now on (each
+ * pass and each product: another thread may change it meanwhile), capped at
+ * `most`, the count its workspaces are sized for (lx_linalg_most_threads);
+ * NULL: back to the counts above.  For a lane that takes the whole machine
+ * while the other waits (lanes.c); the bits do not depend on the count. */
+void lx_linalg_follow_threads(const atomic_int *width, int most);
 int lx_linalg_threads(void);
+/* The most threads the calling thread's next products may use: `most`
+ * while it follows a width, else lx_linalg_threads(). */
+int lx_linalg_most_threads(void);
 /* BLIS version, sub-configuration in use, and how it was chosen, e.g.
  * "BLIS 0.9.0, kernels zen3 (chosen by loxstream: BLIS does not know this CPU)". */
 const char *lx_linalg_describe(void);

@@ -96,6 +96,7 @@ typedef struct job {
     lx_budget budget;              /* read-ahead within the memory limit */
     uint64_t need_max;             /* the largest need of the run (check_memory) */
     lx_lanes *lanes;               /* matrices factored ahead (NULL: here, in turn) */
+    int two_lanes;                 /* lanes ran (--stats) */
     lx_read_ahead ra;
     const lx_plan_item **ahead;    /* prefetch_from's list: plan.n entries */
     lx_factor_stats svd;           /* the factorisations of this run */
@@ -433,12 +434,13 @@ static void print_stats(job *J)
     lx_budget_describe(&J->budget, mem, sizeof mem);
     lx_say(&J->o->stream.report,
             "stats: wall %.2f s; inputs %.3f GB, output %.3f GB (%.2f GB/s in+out); "
-            "storage read %.3f GB, written %.3f GB; SVD %.2f s, %.1f GFLOP (%.1f GFLOP/s); "
+            "storage read %.3f GB, written %.3f GB; SVD %.2f s on %s, %.1f GFLOP (%.1f GFLOP/s); "
             "output rows %.3f s, write %.2f s (%.3f GB direct), hash %.2f s, sync %.2f s; "
             "peak RSS %ld MiB; %s; %s",
             wall, (double)in_bytes / 1e9, (double)J->done_bytes / 1e9,
             wall > 0 ? (double)(in_bytes + J->done_bytes) / 1e9 / wall : 0.0, (double)rd / 1e9,
-            (double)wr / 1e9, J->svd.seconds, J->svd.flops / 1e9,
+            (double)wr / 1e9, J->svd.seconds, J->two_lanes ? "two lanes" : "one lane",
+            J->svd.flops / 1e9,
             J->svd.seconds > 0 ? J->svd.flops / 1e9 / J->svd.seconds : 0.0, J->out_seconds,
             ws, (double)direct / 1e9, hs, ss, ru.ru_maxrss / 1024, mem, lx_linalg_describe());
 }
@@ -512,6 +514,7 @@ static lx_status lanes_start(job *J)
             items[n++] = (lx_lane_item){it, lx_engine_rank(it, J->factor_rank)};
     }
     J->lanes = lx_lanes_open(&J->o->stream, &J->budget, J->need_max, items, n, lane_hash, J);
+    J->two_lanes = J->lanes != NULL;
     free(items);
     return LX_OK;
 }

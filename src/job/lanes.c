@@ -1,7 +1,12 @@
 /* lanes.c - two lanes of factorisations (lanes.h): the job's thread and one
  * more pull the next unclaimed matrix of the list, in list order, at most
  * `ahead` beyond the one the job is taking or writing (the one it took
- * last), and factor it on one thread.
+ * last), and factor it on half the threads (the lane threads / 2, the job
+ * the rest).  While the job waits for a position with nothing to claim (the
+ * lane factors the one it wants, the window or the cap holds it back: the
+ * first matrix, the last, one too large for two at once), the lane's
+ * matrix runs on all the threads from its next pass on, and on its half
+ * again once the job goes on.
  *
  * One mutex guards the states; the factorisations and before() run outside
  * it.  Two SVDs run at once only while their working memory
@@ -26,6 +31,7 @@ enum { UNCLAIMED, CLAIMED, DONE, TAKEN };
 typedef struct slot {
     lx_lane_mat m;
     int state;
+    atomic_int width;              /* threads its factorisation uses (read at each pass) */
     uint64_t bytes;                /* its SVD's working memory */
     int ready;                     /* b == 0: before() has run for the item */
     size_t first;                  /* the position of the item's first matrix */
@@ -39,6 +45,8 @@ struct lx_lanes {
     lx_engine_opts e;
     slot *q;
     size_t n, ahead;
+    int lane_w, job_w;             /* threads of the lane's and of the job's factorisations */
+    slot *lane_at, *job_at;        /* what the lane, the job factors, or NULL */
     size_t taking;                 /* the position the job takes next */
     size_t at;                     /* the one it takes or writes: the window's base */
     uint64_t inflight, cap;        /* working memory of the SVDs running; their cap */
@@ -67,11 +75,12 @@ static size_t claimable(const lx_lanes *L)
     return SIZE_MAX;
 }
 
-/* lx_engine_factor on this thread, one thread wide (the same bits). */
-static lx_status one_thread(const lx_lanes *L, const lx_plan_item *it, uint64_t b, int rank,
-                            lx_factors *f, lx_factor_stats *s)
+/* lx_engine_factor on this thread at *width threads, read at each pass (the
+ * same bits whatever the count). */
+static lx_status follow(const lx_lanes *L, const atomic_int *width, const lx_plan_item *it,
+                        uint64_t b, int rank, lx_factors *f, lx_factor_stats *s)
 {
-    lx_linalg_set_local_threads(1);
+    lx_linalg_follow_threads(width, L->e.threads);
 #ifdef _OPENMP
     int nt = omp_get_max_threads();
     omp_set_num_threads(1);
@@ -80,16 +89,17 @@ static lx_status one_thread(const lx_lanes *L, const lx_plan_item *it, uint64_t 
 #ifdef _OPENMP
     omp_set_num_threads(nt);
 #endif
-    lx_linalg_set_local_threads(0);
+    lx_linalg_follow_threads(NULL, 0);
     return st;
 }
 
-/* Factor position p (claimed) on this thread, one thread wide; under mu on
- * entry and exit. */
-static void factor(lx_lanes *L, size_t p)
+/* Factor position p (claimed) on this thread, `width` threads wide (the
+ * lane's or the job's share); under mu on entry and exit. */
+static void factor(lx_lanes *L, size_t p, int width)
 {
     slot *s = &L->q[p];
     s->state = CLAIMED;
+    atomic_store(&s->width, width);
     L->inflight += s->bytes;
     pthread_mutex_unlock(&L->mu);
     if (s->m.b == 0 && L->before)
@@ -98,13 +108,26 @@ static void factor(lx_lanes *L, size_t p)
     s->ready = 1;
     pthread_cond_broadcast(&L->cv);
     pthread_mutex_unlock(&L->mu);
-    s->st = one_thread(L, s->m.it, s->m.b, s->m.rank, &s->f, &s->s);
+    s->st = follow(L, &s->width, s->m.it, s->m.b, s->m.rank, &s->f, &s->s);
     if (s->st != LX_OK)
         s->msg = lx_err_save();
     pthread_mutex_lock(&L->mu);
     s->state = DONE;
     L->inflight -= s->bytes;
     pthread_cond_broadcast(&L->cv);
+}
+
+/* Wait for a change with nothing to claim, the other thread's matrix (*at,
+ * if any) on all the threads meanwhile and on its `share` again after;
+ * under mu.  A width takes effect at the factorisation's next pass. */
+static void wait_wide(lx_lanes *L, slot *const *at, int share)
+{
+    slot *w = *at;
+    if (w)
+        atomic_store(&w->width, L->e.threads);
+    pthread_cond_wait(&L->cv, &L->mu);
+    if (w && *at == w)
+        atomic_store(&w->width, share);
 }
 
 static void *lane(void *arg)
@@ -114,10 +137,12 @@ static void *lane(void *arg)
     while (!L->stop) {
         size_t p = claimable(L);
         if (p == SIZE_MAX) {
-            pthread_cond_wait(&L->cv, &L->mu);
+            wait_wide(L, &L->job_at, L->job_w);
             continue;
         }
-        factor(L, p);
+        L->lane_at = &L->q[p];
+        factor(L, p, L->lane_w);
+        L->lane_at = NULL;
     }
     pthread_mutex_unlock(&L->mu);
     return NULL;
@@ -138,6 +163,8 @@ lx_lanes *lx_lanes_start(const lx_engine_opts *e, const lx_lane_mat *mats, size_
     L->cap = cap;
     L->before = before;
     L->ctx = ctx;
+    L->lane_w = e->threads / 2 > 0 ? e->threads / 2 : 1;
+    L->job_w = e->threads - L->lane_w > 0 ? e->threads - L->lane_w : 1;
     for (size_t p = 0; p < n; p++) {
         L->q[p].m = mats[p];
         L->q[p].first = p >= mats[p].b ? p - (size_t)mats[p].b : p;
@@ -212,9 +239,11 @@ lx_status lx_lanes_take(lx_lanes *L, size_t pos, lx_factors *f, lx_factor_stats 
     while (k->state != DONE) {
         size_t p = claimable(L);
         if (p != SIZE_MAX) {
-            factor(L, p);
+            L->job_at = &L->q[p];
+            factor(L, p, L->job_w);
+            L->job_at = NULL;
         } else {
-            pthread_cond_wait(&L->cv, &L->mu);
+            wait_wide(L, &L->lane_at, L->lane_w);
         }
     }
     k->state = TAKEN;
@@ -243,7 +272,8 @@ lx_status lx_lanes_factor(lx_lanes *L, const lx_plan_item *it, uint64_t b, int r
         pthread_cond_wait(&L->cv, &L->mu);
     L->inflight += bytes;
     pthread_mutex_unlock(&L->mu);
-    lx_status st = one_thread(L, it, b, rank, f, s);
+    atomic_int width = L->job_w;
+    lx_status st = follow(L, &width, it, b, rank, f, s);
     pthread_mutex_lock(&L->mu);
     L->inflight -= bytes;
     pthread_cond_broadcast(&L->cv);

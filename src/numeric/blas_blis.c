@@ -33,6 +33,8 @@ lx_status lx_flame_init(void); /* lapack_flame.c */
 static int initialised;
 static int nthreads = 1;
 static _Thread_local int local_threads; /* 0: nthreads */
+static _Thread_local const atomic_int *local_width; /* non-NULL: the count, read at each use */
+static _Thread_local int local_most;                /* local_width's ceiling */
 static char description[256];
 
 /* BLIS's own pick, from a child process so the parent stays uninitialised. */
@@ -135,9 +137,24 @@ void lx_linalg_set_local_threads(int threads)
     local_threads = threads > 0 ? threads : 0;
 }
 
+void lx_linalg_follow_threads(const atomic_int *width, int most)
+{
+    local_width = width;
+    local_most = most > 0 ? most : 1;
+}
+
 int lx_linalg_threads(void)
 {
+    if (local_width) {
+        int t = atomic_load_explicit(local_width, memory_order_relaxed);
+        return t < 1 ? 1 : t > local_most ? local_most : t;
+    }
     return local_threads ? local_threads : nthreads;
+}
+
+int lx_linalg_most_threads(void)
+{
+    return local_width ? local_most : lx_linalg_threads();
 }
 
 const char *lx_linalg_describe(void)

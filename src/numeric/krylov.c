@@ -233,10 +233,15 @@ static lx_status stream_pass(rsvd_work *w, double *frob2, int reverse)
     for (size_t i = 0; i < n; i++)
         for (size_t j = 0; j < l; j++)
             w->Vr[i * l + j] = V[j * n + i];
+    /* the threads of this pass: the count may change between passes (a
+     * lane widened while the other waits, lanes.c), within the panels' */
+    int nthr = lx_linalg_threads();
+    if (nthr > w->nthr)
+        nthr = w->nthr;
     long failed = -1;
     lx_status fst = LX_OK;
     char *fmsg = NULL;
-#pragma omp parallel num_threads(w->nthr) if (w->nthr > 1)
+#pragma omp parallel num_threads(nthr) if (nthr > 1)
     {
         int t = 0;
 #ifdef _OPENMP
@@ -270,7 +275,7 @@ static lx_status stream_pass(rsvd_work *w, double *frob2, int reverse)
     if (nch > 1) {
         size_t len = n * l;
         long slices = (long)((len + ZSUM_SLICE - 1) / ZSUM_SLICE);
-#pragma omp parallel for schedule(static) num_threads(w->nthr) if (w->nthr > 1 && len >= 65536)
+#pragma omp parallel for schedule(static) num_threads(nthr) if (nthr > 1 && len >= 65536)
         for (long q = 0; q < slices; q++) {
             size_t i0 = (size_t)q * ZSUM_SLICE;
             size_t cnt = len - i0 < ZSUM_SLICE ? len - i0 : ZSUM_SLICE;
@@ -501,7 +506,7 @@ static void pass_chunks(size_t m, size_t n, size_t l, rsvd_work *w)
     chunk = (chunk + w->ph - 1) / w->ph * w->ph;
     w->chunk = chunk;
     w->nch = (m + chunk - 1) / chunk;
-    int t = lx_linalg_threads();
+    int t = lx_linalg_most_threads();
     w->nthr = (size_t)t < w->nch ? t : (int)w->nch;
     if (w->nthr < 1)
         w->nthr = 1;

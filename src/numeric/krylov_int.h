@@ -19,7 +19,7 @@ typedef struct rsvd_work {
     size_t m, n, ph;     /* shape, panel height of the passes */
     size_t pld;          /* panel row stride: n, or with kern n padded (krylov.c's pass_ld) */
     size_t nch, chunk;   /* row chunks of a pass and their height */
-    int nthr;            /* threads of a pass (<= nch) */
+    int nthr;            /* most threads of a pass (<= nch), one panel each */
     size_t k, l;         /* rank, block width */
     size_t maxblk, dmax; /* Krylov blocks kept before a restart; maxblk * l */
     size_t nblk;         /* blocks applied since the (re)start; d = nblk * l */

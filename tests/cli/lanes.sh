@@ -3,10 +3,8 @@
 # -j 1 on 3-D tensors (batch > 1) and a sweep, the same failure on a NaN in
 # a later matrix of a 3-D tensor, and no second lane when --max-memory
 # leaves no 64 MiB beside the largest need with its 48 MiB of fixed
-# overhead (the man page, --threads).  Whether the lane runs is seen from
-# the threads of a paused run (LOXSTREAM_TEST_PAUSE_AT): with -j 3 and no
-# lane, the OpenMP pool of the passes has two more threads; with the lane,
-# each lane factors on one thread.
+# overhead (the man page, --threads), nor with -j 1; whether the lane ran
+# is read from --stats.
 . "$TESTS_SRCDIR/cli/lib.sh"
 
 "$LOXSTREAM" synth -q --preset tiny --dtype f32 --experts 4 --fused-experts --seed 8 "$TMP/x" ||
@@ -48,29 +46,23 @@ NCHECKS=$((NCHECKS + 1))
 diff -r "$TMP/n1" "$TMP/n2" >/dev/null || fail "-j 1 and -j 2 leave different outputs"
 
 # ---- no second lane without 64 MiB beside the need and the overhead -----
-[ -d /proc/self/task ] || skip_test "no /proc/PID/task to count threads"
 expect_exit 2 "$LOXSTREAM" apply -q -j 3 -b "$X/base" -a "$X/aligned" -o "$TMP/m0" --max-memory 1M
 need=$(sed -n 's/.* needs \([0-9.]*\) MiB of working memory (with 48.00 MiB of fixed overhead).*/\1/p' "$TMP/err")
 [ -n "$need" ] || fail "no need in: $(cat "$TMP/err")"
 # in KiB: just enough for the run; 63 MiB more (no lane); 1 GiB (a lane)
 low=$(awk -v n="$need" 'BEGIN { printf "%d", n * 1024 + 1024 }')
 mid=$((low + 62 * 1024))
-# threads MEMORY: the threads of a run paused after its third factorisation
-threads() {
+# lanes J MEMORY: how many lanes a run with -j J within MEMORY factored on (--stats)
+lanes() {
     rm -rf "$TMP/m"
-    LOXSTREAM_TEST_PAUSE_AT=factored:3 "$LOXSTREAM" apply -q -j 3 --max-memory "$1" \
-        -b "$X/base" -a "$X/aligned" -o "$TMP/m" >/dev/null 2>&1 &
-    th_pid=$!
-    wait_stopped $th_pid
-    nthreads=$(ls /proc/$th_pid/task | wc -l)
-    kill -CONT $th_pid
-    wait $th_pid || fail "the run with --max-memory $1 failed"
+    expect_exit 0 "$LOXSTREAM" apply -q --stats -j "$1" --max-memory "$2" \
+        -b "$X/base" -a "$X/aligned" -o "$TMP/m"
+    nlanes=$(sed -n 's/^stats: .*; SVD [0-9.]* s on \(one\|two\) lanes*,.*/\1/p' "$TMP/err")
+    [ -n "$nlanes" ] || fail "no lanes in the --stats line: $(cat "$TMP/err")"
 }
-threads "${low}K"
-t_low=$nthreads
-threads 1G
-t_big=$nthreads
-[ "$t_low" != "$t_big" ] || skip_test "the lane cannot be told from the threads ($t_low)"
-threads "${mid}K"
-expect_eq "threads with --max-memory ${mid}K (no room for a lane)" "$nthreads" "$t_low"
+for case in "3 ${low}K one" "3 1G two" "3 ${mid}K one" "1 1G one"; do
+    set -- $case
+    lanes "$1" "$2"
+    expect_eq "lanes with -j $1 --max-memory $2" "$nlanes" "$3"
+done
 pass

@@ -4,7 +4,9 @@
  * beyond it has been claimed (the man page: "at most two matrices ahead
  * of the one being written"); within a cap that two factorisations do not
  * fit, one runs at a time, a matrix not listed (lx_lanes_factor) included
- * (lx_rsvd_topk wrapped: -Wl,--wrap, counting the ones running). */
+ * (lx_rsvd_topk wrapped: -Wl,--wrap, counting the ones running); a
+ * factorisation that one thread runs while the other has nothing to claim
+ * goes on all the threads, and on its share while both factor. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -41,6 +43,10 @@ static const lx_plan_item *first_item;
 
 /* the factorisations running at once, and their most */
 static atomic_int running, most, slow;
+/* test_widths: each factorisation waits for `meet` running at once, then up
+ * to `patience` ms for its thread count to reach e.threads; the count each
+ * saw */
+static atomic_int meet, patience, seen[2], nseen;
 lx_status __real_lx_rsvd_topk(const lx_rowsrc *a, const lx_rsvd_opts *o, lx_factors *f);
 lx_status __wrap_lx_rsvd_topk(const lx_rowsrc *a, const lx_rsvd_opts *o, lx_factors *f);
 lx_status __wrap_lx_rsvd_topk(const lx_rowsrc *a, const lx_rsvd_opts *o, lx_factors *f)
@@ -50,6 +56,16 @@ lx_status __wrap_lx_rsvd_topk(const lx_rowsrc *a, const lx_rsvd_opts *o, lx_fact
         ;
     if (atomic_load(&slow))
         usleep(10000);
+    int want = atomic_load(&meet);
+    if (want) {
+        for (int i = 0; i < 5000 && atomic_load(&running) < want; i++)
+            usleep(1000);
+        for (int i = 0; i < atomic_load(&patience) && lx_linalg_threads() < 2; i++)
+            usleep(1000);
+        int k = atomic_fetch_add(&nseen, 1);
+        if (k < 2)
+            atomic_store(&seen[k], lx_linalg_threads());
+    }
     lx_status st = __real_lx_rsvd_topk(a, o, f);
     atomic_fetch_sub(&running, 1);
     return st;
@@ -192,11 +208,95 @@ static void test_cap(void **state)
     fixture_free(&F);
 }
 
+/* Take positions 0 .. n-1 of L, then stop it. */
+static void take_all(lx_lanes *L, size_t n)
+{
+    for (size_t p = 0; p < n; p++) {
+        lx_factors f;
+        lx_factor_stats s;
+        memset(&s, 0, sizeof s);
+        assert_int_equal(lx_lanes_take(L, p, &f, &s), LX_OK);
+        lx_factors_free(&f);
+    }
+    lx_lanes_stop(L);
+}
+
+static void slow_before(void *ctx, const lx_plan_item *it)
+{
+    (void)ctx;
+    (void)it;
+    usleep(200000);
+}
+
+/* One matrix: whichever thread factors it, the other has nothing to claim
+ * and gives it both threads (e.threads) within 5 s.  Two: while both
+ * factor, each on its own one (the shares of e.threads = 2) for 0.3 s; so
+ * too the two matrices of a 3-D item, the second of which the other thread
+ * may claim only after the first's before() (slow): it has waited
+ * meanwhile, widening the first, and narrows it again. */
+static void test_widths(void **state)
+{
+    (void)state;
+    static fixture F;
+    fixture_make(&F);
+    first_item = F.items;
+    assert_int_equal(lx_linalg_init(1), LX_OK);
+    lx_engine_opts e;
+    lx_engine_opts_default(&e);
+    e.threads = 2;
+    lx_lane_mat mats[2] = {{&F.items[0], 0, 4}, {&F.items[1], 0, 4}};
+    for (size_t n = 1; n <= 2; n++) {
+        atomic_store(&meet, (int)n);
+        atomic_store(&patience, n == 1 ? 5000 : 300);
+        atomic_store(&nseen, 0);
+        lx_lanes *L = lx_lanes_start(&e, mats, n, 2, 64u << 20, NULL, NULL);
+        assert_non_null(L);
+        take_all(L, n);
+        assert_int_equal(atomic_load(&nseen), (int)n);
+        for (size_t i = 0; i < n; i++)
+            assert_int_equal(atomic_load(&seen[i]), n == 1 ? 2 : 1);
+    }
+    /* the 3-D item: matrices 0 and 1 of [2, M, N] */
+    float *d3[2];
+    lx_tensor t3[2];
+    uint64_t shape3[3] = {2, M, N};
+    for (int k = 0; k < 2; k++) {
+        assert_non_null(d3[k] = malloc(2 * M * N * sizeof(float)));
+        memcpy(d3[k], F.data[k], M * N * sizeof(float));
+        memcpy(d3[k] + M * N, F.data[2 + k], M * N * sizeof(float));
+        t3[k] = F.ta[0];
+        t3[k].ndim = 3;
+        t3[k].shape = shape3;
+        t3[k].nelem = 2 * M * N;
+        t3[k].nbytes = 2 * M * N * sizeof(float);
+        t3[k].data = (const unsigned char *)d3[k];
+    }
+    lx_plan_item it3 = F.items[0];
+    it3.aligned = &t3[0];
+    it3.base = &t3[1];
+    it3.batch = 2;
+    lx_lane_mat m3[2] = {{&it3, 0, 4}, {&it3, 1, 4}};
+    atomic_store(&meet, 2);
+    atomic_store(&patience, 300);
+    atomic_store(&nseen, 0);
+    lx_lanes *L = lx_lanes_start(&e, m3, 2, 2, 64u << 20, slow_before, NULL);
+    assert_non_null(L);
+    take_all(L, 2);
+    assert_int_equal(atomic_load(&nseen), 2);
+    assert_int_equal(atomic_load(&seen[0]), 1);
+    assert_int_equal(atomic_load(&seen[1]), 1);
+    atomic_store(&meet, 0);
+    free(d3[0]);
+    free(d3[1]);
+    fixture_free(&F);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_window_and_factors),
         cmocka_unit_test(test_cap),
+        cmocka_unit_test(test_widths),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
