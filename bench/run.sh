@@ -103,7 +103,7 @@ cat "$dir/apply.err"
 tck=$(getconf CLK_TCK)
 printf 'apply CPU (sampled every 0.2 s): %.1f s user, %.1f s system\n' \
     "$(echo "$utime / $tck" | bc -l)" "$(echo "$stime / $tck" | bc -l)"
-flops=$(sed -n 's/.*SVD [0-9.]* s, \([0-9.]*\) GFLOP.*/\1/p' "$dir/apply.err")
+flops=$(sed -n 's/.*SVD [0-9.]* s[a-z ]*, \([0-9.]*\) GFLOP.*/\1/p' "$dir/apply.err")
 # the faster of BLIS's rate and the pass kernel's (where the CPU has one)
 "$gemmrate" 2 | tee "$dir/gemmrate.out"
 rate=$(sed 's/gemm GFLOP\/s: \([0-9.]*\).*/\1/' "$dir/gemmrate.out" | sort -g | tail -1)
