@@ -5,9 +5,10 @@
  * the thread count).  This keeps the cores busy through what one matrix's
  * factorisation does on one thread only (the small factorisations between
  * passes), and through the job's own work on the factors (output rows), at
- * the cost of a second SVD workspace.  While one lane has nothing to
- * claim, the other's matrix runs on all the threads from its next pass on
- * (the first and the last matrices; one too large for two at once).
+ * the cost of a second SVD workspace.  While one lane waits in
+ * lx_lanes_take with nothing to claim, or the lane thread is idle, the
+ * other's matrix runs on all the threads (read at each pass and product:
+ * the first and the last matrices; one too large for two at once).
  *
  * The job lists the matrices it will factor, in the order it takes them;
  * lx_lanes_take(pos) returns those of position pos, factoring on the
@@ -69,8 +70,9 @@ size_t lx_lanes_find(const lx_lanes *L, const lx_plan_item *it, uint64_t b);
  * lx_engine_factor would give them (its failure, with its message). */
 lx_status lx_lanes_take(lx_lanes *L, size_t pos, lx_factors *f, lx_factor_stats *s);
 /* A matrix not listed (an item computed again on resuming) factored on
- * the calling thread, one thread wide, within the cap as the listed ones
- * are: the lane is not factoring beside it beyond the cap. */
+ * the calling thread, on the job's share of the threads (never widened),
+ * within the cap as the listed ones are: the lane is not factoring beside
+ * it beyond the cap. */
 lx_status lx_lanes_factor(lx_lanes *L, const lx_plan_item *it, uint64_t b, int rank,
                           lx_factors *f, lx_factor_stats *s);
 /* What a job calls for matrix b of it: without lanes (L NULL),

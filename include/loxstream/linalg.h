@@ -27,14 +27,13 @@ lx_status lx_linalg_init(int threads);
  * whatever the number: C is cut into blocks by shape only, one
  * single-threaded BLIS call each, shared out among the threads. */
 void lx_linalg_set_threads(int threads);
-/* The calling thread's own count in place of that (0: back to it), for a
- * thread that factors one matrix beside another (lanes.h). */
-void lx_linalg_set_local_threads(int threads);
-/* The calling thread's count read from *width at each use from now on (each
- * pass and each product: another thread may change it meanwhile), capped at
- * `most`, the count its workspaces are sized for (lx_linalg_most_threads);
- * NULL: back to the counts above.  For a lane that takes the whole machine
- * while the other waits (lanes.c); the bits do not depend on the count. */
+/* The calling thread's own count in place of that, read from *width at each
+ * use from now on (each pass and each product: another thread may change it
+ * meanwhile), capped at `most`, the count its workspaces are sized for
+ * (lx_linalg_most_threads); NULL: back to lx_linalg_set_threads's.  For a
+ * thread that factors one matrix beside another, on its share of the
+ * threads or on all of them while the other waits (lanes.h); the bits do
+ * not depend on the count. */
 void lx_linalg_follow_threads(const atomic_int *width, int most);
 int lx_linalg_threads(void);
 /* The most threads the calling thread's next products may use: `most`

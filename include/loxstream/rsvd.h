@@ -79,6 +79,9 @@ typedef struct lx_rsvd_opts {
                           * as well as for rank (or the cap is reached); NULL,
                           * 0 or ranks >= rank: rank alone, as without them */
     size_t nranks;
+    int threads;         /* lx_rsvd_workspace_bytes: sized for this many threads'
+                          * panels; 0: the calling thread's lx_linalg_most_threads(),
+                          * as a factorisation allocates them */
 } lx_rsvd_opts;
 
 /* Defaults: k 6, p 10, adaptive, tol 3e-4, cap 12, seed 0, no other ranks.  With tol 3e-4 the

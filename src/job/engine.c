@@ -78,6 +78,7 @@ uint64_t lx_engine_svd_bytes(const lx_engine_opts *e, const lx_plan_item *it, in
 {
     lx_rsvd_opts so = e->svd;
     so.rank = rank;
+    so.threads = e->threads; /* a lane's panels, or one SVD's: before lx_linalg_init too */
     return lx_rsvd_workspace_bytes(it->m, it->n, &so);
 }
 

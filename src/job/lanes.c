@@ -5,13 +5,15 @@
  * the rest).  While the job waits for a position with nothing to claim (the
  * lane factors the one it wants, the window or the cap holds it back: the
  * first matrix, the last, one too large for two at once), the lane's
- * matrix runs on all the threads from its next pass on, and on its half
- * again once the job goes on.
+ * matrix runs on all the threads (the count is read at each pass and
+ * product), and on its half again once the job goes on; likewise the
+ * job's while the lane thread is idle.  The waits for a position computed
+ * in vain and lx_lanes_factor's for the cap widen nothing.
  *
  * One mutex guards the states; the factorisations and before() run outside
  * it.  Two SVDs run at once only while their working memory
- * (lx_engine_svd_bytes) stays within the cap; else one waits.  A matrix of an item other than its first (b > 0) is claimed only
- * once before() has run for the item, so that nothing of the item is read
+ * (lx_engine_svd_bytes) stays within the cap; else one waits.  A matrix of
+ * an item other than its first (b > 0) is claimed only once before() has run for the item, so that nothing of the item is read
  * by a pass before it.  A lane's failure is kept with its message (the
  * message is per thread) and handed to the job when it takes that position,
  * so a job sees its failures in the order it would have without the lanes.

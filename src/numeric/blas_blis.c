@@ -32,7 +32,6 @@ lx_status lx_flame_init(void); /* lapack_flame.c */
 
 static int initialised;
 static int nthreads = 1;
-static _Thread_local int local_threads; /* 0: nthreads */
 static _Thread_local const atomic_int *local_width; /* non-NULL: the count, read at each use */
 static _Thread_local int local_most;                /* local_width's ceiling */
 static char description[256];
@@ -132,11 +131,6 @@ void lx_linalg_set_threads(int threads)
     nthreads = threads > 0 ? threads : 1;
 }
 
-void lx_linalg_set_local_threads(int threads)
-{
-    local_threads = threads > 0 ? threads : 0;
-}
-
 void lx_linalg_follow_threads(const atomic_int *width, int most)
 {
     local_width = width;
@@ -149,7 +143,7 @@ int lx_linalg_threads(void)
         int t = atomic_load_explicit(local_width, memory_order_relaxed);
         return t < 1 ? 1 : t > local_most ? local_most : t;
     }
-    return local_threads ? local_threads : nthreads;
+    return nthreads;
 }
 
 int lx_linalg_most_threads(void)

@@ -493,7 +493,7 @@ static size_t pass_panel_rows(size_t m, size_t n)
  * CHUNK_MIN_ROWS rows each, at most LX_RSVD_MAX_CHUNKS of them, no more than
  * CHUNK_PARTIALS_MAX bytes of partials, heights multiples of the panel
  * height; and the threads that share them out. */
-static void pass_chunks(size_t m, size_t n, size_t l, rsvd_work *w)
+static void pass_chunks(size_t m, size_t n, size_t l, int threads, rsvd_work *w)
 {
     size_t nch = (m + CHUNK_MIN_ROWS - 1) / CHUNK_MIN_ROWS;
     if (nch > LX_RSVD_MAX_CHUNKS)
@@ -506,7 +506,7 @@ static void pass_chunks(size_t m, size_t n, size_t l, rsvd_work *w)
     chunk = (chunk + w->ph - 1) / w->ph * w->ph;
     w->chunk = chunk;
     w->nch = (m + chunk - 1) / chunk;
-    int t = lx_linalg_most_threads();
+    int t = threads > 0 ? threads : lx_linalg_most_threads();
     w->nthr = (size_t)t < w->nch ? t : (int)w->nch;
     if (w->nthr < 1)
         w->nthr = 1;
@@ -524,7 +524,7 @@ static void plan(size_t m, size_t n, const lx_rsvd_opts *o, rsvd_work *w, size_t
     w->maxblk = krylov_blocks(m, n, w->l);
     w->dmax = w->maxblk * w->l;
     size_t l = w->l, k = w->k, dmax = w->dmax, dx = dmax + l;
-    pass_chunks(m, n, l, w);
+    pass_chunks(m, n, l, o->threads, w);
     w->kern = lx_pass_kernel_ok(l, m);
     w->pld = w->kern ? pass_ld(n) : n;
     sz[B_PANEL] = (size_t)w->nthr * w->ph * w->pld;

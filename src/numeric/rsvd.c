@@ -26,6 +26,7 @@ void lx_rsvd_opts_default(lx_rsvd_opts *o)
     o->exact = 0;
     o->ranks = NULL;
     o->nranks = 0;
+    o->threads = 0;
 }
 
 /* ---- small helpers ------------------------------------------------------ */

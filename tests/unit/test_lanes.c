@@ -65,6 +65,10 @@ lx_status __wrap_lx_rsvd_topk(const lx_rowsrc *a, const lx_rsvd_opts *o, lx_fact
         int k = atomic_fetch_add(&nseen, 1);
         if (k < 2)
             atomic_store(&seen[k], lx_linalg_threads());
+        /* none finishes (letting the other thread widen the rest) before all
+         * have looked */
+        for (int i = 0; i < 5000 && atomic_load(&nseen) < want; i++)
+            usleep(1000);
     }
     lx_status st = __real_lx_rsvd_topk(a, o, f);
     atomic_fetch_sub(&running, 1);
