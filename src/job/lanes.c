@@ -13,8 +13,9 @@
  * One mutex guards the states; the factorisations and before() run outside
  * it.  Two SVDs run at once only while their working memory
  * (lx_engine_svd_bytes) stays within the cap; else one waits.  A matrix of
- * an item other than its first (b > 0) is claimed only once before() has run for the item, so that nothing of the item is read
- * by a pass before it.  A lane's failure is kept with its message (the
+ * an item other than its first (b > 0) is claimed only once before() has
+ * run for the item, so that nothing of the item is read by a pass before
+ * it.  A lane's failure is kept with its message (the
  * message is per thread) and handed to the job when it takes that position,
  * so a job sees its failures in the order it would have without the lanes.
  */
@@ -43,12 +44,17 @@ typedef struct slot {
     lx_factor_stats s;
 } slot;
 
+/* A thread of the two: its share of the threads, and what it factors. */
+typedef struct role {
+    int share;
+    slot *at;                      /* NULL: nothing */
+} role;
+
 struct lx_lanes {
     lx_engine_opts e;
     slot *q;
     size_t n, ahead;
-    int lane_w, job_w;             /* threads of the lane's and of the job's factorisations */
-    slot *lane_at, *job_at;        /* what the lane, the job factors, or NULL */
+    role lane, job;                /* the lane thread's and the job thread's */
     size_t taking;                 /* the position the job takes next */
     size_t at;                     /* the one it takes or writes: the window's base */
     uint64_t inflight, cap;        /* working memory of the SVDs running; their cap */
@@ -95,13 +101,14 @@ static lx_status follow(const lx_lanes *L, const atomic_int *width, const lx_pla
     return st;
 }
 
-/* Factor position p (claimed) on this thread, `width` threads wide (the
- * lane's or the job's share); under mu on entry and exit. */
-static void factor(lx_lanes *L, size_t p, int width)
+/* Factor position p (claimed) on this thread, in role r (on its share of
+ * the threads); under mu on entry and exit. */
+static void factor(lx_lanes *L, size_t p, role *r)
 {
     slot *s = &L->q[p];
     s->state = CLAIMED;
-    atomic_store(&s->width, width);
+    atomic_store(&s->width, r->share);
+    r->at = s;
     L->inflight += s->bytes;
     pthread_mutex_unlock(&L->mu);
     if (s->m.b == 0 && L->before)
@@ -114,22 +121,23 @@ static void factor(lx_lanes *L, size_t p, int width)
     if (s->st != LX_OK)
         s->msg = lx_err_save();
     pthread_mutex_lock(&L->mu);
+    r->at = NULL;
     s->state = DONE;
     L->inflight -= s->bytes;
     pthread_cond_broadcast(&L->cv);
 }
 
-/* Wait for a change with nothing to claim, the other thread's matrix (*at,
- * if any) on all the threads meanwhile and on its `share` again after;
- * under mu.  A width takes effect at the factorisation's next pass. */
-static void wait_wide(lx_lanes *L, slot *const *at, int share)
+/* Wait for a change with nothing to claim, the other thread's matrix (if
+ * any) on all the threads meanwhile and on its share again after; under
+ * mu.  A width takes effect at the factorisation's next pass or product. */
+static void wait_wide(lx_lanes *L, const role *other)
 {
-    slot *w = *at;
+    slot *w = other->at;
     if (w)
         atomic_store(&w->width, L->e.threads);
     pthread_cond_wait(&L->cv, &L->mu);
-    if (w && *at == w)
-        atomic_store(&w->width, share);
+    if (w && other->at == w)
+        atomic_store(&w->width, other->share);
 }
 
 static void *lane(void *arg)
@@ -139,12 +147,10 @@ static void *lane(void *arg)
     while (!L->stop) {
         size_t p = claimable(L);
         if (p == SIZE_MAX) {
-            wait_wide(L, &L->job_at, L->job_w);
+            wait_wide(L, &L->job);
             continue;
         }
-        L->lane_at = &L->q[p];
-        factor(L, p, L->lane_w);
-        L->lane_at = NULL;
+        factor(L, p, &L->lane);
     }
     pthread_mutex_unlock(&L->mu);
     return NULL;
@@ -165,8 +171,8 @@ lx_lanes *lx_lanes_start(const lx_engine_opts *e, const lx_lane_mat *mats, size_
     L->cap = cap;
     L->before = before;
     L->ctx = ctx;
-    L->lane_w = e->threads / 2 > 0 ? e->threads / 2 : 1;
-    L->job_w = e->threads - L->lane_w > 0 ? e->threads - L->lane_w : 1;
+    L->lane.share = e->threads / 2 > 0 ? e->threads / 2 : 1;
+    L->job.share = e->threads - L->lane.share > 0 ? e->threads - L->lane.share : 1;
     for (size_t p = 0; p < n; p++) {
         L->q[p].m = mats[p];
         L->q[p].first = p >= mats[p].b ? p - (size_t)mats[p].b : p;
@@ -241,11 +247,9 @@ lx_status lx_lanes_take(lx_lanes *L, size_t pos, lx_factors *f, lx_factor_stats 
     while (k->state != DONE) {
         size_t p = claimable(L);
         if (p != SIZE_MAX) {
-            L->job_at = &L->q[p];
-            factor(L, p, L->job_w);
-            L->job_at = NULL;
+            factor(L, p, &L->job);
         } else {
-            wait_wide(L, &L->lane_at, L->lane_w);
+            wait_wide(L, &L->lane);
         }
     }
     k->state = TAKEN;
@@ -274,7 +278,7 @@ lx_status lx_lanes_factor(lx_lanes *L, const lx_plan_item *it, uint64_t b, int r
         pthread_cond_wait(&L->cv, &L->mu);
     L->inflight += bytes;
     pthread_mutex_unlock(&L->mu);
-    atomic_int width = L->job_w;
+    atomic_int width = L->job.share;
     lx_status st = follow(L, &width, it, b, rank, f, s);
     pthread_mutex_lock(&L->mu);
     L->inflight -= bytes;
