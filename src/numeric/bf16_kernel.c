@@ -28,9 +28,9 @@
  * reports an error and uses none.
  */
 #include <stdlib.h>
-#include <string.h>
 
 #include "bf16_kernel.h"
+#include "kernel_choice.h"
 
 #if defined(__x86_64__) && defined(__GNUC__)
 #define HAVE_BF16_KERNEL 1
@@ -173,21 +173,14 @@ static int cpu_has_kernel(void)
 
 #endif /* HAVE_BF16_KERNEL */
 
-static int usable = -1; /* unknown; 0 or 1 once decided */
-
 int lx_bf16_kernel_on(void)
 {
-    int u = __atomic_load_n(&usable, __ATOMIC_RELAXED);
-    if (u < 0) {
 #ifdef HAVE_BF16_KERNEL
-        const char *env = getenv("LOXSTREAM_BF16_KERNEL");
-        u = !(env && strcmp(env, "portable") == 0) && cpu_has_kernel();
+    static int usable = -1;
+    return lx_kernel_choice(&usable, "LOXSTREAM_BF16_KERNEL", "portable", cpu_has_kernel);
 #else
-        u = 0;
+    return 0;
 #endif
-        __atomic_store_n(&usable, u, __ATOMIC_RELAXED);
-    }
-    return u;
 }
 
 unsigned lx_bf16_out_block(const float *c, int tt, const float *v, size_t ldv,

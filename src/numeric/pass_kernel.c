@@ -19,8 +19,8 @@
  * BLIS's, and the bits of a CPU without AVX-512, which uses BLIS.
  */
 #include <stdlib.h>
-#include <string.h>
 
+#include "kernel_choice.h"
 #include "pass_kernel.h"
 
 #if defined(__x86_64__) && defined(__GNUC__)
@@ -118,21 +118,14 @@ static int cpu_has_kernel(void)
 
 #endif /* HAVE_KERNEL */
 
-static int usable = -1; /* unknown; 0 or 1 once decided */
-
 int lx_pass_kernel_on(void)
 {
-    int u = __atomic_load_n(&usable, __ATOMIC_RELAXED);
-    if (u < 0) {
 #ifdef HAVE_KERNEL
-        const char *env = getenv("LOXSTREAM_PASS_KERNEL");
-        u = !(env && strcmp(env, "blis") == 0) && cpu_has_kernel();
+    static int usable = -1;
+    return lx_kernel_choice(&usable, "LOXSTREAM_PASS_KERNEL", "blis", cpu_has_kernel);
 #else
-        u = 0;
+    return 0;
 #endif
-        __atomic_store_n(&usable, u, __ATOMIC_RELAXED);
-    }
-    return u;
 }
 
 int lx_pass_kernel_ok(size_t l, size_t ldy)
