@@ -34,6 +34,7 @@
 #include "../../src/numeric/dtype_elem.h"
 #include "loxstream/dtype.h"
 #include "../../src/numeric/bf16_kernel.h"
+#include "kernel_gate.h"
 
 static uint64_t rng = 0x9e3779b97f4a7c15ull;
 static uint64_t next(void)
@@ -204,19 +205,10 @@ static void differences(void **state)
 
 int main(void)
 {
-    const char *env = getenv("LOXSTREAM_BF16_KERNEL");
-    if (env && strcmp(env, "portable") == 0) {
-        if (lx_bf16_kernel_on()) {
-            fprintf(stderr, "LOXSTREAM_BF16_KERNEL=portable did not turn the kernel off\n");
-            return 1;
-        }
-        printf("SKIP: LOXSTREAM_BF16_KERNEL=portable\n");
-        return 77;
-    }
-    if (!lx_bf16_kernel_on()) {
-        printf("SKIP: no AVX-512 F/BW/VL/DQ on this CPU (the portable loop is used)\n");
-        return 77;
-    }
+    int gate = kernel_gate("LOXSTREAM_BF16_KERNEL", "portable", lx_bf16_kernel_on,
+                           "no AVX-512 F/BW/VL/DQ on this CPU (the portable loop is used)");
+    if (gate >= 0)
+        return gate;
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(every_length_and_rank),
         cmocka_unit_test(finite_flag_clear),

@@ -20,6 +20,7 @@
 #include <cmocka.h>
 
 #include "../../src/numeric/pass_kernel.h"
+#include "kernel_gate.h"
 
 #define GUARD 1234.5f
 #define PAD 32
@@ -148,19 +149,10 @@ static void limits(void **state)
 int main(void)
 {
     /* decided once per process: the environment's switch first */
-    const char *env = getenv("LOXSTREAM_PASS_KERNEL");
-    if (env && strcmp(env, "blis") == 0) {
-        if (lx_pass_kernel_on()) {
-            fprintf(stderr, "LOXSTREAM_PASS_KERNEL=blis did not turn the kernel off\n");
-            return 1;
-        }
-        printf("SKIP: LOXSTREAM_PASS_KERNEL=blis\n");
-        return 77;
-    }
-    if (!lx_pass_kernel_on()) {
-        printf("SKIP: no AVX-512F on this CPU (the passes use BLIS)\n");
-        return 77;
-    }
+    int gate = kernel_gate("LOXSTREAM_PASS_KERNEL", "blis", lx_pass_kernel_on,
+                           "no AVX-512F on this CPU (the passes use BLIS)");
+    if (gate >= 0)
+        return gate;
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(against_double_sums),
         cmocka_unit_test(same_bits_every_call),
