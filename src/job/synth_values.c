@@ -93,8 +93,10 @@
 /* Clones for AVX-512 and AVX2 machines (the Gaussian kernel runs about 4x
  * and 2x faster than with the default SSE2).  They give the same bytes:
  * lane-wise IEEE arithmetic only, and no FMA contraction (GCC contracts
- * nothing in ISO C mode, -std=c11). */
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && defined(__ELF__)
+ * nothing in ISO C mode, -std=c11).  LX_NO_CLONES turns them off, as it
+ * does simd.h's. */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && defined(__ELF__) && \
+    !defined(LX_NO_CLONES)
 #define HOT_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
 #else
 #define HOT_CLONES
