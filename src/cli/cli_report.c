@@ -3,6 +3,7 @@
  * and the terminal's width (TIOCGWINSZ, read again after SIGWINCH). */
 #include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/ioctl.h>
@@ -11,9 +12,15 @@
 #include "cli.h"
 #include "loxstream/fs.h"
 
-static volatile sig_atomic_t bar_shown;   /* a bar is on the terminal's last line */
-static volatile sig_atomic_t resized = 1;  /* read the width again */
-static int width = 80;                     /* when the terminal does not say */
+/* Shared with the signal handlers below, which may run on any of the
+ * job's threads (the prefetcher's, the writer's): atomics, since a
+ * volatile sig_atomic_t is safe only within one thread (ThreadSanitizer
+ * saw SIGWINCH land on the prefetcher while the job read the flag).  A
+ * handler may touch them only if they are lock-free (C11 7.14.1.1). */
+_Static_assert(ATOMIC_INT_LOCK_FREE == 2, "atomic int is not lock-free");
+static atomic_int bar_shown;      /* a bar is on the terminal's last line */
+static atomic_int resized = 1;    /* read the width again */
+static int width = 80;            /* when the terminal does not say */
 
 static void on_winch(int sig)
 {
@@ -24,8 +31,7 @@ static void on_winch(int sig)
 static int columns(void *ctx)
 {
     (void)ctx;
-    if (resized) {
-        resized = 0;
+    if (atomic_exchange(&resized, 0)) {
         struct winsize ws;
         if (ioctl(STDERR_FILENO, TIOCGWINSZ, &ws) == 0 && ws.ws_col > 0)
             width = ws.ws_col;
