@@ -6,6 +6,7 @@
 #include <libgen.h>
 #include <limits.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -91,23 +92,27 @@ lx_status lx_unlink_if(const char *path)
 
 static lx_status refuse(const char *path, lx_status refused, const char *kind);
 
+/* The handler that calls lx_interrupt_cleanup may run on any thread, so
+ * the flag is a lock-free atomic (a volatile sig_atomic_t is safe only
+ * within one thread), stored with release after the path is copied and
+ * loaded with acquire before it is read. */
+_Static_assert(ATOMIC_INT_LOCK_FREE == 2, "atomic int is not lock-free");
 static char interrupt_path[PATH_MAX];
-static volatile sig_atomic_t interrupt_armed;
+static atomic_int interrupt_armed;
 
 void lx_remove_on_interrupt(const char *path)
 {
-    interrupt_armed = 0;
+    atomic_store_explicit(&interrupt_armed, 0, memory_order_release);
     if (path && strlen(path) < sizeof interrupt_path) {
         memcpy(interrupt_path, path, strlen(path) + 1);
-        interrupt_armed = 1;
+        atomic_store_explicit(&interrupt_armed, 1, memory_order_release);
     }
 }
 
 void lx_interrupt_cleanup(void)
 {
-    if (interrupt_armed)
+    if (atomic_exchange_explicit(&interrupt_armed, 0, memory_order_acquire))
         unlink(interrupt_path);
-    interrupt_armed = 0;
 }
 
 int lx_create_fresh(const char *path, int flags)

@@ -13,10 +13,11 @@
 #include "loxstream/fs.h"
 
 /* Shared with the signal handlers below, which may run on any of the
- * job's threads (the prefetcher's, the writer's): atomics, since a
- * volatile sig_atomic_t is safe only within one thread (ThreadSanitizer
- * saw SIGWINCH land on the prefetcher while the job read the flag).  A
- * handler may touch them only if they are lock-free (C11 7.14.1.1). */
+ * process's threads (the prefetcher's, the writer's, the lane's, OpenMP's):
+ * atomics, since a volatile sig_atomic_t is safe only within one thread
+ * (ThreadSanitizer saw SIGWINCH land on the prefetcher while the job read
+ * the flag).  A handler may touch them only if they are lock-free (C11
+ * 7.14.1.1).  The width is the job's thread's alone (columns()). */
 _Static_assert(ATOMIC_INT_LOCK_FREE == 2, "atomic int is not lock-free");
 static atomic_int bar_shown;      /* a bar is on the terminal's last line */
 static atomic_int resized = 1;    /* read the width again */
@@ -92,6 +93,8 @@ lx_reporter cli_reporter(void)
 
 /* ---- SIGINT, SIGTERM, SIGHUP ---- */
 
+/* Set once by cli_on_interrupt, before it installs the handlers that read
+ * it and before the job starts a thread: never written while one runs. */
 static const char *interrupt_message;
 
 /* Async-signal-safe: end the progress bar's line, remove the job's
