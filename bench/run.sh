@@ -17,7 +17,7 @@
 # Prints: wall time, peak RSS and peak anonymous memory, bytes read and
 # written, GB/s, SVD time and GFLOP/s, time by phase; the floor (sequential
 # read of the inputs and sequential write of an output of the same size,
-# each the faster of a buffered and a direct one, cold; the
+# each the faster of a buffered and a direct one (the read: cold only); the
 # run's GEMM flops at the rate bench/gemmrate measures); and one matrix
 # (4096x11008 in llama-7b), extracted into a checkpoint of its own, done 5 times by the
 # randomized SVD and once by the exact SVD (BENCH_EXACT=0 skips it), with
@@ -72,8 +72,10 @@ t1=$(date +%s.%N)
 read_buf_s=$(echo "$t1 - $t0" | bc)
 read_s=$read_buf_s read_dir_s=
 # cold: the read floor is the faster of that buffered read (the kernel's
-# read-ahead) and 16 MiB direct reads, which this VM's disk served at twice
-# the speed (apply's prefetcher asks for 8 MiB at a time: prefetch.h)
+# read-ahead) and 16 MiB direct reads, the disk's best sequential read (on
+# this VM twice as fast as the buffered one in one hour, a little slower in
+# another: bench/RESULTS.md, session 11).  apply itself reads through the
+# page cache, its prefetcher populating 8 MiB of the mapping at a time.
 if [ "${BENCH_COLD:-1}" = 1 ]; then
     drop_caches
     t0=$(date +%s.%N)
@@ -99,10 +101,12 @@ rm -f "$dir/floor.out"
 write_dir_s=${write_dir_s-$(echo "$t3 - $t2" | bc)}
 write_s=$write_buf_s
 [ -z "$write_dir_s" ] || [ "$(echo "$write_dir_s < $write_s" | bc)" = 0 ] || write_s=$write_dir_s
+# secs S: S to one decimal, or n/a
+secs() { case ${1:-n/a} in n/a) echo n/a ;; *) printf '%.1f' "$1" ;; esac; }
 printf 'read inputs  %.1f GB in %.1f s (%.2f GB/s; buffered %.1f s, direct %s s)\n' "$(echo "$in_bytes/1000000000" | bc -l)" \
-    "$read_s" "$(echo "$in_bytes/1000000000/$read_s" | bc -l)" "$read_buf_s" "${read_dir_s:-n/a}"
+    "$read_s" "$(echo "$in_bytes/1000000000/$read_s" | bc -l)" "$read_buf_s" "$(secs "$read_dir_s")"
 printf 'write output %.1f GB in %.1f s (%.2f GB/s; buffered %.1f s, direct %s s)\n' "$(echo "$out_bytes/1000000000" | bc -l)" \
-    "$write_s" "$(echo "$out_bytes/1000000000/$write_s" | bc -l)" "$write_buf_s" "${write_dir_s:-n/a}"
+    "$write_s" "$(echo "$out_bytes/1000000000/$write_s" | bc -l)" "$write_buf_s" "$(secs "$write_dir_s")"
 
 echo "== apply (default: rank 6, alpha 1.25, tol)"
 drop_caches
