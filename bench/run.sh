@@ -70,39 +70,40 @@ t0=$(date +%s.%N)
 cat "$dir"/m/base/*.safetensors "$dir"/m/aligned/*.safetensors >/dev/null
 t1=$(date +%s.%N)
 read_buf_s=$(echo "$t1 - $t0" | bc)
-read_s=$read_buf_s read_dir_s=
+# faster A B: the smaller of two times in seconds; B may be n/a (not measured)
+faster() { if [ "$2" != n/a ] && [ "$(echo "$2 < $1" | bc)" = 1 ]; then echo "$2"; else echo "$1"; fi; }
 # cold: the read floor is the faster of that buffered read (the kernel's
 # read-ahead) and 16 MiB direct reads, the disk's best sequential read (on
 # this VM twice as fast as the buffered one in one hour, a little slower in
 # another: bench/RESULTS.md, session 11).  apply itself reads through the
 # page cache, its prefetcher populating 8 MiB of the mapping at a time.
+read_dir_s=n/a
 if [ "${BENCH_COLD:-1}" = 1 ]; then
     drop_caches
     t0=$(date +%s.%N)
     for f in "$dir"/m/base/*.safetensors "$dir"/m/aligned/*.safetensors; do
-        dd if="$f" of=/dev/null bs=16M iflag=direct status=none 2>/dev/null || { read_dir_s=n/a; break; }
+        dd if="$f" of=/dev/null bs=16M iflag=direct status=none 2>/dev/null || { t0=; break; }
     done
-    t1=$(date +%s.%N)
-    [ "$read_dir_s" = n/a ] || read_dir_s=$(echo "$t1 - $t0" | bc)
-    [ "$read_dir_s" = n/a ] || [ "$(echo "$read_dir_s < $read_s" | bc)" = 0 ] || read_s=$read_dir_s
+    [ -z "$t0" ] || read_dir_s=$(echo "$(date +%s.%N) - $t0" | bc)
 fi
-t1=$(date +%s.%N)
+read_s=$(faster "$read_buf_s" "$read_dir_s")
 # the write floor: the faster of a buffered write and a direct one (apply
 # writes past the page cache where it can: direct.h), each synced
+t1=$(date +%s.%N)
 dd if=/dev/zero of="$dir/floor.out" bs=16M count=$((out_bytes / 16777216)) conv=fdatasync status=none
 t2=$(date +%s.%N)
 rm -f "$dir/floor.out"
 write_buf_s=$(echo "$t2 - $t1" | bc)
+write_dir_s=n/a
 t2=$(date +%s.%N)
-dd if=/dev/zero of="$dir/floor.out" bs=16M count=$((out_bytes / 16777216)) oflag=direct conv=fdatasync \
-    status=none 2>/dev/null || write_dir_s=
-t3=$(date +%s.%N)
+if dd if=/dev/zero of="$dir/floor.out" bs=16M count=$((out_bytes / 16777216)) oflag=direct conv=fdatasync \
+    status=none 2>/dev/null; then
+    write_dir_s=$(echo "$(date +%s.%N) - $t2" | bc)
+fi
 rm -f "$dir/floor.out"
-write_dir_s=${write_dir_s-$(echo "$t3 - $t2" | bc)}
-write_s=$write_buf_s
-[ -z "$write_dir_s" ] || [ "$(echo "$write_dir_s < $write_s" | bc)" = 0 ] || write_s=$write_dir_s
+write_s=$(faster "$write_buf_s" "$write_dir_s")
 # secs S: S to one decimal, or n/a
-secs() { case ${1:-n/a} in n/a) echo n/a ;; *) printf '%.1f' "$1" ;; esac; }
+secs() { case $1 in n/a) echo n/a ;; *) printf '%.1f' "$1" ;; esac; }
 printf 'read inputs  %.1f GB in %.1f s (%.2f GB/s; buffered %.1f s, direct %s s)\n' "$(echo "$in_bytes/1000000000" | bc -l)" \
     "$read_s" "$(echo "$in_bytes/1000000000/$read_s" | bc -l)" "$read_buf_s" "$(secs "$read_dir_s")"
 printf 'write output %.1f GB in %.1f s (%.2f GB/s; buffered %.1f s, direct %s s)\n' "$(echo "$out_bytes/1000000000" | bc -l)" \
